@@ -1,0 +1,138 @@
+"""The command line: same results as the library, and one clear line (no traceback) on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicerio
+
+from toothseg import __version__
+from toothseg.cli import main
+from toothseg.core import LabelTable, Volume
+from toothseg.core.io import read_label_map, write_volume
+
+from ..conftest import ellipsoid_teeth
+
+TOOTHSEG = [sys.executable, "-m", "toothseg.cli"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a fresh interpreter."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([*TOOTHSEG, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str, code: int = 1) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def labels_file(tmp_path) -> Path:
+    return write_volume(ellipsoid_teeth(), tmp_path / "teeth.nii.gz")
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"toothseg {__version__}"
+    help_text = run("--help").stdout
+    for command in ("convert", "export-stl", "demo"):
+        assert command in help_text
+    assert "--coordinate-system" in run("export-stl", "--help").stdout
+
+
+def test_convert_sts_case_to_segmentation(tmp_path, sts_gt_path, sts_labels):
+    out = tmp_path / "case.seg.nrrd"
+    result = run("convert", str(sts_gt_path), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "30 segments" in result.stdout
+    segmentation = slicerio.read_segmentation(str(out))
+    assert len(segmentation["segments"]) == 30
+    back = tmp_path / "back.nii.gz"
+    assert main(["convert", str(out), str(back)]) == 0
+    np.testing.assert_array_equal(read_label_map(back).array, sts_labels.array)
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, labels_file):
+    out = tmp_path / "out.seg.nrrd"
+    out.write_text("precious")
+    assert_clean_error(run("convert", str(labels_file), str(out)), "already exists", "--overwrite")
+    assert out.read_text() == "precious"
+    assert run("convert", str(labels_file), str(out), "--overwrite").returncode == 0
+    assert out.read_bytes().startswith(b"NRRD")
+
+
+@pytest.mark.parametrize("policy, expected", [("keep", {11, 21, 99}), ("drop", {11, 21})])
+def test_unknown_label_values(tmp_path, labels_file, policy, expected):
+    volume = read_label_map(labels_file)
+    array = volume.array.copy()
+    array[0, 0, :3] = 99
+    odd = write_volume(volume.with_array(array), tmp_path / "odd.nii.gz")
+    assert_clean_error(run("convert", str(odd), str(tmp_path / "x.seg.nrrd")), "99", "label table")
+    assert not (tmp_path / "x.seg.nrrd").exists()
+    out = tmp_path / f"{policy}.seg.nrrd"
+    assert main(["convert", str(odd), str(out), "--unknown-labels", policy]) == 0
+    segments = slicerio.read_segmentation(str(out))["segments"]
+    assert {s["labelValue"] for s in segments} == expected
+
+
+def test_label_map_that_does_not_match_its_image(tmp_path, labels_file):
+    image = Volume(np.zeros((40, 48, 57), np.int16), (0.4, 0.3, 0.5))
+    image_path = write_volume(image, tmp_path / "scan.nii.gz")
+    result = run("export-stl", str(labels_file), "--out-dir", str(tmp_path / "stl"), "--reference", str(image_path))
+    assert_clean_error(result, "does not match", "size")
+    assert not any((tmp_path / "stl").glob("*.stl")) if (tmp_path / "stl").exists() else True
+
+
+def test_export_stl_subset_ras_and_progress(tmp_path, labels_file):
+    result = run("export-stl", str(labels_file), "--out-dir", str(tmp_path / "stl"), "--labels", "21",
+                 "--coordinate-system", "ras", "--smoothing", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "stl").iterdir()] == ["21_upper_left_central_incisor.stl"]
+    assert "mm, RAS" in result.stdout
+    header = (tmp_path / "stl" / "21_upper_left_central_incisor.stl").read_bytes()[:80]
+    assert b"RAS" in header
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["convert", "missing.nii.gz", "out.nii.gz"], ["missing.nii.gz", "no such file"]),
+    (["convert", ".", "out.nii.gz"], ["no DICOM series"]),
+    (["export-stl", "teeth.nii.gz", "--out-dir", "s", "--smoothing", "3"], ["smoothing"]),
+    (["export-stl", "teeth.nii.gz", "--out-dir", "s", "--labels", "1x"], ["--labels"]),
+    (["convert", "teeth.nii.gz", "no/such/folder/out.nrrd"], ["does not exist"]),
+    (["convert", "teeth.nii.gz", "out.vtk"], ["cannot write"]),
+])
+def test_bad_input_gives_one_line(tmp_path, labels_file, args, fragments):
+    (tmp_path / "sub").mkdir()
+    assert_clean_error(run(*args, cwd=tmp_path), *fragments)
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert_clean_error(run("export-stl", "x.nii.gz"), "--out-dir", code=2)
+    assert_clean_error(run("frobnicate"), "invalid choice", code=2)
+
+
+def test_demo_runs_offline(tmp_path):
+    result = run("demo", "--out-dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo" / "sample_teeth.seg.nrrd").exists()
+    assert len(list((tmp_path / "demo" / "stl").glob("*.stl"))) == 30
+    picture = tmp_path / "demo" / "teeth_3d.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import SimpleITK as sitk
+
+    pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(picture)))
+    assert pixels.std() > 10  # a real picture, not a blank buffer
+    again = run("demo", "--out-dir", str(tmp_path / "demo"), "-q")  # reruns replace their own files
+    assert again.returncode == 0, again.stderr

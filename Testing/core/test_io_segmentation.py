@@ -1,0 +1,119 @@
+"""Slicer .seg.nrrd files through slicerio: names, colours, terminology and values survive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicerio
+
+from toothseg.core import GeometryMismatchError, InputError, LabelError, LabelTable, Volume
+from toothseg.core.io import read_segmentation, write_segmentation
+from toothseg.core.io.segmentation import paste_onto_grid
+
+STS_TEETH = [11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24, 25, 26, 27, 28,
+             31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 47, 48]
+
+
+@pytest.fixture(scope="module")
+def sts_segmentation(tmp_path_factory, sts_labels):
+    path = tmp_path_factory.mktemp("seg") / "Validation_0002.seg.nrrd"
+    write_segmentation(sts_labels, LabelTable.fdi(), path)
+    return path
+
+
+def test_sts_case_gives_30_segments_with_exact_voxel_counts(sts_segmentation, sts_labels):
+    data = slicerio.read_segmentation(str(sts_segmentation))
+    segments = data["segments"]
+    assert len(segments) == 30
+    assert sorted(s["labelValue"] for s in segments) == STS_TEETH
+    voxels = data["voxels"]  # (i, j, k)
+    counts = np.bincount(sts_labels.array.ravel(), minlength=49)
+    table = LabelTable.fdi()
+    for segment in segments:
+        value = segment["labelValue"]
+        assert int(np.count_nonzero(voxels == value)) == counts[value]
+        assert segment["name"] == table[value].segment_name
+        np.testing.assert_allclose(segment["color"], table[value].color, atol=1e-6)
+        assert segment["terminology"]["type"][1] == table[value].terminology.type.value
+        assert segment["layer"] == 0
+
+
+def test_sts_geometry_is_lps_and_exact(sts_segmentation, sts_labels):
+    data = slicerio.read_segmentation(str(sts_segmentation))
+    np.testing.assert_allclose(data["ijkToLPS"], sts_labels.ijk_to_lps(), atol=1e-6)
+    import nrrd
+
+    header = nrrd.read_header(str(sts_segmentation))
+    assert header["space"] == "left-posterior-superior"
+    assert "TerminologyEntry:Segmentation category and type" in header["Segment0_Tags"]
+
+
+def test_read_back_unchanged(sts_segmentation, sts_labels):
+    seg = read_segmentation(sts_segmentation)
+    np.testing.assert_array_equal(seg.labels.array, sts_labels.array)
+    np.testing.assert_allclose(seg.labels.spacing, sts_labels.spacing, rtol=1e-6)
+    np.testing.assert_allclose(seg.labels.origin, sts_labels.origin, atol=1e-6)
+    assert seg.table.values == STS_TEETH
+    assert seg.table[36].segment_name == "Tooth 36 (lower left first molar)"
+    assert seg.table.swap_partner(36) == 46
+
+
+def test_slicerio_rewrite_is_lossless(tmp_path, sts_segmentation):
+    """What slicerio reads, it writes back identically (no field of ours is lost)."""
+    first = slicerio.read_segmentation(str(sts_segmentation))
+    slicerio.write_segmentation(str(tmp_path / "again.seg.nrrd"), first)
+    second = slicerio.read_segmentation(str(tmp_path / "again.seg.nrrd"))
+    np.testing.assert_array_equal(first["voxels"], second["voxels"])
+    for a, b in zip(first["segments"], second["segments"]):
+        assert {k: a[k] for k in ("id", "name", "labelValue", "terminology")} == \
+               {k: b[k] for k in ("id", "name", "labelValue", "terminology")}
+
+
+def test_unknown_values_are_refused(tmp_path, teeth_volume):
+    array = teeth_volume.array.copy()
+    array[0, 0, 0] = 71
+    with pytest.raises(LabelError, match="71"):
+        write_segmentation(teeth_volume.with_array(array), LabelTable.fdi(), tmp_path / "x.seg.nrrd")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlapping_segments_from_slicer(tmp_path, teeth_volume):
+    """Slicer stores overlapping segments on extra layers with clashing label values."""
+    seg = slicerio.create_segmentation(teeth_volume.size_xyz, teeth_volume.ijk_to_lps())
+    mask11 = (teeth_volume.array == 11).transpose(2, 1, 0)
+    grown = np.zeros_like(mask11)
+    grown[5:30, 5:40, 5:30] = True
+    slicerio.add_segment(seg, mask11, {"id": "a", "name": "Tooth 11 (upper right central incisor)"})
+    slicerio.add_segment(seg, grown & mask11, {"id": "b", "name": "Tooth 36 (lower left first molar)"})
+    assert seg["voxels"].ndim == 4
+    slicerio.write_segmentation(str(tmp_path / "layers.seg.nrrd"), seg)
+    result = read_segmentation(tmp_path / "layers.seg.nrrd")
+    values = set(np.unique(result.labels.array)) - {0}
+    assert values == {11, 36}
+    assert np.count_nonzero(result.labels.array == 36) == np.count_nonzero(grown & mask11)
+
+
+def test_cropped_segmentation_is_pasted_onto_the_image_grid(tmp_path, teeth_volume):
+    """Slicer saves segmentations cropped to their extent; the reference grid restores them."""
+    crop = teeth_volume.array[5:35, 8:40, 3:50]
+    origin = teeth_volume.index_to_physical(np.array([[3, 8, 5]]))[0]
+    cropped = Volume(crop, teeth_volume.spacing, tuple(origin), teeth_volume.direction)
+    write_segmentation(cropped, LabelTable.fdi(), tmp_path / "crop.seg.nrrd")
+    result = read_segmentation(tmp_path / "crop.seg.nrrd", reference=teeth_volume)
+    np.testing.assert_array_equal(result.labels.array, teeth_volume.array)
+    shifted = Volume(crop, teeth_volume.spacing, tuple(origin + 0.37 * np.array(teeth_volume.spacing)),
+                     teeth_volume.direction)
+    with pytest.raises(GeometryMismatchError, match="aligned"):
+        paste_onto_grid(shifted, teeth_volume)
+    other_spacing = Volume(crop, (1.0, 1.0, 1.0), tuple(origin), teeth_volume.direction)
+    with pytest.raises(GeometryMismatchError, match="spacing"):
+        paste_onto_grid(other_spacing, teeth_volume)
+
+
+def test_truncated_segmentation(tmp_path, sts_segmentation):
+    data = sts_segmentation.read_bytes()
+    (tmp_path / "cut.seg.nrrd").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.seg.nrrd"):
+        read_segmentation(tmp_path / "cut.seg.nrrd")
+    with pytest.raises(InputError, match=".seg.nrrd"):
+        write_segmentation(Volume(np.zeros((2, 2, 2), np.uint8)), LabelTable.fdi(), tmp_path / "x.nrrd")

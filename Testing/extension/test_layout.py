@@ -1,0 +1,57 @@
+"""Layout contracts: the import boundary of toothseg.core and the Slicer extension's CMake files."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "ToothSegTraining"
+
+
+def test_core_imports_no_slicer_qt_training_or_heavy_libraries():
+    code = ("import sys, toothseg.core, toothseg.core.io, toothseg.core.export; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('slicer', 'qt', 'ctk', 'vtk', 'vtkmodules', 'torch', 'mamba_ssm', 'PySide6') "
+            "or m.startswith('toothseg.train')]; print(','.join(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_core_sources_never_import_slicer_or_training_code():
+    pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|toothseg\.train)\b", re.MULTILINE)
+    offenders = [str(p) for p in (PACKAGE / "toothseg" / "core").rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_top_level_layout():
+    names = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
+    required = {"ToothSegExtension", "ToothSegTraining", "Resources", "Testing", "CMakeLists.txt", "README.md"}
+    assert required <= names
+    assert names - required <= {"Makefile", "pytest.ini", "demo-output", "toothseg-demo"}
+
+
+def test_extension_cmake_has_slicer_metadata():
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
+                  "EXTENSION_SCREENSHOTURLS"):
+        assert re.search(rf'set\({field} "[^"]+"\)', text), field
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    for call in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
+                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+        assert call in text
+    for sub in re.findall(r"add_subdirectory\(([^)]+)\)", text):
+        assert (REPO / sub / "CMakeLists.txt").exists(), sub
+
+
+def test_core_file_list_in_cmake_matches_the_package():
+    text = (REPO / "ToothSegExtension" / "ToothSegCore" / "CMakeLists.txt").read_text(encoding="utf-8")
+    block = re.search(r"set\(TOOTHSEG_CORE_FILES(.*?)\)", text, re.DOTALL).group(1)
+    listed = sorted(line.strip() for line in block.splitlines() if line.strip())
+    on_disk = sorted(["toothseg/__init__.py"] + [
+        p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / "toothseg" / "core").rglob("*.py")])
+    assert listed == on_disk
+    assert "slicerMacroBuildScriptedModule(" in text

@@ -1,0 +1,113 @@
+"""Offscreen pictures of segmented teeth (VTK), for reports, the demo and the README.
+
+No window is opened: on a machine without a display VTK renders through EGL (or OSMesa), so the
+same code runs on servers, in CI and inside Slicer's Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OutputWriteError
+from ..io.atomic import atomic_output
+from ..labels import LabelTable
+from ..volume import Volume
+from .surfaces import SurfaceOptions, label_boxes, label_surface
+
+__all__ = ["render_teeth"]
+
+log = logging.getLogger(__name__)
+
+
+def _load_opengl_backend() -> None:
+    """Register VTK's OpenGL classes; must run before any renderer, mapper or actor is made."""
+    if not os.environ.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in os.environ:
+        os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"  # no X server: skip the X attempt
+    import vtkmodules.vtkRenderingFreeType  # noqa: F401  (text)
+    import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
+
+
+def _offscreen_window(width: int, height: int):
+    from vtkmodules.vtkRenderingCore import vtkRenderWindow
+
+    window = vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(width, height)
+    return window
+
+
+def render_teeth(labels: Volume, table: LabelTable, path: str | os.PathLike[str], values: list[int] | None = None,
+                 size: tuple[int, int] = (900, 600), smoothing: float = 0.4, overwrite: bool = True,
+                 title: str | None = None) -> Path:
+    """Render the labelled teeth as coloured surfaces, seen from the front (anterior), to a PNG.
+
+    The view direction follows the patient frame of ``labels`` (LPS): the camera looks along +y
+    (from anterior to posterior) with superior up, so the patient's right appears on the left of
+    the picture, as in a clinical frontal view.
+    """
+    _load_opengl_backend()
+    from vtkmodules.vtkIOImage import vtkPNGWriter
+    from vtkmodules.vtkRenderingCore import (
+        vtkActor,
+        vtkPolyDataMapper,
+        vtkRenderer,
+        vtkTextActor,
+        vtkWindowToImageFilter,
+    )
+
+    present = table.check_array(labels.array)
+    values = present if values is None else values
+    boxes = label_boxes(labels.array)
+    renderer = vtkRenderer()
+    renderer.SetBackground(1.0, 1.0, 1.0)
+    options = SurfaceOptions(smoothing=smoothing)
+    for value in values:
+        poly = label_surface(labels, value, options, box=boxes[value - 1])
+        if poly is None:
+            continue
+        mapper = vtkPolyDataMapper()
+        mapper.SetInputData(poly)
+        actor = vtkActor()
+        actor.SetMapper(mapper)
+        actor.GetProperty().SetColor(*table[value].color)
+        actor.GetProperty().SetSpecular(0.3)
+        actor.GetProperty().SetSpecularPower(20)
+        renderer.AddActor(actor)
+    if title:
+        text = vtkTextActor()
+        text.SetInput(title)
+        text.GetTextProperty().SetFontSize(18)
+        text.GetTextProperty().SetColor(0.1, 0.1, 0.1)
+        text.SetDisplayPosition(12, 12)
+        renderer.AddViewProp(text)
+    renderer.ResetCamera()
+    camera = renderer.GetActiveCamera()
+    focal = np.array(camera.GetFocalPoint())
+    distance = camera.GetDistance()
+    camera.SetPosition(*(focal + np.array([0.0, -distance, 0.0])))  # in front of the face (LPS: -y)
+    camera.SetViewUp(0.0, 0.0, 1.0)
+    renderer.ResetCamera()
+    camera.Zoom(1.3)
+    renderer.ResetCameraClippingRange()
+
+    window = _offscreen_window(*size)
+    window.AddRenderer(renderer)
+    window.Render()
+    grabber = vtkWindowToImageFilter()
+    grabber.SetInput(window)
+    grabber.ReadFrontBufferOff()  # offscreen buffers have no front buffer
+    grabber.Update()
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        writer = vtkPNGWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetInputConnection(grabber.GetOutputPort())
+        writer.Write()
+        if not tmp.exists():
+            raise OutputWriteError(f"cannot write {path}")
+    window.Finalize()
+    return path

@@ -1,0 +1,100 @@
+"""Atomic file output: a reader never sees a half-written file, a failure leaves nothing behind.
+
+Writers produce their file(s) in a private temporary folder next to the destination, with the
+destination's own file name (so that formats whose header names a companion file, like MetaImage
+``.mhd`` + ``.raw``, stay consistent), and the files are moved into place with ``os.replace`` only
+when writing succeeded. Same folder means same file system, so the rename is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import OutputExistsError, OutputWriteError
+
+__all__ = ["atomic_output", "check_writable_output", "atomic_write_text", "describe_os_error"]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """Short, user-facing reason for an OS error."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno == errno.ENOENT:
+        return "folder does not exist"
+    return exc.strerror or str(exc)
+
+
+def check_writable_output(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written.
+
+    Raises:
+        OutputExistsError: the file exists and ``overwrite`` is False.
+        OutputWriteError: the parent folder is missing or not writable.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists (use --overwrite to replace it)")
+    if path.is_dir():
+        raise OutputWriteError(f"{path} is a folder, expected a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputWriteError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"cannot write {path}: permission denied for folder {parent}")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write to; move it (and its siblings) to ``path`` on success.
+
+    Every file the writer creates in the temporary folder is moved next to ``path``, which is
+    what MetaImage (``.mhd`` + ``.raw``) needs. On any exception the temporary folder is removed
+    and the destination is left untouched.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputWriteError: the folder is not writable or the disk is full (wraps the OSError).
+    """
+    final = check_writable_output(path, overwrite=overwrite)
+    parent = final.parent if str(final.parent) else Path(".")
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".toothseg-tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
+    try:
+        yield tmp_dir / final.name
+        produced = sorted(tmp_dir.iterdir())
+        if not (tmp_dir / final.name).exists():
+            raise OutputWriteError(f"writing {final} produced no file")
+        for item in produced:
+            target = parent / item.name
+            if target.exists() and not overwrite and item.name != final.name:
+                raise OutputExistsError(f"{target} already exists (use --overwrite to replace it)")
+        # The main file goes last so that a reader that waits for it finds its companions in place.
+        for item in sorted(produced, key=lambda p: p.name == final.name):
+            os.replace(item, parent / item.name)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool = True) -> Path:
+    """Write a small text file (JSON, CSV) atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)

@@ -1,0 +1,313 @@
+"""Read and write images as :class:`~toothseg.core.volume.Volume` (SimpleITK does the file formats).
+
+Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD, MetaImage (``.mha``, ``.mhd``), a folder with a
+DICOM series (GDCM via SimpleITK, slices sorted by position), RAIL-style HDF5 crops (``.h5`` with
+``image`` and optional ``label`` datasets, stored ``(x, y, z)``), 2D PNG/JPEG/BMP/TIFF panoramic
+X-rays, and Slicer ``.seg.nrrd`` segmentations (through :mod:`toothseg.core.io.segmentation`).
+Outputs: NIfTI, NRRD, MetaImage, and PNG for 2D label maps; geometry is kept exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, OutputWriteError
+from ..volume import Volume, VolumeKind
+from .atomic import atomic_output
+
+__all__ = [
+    "read_volume",
+    "read_label_map",
+    "write_volume",
+    "volume_from_sitk",
+    "volume_to_sitk",
+    "read_h5",
+    "read_dicom_series",
+    "file_format",
+    "WRITABLE_SUFFIXES",
+    "READABLE_SUFFIXES",
+]
+
+log = logging.getLogger(__name__)
+
+_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_3D_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff")
+READABLE_SUFFIXES = _3D_SUFFIXES + _2D_SUFFIXES + (".h5", ".hdf5", ".seg.nrrd")
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".png")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for double in (".nii.gz", ".seg.nrrd"):
+        if name.endswith(double):
+            return double
+    return path.suffix.lower()
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """Classify an input: ``dicom``, ``h5``, ``seg.nrrd``, ``2d`` or ``itk``."""
+    path = Path(path)
+    if path.is_dir():
+        return "dicom"
+    suffix = _suffix(path)
+    if suffix in (".h5", ".hdf5"):
+        return "h5"
+    if suffix == ".seg.nrrd":
+        return "seg.nrrd"
+    if suffix in _2D_SUFFIXES:
+        return "2d"
+    if suffix in _3D_SUFFIXES:
+        return "itk"
+    raise InputError(
+        f"{path}: unsupported file type '{suffix or path.name}' "
+        f"(supported: {', '.join(READABLE_SUFFIXES)}, or a DICOM folder)"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # ITK messages carry the C++ file and line first; keep the human part.
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("/") and "sitk::ERROR" not in line and ".cxx:" not in line:
+            return line.removeprefix("Description: ")
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") -> Volume:
+    """Wrap a SimpleITK image (2D or 3D, scalar) as a Volume; colour 2D images become grey."""
+    import SimpleITK as sitk
+
+    dimension = image.GetDimension()
+    components = image.GetNumberOfComponentsPerPixel()
+    if dimension not in (2, 3):
+        raise InputError(f"{source or 'image'}: {dimension}D images are not supported (expected 3D, or 2D X-ray)")
+    if components > 1:
+        if dimension == 3:
+            raise InputError(f"{source or 'image'}: colour/vector volumes ({components} components) are not supported")
+        array = sitk.GetArrayFromImage(image).astype(np.float64)
+        if components in (3, 4):  # RGB(A) X-ray export: ITU-R BT.601 luma
+            array = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114
+            if not np.allclose(sitk.GetArrayViewFromImage(image)[..., 0], sitk.GetArrayViewFromImage(image)[..., 1]):
+                log.warning("%s: colour image converted to grey", source or "image")
+        else:
+            raise InputError(f"{source or 'image'}: {components}-component images are not supported")
+        array = np.round(array).astype(sitk.GetArrayViewFromImage(image).dtype)
+    else:
+        array = sitk.GetArrayFromImage(image)
+    spacing = list(image.GetSpacing())
+    origin = list(image.GetOrigin())
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dimension, dimension)
+    if dimension == 2:
+        spacing.append(1.0)
+        origin.append(0.0)
+        full = np.eye(3)
+        full[:2, :2] = direction
+        direction = full
+        kind = kind or VolumeKind.PANORAMIC_2D
+    volume = Volume(array, tuple(spacing), tuple(origin), direction, kind or VolumeKind.CBCT_3D)
+    if source:
+        volume.metadata["source"] = source
+    return volume
+
+
+def volume_to_sitk(volume: Volume, as_2d: bool = False):
+    """SimpleITK image with the Volume's voxels and geometry (2D when ``as_2d`` and one slice)."""
+    import SimpleITK as sitk
+
+    array = volume.array
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if as_2d:
+        if array.shape[0] != 1:
+            raise InputError(f"cannot write a {array.shape[0]}-slice volume as a 2D image")
+        image = sitk.GetImageFromArray(array[0])
+        image.SetSpacing(volume.spacing[:2])
+        image.SetOrigin(volume.origin[:2])
+        image.SetDirection(volume.direction[:2, :2].ravel().tolist())
+        return image
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(volume.direction.ravel().tolist())
+    return image
+
+
+def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
+    """Read the largest DICOM series in ``folder`` (GDCM sorts slices by image position)."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    reader = sitk.ImageSeriesReader()
+    try:
+        series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as exc:
+        raise InputError(f"{folder}: cannot scan for DICOM files: {_first_line(exc)}") from exc
+    if not series_ids:
+        raise InputError(f"{folder}: no DICOM series found in this folder")
+    files_by_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    series_id = max(files_by_series, key=lambda sid: len(files_by_series[sid]))
+    if len(series_ids) > 1:
+        log.warning("%s holds %d DICOM series; reading the largest (%d slices, UID %s)",
+                    folder, len(series_ids), len(files_by_series[series_id]), series_id)
+    reader.SetFileNames(files_by_series[series_id])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{folder}: cannot read the DICOM series: {_first_line(exc)}") from exc
+    volume = volume_from_sitk(image, VolumeKind.CBCT_3D, str(folder))
+    volume.metadata["dicom_series_uid"] = series_id
+    return volume
+
+
+def read_h5(path: str | os.PathLike[str], key: str = "image") -> Volume:
+    """Read one dataset of a RAIL-style HDF5 crop.
+
+    RAIL stores arrays as ``(x, y, z)`` (NiBabel order) without geometry; they are transposed to
+    ``(z, y, x)``. Optional attributes ``spacing``/``origin`` (x, y, z) on the dataset or the
+    file are used when present, otherwise 1 mm and the origin 0 are assumed (with a warning).
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            if key not in handle:
+                raise InputError(f"{path}: no dataset '{key}' (found: {', '.join(handle.keys()) or 'none'})")
+            dataset = handle[key]
+            data = np.asarray(dataset[()])
+            attrs = {**dict(handle.attrs), **dict(dataset.attrs)}
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from exc
+    if data.ndim != 3:
+        raise InputError(f"{path}: dataset '{key}' has shape {data.shape}; expected a 3D (x, y, z) array")
+    spacing = tuple(float(s) for s in attrs.get("spacing", (1.0, 1.0, 1.0)))
+    if "spacing" not in attrs:
+        log.warning("%s: no spacing stored; assuming 1 mm voxels", path)
+    origin = tuple(float(o) for o in attrs.get("origin", (0.0, 0.0, 0.0)))
+    volume = Volume(np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, origin)
+    volume.metadata["source"] = str(path)
+    return volume
+
+
+def _check_nifti_complete(path: Path, image) -> None:
+    """ITK reads a truncated NIfTI without complaint (missing voxels become 0): check it here.
+
+    ``.nii.gz`` is decompressed once as a stream, which verifies the gzip CRC and length;
+    ``.nii`` must be at least header offset + voxel bytes long.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    expected = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel() * \
+        image.GetSizeOfPixelComponent()
+    try:
+        if path.name.lower().endswith(".gz"):
+            total = 0
+            with gzip.open(path, "rb") as handle:
+                header = handle.read(352)
+                total = len(header)
+                while chunk := handle.read(1 << 24):
+                    total += len(chunk)
+        else:
+            with open(path, "rb") as handle:
+                header = handle.read(352)
+            total = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: the file is truncated or corrupt ({exc})") from exc
+    if len(header) < 348:
+        raise InputError(f"{path}: the file is truncated (incomplete NIfTI header)")
+    little = struct.unpack("<i", header[:4])[0] in (348, 540)
+    endian = "<" if little else ">"
+    if struct.unpack(endian + "i", header[:4])[0] == 540:
+        offset = struct.unpack(endian + "q", header[168:176])[0]
+    else:
+        offset = int(struct.unpack(endian + "f", header[108:112])[0])
+    if total < offset + expected:
+        raise InputError(f"{path}: the file is truncated ({total} of {offset + expected} bytes)")
+
+
+def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
+    """Read any supported image (file or DICOM folder) as a Volume; NaN/inf voxels are refused.
+
+    Raises:
+        InputError: missing, truncated, corrupt or unsupported input (one readable line).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    fmt = file_format(path)
+    if fmt == "dicom":
+        volume = read_dicom_series(path)
+    elif fmt == "h5":
+        volume = read_h5(path, key)
+    elif fmt == "seg.nrrd":
+        from .segmentation import read_segmentation
+
+        volume = read_segmentation(path).labels
+    else:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: the file is empty")
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise InputError(f"{path}: cannot read image ({_first_line(exc)}); the file may be truncated or corrupt") from exc
+        if _suffix(path) in (".nii", ".nii.gz"):
+            _check_nifti_complete(path, image)
+        kind = VolumeKind.PANORAMIC_2D if fmt == "2d" else None
+        volume = volume_from_sitk(image, kind, str(path))
+    volume.check_finite()
+    return volume
+
+
+def read_label_map(path: str | os.PathLike[str]) -> Volume:
+    """Read a label map: integer values ≥ 0 (float files with whole numbers are accepted)."""
+    volume = read_volume(path, key="label")
+    array = volume.array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(array == np.round(array)):
+            raise InputError(f"{path}: label map has non-integer values; is this an intensity image?")
+    if array.size and array.min() < 0:
+        raise InputError(f"{path}: label map has negative values (min {array.min()})")
+    top = int(array.max()) if array.size else 0
+    dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
+    if array.dtype != dtype:
+        volume.array = array.astype(dtype)
+    return volume
+
+
+def write_volume(volume: Volume, path: str | os.PathLike[str], overwrite: bool = False,
+                 compress: bool = True) -> Path:
+    """Write a Volume atomically (temporary file, then rename); geometry is kept exactly.
+
+    ``.png`` writes a 2D image (one slice, 8/16-bit integers), e.g. a panoramic label map.
+
+    Raises:
+        OutputExistsError, OutputWriteError, InputError (format cannot hold the data).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in WRITABLE_SUFFIXES:
+        raise InputError(f"{path}: cannot write '{suffix or path.name}' files (supported: {', '.join(WRITABLE_SUFFIXES)})")
+    as_2d = suffix == ".png"
+    if as_2d and volume.array.dtype not in (np.uint8, np.uint16):
+        if np.issubdtype(volume.array.dtype, np.integer) and volume.array.min() >= 0 and volume.array.max() < 65536:
+            volume = volume.with_array(volume.array.astype(np.uint8 if volume.array.max() < 256 else np.uint16))
+        else:
+            raise InputError(f"{path}: PNG holds 8/16-bit unsigned integers, not {volume.array.dtype}")
+    image = volume_to_sitk(volume, as_2d=as_2d)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress and not as_2d)
+        except RuntimeError as exc:
+            raise OutputWriteError(f"cannot write {path}: {_first_line(exc)}") from exc
+    return path
