@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="run the main job on the bundled sample (offline)")
     demo.add_argument("--out-dir", default="toothseg-demo", help="output folder (its demo files are replaced)")
     demo.set_defaults(func=cmd_demo)
+
+    from .cli_models import add_models_parser
+
+    add_models_parser(sub, common, _Parser)
     return parser
 
 

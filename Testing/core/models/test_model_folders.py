@@ -1,0 +1,201 @@
+"""Model folders: round trip, verification, and every bad input of the networks issue."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toothseg.core import InputError, LabelTable, OutputExistsError, Volume
+from toothseg.core.models import build_network
+from toothseg.core.models.card import IntensityNormalization, ModelCard
+from toothseg.core.models.checkpoints import read_state_dict, safe_torch_load, sha256_file
+from toothseg.core.models.folder import load_model_folder, save_model_folder, verify_model_folder
+
+
+def tiny_card(model_id="tiny", architecture="unet2d", dims=2, **extra) -> ModelCard:
+    table = LabelTable.fdi().subset([11, 21])
+    return ModelCard(id=model_id, architecture=architecture, kwargs={"base_channels": 4} if dims == 2 else {},
+                     spatial_dims=dims, label_table=table, class_values=[0, 11, 21],
+                     input_kind="2d" if dims == 2 else "3d", patch_size=[32, 48] if dims == 2 else None,
+                     mirror_axes=[1] if dims == 2 else [], **extra)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    network = build_network("unet2d", num_classes=3, base_channels=4)
+    folder = save_model_folder(network, tiny_card(), tmp_path / "tiny")
+    return network, folder
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    network, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "weights.safetensors"]
+    loaded = load_model_folder(folder)
+    x = torch.randn(2, 1, 32, 48)
+    network.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.network(x), network(x), rtol=0, atol=0)
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    assert card["weights_sha256"] == sha256_file(folder / "weights.safetensors")
+    assert card["label_table"]["labels"][0]["terminology"]["type"]["value"] == "422653006"
+    assert verify_model_folder(folder)[0].endswith("OK")
+
+
+def test_existing_folder_is_not_replaced(saved):
+    network, folder = saved
+    with pytest.raises(OutputExistsError):
+        save_model_folder(network, tiny_card(), folder)
+
+
+def test_tampered_weights_are_refused(saved):
+    _, folder = saved
+    weights = folder / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256 mismatch"):
+        load_model_folder(folder)
+
+
+def test_unknown_architecture_in_card(saved):
+    _, folder = saved
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    card["architecture"] = "unet2dd"
+    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(InputError, match="unknown architecture 'unet2dd'.*did you mean 'unet2d'"):
+        load_model_folder(folder)
+
+
+def test_weights_for_other_classes_name_the_first_misfit(tmp_path):
+    network = build_network("unet2d", num_classes=5, base_channels=4)
+    card = tiny_card()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(folder / "weights.safetensors"))
+    card.weights_sha256 = sha256_file(folder / "weights.safetensors")
+    (folder / "model.json").write_text(card.to_json(), encoding="utf-8")
+    with pytest.raises(InputError, match=r"'outc.weight' has shape \(5, 4, 1, 1\) in the weights but \(3, 4, 1, 1\)"):
+        load_model_folder(folder)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-checkpoint",))
+
+
+def test_pickled_code_is_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Exploit()}, str(path))
+    with pytest.raises(InputError, match="refusing to load"):
+        safe_torch_load(path)
+    assert not (tmp_path / "pwned-by-checkpoint").exists()
+    with pytest.raises(InputError):
+        read_state_dict(path)
+    assert not (tmp_path / "pwned-by-checkpoint").exists()
+
+
+def test_plain_state_dict_pth_is_accepted(tmp_path):
+    network = build_network("unet2d", num_classes=3, base_channels=4)
+    torch.save({"model": {f"module.{k}": v for k, v in network.state_dict().items()}, "epoch": 3,
+                "loss": np.float64(0.25)}, str(tmp_path / "ckpt.pth"))
+    state = read_state_dict(tmp_path / "ckpt.pth")
+    assert set(state) == set(network.state_dict())
+
+
+def test_truncated_weights_and_missing_files(saved):
+    _, folder = saved
+    with pytest.raises(InputError, match="not a model folder"):
+        load_model_folder(folder.parent)
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError):
+        load_model_folder(folder)
+    with pytest.raises(InputError, match="truncated"):
+        load_model_folder(folder, verify=False)
+    weights.unlink()
+    with pytest.raises(InputError, match="missing"):
+        load_model_folder(folder)
+
+
+def test_2d_model_refuses_a_3d_volume_and_the_reverse(saved):
+    _, folder = saved
+    model = load_model_folder(folder)
+    with pytest.raises(InputError, match="2D panoramic"):
+        model.check_input(Volume(np.zeros((10, 32, 32), np.int16)))
+    model.check_input(Volume(np.zeros((32, 48), np.uint8), kind="2d"))
+    model.card.input_kind = "3d"
+    with pytest.raises(InputError, match="3D scans"):
+        model.check_input(Volume(np.zeros((32, 48), np.uint8), kind="2d"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"class_values": [11, 21]}, "start with 0"),
+    ({"class_values": [0, 11, 99]}, "not in the label table"),
+    ({"spatial_dims": 4}, "spatial_dims"),
+    ({"mirror_axes": [2]}, "mirror_axes"),
+    ({"patch_size": [32, 48, 4]}, "patch_size"),
+    ({"schema_version": 99}, "newer"),
+])
+def test_card_validation(change, message):
+    data = tiny_card().to_dict()
+    data.update(change)
+    with pytest.raises(InputError, match=message):
+        ModelCard.from_dict(data)
+
+
+def test_card_rejects_unknown_fields_and_bad_intensity():
+    data = tiny_card().to_dict()
+    data["colour"] = "red"
+    with pytest.raises(InputError, match="unknown field"):
+        ModelCard.from_dict(data)
+    with pytest.raises(InputError, match="clip range"):
+        IntensityNormalization("clip_scale")
+
+
+def test_composite_folder_loads_members(tmp_path):
+    torch.manual_seed(1)
+    for name in ("a", "b"):
+        save_model_folder(build_network("unet2d", num_classes=3, base_channels=4), tiny_card(f"m-{name}"),
+                          tmp_path / "ens" / name)
+    top = tiny_card("ens", members=[{"role": "ensemble", "path": "a"}, {"role": "ensemble", "path": "b"}])
+    save_model_folder(None, top, tmp_path / "ens")
+    loaded = load_model_folder(tmp_path / "ens")
+    assert [role for role, _ in loaded.members] == ["ensemble", "ensemble"]
+    bad = tiny_card("escape", members=[{"role": "ensemble", "path": "../../etc"}])
+    save_model_folder(None, bad, tmp_path / "bad")
+    with pytest.raises(InputError, match="leaves the model folder"):
+        load_model_folder(tmp_path / "bad")
+
+
+def test_models_cli_add_list_verify(tmp_path, saved):
+    _, folder = saved
+    env = dict(os.environ, TOOTHSEG_MODELS_DIR=str(tmp_path / "store"), PYTHONWARNINGS="ignore")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "toothseg.cli", "models", *args], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    assert "not installed" in run("list").stdout
+    added = run("add", str(folder))
+    assert added.returncode == 0, added.stderr
+    assert (tmp_path / "store" / "tiny" / "model.json").exists()
+    listing = run("list").stdout
+    assert "tiny" in listing and "installed" in listing
+    verified = run("verify", "tiny")
+    assert verified.returncode == 0 and "OK" in verified.stdout
+    again = run("add", str(folder))
+    assert again.returncode == 1 and "already installed" in again.stderr and "Traceback" not in again.stderr
+    shown = run("show", "umamba2-ssl")
+    assert "expected SHA-256: none published" in shown.stdout

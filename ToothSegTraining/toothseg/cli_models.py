@@ -1,0 +1,128 @@
+"""``toothseg models …``: list, show, add, verify and import model folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_models_parser"]
+
+
+def _catalog():
+    from .core.models.catalog import load_catalog
+
+    return load_catalog()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    catalog = _catalog()
+    rows = [(e.id, e.input_kind, e.status(), ("default " + "/".join(e.default_for)) if e.default_for else "", e.name)
+            for e in catalog.entries]
+    width = max((len(r[0]) for r in rows), default=2)
+    for model_id, kind, status, default, name in rows:
+        print(f"{model_id:<{width}}  {kind}  {status:<13} {default:<12} {name}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .core.models.folder import read_card
+
+    catalog = _catalog()
+    entry = catalog.get(args.id)
+    print(f"{entry.id}: {entry.name}")
+    for label, value in (("input", entry.input_kind), ("method", entry.method), ("labels", entry.labels),
+                         ("architecture", entry.architecture), ("status", entry.status()),
+                         ("licence", entry.license), ("citation", entry.citation)):
+        if value:
+            print(f"  {label}: {value}")
+    if entry.description:
+        print(f"  {entry.description}")
+    if entry.available:
+        card = read_card(entry.folder)
+        print(f"  folder: {entry.folder}")
+        print(f"  classes: {card.num_classes} ({', '.join(str(v) for v in card.class_values[1:][:40])})")
+        if card.spacing_zyx:
+            print(f"  input spacing (z, y, x): {card.spacing_zyx} mm")
+        if card.patch_size:
+            print(f"  patch (z, y, x): {card.patch_size}")
+        print(f"  mirror axes for TTA: {card.mirror_axes or 'none'}")
+        if card.metrics:
+            print(f"  validation metrics: {json.dumps(card.metrics)}")
+        if card.provenance:
+            print(f"  provenance: {json.dumps(card.provenance)}")
+    else:
+        print(f"  how to get it: {entry.source.get('how', 'not available')}")
+        for url in entry.source.get("urls", []):
+            print(f"    {url}")
+        sha = entry.source.get("sha256")
+        print(f"  expected SHA-256: {sha or 'none published'}"
+              + (f" ({entry.source['sha256_note']})" if entry.source.get("sha256_note") else ""))
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    entry = _catalog().add_folder(args.path, overwrite=args.overwrite)
+    print(f"added model {entry.id!r} ({entry.input_kind}) to {entry.folder}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .core.models.folder import verify_model_folder
+
+    folder = _catalog().resolve(args.id)
+    for line in verify_model_folder(folder):
+        print(line)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .core.models import importers
+
+    if args.format == "rail":
+        out = importers.import_rail_students(args.vnet or [], args.resvnet or [], args.out, args.id or "rail-imported",
+                                             overwrite=args.overwrite)
+    else:
+        missing = [name for name in ("checkpoint", "plans", "dataset") if not getattr(args, name)]
+        if missing:
+            from .core.errors import InputError
+
+            raise InputError("nnunet import needs " + ", ".join(f"--{m}" for m in missing))
+        out = importers.import_nnunet_checkpoint(args.checkpoint, args.plans, args.dataset, args.out,
+                                                 configuration=args.configuration, model_id=args.id or "nnunet-imported",
+                                                 overwrite=args.overwrite)
+    print(f"wrote model folder {out}; check it with 'toothseg models verify {out}', install with "
+          f"'toothseg models add {out}'")
+    return 0
+
+
+def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) -> None:
+    models = sub.add_parser("models", parents=[common], help="list, show, add, verify and import models",
+                            description="The model catalogue (Resources/Models/catalog.json) and your model folders "
+                                        "($TOOTHSEG_MODELS_DIR, default ~/.toothseg/models).")
+    verbs = models.add_subparsers(dest="models_command", metavar="VERB", required=True, parser_class=parser_class)
+    p = verbs.add_parser("list", parents=[common], help="all catalogue and installed models")
+    p.set_defaults(func=cmd_list)
+    p = verbs.add_parser("show", parents=[common], help="model card, or where to get the weights")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_show)
+    p = verbs.add_parser("add", parents=[common], help="verify a model folder and install it")
+    p.add_argument("path")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_add)
+    p = verbs.add_parser("verify", parents=[common], help="check a model's card, SHA-256 and weights")
+    p.add_argument("id", help="catalogue ID or model folder")
+    p.set_defaults(func=cmd_verify)
+    p = verbs.add_parser("import-checkpoint", parents=[common],
+                         help="convert RAIL or nnU-Net/U-Mamba2 checkpoints into a model folder",
+                         description="Checkpoints are read with torch.load(weights_only=True): pickled code is refused.")
+    p.add_argument("format", choices=("rail", "nnunet"))
+    p.add_argument("--out", required=True, help="new model folder")
+    p.add_argument("--id", help="model ID for the card")
+    p.add_argument("--vnet", nargs="+", metavar="PTH", help="RAIL V-Net student checkpoints")
+    p.add_argument("--resvnet", nargs="+", metavar="PTH", help="RAIL ResVNet student checkpoints")
+    p.add_argument("--checkpoint", help="nnU-Net checkpoint_final.pth / checkpoint_best.pth")
+    p.add_argument("--plans", help="nnU-Net plans.json")
+    p.add_argument("--dataset", help="nnU-Net dataset.json")
+    p.add_argument("--configuration", default="3d_fullres", help="plans configuration (default 3d_fullres)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_import)

@@ -1,0 +1,152 @@
+"""The model card (``model.json``): everything needed to run a network correctly, as data.
+
+A model folder holds ``model.json`` and ``weights.safetensors``. The card says which registered
+architecture to build with which arguments, what the output channels mean (label table and the
+label value of each channel), how inputs must be prepared (spacing, intensity normalisation,
+patch size), which mirror axes test-time augmentation may use, where the model came from and how
+well it did, and the SHA-256 of its weights. An ensemble (RAIL's four students) or a
+coarse-to-fine cascade is a card whose ``members`` are sub-folders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import InputError
+from ..labels import LabelTable
+
+__all__ = ["ModelCard", "IntensityNormalization", "SCHEMA_VERSION", "MEMBER_ROLES"]
+
+SCHEMA_VERSION = 1
+MEMBER_ROLES = ("ensemble", "coarse", "fine")
+_INTENSITY_MODES = ("clip_zscore", "clip_scale", "zscore", "percentile_zscore", "none")
+
+
+@dataclass
+class IntensityNormalization:
+    """How raw intensities become network input.
+
+    Modes: ``clip_zscore`` (clip to ``clip`` then ``(x − mean)/std``, nnU-Net's CT scheme),
+    ``clip_scale`` (clip then map ``clip`` to [0, 1], RAIL's [500, 2500]), ``zscore`` (per image),
+    ``percentile_zscore`` (clip to the image's 0.5/99.5 percentiles, then per-image z-score, robust to
+    unknown scanner calibration), ``none``.
+    """
+
+    mode: str = "percentile_zscore"
+    clip: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in _INTENSITY_MODES:
+            raise InputError(f"unknown intensity normalisation {self.mode!r} (known: {', '.join(_INTENSITY_MODES)})")
+        if self.mode in ("clip_zscore", "clip_scale") and (self.clip is None or len(self.clip) != 2):
+            raise InputError(f"intensity mode {self.mode!r} needs a clip range [low, high]")
+        if self.mode == "clip_zscore" and (self.mean is None or not self.std):
+            raise InputError("intensity mode 'clip_zscore' needs mean and a non-zero std")
+        if self.clip is not None:
+            self.clip = (float(self.clip[0]), float(self.clip[1]))
+
+
+@dataclass
+class ModelCard:
+    """Contents of ``model.json``. Spatial lists (spacing, patch) are in **array order (z, y, x)**."""
+
+    id: str
+    architecture: str
+    kwargs: dict[str, Any]
+    spatial_dims: int
+    label_table: LabelTable
+    class_values: list[int]
+    input_kind: str = "3d"
+    name: str = ""
+    description: str = ""
+    spacing_zyx: list[float] | None = None
+    intensity: IntensityNormalization = field(default_factory=IntensityNormalization)
+    patch_size: list[int] | None = None
+    mirror_axes: list[int] = field(default_factory=list)
+    members: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+    weights_file: str = "weights.safetensors"
+    weights_sha256: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.spatial_dims not in (2, 3):
+            problems.append(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.input_kind not in ("3d", "2d"):
+            problems.append(f"input_kind must be '3d' or '2d', got {self.input_kind!r}")
+        if not self.class_values or self.class_values[0] != 0:
+            problems.append("class_values must start with 0 (background) for channel 0")
+        elif len(set(self.class_values)) != len(self.class_values):
+            problems.append("class_values has repeated label values")
+        else:
+            missing = [v for v in self.class_values[1:] if v not in self.label_table]
+            if missing:
+                problems.append(f"class_values {missing} are not in the label table")
+        for name, values in (("spacing_zyx", self.spacing_zyx), ("patch_size", self.patch_size)):
+            if values is not None and len(values) != self.spatial_dims:
+                problems.append(f"{name} needs {self.spatial_dims} entries (z, y, x order), got {values}")
+        if any(a < 0 or a >= self.spatial_dims for a in self.mirror_axes):
+            problems.append(f"mirror_axes must be array axes 0..{self.spatial_dims - 1}, got {self.mirror_axes}")
+        for member in self.members:
+            if member.get("role") not in MEMBER_ROLES or not member.get("path"):
+                problems.append(f"member {member} needs a 'path' and a role in {MEMBER_ROLES}")
+        if self.schema_version > SCHEMA_VERSION:
+            problems.append(f"schema version {self.schema_version} is newer than this ToothSeg ({SCHEMA_VERSION})")
+        if problems:
+            raise InputError(f"model card {self.id!r} is invalid: " + "; ".join(problems))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_values)
+
+    @property
+    def is_composite(self) -> bool:
+        """True for ensembles and cascades, whose weights live in member folders."""
+        return bool(self.members)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["label_table"] = self.label_table.to_dict()
+        data["intensity"] = {k: v for k, v in asdict(self.intensity).items() if v is not None}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        if not isinstance(data, dict):
+            raise InputError("model card must be a JSON object")
+        required = ("id", "architecture", "kwargs", "spatial_dims", "label_table", "class_values")
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise InputError(f"model card is missing {', '.join(missing)}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"model card has unknown field(s): {', '.join(unknown)}")
+        values = dict(data)
+        values["label_table"] = LabelTable.from_dict(data["label_table"])
+        values["intensity"] = IntensityNormalization(**data.get("intensity", {}))
+        if not isinstance(values["kwargs"], dict):
+            raise InputError("model card 'kwargs' must be an object")
+        try:
+            values["class_values"] = [int(v) for v in data["class_values"]]
+            values["spatial_dims"] = int(data["spatial_dims"])
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"model card has a malformed field: {exc}") from exc
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"model.json is not valid JSON: {exc}") from exc

@@ -1,0 +1,154 @@
+"""The model catalogue: bundled and known models (``Resources/Models/catalog.json``) plus the
+user's own model folders (``$TOOTHSEG_MODELS_DIR``, default ``~/.toothseg/models``).
+
+A catalogue entry either points at a bundled folder, or says where its weights come from (the
+original authors' release) and how to import them; the SHA-256 recorded for an entry is that of
+the converted ``weights.safetensors``, checked on every load. Entries whose upstream publishes no
+checksum say so (``sha256: null``) rather than inventing one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, OutputExistsError
+from ..resources import resources_dir
+from .card import ModelCard
+from .folder import read_card, verify_model_folder
+
+__all__ = ["CatalogEntry", "Catalog", "user_models_dir", "load_catalog"]
+
+_ENTRY_FIELDS = {"id", "name", "method", "input_kind", "labels", "architecture", "description", "folder", "source",
+                 "default_for", "license", "citation"}
+
+
+def user_models_dir() -> Path:
+    return Path(os.environ.get("TOOTHSEG_MODELS_DIR", Path.home() / ".toothseg" / "models"))
+
+
+@dataclass
+class CatalogEntry:
+    """One selectable model, bundled, installed by the user, or available upstream."""
+
+    id: str
+    name: str
+    input_kind: str
+    method: str = ""
+    labels: str = ""
+    architecture: str = ""
+    description: str = ""
+    folder: Path | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    default_for: list[str] = field(default_factory=list)
+    license: str = ""
+    citation: str = ""
+    origin: str = "catalogue"
+
+    @property
+    def available(self) -> bool:
+        return self.folder is not None and (self.folder / "model.json").is_file()
+
+    def status(self) -> str:
+        if self.available:
+            return "installed" if self.origin == "user" else "bundled"
+        return "not installed"
+
+
+def _entry_from_json(item: dict[str, Any], base: Path) -> CatalogEntry:
+    if not isinstance(item, dict) or not item.get("id") or not item.get("name"):
+        raise InputError(f"catalogue entry needs 'id' and 'name': {item!r}")
+    unknown = set(item) - _ENTRY_FIELDS
+    if unknown:
+        raise InputError(f"catalogue entry {item['id']!r} has unknown field(s): {', '.join(sorted(unknown))}")
+    if item.get("input_kind") not in ("3d", "2d"):
+        raise InputError(f"catalogue entry {item['id']!r}: input_kind must be '3d' or '2d'")
+    if not item.get("folder") and not item.get("source"):
+        raise InputError(f"catalogue entry {item['id']!r} needs a bundled 'folder' or a 'source'")
+    folder = base / item["folder"] if item.get("folder") else None
+    values = {k: v for k, v in item.items() if k != "folder"}
+    return CatalogEntry(folder=folder, **values)
+
+
+@dataclass
+class Catalog:
+    entries: list[CatalogEntry]
+
+    def get(self, model_id: str) -> CatalogEntry:
+        for entry in self.entries:
+            if entry.id == model_id:
+                return entry
+        import difflib
+
+        close = difflib.get_close_matches(model_id, [e.id for e in self.entries], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"no model {model_id!r} in the catalogue{hint}; see 'toothseg models list'")
+
+    def default(self, input_kind: str) -> CatalogEntry:
+        for entry in self.entries:
+            if input_kind in entry.default_for and entry.available:
+                return entry
+        raise InputError(f"no installed default model for {input_kind} inputs; pass --model ID or DIR")
+
+    def resolve(self, model: str | os.PathLike[str]) -> Path:
+        """A model folder from a catalogue ID or a path."""
+        path = Path(model)
+        if (path / "model.json").is_file():
+            return path
+        entry = self.get(str(model))
+        if not entry.available:
+            how = entry.source.get("how", "see 'toothseg models show " + entry.id + "'")
+            raise InputError(f"model {entry.id!r} is not installed: {how}")
+        return entry.folder  # type: ignore[return-value]
+
+    def add_folder(self, folder: str | os.PathLike[str], overwrite: bool = False) -> CatalogEntry:
+        """Verify a model folder and copy it into the user's model folder under its card ID."""
+        folder = Path(folder)
+        verify_model_folder(folder)
+        card = read_card(folder)
+        target = user_models_dir() / card.id
+        if target.exists():
+            if not overwrite:
+                raise OutputExistsError(f"a model {card.id!r} is already installed at {target} (use --overwrite)")
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{card.id}.incoming"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(folder, staging)
+        os.replace(staging, target)
+        entry = _user_entry(card, target)
+        self.entries.append(entry)
+        return entry
+
+
+def _user_entry(card: ModelCard, folder: Path) -> CatalogEntry:
+    return CatalogEntry(id=card.id, name=card.name or card.id, input_kind=card.input_kind,
+                        method=str(card.provenance.get("method", "")),
+                        labels=f"{card.num_classes - 1} classes ({card.label_table.name})",
+                        architecture=card.architecture, description=card.description, folder=folder,
+                        license=card.license, origin="user")
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None, include_user: bool = True) -> Catalog:
+    """The bundled catalogue plus every valid model folder in :func:`user_models_dir`."""
+    path = Path(path) if path else resources_dir() / "Models" / "catalog.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the model catalogue ({exc})") from exc
+    entries = [_entry_from_json(item, path.parent) for item in data.get("models", [])]
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"{path}: duplicate model IDs")
+    if include_user and user_models_dir().is_dir():
+        for folder in sorted(user_models_dir().iterdir()):
+            if (folder / "model.json").is_file() and folder.name not in ids:
+                try:
+                    entries.append(_user_entry(read_card(folder), folder))
+                except InputError:
+                    continue  # a broken user folder must not hide the others; 'models verify' reports it
+    return Catalog(entries)

@@ -1,0 +1,147 @@
+"""Model folders: ``model.json`` + ``weights.safetensors``, written atomically, verified on load.
+
+Loading checks the card's schema, that its architecture is registered, that the weights' SHA-256
+matches the card (a tampered or truncated file is refused before it is parsed), and that every
+tensor fits the network (the first misfit is named). Composite models (ensembles, cascades) load
+their member folders the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, OutputExistsError
+from ..io.atomic import atomic_output, atomic_write_text
+from ..volume import Volume
+from .card import ModelCard
+from .checkpoints import check_state_dict_fits, read_state_dict, sha256_file
+
+__all__ = ["LoadedModel", "save_model_folder", "load_model_folder", "read_card", "verify_model_folder"]
+
+CARD_FILE = "model.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: its card, its network (eval mode) or its member models."""
+
+    card: ModelCard
+    folder: Path
+    network: Any = None
+    members: list[tuple[str, "LoadedModel"]] = field(default_factory=list)
+
+    def check_input(self, volume: Volume) -> None:
+        """Refuse a 3D scan for a 2D model and the reverse, with a clear message."""
+        if self.card.input_kind == "2d" and not volume.is_2d:
+            raise InputError(f"model '{self.card.id}' segments 2D panoramic X-rays; the input is a 3D volume "
+                             f"({volume.describe()})")
+        if self.card.input_kind == "3d" and volume.is_2d:
+            raise InputError(f"model '{self.card.id}' segments 3D scans; the input is a 2D image ({volume.describe()})")
+
+
+def read_card(folder: str | os.PathLike[str]) -> ModelCard:
+    folder = Path(folder)
+    path = folder / CARD_FILE
+    if not path.is_file():
+        raise InputError(f"{folder}: not a model folder (no {CARD_FILE})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    return ModelCard.from_json(text)
+
+
+def save_model_folder(network, card: ModelCard, folder: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``weights.safetensors`` then ``model.json`` (with the weights' SHA-256) into ``folder``."""
+    from safetensors.torch import save_file
+
+    from .registry import get_spec
+
+    get_spec(card.architecture)
+    folder = Path(folder)
+    if (folder / CARD_FILE).exists() and not overwrite:
+        raise OutputExistsError(f"{folder} already holds a model (use --overwrite to replace it)")
+    folder.mkdir(parents=True, exist_ok=True)
+    if network is not None:
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        card.weights_file = "weights.safetensors"
+        with atomic_output(folder / card.weights_file, overwrite=True) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "toothseg_model": card.id})
+        card.weights_sha256 = sha256_file(folder / card.weights_file)
+    elif not card.is_composite:
+        raise InputError("a model without members needs a network to save")
+    atomic_write_text(folder / CARD_FILE, card.to_json() + "\n")
+    return folder
+
+
+def _build(card: ModelCard):
+    from .registry import build_network, get_spec
+
+    spec = get_spec(card.architecture)
+    if card.spatial_dims not in spec.dims:
+        raise InputError(f"model card says {card.spatial_dims}D but '{card.architecture}' is {spec.dims}D only")
+    kwargs = {**card.kwargs, "num_classes": card.num_classes}
+    if "spatial_dims" in kwargs and kwargs["spatial_dims"] != card.spatial_dims:
+        raise InputError("model card spatial_dims and kwargs.spatial_dims disagree")
+    kwargs.setdefault("spatial_dims", card.spatial_dims)
+    return build_network(card.architecture, **kwargs)
+
+
+def load_model_folder(folder: str | os.PathLike[str], device: str = "cpu", verify: bool = True,
+                      _depth: int = 0) -> LoadedModel:
+    """Load and verify a model folder (and, for ensembles/cascades, its members).
+
+    Raises:
+        InputError: missing/invalid card, unknown architecture, hash mismatch, unreadable or
+            ill-fitting weights, pickled code in a ``.pt`` file.
+    """
+    folder = Path(folder)
+    if _depth > 3:
+        raise InputError(f"{folder}: model members nest too deeply")
+    card = read_card(folder)
+    loaded = LoadedModel(card, folder)
+    if card.is_composite:
+        for member in card.members:
+            sub = (folder / member["path"]).resolve()
+            if folder.resolve() not in sub.parents:
+                raise InputError(f"{folder}: member path {member['path']!r} leaves the model folder")
+            loaded.members.append((member["role"], load_model_folder(sub, device, verify, _depth + 1)))
+        return loaded
+    weights = folder / card.weights_file
+    if not weights.is_file():
+        raise InputError(f"{folder}: weights file {card.weights_file} is missing")
+    if verify:
+        if not card.weights_sha256:
+            raise InputError(f"{folder}: the model card has no weights_sha256 to verify against")
+        actual = sha256_file(weights)
+        if actual != card.weights_sha256:
+            raise InputError(f"{weights}: SHA-256 mismatch (file {actual[:12]}…, card {card.weights_sha256[:12]}…); "
+                             "the weights were changed or damaged")
+    network = _build(card)
+    state = read_state_dict(weights)
+    check_state_dict_fits(network, state, card.architecture)
+    network.load_state_dict(state, strict=True)
+    network.eval()
+    loaded.network = network.to(device)
+    return loaded
+
+
+def verify_model_folder(folder: str | os.PathLike[str]) -> list[str]:
+    """Full check of a folder (card, hash, weights fit); returns one line per verified part."""
+    loaded = load_model_folder(folder)
+    lines = []
+
+    def walk(model: LoadedModel, prefix: str) -> None:
+        if model.members:
+            for role, member in model.members:
+                walk(member, f"{prefix}{role}:")
+        else:
+            params = sum(p.numel() for p in model.network.parameters())
+            lines.append(f"{prefix}{model.card.id}: {model.card.architecture}, {params:,} parameters, "
+                         f"sha256 {model.card.weights_sha256[:16]}… OK")
+
+    walk(loaded, "")
+    return lines

@@ -1,0 +1,128 @@
+"""Turn checkpoints of the original authors' code into ToothSeg model folders.
+
+* RAIL: the four students (two V-Nets, two ResVNets) become one *ensemble* folder; at inference
+  their softmax outputs are averaged, as RAIL's test script does (without its accumulation bug R4).
+* nnU-Net / U-Mamba2: ``checkpoint_final.pth`` + ``plans.json`` + ``dataset.json`` become one
+  folder with the plan's spacing, patch size, CT normalisation and label names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..labels import LabelTable, is_fdi_tooth
+from .card import IntensityNormalization, ModelCard
+from .checkpoints import (
+    check_state_dict_fits,
+    map_nnunet_state_dict,
+    map_rail_state_dict,
+    nnunet_architecture_kwargs,
+    read_json,
+    read_state_dict,
+    resolve_nnunet_configuration,
+    safe_torch_load,
+    unwrap_state_dict,
+)
+from .folder import save_model_folder
+from .registry import build_network
+
+__all__ = ["import_rail_students", "import_nnunet_checkpoint", "rail_card"]
+
+RAIL_TABLE = LabelTable.custom({1: "tooth"}, name="binary-tooth")
+
+
+def rail_card(model_id: str, architecture: str, **extra: Any) -> ModelCard:
+    """Card of one RAIL student: binary tooth mask, clip [500, 2500] → [0, 1], patch 112x112x80."""
+    return ModelCard(
+        id=model_id, architecture=architecture, kwargs={"in_channels": 1}, spatial_dims=3, label_table=RAIL_TABLE,
+        class_values=[0, 1], input_kind="3d", spacing_zyx=None,
+        intensity=IntensityNormalization("clip_scale", clip=(500.0, 2500.0)),
+        patch_size=[80, 112, 112], mirror_axes=[1, 2], license="see the RAIL repository", **extra)
+
+
+def import_rail_students(vnets: list[str | os.PathLike[str]], resvnets: list[str | os.PathLike[str]],
+                         out_dir: str | os.PathLike[str], model_id: str = "rail-imported",
+                         overwrite: bool = False) -> Path:
+    """Convert RAIL's student checkpoints into an ensemble model folder.
+
+    Args:
+        vnets: the type-A (V-Net) student checkpoints, usually two.
+        resvnets: the type-B (ResNet-34 encoder V-Net) student checkpoints, usually two.
+    """
+    if not vnets and not resvnets:
+        raise InputError("give at least one RAIL student checkpoint")
+    out_dir = Path(out_dir)
+    members = []
+    provenance = {"method": "rail", "imported_from": "Tournesol-Saturday/RAIL checkpoints"}
+    for kind, paths in (("vnet", vnets), ("resvnet", resvnets)):
+        for index, path in enumerate(paths):
+            state = map_rail_state_dict(read_state_dict(path), kind)
+            network = build_network(kind, in_channels=1, num_classes=2,
+                                    **({"has_dropout": True} if kind == "vnet" else {}))
+            check_state_dict_fits(network, state, kind)
+            network.load_state_dict(state)
+            name = f"{kind}_{index}"
+            card = rail_card(f"{model_id}-{name}", kind, provenance={**provenance, "file": Path(path).name})
+            if kind == "vnet":
+                card.kwargs["has_dropout"] = True
+            save_model_folder(network, card, out_dir / name, overwrite=overwrite)
+            members.append({"role": "ensemble", "path": name})
+    top = rail_card(model_id, "vnet", name="RAIL (imported)", members=members, provenance=provenance,
+                    description="RAIL dual-group dual-student ensemble: mean softmax of the students")
+    return save_model_folder(None, top, out_dir, overwrite=overwrite)
+
+
+def _label_table_from_dataset(dataset: dict[str, Any]) -> tuple[LabelTable, list[int]]:
+    labels = dataset.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise InputError("dataset.json has no 'labels'")
+    by_value: dict[int, str] = {}
+    for name, value in labels.items():
+        if isinstance(value, (list, tuple)):
+            raise InputError("nnU-Net region-based labels are not supported")
+        by_value[int(value)] = str(name)
+    if 0 not in by_value:
+        raise InputError("dataset.json labels have no background (0)")
+    names = {v: ("" if is_fdi_tooth(v) and n.strip().isdigit() else n) for v, n in by_value.items() if v != 0}
+    table = LabelTable.custom(names, name=str(dataset.get("name", "nnunet")))
+    return table, sorted(by_value)
+
+
+def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str | os.PathLike[str],
+                             dataset_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                             configuration: str = "3d_fullres", model_id: str = "nnunet-imported",
+                             overwrite: bool = False) -> Path:
+    """Convert an nnU-Net v2 (ResEnc or U-Mamba2) checkpoint into a model folder."""
+    plans, dataset = read_json(plans_path), read_json(dataset_path)
+    architecture, kwargs = nnunet_architecture_kwargs(plans, configuration, dataset)
+    table, class_values = _label_table_from_dataset(dataset)
+    if kwargs["num_classes"] != len(class_values):
+        raise InputError(f"dataset.json lists {len(class_values)} labels but the plan expects {kwargs['num_classes']}")
+    raw = safe_torch_load(checkpoint)
+    state = map_nnunet_state_dict(unwrap_state_dict(raw, checkpoint))
+    network = build_network(architecture, **kwargs)
+    check_state_dict_fits(network, state, architecture)
+    network.load_state_dict(state)
+    config = resolve_nnunet_configuration(plans, configuration)
+    properties = plans.get("foreground_intensity_properties_per_channel", {}).get("0")
+    if config.get("normalization_schemes", ["CTNormalization"])[0] == "CTNormalization" and properties:
+        intensity = IntensityNormalization("clip_zscore", clip=(properties["percentile_00_5"],
+                                                                properties["percentile_99_5"]),
+                                           mean=properties["mean"], std=properties["std"])
+    else:
+        intensity = IntensityNormalization("zscore")
+    mirror = raw.get("inference_allowed_mirroring_axes") if isinstance(raw, dict) else None
+    dims = kwargs["spatial_dims"]
+    card = ModelCard(
+        id=model_id, name=f"{plans.get('dataset_name', 'nnU-Net')} {configuration}", architecture=architecture,
+        kwargs={k: v for k, v in kwargs.items() if k != "num_classes"}, spatial_dims=dims, label_table=table,
+        class_values=class_values, input_kind="3d" if dims == 3 else "2d",
+        spacing_zyx=[float(s) for s in config["spacing"]], intensity=intensity,
+        patch_size=[int(p) for p in config["patch_size"]],
+        mirror_axes=list(mirror) if mirror is not None else list(range(dims)),
+        provenance={"method": "nnunet", "imported_from": Path(checkpoint).name,
+                    "trainer": raw.get("trainer_name", "") if isinstance(raw, dict) else ""})
+    return save_model_folder(network, card, out_dir, overwrite=overwrite)
