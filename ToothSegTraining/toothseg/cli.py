@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from .cli_models import add_models_parser
+    from .cli_segment import add_segment_parser
 
+    add_segment_parser(sub, common)
     add_models_parser(sub, common, _Parser)
     return parser
 

@@ -1,0 +1,160 @@
+"""``toothseg segment``: single scans, batches (resumable, failures isolated), cancel, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicerio
+import torch
+
+from toothseg.core import LabelTable, Volume
+from toothseg.core.io import read_label_map, read_volume, write_volume
+from toothseg.core.models import build_network
+from toothseg.core.models.card import IntensityNormalization, ModelCard
+from toothseg.core.models.folder import save_model_folder
+
+from ..conftest import ellipsoid_teeth, oblique_direction
+
+
+def make_model(folder: Path, dims: int = 3) -> Path:
+    torch.manual_seed(0)
+    table = LabelTable.fdi().subset([11, 21])
+    if dims == 3:
+        network = build_network("resenc_unet", num_classes=3, features_per_stage=[4, 8], strides=[1, 2],
+                                n_blocks_per_stage=[1, 1])
+        kwargs = {"features_per_stage": [4, 8], "strides": [1, 2], "n_blocks_per_stage": [1, 1]}
+        card = ModelCard(id="tiny3d", architecture="resenc_unet", kwargs=kwargs, spatial_dims=3, label_table=table,
+                         class_values=[0, 11, 21], spacing_zyx=[0.8, 0.8, 0.8], patch_size=[16, 16, 16],
+                         mirror_axes=[2], intensity=IntensityNormalization("percentile_zscore"))
+    else:
+        network = build_network("unet2d", num_classes=3, base_channels=4)
+        card = ModelCard(id="tiny2d", architecture="unet2d", kwargs={"base_channels": 4}, spatial_dims=2,
+                         label_table=table, class_values=[0, 11, 21], input_kind="2d", patch_size=[256, 256],
+                         mirror_axes=[1])
+    return save_model_folder(network, card, folder)
+
+
+def scan(seed: int = 0) -> Volume:
+    teeth = ellipsoid_teeth(direction=oblique_direction())
+    rng = np.random.default_rng(seed)
+    image = teeth.array.astype(np.float32) * 40 + rng.normal(0, 5, teeth.shape)
+    return teeth.with_array(image.astype(np.int16))
+
+
+def run(*args, env=None, **kwargs):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "toothseg.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model3d(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("models") / "tiny3d")
+
+
+def test_single_scan_to_segmentation_with_stl_and_uncertainty(tmp_path, model3d):
+    source = write_volume(scan(), tmp_path / "scan.nii.gz")
+    out = tmp_path / "scan_teeth.seg.nrrd"
+    result = run("segment", source, "-o", out, "--model", model3d, "--uncertainty", tmp_path / "u.nii.gz",
+                 "--stl-dir", tmp_path / "stl", "--report", tmp_path / "report.json", "--no-tta")
+    assert result.returncode == 0, result.stderr
+    labels = read_label_map(out)
+    image = read_volume(source)
+    assert labels.shape == image.shape
+    np.testing.assert_allclose(labels.origin, image.origin, atol=1e-4)
+    np.testing.assert_allclose(labels.direction, image.direction, atol=1e-5)
+    assert set(np.unique(labels.array)) <= {0, 11, 21}
+    uncertainty = read_volume(tmp_path / "u.nii.gz")
+    assert uncertainty.shape == image.shape and 0 <= uncertainty.array.min() and uncertainty.array.max() <= 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["output"] == str(out)
+    assert len(list((tmp_path / "stl").glob("*.stl"))) == len(report["labels"])
+
+
+def test_batch_is_resumable_and_isolates_failures(tmp_path, model3d):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    write_volume(scan(1), cases / "A.nii.gz")
+    write_volume(scan(2), cases / "B.nrrd")
+    (cases / "C.nii.gz").write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    first = run("segment", cases, "-o", out, "--model", model3d, "--fast", "--format", "nii.gz")
+    assert first.returncode == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["input"] for d in summary["done"]] == [str(cases / "A.nii.gz"), str(cases / "B.nrrd")]
+    assert [f["case"] for f in summary["failed"]] == ["C"]
+    assert sorted(p.name for p in out.iterdir()) == ["A.nii.gz", "B.nii.gz", "summary.json"]
+    (cases / "C.nii.gz").unlink()
+    stamp = (out / "A.nii.gz").stat().st_mtime_ns
+    second = run("segment", cases, "-o", out, "--model", model3d, "--fast", "--format", "nii.gz")
+    assert second.returncode == 0, second.stderr
+    assert json.loads((out / "summary.json").read_text())["skipped"] == ["A", "B"]
+    assert (out / "A.nii.gz").stat().st_mtime_ns == stamp
+
+
+def test_batch_shards_by_rank(tmp_path, model3d):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in "ABC":
+        write_volume(scan(), cases / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    for rank in (0, 1):
+        result = run("segment", cases, "-o", out, "--model", model3d, "--fast", env={"RANK": str(rank), "WORLD_SIZE": "2"})
+        assert result.returncode == 0, result.stderr
+    rank0 = json.loads((out / "summary.rank0.json").read_text())
+    rank1 = json.loads((out / "summary.rank1.json").read_text())
+    assert len(rank0["done"]) == 2 and len(rank1["done"]) == 1
+    assert sorted(p.name for p in out.glob("*.seg.nrrd")) == ["A.seg.nrrd", "B.seg.nrrd", "C.seg.nrrd"]
+
+
+def test_panoramic_png(tmp_path):
+    model = make_model(tmp_path / "tiny2d", dims=2)
+    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ufba425" / "images"
+    source = Path(os.environ.get("TOOTHSEG_SHARED_DATA", shared.parents[1])) / "ufba425" / "images" / "cate1-00002.png"
+    result = run("segment", source, "-o", tmp_path / "labels.png", "--model", model, "--fast")
+    assert result.returncode == 0, result.stderr
+    labels = read_label_map(tmp_path / "labels.png")
+    assert labels.is_2d and labels.shape == (1, 512, 512) and set(np.unique(labels.array)) <= {0, 11, 21}
+    wrong = run("segment", source, "-o", tmp_path / "x.seg.nrrd", "--model", tmp_path / "nope")
+    assert wrong.returncode == 1 and "no model" in wrong.stderr
+
+
+def test_wrong_kind_and_existing_output(tmp_path, model3d):
+    image2d = write_volume(Volume(np.zeros((1, 64, 64), np.uint8), kind="2d"), tmp_path / "pano.png")
+    result = run("segment", image2d, "-o", tmp_path / "out.png", "--model", model3d)
+    assert result.returncode == 1 and "segments 3D scans" in result.stderr and "Traceback" not in result.stderr
+    source = write_volume(scan(), tmp_path / "scan.nii.gz")
+    (tmp_path / "taken.seg.nrrd").write_text("keep me")
+    result = run("segment", source, "-o", tmp_path / "taken.seg.nrrd", "--model", model3d)
+    assert result.returncode == 1 and "--overwrite" in result.stderr
+    assert (tmp_path / "taken.seg.nrrd").read_text() == "keep me"
+    no_default = run("segment", source, "-o", tmp_path / "x.seg.nrrd", env={"TOOTHSEG_MODELS_DIR": str(tmp_path)})
+    assert no_default.returncode == 1 and "default model" in no_default.stderr
+
+
+def test_sigterm_cancels_without_partial_output(tmp_path, model3d):
+    big = Volume(np.random.default_rng(0).normal(0, 1, (96, 96, 96)).astype(np.float32), (0.4, 0.4, 0.4))
+    source = write_volume(big, tmp_path / "big.nii.gz")
+    out = tmp_path / "big.seg.nrrd"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen([sys.executable, "-m", "toothseg.cli", "segment", str(source), "-o", str(out),
+                                "--model", str(model3d), "--progress-lines", "--batch-size", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if "window" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "cancelled" in stderr
+    assert not out.exists() and not any(p.name.startswith(".toothseg-tmp") for p in tmp_path.iterdir())

@@ -1,0 +1,156 @@
+"""The Predictor end to end with stand-in networks of known behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from toothseg.core import CancelledError, CancelToken, InputError, LabelTable, Progress, Volume
+from toothseg.core.inference import InferenceOptions, Predictor
+
+from ...conftest import ellipsoid_teeth, oblique_direction
+from .helpers import HalfImage, IntensityToClass, loaded
+
+
+def teeth_as_intensity(direction=None) -> tuple[Volume, Volume]:
+    """Image whose value at each voxel is the channel index of its tooth (0 bg, 1 → 11, 2 → 21)."""
+    labels = ellipsoid_teeth(direction=direction)
+    channel = np.zeros(labels.shape, np.float32)
+    channel[labels.array == 11] = 1
+    channel[labels.array == 21] = 2
+    return labels.with_array(channel), labels
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_same_grid_reproduces_the_labels_exactly():
+    image, labels = teeth_as_intensity(oblique_direction())
+    model = loaded(IntensityToClass(3), [0, 11, 21])
+    prediction = Predictor(model, InferenceOptions(tta=False, postprocessing=[])).predict(image)
+    np.testing.assert_array_equal(prediction.labels.array, labels.array)
+    assert prediction.labels.spacing == labels.spacing
+    np.testing.assert_allclose(prediction.labels.direction, labels.direction)
+
+
+def test_model_spacing_round_trip_keeps_geometry():
+    """Resampled to a coarser model grid and back: the tooth lands where it was."""
+    image, labels = teeth_as_intensity(np.diag([-1.0, 1.0, -1.0]))  # an 'unexpected' orientation
+    one_tooth = image.with_array((labels.array == 11).astype(np.float32))  # interpolation between 0 and 1 only
+    model = loaded(IntensityToClass(2), [0, 11], spacing=[0.6, 0.6, 0.6])
+    prediction = Predictor(model, InferenceOptions(tta=False, postprocessing=[])).predict(one_tooth)
+    assert dice(prediction.labels.array == 11, labels.array == 11) > 0.95
+    z, y, x = (np.argwhere(prediction.labels.array == 11).mean(0) - np.argwhere(labels.array == 11).mean(0))
+    assert max(abs(z), abs(y), abs(x)) < 0.5  # centroid within half a voxel
+
+
+def test_mirroring_swaps_left_and_right_labels():
+    """A 'network' that calls the patient's right (low LPS x = image left) tooth 11, the other 21:
+    mirrored TTA must swap the channels, or the two halves would end up 50/50."""
+    volume = Volume(np.zeros((8, 8, 16), np.float32))
+    model = loaded(HalfImage(), [0, 11, 21], patch=[8, 8, 16], mirror_axes=[2])
+    plain = Predictor(model, InferenceOptions(tta=False, postprocessing=[], uncertainty=True)).predict(volume)
+    tta = Predictor(model, InferenceOptions(tta=True, postprocessing=[], uncertainty=True)).predict(volume)
+    np.testing.assert_array_equal(tta.labels.array, plain.labels.array)
+    assert set(np.unique(tta.labels.array[..., :8])) == {11} and set(np.unique(tta.labels.array[..., 8:])) == {21}
+    assert tta.uncertainty.array.max() < 0.01  # the mirrored pass agrees once labels are swapped
+    no_swap_table = LabelTable.custom({11: "a", 21: "b"})  # no left/right pairs known
+    broken = loaded(HalfImage(), [0, 11, 21], table=no_swap_table, patch=[8, 8, 16], mirror_axes=[2])
+    confused = Predictor(broken, InferenceOptions(tta=True, postprocessing=[], uncertainty=True)).predict(volume)
+    assert confused.uncertainty.array.min() > 0.5  # without the swap the two passes contradict
+
+
+def test_ensemble_members_are_averaged():
+    image, labels = teeth_as_intensity()
+    members = [("ensemble", loaded(IntensityToClass(3), [0, 11, 21])) for _ in range(2)]
+    model = loaded(None, [0, 11, 21], members=members)
+    prediction = Predictor(model, InferenceOptions(tta=False, postprocessing=[])).predict(image)
+    np.testing.assert_array_equal(prediction.labels.array, labels.array)
+
+
+def test_cascade_runs_the_fine_model_only_near_teeth():
+    image, labels = teeth_as_intensity()
+    big = np.zeros((40, 96, 112), np.float32)
+    big[:, 24:72, 28:84] = image.array  # teeth in the middle of a larger field of view
+    image = Volume(big, image.spacing)
+    truth = np.zeros(big.shape, np.uint8)
+    truth[:, 24:72, 28:84] = labels.array
+    coarse = loaded(IntensityToClass(3), [0, 11, 21], spacing=[0.8, 0.9, 1.0], model_id="coarse")
+    fine = loaded(IntensityToClass(3), [0, 11, 21], patch=[16, 16, 16], model_id="fine")
+    cascade = loaded(None, [0, 11, 21], members=[("coarse", coarse), ("fine", fine)])
+    options = InferenceOptions(tta=False, postprocessing=[])
+    fast = Predictor(cascade, options).predict(image)
+    full = Predictor(cascade, InferenceOptions(tta=False, postprocessing=[], use_cascade=False)).predict(image)
+    np.testing.assert_array_equal(full.labels.array, truth)
+    for value in (11, 21):
+        assert dice(fast.labels.array == value, truth == value) > 0.99
+    assert fast.report["forward_passes"] < 0.6 * full.report["forward_passes"]
+    assert fast.report["coarse"]["roi_fraction"] < 0.7
+
+
+def test_scan_without_teeth_gives_an_empty_result_with_a_warning():
+    volume = Volume(np.zeros((16, 16, 16), np.float32))
+    prediction = Predictor(loaded(IntensityToClass(3), [0, 11, 21]), InferenceOptions(tta=False)).predict(volume)
+    assert not prediction.labels.array.any()
+    assert any("no teeth" in w for w in prediction.warnings)
+    coarse = loaded(IntensityToClass(3), [0, 11, 21], model_id="coarse")
+    cascade = loaded(None, [0, 11, 21], members=[("coarse", coarse), ("fine", coarse)])
+    prediction = Predictor(cascade, InferenceOptions(tta=False)).predict(volume)
+    assert not prediction.labels.array.any() and any("no teeth" in w for w in prediction.warnings)
+
+
+def test_kind_mismatch_nan_and_device_fallback(caplog):
+    model = loaded(IntensityToClass(3), [0, 11, 21])
+    with pytest.raises(InputError, match="2D image"):
+        Predictor(model).predict(Volume(np.zeros((32, 32), np.float32), kind="2d"))
+    model2d = loaded(IntensityToClass(3, dims=2), [0, 11, 21], dims=2)
+    with pytest.raises(InputError, match="3D volume"):
+        Predictor(model2d).predict(Volume(np.zeros((4, 32, 32), np.float32)))
+    nan = np.zeros((4, 8, 8), np.float32)
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        Predictor(model).predict(Volume(nan))
+    if not torch.cuda.is_available():
+        predictor = Predictor(model, InferenceOptions(device="cuda"))
+        assert predictor.device.type == "cpu"
+        assert "no GPU" in caplog.text
+
+
+def test_2d_panoramic_path():
+    labels = np.zeros((1, 40, 64), np.float32)
+    labels[0, 10:20, 5:30] = 1
+    labels[0, 22:35, 34:60] = 2
+    model = loaded(IntensityToClass(3, dims=2), [0, 11, 21], dims=2, patch=[32, 32])
+    prediction = Predictor(model, InferenceOptions(tta=False, postprocessing=[])).predict(
+        Volume(labels, kind="2d"))
+    assert prediction.labels.is_2d
+    np.testing.assert_array_equal(prediction.labels.array, np.choose(labels.astype(int), [0, 11, 21]))
+
+
+def test_cancel_mid_run():
+    image, _ = teeth_as_intensity()
+    token = CancelToken()
+    seen = []
+
+    def callback(fraction, stage):
+        seen.append(stage)
+        if "window 2" in stage:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        Predictor(loaded(IntensityToClass(3), [0, 11, 21], patch=[8, 8, 8]), InferenceOptions(tta=False)).predict(
+            image, Progress(callback, token))
+    assert any("window" in s for s in seen)
+
+
+def test_uncertainty_outputs():
+    image, labels = teeth_as_intensity()
+    image = image.with_array(image.array * 0.8 + 0.1)  # values between classes: uncertain everywhere a bit
+    prediction = Predictor(loaded(IntensityToClass(3), [0, 11, 21]),
+                           InferenceOptions(tta=False, uncertainty=True, postprocessing=[])).predict(image)
+    u = prediction.uncertainty.array
+    assert u.shape == image.shape and 0.0 <= u.min() and u.max() <= 1.0
+    assert set(prediction.tooth_uncertainty) == {11, 21}
+    assert all(0.0 <= v <= 1.0 for v in prediction.tooth_uncertainty.values())

@@ -1,0 +1,115 @@
+"""Window placement, Gaussian blending by hand, reorientation and resampling round trips."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from toothseg.core import Volume
+from toothseg.core.inference.preprocessing import (
+    axis_weights,
+    image_statistics,
+    iter_resampled_slabs,
+    resample_array,
+    restore_orientation,
+    to_canonical,
+)
+from toothseg.core.inference.sliding_window import SlidingWindowConfig, sliding_window_predict
+from toothseg.core.inference.windows import gaussian_importance, window_starts
+
+from ...conftest import oblique_direction
+
+
+def test_window_starts():
+    assert window_starts(6, 4, 0.5, "even") == [0, 2]
+    assert window_starts(10, 4, 0.5, "even") == [0, 2, 4, 6]
+    assert window_starts(11, 4, 0.5, "even") == [0, 2, 4, 5, 7]
+    assert window_starts(3, 4, 0.5, "even") == [0]
+    assert window_starts(10, 4, 0.25, "monai") == [0, 3, 6]  # step int(4 * 0.75) = 3, last moved back
+    assert window_starts(11, 4, 0.25, "monai") == [0, 3, 6, 7]
+
+
+def test_gaussian_weights_match_the_formula():
+    w = gaussian_importance((1, 1, 4))
+    sigma = 0.125 * 4
+    expected = np.exp(-np.array([1.5, 0.5, 0.5, 1.5]) ** 2 / (2 * sigma**2))
+    np.testing.assert_allclose(w[0, 0], np.maximum(expected, expected.min()), rtol=1e-6)
+
+
+def test_blend_of_two_windows_by_hand():
+    """Window 0 says class 0, window 1 says class 1; voxel 2 is weighted by the two Gaussians."""
+    calls = []
+
+    def predictor(batch):
+        out = torch.zeros((batch.shape[0], 2, *batch.shape[2:]))
+        for k in range(batch.shape[0]):
+            out[k, len(calls)] = 1.0
+            calls.append(k)
+        return out
+
+    probs = sliding_window_predict(torch.zeros(1, 1, 1, 6), predictor, 2,
+                                   SlidingWindowConfig((1, 1, 4), 0.5, batch_size=1, exact=True))
+    w = np.exp(-np.array([1.5, 0.5, 0.5, 1.5]) ** 2 / (2 * 0.5**2))
+    w = np.maximum(w, w.min())
+    # voxel 2: position 2 of window 0 (weight w[2]) and position 0 of window 1 (weight w[0])
+    assert probs[1, 0, 0, 2].item() == pytest.approx(w[0] / (w[2] + w[0]), rel=1e-6)
+    assert probs[1, 0, 0, 0].item() == 0.0 and probs[1, 0, 0, 5].item() == pytest.approx(1.0)
+    torch.testing.assert_close(probs.sum(0), torch.ones(1, 1, 6))
+
+
+def test_small_image_is_padded_and_skipped_windows_count_as_background():
+    def predictor(batch):
+        return torch.softmax(torch.stack([torch.zeros_like(batch[:, 0]), torch.ones_like(batch[:, 0])], 1), 1)
+
+    probs = sliding_window_predict(torch.zeros(1, 3, 5, 5), predictor, 2, SlidingWindowConfig((8, 8, 8), exact=True))
+    assert probs.shape == (2, 3, 5, 5)
+    probs = sliding_window_predict(torch.zeros(1, 8, 8, 16), predictor, 2, SlidingWindowConfig((8, 8, 8), 0.0, exact=True),
+                                   skip=lambda window: window[2].start >= 8)
+    assert torch.all(probs[0, :, :, 8:] == 1) and torch.all(probs[1, :, :, :8] > 0.7)
+
+
+DIRECTIONS = []
+for perm in itertools.permutations(range(3)):
+    for signs in itertools.product((1, -1), repeat=3):
+        matrix = np.zeros((3, 3))
+        for column, (row, sign) in enumerate(zip(perm, signs)):
+            matrix[row, column] = sign
+        DIRECTIONS.append(matrix)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS[::5] + [oblique_direction()], ids=lambda d: "")
+def test_reorientation_is_exact_and_reversible(direction):
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.integers(0, 100, (4, 5, 6)).astype(np.int16), (0.3, 0.5, 0.7), (10.0, -3.0, 5.0), direction)
+    canonical, orientation = to_canonical(volume)
+    assert np.all(np.diag(canonical.direction) > 0.5)  # axes now point along +x, +y, +z
+    np.testing.assert_array_equal(restore_orientation(canonical.array, orientation), volume.array)
+    # every voxel keeps its physical position
+    k, j, i = 1, 3, 4
+    value = volume.array[k, j, i]
+    point = volume.index_to_physical(np.array([[i, j, k]]))[0]
+    ci = np.round(np.linalg.solve(canonical.ijk_to_lps()[:3, :3], point - canonical.origin)).astype(int)
+    assert canonical.array[ci[2], ci[1], ci[0]] == value
+    channels = np.stack([canonical.array, canonical.array * 2])
+    np.testing.assert_array_equal(restore_orientation(channels, orientation)[1], volume.array * 2)
+
+
+@pytest.mark.parametrize("shape_in, shape_out", [((7, 9, 11), (14, 5, 11)), ((20, 16, 12), (9, 33, 6))])
+def test_slab_resampling_equals_trilinear_interpolation(shape_in, shape_out):
+    source = torch.rand(3, *shape_in)
+    expected = F.interpolate(source[None], size=shape_out, mode="trilinear", align_corners=False)[0]
+    torch.testing.assert_close(resample_array(source, shape_out, slab=2), expected, atol=1e-5, rtol=1e-5)
+    blocks = list(iter_resampled_slabs(source.numpy(), shape_out, slab=3))
+    assert [b[0] for b in blocks] == list(range(0, shape_out[0], 3))
+
+
+def test_axis_weights_identity_and_statistics():
+    lower, upper, frac = axis_weights(5, 5)
+    assert torch.equal(lower, torch.arange(5)) and not frac.any()
+    array = np.arange(1000, dtype=np.int16).reshape(10, 10, 10)
+    stats = image_statistics(array, step=1)
+    assert stats["p005"] == pytest.approx(np.percentile(array, 0.5))

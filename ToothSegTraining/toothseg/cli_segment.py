@@ -1,0 +1,214 @@
+"""``toothseg segment``: one scan, a DICOM folder, or a folder of cases (batch, resumable, shardable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .core.errors import CancelledError, InputError, ToothSegError
+
+__all__ = ["add_segment_parser", "list_cases"]
+
+log = logging.getLogger("toothseg")
+
+OUTPUT_FORMATS = ("seg.nrrd", "nii.gz", "nrrd", "png")
+
+
+def list_cases(folder: Path) -> list[tuple[str, Path]]:
+    """``(case id, path)`` for every readable image file and every DICOM sub-folder of ``folder``."""
+    from .core.io.images import READABLE_SUFFIXES, _suffix
+
+    cases = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            cases.append((path.name, path))
+        elif _suffix(path) in READABLE_SUFFIXES and not path.name.lower().endswith(".seg.nrrd"):
+            name = path.name
+            for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+                if name.lower().endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            cases.append((name, path))
+    return cases
+
+
+def _is_case_folder(path: Path) -> bool:
+    """A folder of cases (as opposed to one DICOM series): it holds image files or sub-folders."""
+    if not path.is_dir():
+        return False
+    from .core.io.images import READABLE_SUFFIXES, _suffix
+
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return any(p.is_dir() or _suffix(p) in READABLE_SUFFIXES for p in entries) and \
+        not any(p.suffix.lower() == ".dcm" for p in entries if p.is_file())
+
+
+def _write_result(prediction, output: Path, overwrite: bool) -> None:
+    from .core.io.images import write_volume
+    from .core.io.segmentation import write_segmentation
+
+    name = output.name.lower()
+    if name.endswith(".seg.nrrd"):
+        write_segmentation(prediction.labels, prediction.table, output, overwrite=overwrite)
+    else:
+        write_volume(prediction.labels, output, overwrite=overwrite)
+
+
+def _progress(args, label: str, token):
+    from .core.progress import Progress
+
+    if args.progress_lines:
+        def callback(fraction: float, stage: str) -> None:
+            print(f"progress {fraction:.4f} {stage}", flush=True)
+
+        return Progress(callback, token), None
+    from .cli import _progress_bar
+
+    progress, bar = _progress_bar(label, args.quiet)
+    progress.token = token
+    return progress, bar
+
+
+def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Path | None,
+                 uncertainty_path: Path | None) -> dict:
+    from .core.io.atomic import check_writable_output
+    from .core.io.images import read_volume, write_volume
+
+    check_writable_output(output, overwrite=args.overwrite)
+    volume = read_volume(source)
+    progress, bar = _progress(args, source.name, token)
+    try:
+        prediction = predictor.predict(volume, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    _write_result(prediction, output, args.overwrite)
+    summary = {"input": str(source), "output": str(output), "labels": prediction.report.get("labels_found", []),
+               "warnings": prediction.warnings, "seconds": prediction.report.get("seconds")}
+    if uncertainty_path is not None and prediction.uncertainty is not None:
+        write_volume(prediction.uncertainty, uncertainty_path, overwrite=args.overwrite)
+        summary["uncertainty"] = str(uncertainty_path)
+        summary["tooth_uncertainty"] = {str(k): v for k, v in prediction.tooth_uncertainty.items()}
+    if stl_dir is not None and prediction.labels.array.any() and not prediction.labels.is_2d:
+        from .core.export.surfaces import export_surfaces
+
+        written = export_surfaces(prediction.labels, prediction.table, stl_dir, overwrite=args.overwrite)
+        summary["stl"] = [str(item.path) for item in written]
+    return summary
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .core.inference import InferenceOptions, Predictor
+    from .core.models.catalog import load_catalog
+    from .core.progress import CancelToken
+
+    source = Path(args.input)
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder")
+    batch = _is_case_folder(source)
+    output = Path(args.output)
+    catalog = load_catalog()
+    if args.model:
+        model_folder = catalog.resolve(args.model)
+    else:
+        from .core.io.images import file_format
+
+        kind = "3d"
+        if not batch and file_format(source) == "2d":
+            kind = "2d"
+        elif batch:
+            cases = list_cases(source)
+            if cases and all(file_format(path) == "2d" for _, path in cases):
+                kind = "2d"
+        model_folder = catalog.resolve(catalog.default(kind).id)
+    options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
+                               batch_size=args.batch_size)
+    predictor = Predictor(model_folder, options)
+    token = CancelToken()
+    previous = signal.signal(signal.SIGTERM, lambda *_: token.cancel())
+    try:
+        if not batch:
+            summary = _segment_one(predictor, source, output, args, token,
+                                   Path(args.stl_dir) if args.stl_dir else None,
+                                   Path(args.uncertainty) if args.uncertainty else None)
+            print(f"wrote {output}: {len(summary['labels'])} teeth ({', '.join(map(str, summary['labels']))})")
+            for warning in summary["warnings"]:
+                print(f"  warning: {warning}")
+            if args.report:
+                from .core.io.atomic import atomic_write_text
+
+                atomic_write_text(args.report, json.dumps(summary, indent=1))
+            return 0
+        return _segment_batch(predictor, source, output, args, token)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
+    from .core.io.atomic import atomic_write_text
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    cases = list_cases(source)[rank::world]
+    if not cases:
+        raise InputError(f"{source}: no images or DICOM folders found")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extension = args.format or ("png" if predictor.card.input_kind == "2d" else "seg.nrrd")
+    done, skipped, failed = [], [], []
+    started = time.perf_counter()
+    for index, (case_id, path) in enumerate(cases, start=1):
+        output = out_dir / f"{case_id}.{extension}"
+        if output.exists() and not args.overwrite:
+            skipped.append(case_id)
+            continue
+        stl_dir = Path(args.stl_dir) / case_id if args.stl_dir else None
+        uncertainty = Path(args.uncertainty) / f"{case_id}_uncertainty.nii.gz" if args.uncertainty else None
+        if uncertainty is not None:
+            uncertainty.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[{index}/{len(cases)}] {case_id}", flush=True)
+        try:
+            done.append(_segment_one(predictor, path, output, args, token, stl_dir, uncertainty))
+        except CancelledError:
+            raise
+        except (ToothSegError, OSError, MemoryError) as exc:
+            failed.append({"case": case_id, "error": str(exc)})
+            print(f"  failed: {exc}", file=sys.stderr, flush=True)
+    summary = {"model": predictor.card.id, "rank": rank, "world_size": world, "done": done, "skipped": skipped,
+               "failed": failed, "seconds": round(time.perf_counter() - started, 1)}
+    name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
+    atomic_write_text(out_dir / name, json.dumps(summary, indent=1))
+    print(f"{len(done)} segmented, {len(skipped)} already done, {len(failed)} failed; summary in {out_dir / name}")
+    return 1 if failed else 0
+
+
+def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("segment", parents=[common], help="segment teeth in a scan, a DICOM folder or a folder of cases",
+                       description="Segment teeth. INPUT is an image file, a DICOM folder, or a folder of cases "
+                                   "(batch: one output per case id, resumable; shards across processes under "
+                                   "torchrun via RANK/WORLD_SIZE). OUTPUT is .seg.nrrd, .nii.gz or .nrrd for a 3D "
+                                   "scan and .png for a panoramic X-ray, or a folder in batch mode.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT")
+    p.add_argument("--model", metavar="ID|DIR", help="catalogue ID or model folder (default: the catalogue's "
+                                                     "default for the input kind)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="mirrored test-time augmentation on the axes the model allows (default on)")
+    p.add_argument("--fast", action="store_true", help="no TTA and less window overlap")
+    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
+    p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS)")
+    p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
+                                                         "(a folder in batch mode)")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, help="output type in batch mode")
+    p.add_argument("--report", metavar="JSON", help="write what was found (labels, warnings, timings)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print 'progress FRACTION STAGE' lines on stdout (for the Slicer module)")
+    p.set_defaults(func=cmd_segment)

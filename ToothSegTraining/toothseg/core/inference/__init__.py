@@ -1,0 +1,3 @@
+"""Inference: preprocessing, sliding windows, test-time augmentation, cascades, uncertainty."""
+
+from .predictor import InferenceOptions, Prediction, Predictor, resolve_device  # noqa: F401

@@ -1,0 +1,358 @@
+"""The one prediction path of ToothSeg (Slicer, CLI, pseudo-labels, active-learning scores).
+
+``Predictor(model_folder).predict(volume)`` reorients the scan, resamples it to the model's
+spacing, normalises intensities, runs sliding windows (with mirrored test-time augmentation that
+swaps left/right FDI labels, and averaging over ensemble members), maps the class probabilities
+back onto the input grid slab by slab, arg-maxes them into FDI values, post-processes, checks the
+numbering, and returns the labels in the input's own geometry — plus, on request, a voxel-wise
+uncertainty map (normalised entropy) and the mean uncertainty per tooth.
+
+A coarse-to-fine cascade runs its coarse member on the whole scan at low resolution, crops the
+region that holds teeth (plus a margin), and runs the fine member only there, skipping windows
+that the coarse result says are empty.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..labels import LabelTable
+from ..models.folder import LoadedModel, load_model_folder
+from ..progress import Progress
+from ..volume import Volume
+from .preprocessing import (
+    image_statistics,
+    iter_resampled_slabs,
+    normalize_intensities,
+    resample_array,
+    resampled_shape,
+    restore_orientation,
+    to_canonical,
+)
+from .sliding_window import SlidingWindowConfig, sliding_window_predict
+
+__all__ = ["InferenceOptions", "Prediction", "Predictor", "resolve_device", "DEFAULT_POSTPROCESSING"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POSTPROCESSING: list[dict[str, Any]] = [
+    {"name": "merge_fragments"},
+    {"name": "remove_small", "min_mm3": 8.0},
+    {"name": "fill_holes"},
+]
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU falls back with a warning."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, not {requested!r}")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning("CUDA was requested but no GPU is available; running on the CPU")
+    return torch.device("cpu")
+
+
+@dataclass
+class InferenceOptions:
+    """How to run a prediction.
+
+    Attributes:
+        device: ``auto``, ``cpu`` or ``cuda``.
+        tta: mirrored test-time augmentation on the axes the model card allows.
+        fast: no TTA and less window overlap (0.25) — several times faster.
+        overlap: window overlap (fraction of the patch).
+        batch_size: windows per forward pass.
+        use_cascade: for cascade models, run the fine model only where the coarse one found teeth.
+        roi_margin_mm: margin around the coarse teeth region.
+        uncertainty: also compute the entropy map and per-tooth uncertainty.
+        postprocessing: steps (see :mod:`toothseg.core.postprocessing`); None = defaults.
+        exact: float32 accumulation (comparisons and tests).
+        placement: window placement, ``even`` (nnU-Net) or ``monai``.
+    """
+
+    device: str = "auto"
+    tta: bool = True
+    fast: bool = False
+    overlap: float = 0.5
+    batch_size: int = 2
+    use_cascade: bool = True
+    roi_margin_mm: float = 6.0
+    uncertainty: bool = False
+    postprocessing: list[dict[str, Any]] | None = None
+    exact: bool = False
+    placement: str = "even"
+
+
+@dataclass
+class Prediction:
+    """A prediction in the input's geometry."""
+
+    labels: Volume
+    table: LabelTable
+    uncertainty: Volume | None = None
+    tooth_uncertainty: dict[int, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _mirror_combinations(axes: list[int]) -> list[tuple[int, ...]]:
+    return [combo for r in range(1, len(axes) + 1) for combo in itertools.combinations(axes, r)]
+
+
+class _Runner:
+    """One network (or an ensemble of networks with one card) as a window predictor."""
+
+    def __init__(self, models: list[LoadedModel], device: torch.device, tta: bool) -> None:
+        self.models = models
+        self.card = models[0].card
+        self.device = device
+        for model in models:
+            model.network.to(device).eval()
+            if model.card.class_values != self.card.class_values or model.card.patch_size != self.card.patch_size:
+                raise InputError("ensemble members must share classes and patch size")
+        dims = self.card.spatial_dims
+        # card mirror axes are model-array axes; windows are always (B, C, Z, Y, X), a 2D model's
+        # (Y, X) being the last two
+        offset = 5 - dims
+        self.mirrors = _mirror_combinations([a + offset for a in self.card.mirror_axes]) if tta else []
+        self.lr_axis = 4  # after reorientation the patient's left-right axis is the last array axis
+        perm = self.card.label_table.channel_swap_permutation(self.card.class_values)
+        self.swap = torch.tensor(perm) if perm != list(range(len(perm))) else None
+        self.is_2d = dims == 2
+        self.forward_passes = 0
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        use_amp = batch.device.type == "cuda"
+        total = None
+        count = 0
+        for model in self.models:
+            network = model.network
+            if next(network.parameters()).device != batch.device:
+                network.to(batch.device)
+            for axes in [()] + self.mirrors:
+                x = torch.flip(batch, [a for a in axes]) if axes else batch
+                x = x[:, :, 0] if self.is_2d else x
+                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                    logits = network(x)
+                if isinstance(logits, (list, tuple)):
+                    logits = logits[0]
+                probs = torch.softmax(logits.float(), dim=1)
+                probs = probs[:, :, None] if self.is_2d else probs
+                if axes:
+                    probs = torch.flip(probs, list(axes))
+                    if self.lr_axis in axes and self.swap is not None:
+                        probs = probs[:, self.swap.to(probs.device)]
+                total = probs if total is None else total + probs
+                count += 1
+                self.forward_passes += x.shape[0]
+        return total / count
+
+
+class Predictor:
+    """Runs a model folder on volumes. Load once, predict many."""
+
+    def __init__(self, model: LoadedModel | str | Path, options: InferenceOptions | None = None) -> None:
+        self.options = options or InferenceOptions()
+        self.model = model if isinstance(model, LoadedModel) else load_model_folder(model)
+        self.device = resolve_device(self.options.device)
+        roles = {role for role, _ in self.model.members}
+        self.is_cascade = {"coarse", "fine"} <= roles
+        if self.model.members and not self.is_cascade and roles != {"ensemble"}:
+            raise InputError(f"model {self.model.card.id!r}: members must be an ensemble or a coarse+fine cascade")
+
+    @property
+    def card(self):
+        return self.model.card
+
+    @property
+    def table(self) -> LabelTable:
+        return self.model.card.label_table
+
+    # ------------------------------------------------------------------ helpers
+    def _runner(self, role: str | None = None) -> _Runner:
+        if not self.model.members:
+            models = [self.model]
+        elif role is None:
+            models = [m for r, m in self.model.members if r == "ensemble"]
+        else:
+            models = [m for r, m in self.model.members if r == role]
+        tta = self.options.tta and not self.options.fast
+        return _Runner(models, self.device, tta)
+
+    def _window_config(self, runner: _Runner) -> SlidingWindowConfig:
+        card = runner.card
+        patch = list(card.patch_size or [128] * card.spatial_dims)
+        if card.spatial_dims == 2:
+            patch = [1, *patch]
+        overlap = 0.25 if self.options.fast else self.options.overlap
+        return SlidingWindowConfig(patch, overlap, self.options.batch_size, self.options.placement,
+                                   exact=self.options.exact)
+
+    def _model_grid(self, runner: _Runner, shape: tuple[int, ...], spacing_zyx: tuple[float, ...]) -> tuple[int, ...]:
+        target = runner.card.spacing_zyx
+        if not target:
+            return tuple(shape)
+        target = list(target)
+        if runner.card.spatial_dims == 2:
+            target = [spacing_zyx[0], *target]
+        return resampled_shape(shape, spacing_zyx, target)
+
+    def _probabilities(self, runner: _Runner, array: np.ndarray, spacing_zyx: tuple[float, ...],
+                       stats: dict[str, float], progress: Progress, skip=None) -> torch.Tensor:
+        """Class probabilities (C, *model grid) of a canonical array region."""
+        grid = self._model_grid(runner, array.shape, spacing_zyx)
+        progress.update(0.0, "resampling")
+        image = resample_array(array, grid) if grid != array.shape else torch.from_numpy(array.astype(np.float32))
+        normalize_intensities(image, runner.card.intensity, stats)
+        config = self._window_config(runner)
+        return sliding_window_predict(image[None], runner, runner.card.num_classes, config, self.device,
+                                      progress.sub(0.05, 1.0, progress.prefix), skip)
+
+    # ------------------------------------------------------------------ public
+    def predict(self, volume: Volume, progress: Progress | None = None) -> Prediction:
+        """Segment ``volume``; see the module docstring.
+
+        Raises:
+            InputError: wrong kind of image for the model, NaN voxels, bad options.
+            CancelledError: ``progress`` was cancelled (nothing is written by this function).
+        """
+        progress = progress or Progress()
+        started = time.perf_counter()
+        volume.check_finite()
+        self.model.check_input(volume)
+        canonical, orientation = to_canonical(volume)
+        array = canonical.array
+        stats = image_statistics(array)
+        report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
+                                  "tta": self.options.tta and not self.options.fast}
+        warnings: list[str] = []
+        class_values = np.asarray(self.card.class_values)
+        label_dtype = np.uint8 if class_values.max() < 256 else np.uint16
+        labels = np.zeros(array.shape, dtype=label_dtype)
+        entropy = np.zeros(array.shape, dtype=np.float32) if self.options.uncertainty else None
+        roi = tuple(slice(0, n) for n in array.shape)
+        skip = None
+        if self.is_cascade and self.options.use_cascade:
+            roi, skip, coarse_report = self._coarse_stage(array, canonical.spacing_zyx, stats,
+                                                          progress.sub(0.0, 0.25, "locating teeth"))
+            report["coarse"] = coarse_report
+            fine_progress = progress.sub(0.25, 0.9, "segmenting teeth")
+        else:
+            fine_progress = progress.sub(0.0, 0.9, "segmenting teeth")
+        runner = self._runner("fine" if self.is_cascade else None)
+        if roi is not None:
+            region = array[roi]
+            probs = self._probabilities(runner, region, canonical.spacing_zyx, stats, fine_progress, skip)
+            report["forward_passes"] = runner.forward_passes
+            self._probabilities_to_labels(probs, region.shape, class_values, labels, entropy, roi,
+                                          progress.sub(0.9, 0.95, "mapping back"))
+            del probs
+        else:
+            warnings.append("no teeth were found in this scan; the result is empty")
+        progress.update(0.95, "post-processing")
+        steps = DEFAULT_POSTPROCESSING if self.options.postprocessing is None else self.options.postprocessing
+        if steps and labels.any():
+            from ..postprocessing import apply_steps
+
+            labels = apply_steps(labels, canonical.spacing_zyx, steps)
+        result = Volume(labels, canonical.spacing, canonical.origin, canonical.direction, canonical.kind)
+        from ..postprocessing import check_numbering
+
+        warnings += check_numbering(result)
+        tooth_uncertainty: dict[int, float] = {}
+        uncertainty_volume = None
+        if entropy is not None:
+            tooth_uncertainty = _per_label_mean(labels, entropy)
+            uncertainty_volume = volume.with_array(restore_orientation(entropy, orientation))
+        output = volume.with_array(restore_orientation(labels, orientation))
+        if not output.array.any() and not any("no teeth" in w for w in warnings):
+            warnings.append("no teeth were found in this scan; the result is empty")
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        report["labels_found"] = [int(v) for v in np.unique(output.array) if v]
+        for message in warnings:
+            log.warning("%s", message)
+        progress.update(1.0, "done")
+        return Prediction(output, self.table, uncertainty_volume, tooth_uncertainty, warnings, report)
+
+    def _probabilities_to_labels(self, probs: torch.Tensor, region_shape: tuple[int, ...], class_values: np.ndarray,
+                                 labels: np.ndarray, entropy: np.ndarray | None, roi: tuple[slice, ...],
+                                 progress: Progress) -> None:
+        """Interpolate probabilities onto the region's native grid slab by slab; arg-max into labels."""
+        lut = torch.from_numpy(class_values.astype(np.int64))
+        log_c = math.log(max(2, probs.shape[0]))
+        slab = max(1, int(2**25 // max(1, probs.shape[0] * region_shape[1] * region_shape[2])))
+        for z0, z1, block in iter_resampled_slabs(probs, region_shape, slab=slab):
+            progress.update(z0 / region_shape[0], "mapping back")
+            target = (slice(roi[0].start + z0, roi[0].start + z1), roi[1], roi[2])
+            labels[target] = lut[block.argmax(dim=0)].numpy().astype(labels.dtype)
+            if entropy is not None:
+                p = block.clamp_min(1e-8)
+                entropy[target] = (-(p * p.log()).sum(dim=0) / log_c).numpy()
+
+    def _coarse_stage(self, array: np.ndarray, spacing_zyx: tuple[float, ...], stats: dict[str, float],
+                      progress: Progress):
+        """Run the coarse member; return (roi slices or None, window skip function, report)."""
+        from scipy import ndimage
+
+        runner = self._runner("coarse")
+        probs = self._probabilities(runner, array, spacing_zyx, stats, progress)
+        foreground = (probs.argmax(dim=0) > 0).numpy()
+        coarse_shape = foreground.shape
+        report = {"grid": list(coarse_shape), "foreground_voxels": int(foreground.sum())}
+        if not foreground.any():
+            return None, None, report
+        scale = [n / m for n, m in zip(array.shape, coarse_shape)]  # native voxels per coarse voxel
+        margin = [int(math.ceil(self.options.roi_margin_mm / s)) for s in spacing_zyx]
+        coords = np.argwhere(foreground)
+        lo = [max(0, int(math.floor(c * f)) - m) for c, f, m in zip(coords.min(0), scale, margin)]
+        hi = [min(n, int(math.ceil((c + 1) * f)) + m) for c, f, m, n in zip(coords.max(0), scale, margin, array.shape)]
+        roi = tuple(slice(a, b) for a, b in zip(lo, hi))
+        coarse_spacing = [s * f for s, f in zip(spacing_zyx, scale)]
+        reach = [max(1, int(math.ceil(self.options.roi_margin_mm / s))) for s in coarse_spacing]
+        dilated = ndimage.binary_dilation(foreground, np.ones([2 * r + 1 for r in reach], bool))
+        integral = dilated.astype(np.int32).cumsum(0).cumsum(1).cumsum(2)
+        integral = np.pad(integral, [(1, 0)] * 3)
+        fine_runner = self._runner("fine")
+        fine_grid = self._model_grid(fine_runner, tuple(b - a for a, b in zip(lo, hi)), spacing_zyx)
+        fine_scale = [(b - a) / g for a, b, g in zip(lo, hi, fine_grid)]  # native voxels per fine voxel
+
+        def skip(window: tuple[slice, ...]) -> bool:
+            box = []
+            for axis, s in enumerate(window):
+                start = (lo[axis] + s.start * fine_scale[axis]) / scale[axis]
+                stop = (lo[axis] + s.stop * fine_scale[axis]) / scale[axis]
+                box.append((max(0, int(math.floor(start))), min(coarse_shape[axis], int(math.ceil(stop)))))
+            (z0, z1), (y0, y1), (x0, x1) = box
+            if z1 <= z0 or y1 <= y0 or x1 <= x0:
+                return True
+            total = (integral[z1, y1, x1] - integral[z0, y1, x1] - integral[z1, y0, x1] - integral[z1, y1, x0]
+                     + integral[z0, y0, x1] + integral[z0, y1, x0] + integral[z1, y0, x0] - integral[z0, y0, x0])
+            return total == 0
+
+        report["roi"] = [[a, b] for a, b in zip(lo, hi)]
+        report["roi_fraction"] = round(float(np.prod([b - a for a, b in zip(lo, hi)]) / np.prod(array.shape)), 4)
+        return roi, skip, report
+
+
+def _per_label_mean(labels: np.ndarray, values: np.ndarray) -> dict[int, float]:
+    present = [int(v) for v in np.unique(labels) if v]
+    if not present:
+        return {}
+    from scipy import ndimage
+
+    means = ndimage.mean(values, labels, present)
+    return {v: round(float(m), 5) for v, m in zip(present, means)}

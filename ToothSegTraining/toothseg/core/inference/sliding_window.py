@@ -1,0 +1,133 @@
+"""Sliding-window prediction with Gaussian blending, batching, skipping and memory fall-backs.
+
+The image is covered by overlapping windows; each window's class probabilities are weighted by
+the Gaussian importance map and summed, then divided by the summed weights. Several windows go
+through the network per call (``batch_size``). Accumulators live on the compute device when they
+fit and in reduced precision (float16 probabilities, which are bounded by the number of
+overlapping windows) unless ``exact`` is asked for; a CUDA out-of-memory error first halves the
+batch, then moves the accumulators to the CPU, then runs the network on the CPU. Windows for
+which ``skip`` says there is nothing to find are not run, and count as background.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..progress import Progress
+from .windows import gaussian_importance, symmetric_padding, window_slices
+
+__all__ = ["SlidingWindowConfig", "sliding_window_predict"]
+
+log = logging.getLogger(__name__)
+
+#: ``predictor(batch (B, C_in, *patch)) -> probabilities (B, C, *patch)``
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SlidingWindowConfig:
+    """Settings of one sliding-window pass (sizes in array order)."""
+
+    patch_size: Sequence[int]
+    overlap: float = 0.5
+    batch_size: int = 2
+    placement: str = "even"
+    sigma_scale: float = 0.125
+    exact: bool = False  # float32 accumulators (tests, comparisons); default float16 probabilities
+
+
+def _accumulate_dtype(config: SlidingWindowConfig) -> torch.dtype:
+    return torch.float32 if config.exact else torch.float16
+
+
+def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classes: int, config: SlidingWindowConfig,
+                           device: torch.device | str = "cpu", progress: Progress | None = None,
+                           skip: Callable[[tuple[slice, ...]], bool] | None = None) -> torch.Tensor:
+    """Blend window predictions over ``image`` (C_in, *spatial) into probabilities (C, *spatial).
+
+    Args:
+        predictor: maps a batch of windows to probabilities (softmax already applied).
+        skip: called with each window's slices (in the unpadded image); True means "no need to
+            run the network here" (e.g. no tooth within reach according to a coarse model).
+
+    Returns:
+        Probabilities on the CPU in the accumulator dtype; voxels that no window covered are
+        background (probability 1 for class 0).
+    """
+    progress = progress or Progress()
+    device = torch.device(device)
+    spatial = tuple(image.shape[1:])
+    patch = tuple(int(p) for p in config.patch_size)
+    pads = symmetric_padding(spatial, patch)
+    if any(sum(p) for p in pads):
+        flat = [v for pair in reversed(pads) for v in pair]
+        image = F.pad(image[None], flat, mode="constant", value=0.0)[0]
+    padded = tuple(image.shape[1:])
+    windows = window_slices(padded, patch, config.overlap, config.placement)
+    if skip is not None:
+        offsets = [p[0] for p in pads]
+        windows = [w for w in windows if not skip(tuple(slice(max(0, s.start - o), max(0, s.stop - o))
+                                                        for s, o in zip(w, offsets)))]
+    dtype = _accumulate_dtype(config)
+    weights_np = gaussian_importance(patch, config.sigma_scale)
+    state = {"device": device, "batch": max(1, config.batch_size), "acc_device": device}
+
+    def allocate(where: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        acc = torch.zeros((num_classes, *padded), dtype=dtype, device=where)
+        norm = torch.zeros(padded, dtype=torch.float32 if config.exact else torch.float16, device=where)
+        return acc, norm, torch.from_numpy(weights_np).to(where)
+
+    acc, norm, weights = allocate(state["acc_device"])
+    index = 0
+    total = max(1, len(windows))
+    while index < len(windows):
+        progress.update(index / total, f"window {index + 1}/{len(windows)}")
+        batch_windows = windows[index:index + state["batch"]]
+        try:
+            batch = torch.stack([image[(slice(None), *w)] for w in batch_windows]).to(state["device"])
+            probs = predictor(batch)
+            probs = probs.to(state["acc_device"])
+            w = weights.to(probs.dtype)
+            for k, window in enumerate(batch_windows):
+                region = (slice(None), *window)
+                acc[region] += (probs[k] * w).to(dtype)
+                norm[window] += weights.to(norm.dtype)
+        except torch.cuda.OutOfMemoryError:
+            if state["device"].type != "cuda":  # pragma: no cover - CPU memory errors are MemoryError
+                raise
+            torch.cuda.empty_cache()
+            if state["batch"] > 1:
+                state["batch"] = max(1, state["batch"] // 2)
+                log.warning("GPU out of memory: retrying with %d window(s) per batch", state["batch"])
+            elif state["acc_device"].type == "cuda":
+                log.warning("GPU out of memory: keeping the blended result in CPU memory")
+                state["acc_device"] = torch.device("cpu")
+                acc, norm = acc.cpu(), norm.cpu()
+                weights = weights.cpu()
+                torch.cuda.empty_cache()
+            else:
+                log.warning("GPU out of memory even for one window: continuing on the CPU")
+                state["device"] = torch.device("cpu")
+            continue
+        index += len(batch_windows)
+    progress.update(1.0, "blending")
+    covered = norm > 0
+    acc = acc.cpu()
+    norm = norm.cpu()
+    covered = covered.cpu()
+    # divide in place, class by class, to avoid a float32 copy of the whole result
+    safe_norm = torch.where(covered, norm, torch.ones_like(norm))
+    for c in range(num_classes):
+        acc[c] /= safe_norm.to(acc.dtype)
+    if not bool(covered.all()):
+        acc[:, ~covered] = 0
+        acc[0][~covered] = 1
+    if any(sum(p) for p in pads):
+        crop = tuple(slice(before, before + size) for (before, _), size in zip(pads, spatial))
+        acc = acc[(slice(None), *crop)]
+    return acc

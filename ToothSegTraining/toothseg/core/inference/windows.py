@@ -1,0 +1,75 @@
+"""Where sliding windows go, and how their predictions are weighted.
+
+Two placements are offered: ``"even"`` (nnU-Net: the fewest windows with at least the requested
+overlap, spread evenly so the first and last touch the borders) and ``"monai"`` (MONAI's
+``sliding_window_inference``: a fixed step ``int(patch * (1 - overlap))``, the last window moved back
+inside the image). The Gaussian importance map is MONAI's ``compute_importance_map`` formula
+(sigma = 0.125 x patch per axis, normalised to 1 at the centre, floored at max(min, 1e-3)), which
+is also nnU-Net's choice of sigma; blending divides the weighted sum by the summed weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["window_starts", "window_slices", "gaussian_importance", "symmetric_padding"]
+
+
+def window_starts(size: int, patch: int, overlap: float, placement: str = "even") -> list[int]:
+    """Start indices along one axis (the image is at least ``patch`` long)."""
+    if size <= patch:
+        return [0]
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if placement == "monai":
+        step = max(1, int(patch * (1.0 - overlap)))
+        starts = []
+        start = 0
+        while True:
+            clamped = min(start, size - patch)
+            starts.append(clamped)
+            if start + patch >= size:
+                break
+            start += step
+        return starts
+    if placement == "even":
+        step = patch * (1.0 - overlap)
+        count = int(math.ceil((size - patch) / step)) + 1
+        if count == 1:
+            return [0]
+        actual = (size - patch) / (count - 1)
+        return [int(round(actual * i)) for i in range(count)]
+    raise ValueError(f"unknown window placement {placement!r} (even or monai)")
+
+
+def window_slices(shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float],
+                  placement: str = "even") -> list[tuple[slice, ...]]:
+    """All windows over ``shape`` (spatial), in C order (last axis fastest)."""
+    overlaps = [overlap] * len(shape) if isinstance(overlap, (int, float)) else list(overlap)
+    per_axis = [window_starts(s, p, o, placement) for s, p, o in zip(shape, patch, overlaps)]
+    return [tuple(slice(start, start + p) for start, p in zip(starts, patch))
+            for starts in itertools.product(*per_axis)]
+
+
+def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """Separable Gaussian weights of a window, float32, max 1, floored as MONAI does."""
+    weights = np.ones((), dtype=np.float32)
+    for size in patch:
+        x = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
+        g = np.exp(x**2 / np.float32(-2.0 * (sigma_scale * size) ** 2)).astype(np.float32)
+        weights = weights[..., None] * g
+    floor = max(float(weights.min()), 1e-3)
+    return np.maximum(weights, np.float32(floor)).astype(np.float32)
+
+
+def symmetric_padding(shape: Sequence[int], patch: Sequence[int]) -> list[tuple[int, int]]:
+    """(before, after) padding per axis so every axis is at least one patch long (MONAI's split)."""
+    pads = []
+    for size, p in zip(shape, patch):
+        diff = max(p - size, 0)
+        pads.append((diff // 2, diff - diff // 2))
+    return pads

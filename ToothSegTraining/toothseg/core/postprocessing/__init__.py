@@ -1,0 +1,4 @@
+"""Post-processing of label maps: a registry of small steps plus tooth-numbering checks."""
+
+from .numbering import check_numbering  # noqa: F401
+from .steps import apply_steps, postprocessing_steps, register_step  # noqa: F401

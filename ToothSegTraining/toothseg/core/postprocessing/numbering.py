@@ -1,0 +1,69 @@
+"""Plausibility checks of FDI numbering on a label map (reported, not silently "fixed").
+
+Checks: a tooth number used by several separate objects; left/right sides (teeth of quadrants
+1/4/5/8 should lie on the patient's right, i.e. at smaller LPS x, than those of 2/3/6/7); upper
+teeth (1x, 2x) above lower ones (3x, 4x); within a quadrant, teeth ordered from the midline.
+The checks use the patient frame of the image header: a header with mirrored axes shows up as
+"left/right appear swapped".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..labels import is_fdi_tooth
+from ..volume import Volume
+
+__all__ = ["check_numbering"]
+
+
+def _centroids(labels: np.ndarray, values: list[int]) -> dict[int, np.ndarray]:
+    if not values:
+        return {}
+    centres = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.uint8), labels, values)
+    return {v: np.asarray(c) for v, c in zip(values, centres)}
+
+
+def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0) -> list[str]:
+    """Human-readable warnings about the FDI numbering of ``labels`` (empty list: nothing odd)."""
+    array = labels.array
+    present = [int(v) for v in np.unique(array) if v and is_fdi_tooth(int(v))]
+    warnings: list[str] = []
+    voxel = labels.voxel_volume_mm3
+    structure = ndimage.generate_binary_structure(3, 3)
+    boxes = ndimage.find_objects(array)
+    for value in present:
+        box = boxes[value - 1]
+        components, count = ndimage.label(array[box] == value, structure)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:] * voxel
+            if (sizes >= min_fragment_mm3).sum() > 1:
+                warnings.append(f"tooth {value} appears as {(sizes >= min_fragment_mm3).sum()} separate objects")
+    if labels.is_2d:
+        return warnings
+    kji = _centroids(array, present)
+    lps = {v: labels.index_to_physical(c[::-1][None])[0] for v, c in kji.items()}
+
+    def mean_of(quadrants: Sequence[int], axis: int) -> float | None:
+        values = [lps[v][axis] for v in present if v // 10 in quadrants]
+        return float(np.mean(values)) if values else None
+
+    right, left = mean_of((1, 4, 5, 8), 0), mean_of((2, 3, 6, 7), 0)
+    if right is not None and left is not None and right > left:
+        warnings.append("left/right appear swapped: teeth numbered as the patient's right lie on the left "
+                        "(LPS +x) side; check the labels or the image header's orientation")
+    upper, lower = mean_of((1, 2, 5, 6), 2), mean_of((3, 4, 7, 8), 2)
+    if upper is not None and lower is not None and upper < lower:
+        warnings.append("upper/lower appear swapped: teeth numbered as upper lie below those numbered as lower")
+    for quadrant in range(1, 9):
+        teeth = sorted(v for v in present if v // 10 == quadrant)
+        if len(teeth) < 3:
+            continue
+        midline_x = np.mean([lps[v][0] for v in present])
+        distances = [abs(lps[v][0] - midline_x) + abs(lps[v][1] - min(lps[t][1] for t in present)) for v in teeth]
+        if np.corrcoef(teeth, distances)[0, 1] < 0:
+            warnings.append(f"quadrant {quadrant}: tooth numbers do not increase away from the midline")
+    return warnings
