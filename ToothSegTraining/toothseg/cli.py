@@ -269,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_models import add_models_parser
     from .cli_segment import add_segment_parser
+    from .cli_train import add_train_parser
 
     add_segment_parser(sub, common)
+    add_train_parser(sub, common)
     add_models_parser(sub, common, _Parser)
     return parser
 

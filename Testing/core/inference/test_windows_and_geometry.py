@@ -113,3 +113,21 @@ def test_axis_weights_identity_and_statistics():
     array = np.arange(1000, dtype=np.int16).reshape(10, 10, 10)
     stats = image_statistics(array, step=1)
     assert stats["p005"] == pytest.approx(np.percentile(array, 0.5))
+
+
+def test_blending_equals_monai_sliding_window_inference():
+    """Same windows and Gaussian as MONAI: probabilities agree to float32 round-off."""
+    monai_inferers = pytest.importorskip("monai.inferers")
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 4, 3, padding=1)
+    image = torch.randn(1, 1, 21, 30, 26)
+
+    def predictor(x):
+        return torch.softmax(net(x), 1)
+
+    with torch.no_grad():
+        expected = monai_inferers.sliding_window_inference(image, (8, 12, 10), 3, predictor, overlap=0.4,
+                                                           mode="gaussian", sigma_scale=0.125)[0]
+        ours = sliding_window_predict(image[0], predictor, 4,
+                                      SlidingWindowConfig((8, 12, 10), 0.4, batch_size=3, placement="monai", exact=True))
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)

@@ -81,6 +81,7 @@ class InferenceOptions:
         postprocessing: steps (see :mod:`toothseg.core.postprocessing`); None = defaults.
         exact: float32 accumulation (comparisons and tests).
         placement: window placement, ``even`` (nnU-Net) or ``monai``.
+        numbering_checks: run (and log) the FDI numbering checks.
     """
 
     device: str = "auto"
@@ -94,6 +95,7 @@ class InferenceOptions:
     postprocessing: list[dict[str, Any]] | None = None
     exact: bool = False
     placement: str = "even"
+    numbering_checks: bool = True
 
 
 @dataclass
@@ -272,7 +274,8 @@ class Predictor:
         result = Volume(labels, canonical.spacing, canonical.origin, canonical.direction, canonical.kind)
         from ..postprocessing import check_numbering
 
-        warnings += check_numbering(result)
+        if self.options.numbering_checks:
+            warnings += check_numbering(result)
         tooth_uncertainty: dict[int, float] = {}
         uncertainty_volume = None
         if entropy is not None:

@@ -1,0 +1,158 @@
+"""Inference benchmarks (printed figures; each measurement in a fresh process for honest peak memory).
+
+1. ``monai``: the same network, patch, overlap and Gaussian blending through MONAI's
+   ``sliding_window_inference`` and through ToothSeg's ``sliding_window_predict`` (MONAI window
+   placement, float32): largest probability difference, wall-time ratio, peak-memory ratio.
+2. ``large``: the whole ``Predictor`` pipeline (read → reorient → resample → sliding windows →
+   slab-wise mapping back → post-processing) on a 640 x 640 x 400 scan at 0.25 mm, on the CPU,
+   with a network of the bundled-model size (random weights: memory and time do not depend on them),
+   33 FDI classes, at 0.5 mm model spacing: peak resident memory and seconds. Post-processing is
+   left out here: with random weights every label spans the whole scan, which says nothing about
+   its cost on real predictions (tooth-sized bounding boxes).
+
+    python Testing/benchmarks/bench_inference.py monai
+    python Testing/benchmarks/bench_inference.py large [--size 640 640 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _network(classes: int):
+    import torch
+
+    from toothseg.core.models import build_network
+
+    torch.manual_seed(0)
+    return build_network("resenc_unet", num_classes=classes, features_per_stage=[16, 32, 64, 96],
+                         strides=[1, 2, 2, 2], n_blocks_per_stage=[1, 2, 2, 2]).eval()
+
+
+def child_monai(which: str, shape: list[int], patch: list[int], overlap: float, classes: int) -> dict:
+    import torch
+
+    torch.set_num_threads(torch.get_num_threads())
+    net = _network(classes)
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    base = _peak_gib()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if which == "monai":
+            from monai.inferers import sliding_window_inference
+
+            out = sliding_window_inference(image[None, None], patch, 2, lambda x: torch.softmax(net(x), 1),
+                                           overlap=overlap, mode="gaussian", sigma_scale=0.125)[0]
+        else:
+            from toothseg.core.inference.sliding_window import SlidingWindowConfig, sliding_window_predict
+
+            config = SlidingWindowConfig(patch, overlap, batch_size=2, placement="monai", exact=(which == "exact"))
+            out = sliding_window_predict(image[None], lambda x: torch.softmax(net(x), 1), classes, config)
+    seconds = time.perf_counter() - start
+    np.save(f"/tmp/toothseg_bench_{which}.npy", out.float().numpy())
+    return {"which": which, "seconds": seconds, "peak_gib": _peak_gib(), "baseline_gib": base}
+
+
+def child_large(size: list[int], classes: int) -> dict:
+    import torch
+
+    from toothseg.core import LabelTable, Volume
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.models.card import IntensityNormalization, ModelCard
+    from toothseg.core.models.folder import LoadedModel
+
+    x, y, z = size
+    rng = np.random.default_rng(0)
+    array = np.empty((z, y, x), dtype=np.int16)
+    for k in range(z):  # filled slice by slice: no float64 copy of the whole scan
+        array[k] = rng.integers(-1000, 3000, size=(y, x), dtype=np.int16)
+    volume = Volume(array, (0.25, 0.25, 0.25))
+    table = LabelTable.fdi()
+    card = ModelCard(id="bench", architecture="resenc_unet", kwargs={}, spatial_dims=3, label_table=table,
+                     class_values=[0, *table.values], spacing_zyx=[0.5, 0.5, 0.5], patch_size=[96, 96, 96],
+                     mirror_axes=[2], intensity=IntensityNormalization("percentile_zscore"))
+    model = LoadedModel(card, None, network=_network(classes))  # type: ignore[arg-type]
+    base = _peak_gib()
+    start = time.perf_counter()
+    prediction = Predictor(model, InferenceOptions(device="cpu", fast=True, postprocessing=[])).predict(volume)
+    seconds = time.perf_counter() - start
+    return {"size_xyz": size, "seconds": seconds, "peak_gib": _peak_gib(), "input_gib": array.nbytes / 2**30,
+            "baseline_gib": base, "threads": torch.get_num_threads(),
+            "forward_passes": prediction.report.get("forward_passes")}
+
+
+def _child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=("monai", "large", "_child_monai", "_child_large"))
+    parser.add_argument("--size", type=int, nargs=3, default=[640, 640, 400], help="x y z voxels for 'large'")
+    parser.add_argument("--shape", type=int, nargs=3, default=[96, 160, 160], help="z y x voxels for 'monai'")
+    parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--classes", type=int, default=33)
+    parser.add_argument("--variant", default="ours")
+    parser.add_argument("--json", help="append the figures to this JSON file")
+    args = parser.parse_args()
+    if args.which == "_child_monai":
+        print(json.dumps(child_monai(args.variant, args.shape, args.patch, args.overlap, args.classes)))
+        return 0
+    if args.which == "_child_large":
+        print(json.dumps(child_large(args.size, args.classes)))
+        return 0
+    if args.which == "monai":
+        common = ["--shape", *map(str, args.shape), "--patch", *map(str, args.patch), "--overlap", str(args.overlap),
+                  "--classes", str(args.classes)]
+        runs = {v: _child(["_child_monai", "--variant", v, *common]) for v in ("monai", "exact", "ours")}
+        reference = np.load("/tmp/toothseg_bench_monai.npy")
+        diff_exact = float(np.abs(np.load("/tmp/toothseg_bench_exact.npy") - reference).max())
+        diff_fp16 = float(np.abs(np.load("/tmp/toothseg_bench_ours.npy") - reference).max())
+        m = runs["monai"]
+        print(f"# MONAI sliding_window_inference vs ToothSeg, image {tuple(args.shape)}, patch {tuple(args.patch)}, "
+              f"overlap {args.overlap}, {args.classes} classes, Gaussian sigma 0.125, batch 2, CPU")
+        print("| variant | seconds | time ratio vs MONAI | peak RSS GiB | memory ratio vs MONAI | max abs diff |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, label, diff in (("monai", "MONAI 1.x", 0.0), ("exact", "ToothSeg float32", diff_exact),
+                                  ("ours", "ToothSeg default (float16 accumulators)", diff_fp16)):
+            r = runs[name]
+            print(f"| {label} | {r['seconds']:.2f} | {r['seconds'] / m['seconds']:.2f} | {r['peak_gib']:.2f} | "
+                  f"{(r['peak_gib'] - r['baseline_gib']) / max(1e-9, m['peak_gib'] - m['baseline_gib']):.2f} | {diff:.2e} |")
+        result = {"benchmark": "monai", "settings": vars(args), "runs": runs, "max_abs_diff_float32": diff_exact,
+                  "max_abs_diff_float16": diff_fp16}
+    else:
+        r = _child(["_child_large", "--size", *map(str, args.size), "--classes", str(args.classes)])
+        print(f"# whole pipeline on a {tuple(args.size)} scan at 0.25 mm (x y z), CPU, {r['threads']} threads, "
+              f"{args.classes} classes, model spacing 0.5 mm, --fast")
+        print(f"peak resident memory {r['peak_gib']:.2f} GiB (input array {r['input_gib']:.2f} GiB), "
+              f"{r['seconds']:.1f} s, {r['forward_passes']} window forward passes")
+        result = {"benchmark": "large", "settings": vars(args), "run": r}
+    if args.json:
+        try:
+            with open(args.json, encoding="utf-8") as handle:
+                existing = json.load(handle)
+        except (OSError, json.JSONDecodeError):
+            existing = []
+        existing.append(result)
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(existing, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

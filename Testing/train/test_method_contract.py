@@ -1,0 +1,89 @@
+"""Every registered method: one step runs, the loss is finite, unsupervised terms reach every
+trainable network, frozen networks stay frozen, teachers follow the EMA formula."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from toothseg.core.models import build_network
+from toothseg.train.methods import MethodContext, get_method, method_names
+
+
+def context(dims: int = 2, iterations: int = 100) -> MethodContext:
+    def build(**overrides):
+        kwargs = {"num_classes": 3, "spatial_dims": dims, "features_per_stage": [4, 8, 16], "strides": [1, 2, 2],
+                  "n_blocks_per_stage": [1, 1, 1], **overrides}
+        return build_network("resenc_unet", **kwargs)
+
+    return MethodContext(build, 3, dims, iterations, lr_classes=torch.tensor([0, 2, 1]))
+
+
+def batch(dims: int = 2, size: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    spatial = (size,) * dims
+    label = torch.zeros((2, *spatial), dtype=torch.long)
+    label[(slice(None),) + tuple(slice(s // 4, s // 2) for s in spatial)] = 1
+    label[(slice(None),) + tuple(slice(s // 2, 3 * s // 4) for s in spatial)] = 2
+    image = label.float()[:, None] + 0.3 * torch.randn((2, 1, *spatial), generator=g)
+    return {"image": image, "label": label, "unlabeled_image": torch.randn((2, 1, *spatial), generator=g)}
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_method_contract(name):
+    torch.manual_seed(0)
+    cls = get_method(name)
+    method = cls(cls.validate_settings({}), context())
+    method.nets = method.build_networks()
+    for net_name, net in method.nets.items():
+        if net_name not in method.trainable:
+            for p in net.parameters():
+                p.requires_grad_(False)
+    assert method.exported in method.nets and set(method.trainable) <= set(method.nets)
+    output = method.train_step(batch(), step=50)
+    assert torch.isfinite(output.loss)
+    assert torch.allclose(output.loss, sum(output.terms.values()))
+    if cls.needs_unlabeled:
+        assert output.unsupervised, f"{name} declares no unsupervised term"
+        unsupervised = sum(output.terms[t] for t in output.unsupervised)
+        assert float(unsupervised.detach()) != 0.0
+        grads = torch.autograd.grad(unsupervised, [p for n in method.trainable for p in method.nets[n].parameters()],
+                                    allow_unused=True, retain_graph=True)
+        offset = 0
+        for net_name in method.trainable:
+            params = list(method.nets[net_name].parameters())
+            net_grads = grads[offset:offset + len(params)]
+            offset += len(params)
+            assert any(g is not None and g.abs().sum() > 0 for g in net_grads), \
+                f"{name}: the unsupervised loss does not reach network {net_name!r}"
+    for net_name, net in method.nets.items():
+        if net_name not in method.trainable:
+            assert not any(p.requires_grad for p in net.parameters())
+    # teachers move towards their students by the EMA formula
+    teachers = {n: copy.deepcopy(net) for n, net in method.nets.items() if n not in method.trainable}
+    output.loss.backward()
+    with torch.no_grad():
+        for net_name in method.trainable:
+            for p in method.nets[net_name].parameters():
+                if p.grad is not None:
+                    p -= 0.1 * p.grad
+    method.after_step(step=50)
+    for net_name, before in teachers.items():
+        after = method.nets[net_name]
+        changed = any(not torch.equal(a, b) for a, b in zip(after.parameters(), before.parameters()))
+        assert changed, f"{name}: teacher {net_name!r} did not move"
+
+
+def test_mean_teacher_ema_is_exact():
+    cls = get_method("mean_teacher")
+    method = cls(cls.validate_settings({"ema_decay": 0.9}), context())
+    method.nets = method.build_networks()
+    with torch.no_grad():
+        for p in method.nets["student"].parameters():
+            p.add_(1.0)
+    teacher_before = [p.clone() for p in method.nets["teacher"].parameters()]
+    method.after_step(step=100)  # decay = min(1 - 1/102, 0.9) = 0.9
+    for t, t0, s in zip(method.nets["teacher"].parameters(), teacher_before, method.nets["student"].parameters()):
+        torch.testing.assert_close(t, 0.9 * t0 + 0.1 * s)

@@ -1,0 +1,253 @@
+"""Recipes: one YAML file describes a whole (multi-stage) training run.
+
+The YAML maps onto typed dataclasses; an unknown key is an error that names the nearest known key,
+and ``--set path.to.key=value`` overrides any field (the value is parsed as YAML, so ``[96, 96]``,
+``1e-3`` and ``true`` work). Stages run in order; each names a method from the registry, its
+settings, and ``init_from`` (``none``, ``previous``, ``previous.encoder`` or a model folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InputError
+
+__all__ = ["Recipe", "DataConfig", "ModelConfig", "StageConfig", "OptimizerConfig", "AugmentConfig",
+           "ExportConfig", "load_recipe", "apply_overrides", "recipe_from_dict"]
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly augmentation; probabilities per sample. Sagittal flips always swap FDI labels."""
+
+    flip_lr: float = 0.5
+    other_flip_axes: list[int] = field(default_factory=list)  # only for label sets without sides
+    rotate_deg: float = 15.0
+    rotate_probability: float = 0.3
+    scale: tuple[float, float] = (0.85, 1.15)
+    scale_probability: float = 0.3
+    elastic_mm: float = 0.0
+    elastic_probability: float = 0.0
+    gamma: tuple[float, float] = (0.7, 1.5)
+    gamma_probability: float = 0.3
+    noise_std: tuple[float, float] = (0.0, 0.1)
+    noise_probability: float = 0.15
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    blur_probability: float = 0.2
+    contrast: tuple[float, float] = (0.75, 1.25)
+    contrast_probability: float = 0.15
+    brightness: tuple[float, float] = (0.75, 1.25)
+    brightness_probability: float = 0.15
+    low_resolution: tuple[float, float] = (0.5, 1.0)
+    low_resolution_probability: float = 0.25
+
+
+@dataclass
+class DataConfig:
+    """Where cases come from and how patches are made (spatial lists in array order z, y, x)."""
+
+    kind: str = "3d"  # 3d or 2d
+    source: str = "files"  # files, ufba425, synthetic
+    labeled: str | None = None  # manifest JSON (files), split name (ufba425), or label-map list (synthetic)
+    unlabeled: str | None = None
+    validation: str | None = None
+    root: str | None = None  # folder the manifest paths are relative to (default: the manifest's folder)
+    labeled_fraction: float = 1.0  # keep this share of the labeled training cases (the rest: unlabeled)
+    label_table: str = "fdi"  # fdi, fdi-deciduous, binary, or a JSON file
+    class_values: list[int] | None = None  # output channels' label values; default: all in the table
+    spacing: list[float] | None = None
+    patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
+    intensity: dict[str, Any] = field(default_factory=lambda: {"mode": "percentile_zscore"})
+    foreground_oversample: float = 0.33
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic_per_label_map: int = 64  # synthetic: distinct random images per label map and epoch
+    workers: int = 2
+    cache_cases: bool = True
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "resenc_unet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd, adam, adamw
+    lr: float = 0.01
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    nesterov: bool = True
+    schedule: str = "poly"  # poly, cosine, constant, warmup_cosine (RAIL)
+    warmup_iterations: int = 0
+    min_lr: float = 0.0
+    power: float = 0.9
+
+
+@dataclass
+class StageConfig:
+    method: str = "supervised"
+    name: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # method-specific, validated by the method
+    iterations: int = 1000
+    batch_size: int = 2  # labeled samples per step
+    unlabeled_batch_size: int = 0  # unlabeled samples per step (semi-supervised methods)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    amp: bool = True  # autocast + grad scaling on CUDA (ignored on CPU)
+    grad_accumulation: int = 1
+    grad_clip: float = 12.0
+    checkpoint_every: int = 100
+    validate_every: int = 0  # 0: only at the end
+    init_from: str = "none"
+
+
+@dataclass
+class ExportConfig:
+    id: str = ""
+    name: str = ""
+    description: str = ""
+    mirror_axes: list[int] = field(default_factory=list)
+    license: str = ""
+    postprocessing: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Recipe:
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    stages: list[StageConfig]
+    seed: int = 0
+    output_dir: str = ""
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Turn a YAML value into the annotated type (dataclasses recursively, tuples from lists)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where) if inner else value
+    if origin is list:
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise InputError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, bool) is False and isinstance(value, int):
+        return value
+    if annotation in (int, float, str, bool) and not isinstance(value, annotation):
+        raise InputError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, where: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+            raise InputError(f"unknown key '{where + '.' if where else ''}{key}' in the recipe{hint}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name in data:
+            values[f.name] = _convert(data[f.name], hints[f.name], path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise InputError(f"the recipe needs '{path}'")
+    return cls(**values)
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    recipe = _build(Recipe, data, "")
+    if not recipe.stages:
+        raise InputError("the recipe has no stages")
+    if recipe.data.kind not in ("2d", "3d"):
+        raise InputError(f"data.kind must be 2d or 3d, got {recipe.data.kind!r}")
+    if len(recipe.data.patch_size) != (2 if recipe.data.kind == "2d" else 3):
+        raise InputError(f"data.patch_size needs {2 if recipe.data.kind == '2d' else 3} values")
+    from .methods import get_method
+
+    for index, stage in enumerate(recipe.stages):
+        method = get_method(stage.method)  # unknown method: error with suggestion
+        method.validate_settings(stage.settings, f"stages[{index}].settings")
+        stage.name = stage.name or f"{index}_{stage.method}"
+    return recipe
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        key: Any = int(part) if isinstance(node, list) else part
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            if isinstance(node, dict):
+                node[key] = {}
+                node = node[key]
+            else:
+                raise InputError(f"--set {dotted}: '{'.'.join(parts[:i + 1])}' does not exist") from None
+    last: Any = int(parts[-1]) if isinstance(node, list) else parts[-1]
+    if isinstance(node, list) and not (0 <= last < len(node)):
+        raise InputError(f"--set {dotted}: index {last} is out of range")
+    node[last] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["stages.0.iterations=10", "data.patch_size=[64, 64]"]`` applied to the raw YAML data."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--set {key}: cannot parse {text!r}: {exc}") from exc
+        _set_path(data, key.strip(), value)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, dict[str, Any]]:
+    """Recipe from YAML (+ overrides); also returns the resolved raw dict, saved with every run."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read recipe ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a recipe must be a YAML mapping")
+    data = apply_overrides(data, overrides or [])
+    data.setdefault("name", path.stem)
+    recipe = recipe_from_dict(data)
+    recipe_dir = path.parent
+    for attr in ("labeled", "unlabeled", "validation", "root"):
+        value = getattr(recipe.data, attr)
+        if value and not Path(value).is_absolute() and recipe.data.source == "files" and (recipe_dir / value).exists():
+            setattr(recipe.data, attr, str(recipe_dir / value))
+    return recipe, data

@@ -1,0 +1,304 @@
+"""Training data: cases prepared exactly as inference prepares them, and deterministic patch sampling.
+
+Every sample is a pure function of ``(seed, index)``: the sampler draws index ``step * batch + k``,
+so resuming at step *s* replays exactly the samples an uninterrupted run would have seen, and a
+distributed run splits the same global batch across its processes.
+
+Sources:
+
+* ``files``: manifests of image/label files (NIfTI, NRRD, MHA, DICOM folders, RAIL ``.h5``, PNG);
+* ``ufba425``: the committed split of the real panoramic X-rays in ``shared/data/ufba425``;
+* ``synthetic``: synthetic CBCT painted on real tooth label maps (:mod:`toothseg.train.synth`),
+  a new random image for every sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...core.errors import InputError, LabelError
+from ...core.inference.preprocessing import (
+    image_statistics,
+    normalize_intensities,
+    resample_array,
+    resampled_shape,
+    to_canonical,
+)
+from ...core.io.images import read_label_map, read_volume
+from ...core.labels import LabelTable
+from ...core.models.card import IntensityNormalization
+from ...core.volume import Volume, check_same_geometry
+from ..config import DataConfig
+from .augment import intensity_augment, spatial_augment
+from .cases import Case, read_manifest, shared_data_dir, ufba_cases
+
+__all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for"]
+
+log = logging.getLogger(__name__)
+
+
+def label_table_for(name: str) -> LabelTable:
+    if name == "fdi":
+        return LabelTable.fdi()
+    if name == "fdi-deciduous":
+        return LabelTable.fdi(deciduous=True)
+    if name == "binary":
+        return LabelTable.custom({1: "tooth"}, name="binary-tooth")
+    path = Path(name)
+    if path.is_file():
+        return LabelTable.from_json(path.read_text(encoding="utf-8"))
+    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, or a JSON file)")
+
+
+def nearest_resample(labels: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour resampling with the same voxel-centre convention as image resampling."""
+    index = []
+    for n_in, n_out in zip(labels.shape, out_shape):
+        position = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        index.append(np.clip(np.round(position).astype(np.int64), 0, n_in - 1))
+    return labels[np.ix_(*index)]
+
+
+@dataclass
+class PreparedCase:
+    """A case on the training grid: normalised image (1, *spatial) and class-index labels (*spatial)."""
+
+    id: str
+    image: np.ndarray
+    labels: np.ndarray | None
+    spacing: tuple[float, ...]
+    foreground: dict[int, np.ndarray] | None = None  # class index → voxel coordinates (sub-sampled)
+
+
+def prepare_volume(volume: Volume, data: DataConfig) -> tuple[np.ndarray, tuple[float, ...], tuple[int, ...]]:
+    """Canonical orientation, resampling to ``data.spacing`` and normalisation, as at inference."""
+    canonical, _ = to_canonical(volume)
+    array = canonical.array
+    spacing = canonical.spacing_zyx
+    if data.kind == "2d":
+        array, spacing = array[0], spacing[1:]
+    target = data.spacing or list(spacing)
+    shape = resampled_shape(array.shape, spacing, target) if data.spacing else array.shape
+    stats = image_statistics(array)
+    image = resample_array(array[None] if array.ndim == 2 else array, (1, *shape) if array.ndim == 2 else shape)
+    image = image[0] if array.ndim == 2 else image
+    normalize_intensities(image, IntensityNormalization(**data.intensity), stats)
+    return image.numpy()[None], tuple(float(t) for t in target), tuple(shape)
+
+
+class TrainingData:
+    """Labeled, unlabeled and validation cases of a recipe, with per-process caches."""
+
+    def __init__(self, data: DataConfig, table: LabelTable, class_values: list[int], seed: int = 0) -> None:
+        self.config, self.table, self.seed = data, table, seed
+        self.class_values = list(class_values)
+        size = max(max(class_values), max(table.values, default=0)) + 1
+        self.to_class = np.full(size, -1, dtype=np.int64)
+        for index, value in enumerate(class_values):
+            self.to_class[value] = index
+        swapped = [table.swap_partner(v) for v in class_values]
+        self.lr_classes = np.array([class_values.index(v) if v in class_values else i for i, v in enumerate(swapped)])
+        if np.all(self.lr_classes == np.arange(len(class_values))):
+            self.lr_classes = None
+        self.labeled, self.unlabeled, self.validation = self._cases()
+        self._cache: dict[str, PreparedCase] = {}
+        self._anatomy: dict[str, Any] = {}
+        self.dims = 2 if data.kind == "2d" else 3
+        if data.source != "synthetic" and not self.labeled:
+            raise InputError("the recipe's labeled set is empty")
+
+    # ------------------------------------------------------------------ sources
+    def _cases(self) -> tuple[list[Case], list[Case], list[Case]]:
+        d = self.config
+        if d.source == "files":
+            labeled = read_manifest(d.labeled, d.root, require_labels=True) if d.labeled else []
+            unlabeled = read_manifest(d.unlabeled, d.root) if d.unlabeled else []
+            validation = read_manifest(d.validation, d.root, require_labels=True) if d.validation else []
+            if d.labeled_fraction < 1.0:
+                keep = max(1, round(d.labeled_fraction * len(labeled)))
+                unlabeled = unlabeled + [Case(c.id, c.image) for c in labeled[keep:]]
+                labeled = labeled[:keep]
+            return labeled, [Case(c.id, c.image) for c in unlabeled], validation
+        if d.source == "ufba425":
+            labeled = ufba_cases(d.labeled or "train", d.labeled_fraction, "labeled")
+            unlabeled = ufba_cases(d.labeled or "train", d.labeled_fraction, "unlabeled") if d.unlabeled != "none" else []
+            validation = ufba_cases(d.validation or "val") if d.validation != "none" else []
+            return labeled, unlabeled, validation
+        if d.source == "synthetic":
+            maps = [self._label_map_path(p) for p in (d.labeled or "sts2024").split(",")]
+            labeled = [Case(f"synthetic-{p.stem.split('.')[0]}", p, p) for p in maps]
+            validation = [Case(f"synthetic-val-{i}", maps[i % len(maps)], maps[i % len(maps)])
+                          for i in range(int(d.validation or 2))] if d.validation != "none" else []
+            return labeled, [], validation
+        raise InputError(f"unknown data source {d.source!r} (files, ufba425, synthetic)")
+
+    @staticmethod
+    def _label_map_path(name: str) -> Path:
+        name = name.strip()
+        if name == "sts2024":
+            return shared_data_dir() / "sts2024" / "Validation_0002_gt.nii.gz"
+        if name == "sts2024-pred":
+            return shared_data_dir() / "sts2024" / "Validation_0002_pred.nii.gz"
+        path = Path(name)
+        if not path.exists():
+            raise InputError(f"synthetic data: label map {name!r} not found")
+        return path
+
+    # ------------------------------------------------------------------ preparation
+    def _labels_to_classes(self, values: np.ndarray, where: str) -> np.ndarray:
+        present = np.unique(values)
+        unknown = [int(v) for v in present if v >= len(self.to_class) or self.to_class[v] < 0]
+        if unknown:
+            raise LabelError(f"{where}: label value(s) {unknown[:10]} are not among the model's classes "
+                             f"{self.class_values[1:][:10]}…; fix the labels or the recipe's label_table/class_values")
+        return self.to_class[values].astype(np.uint8)
+
+    def prepare(self, case: Case, with_labels: bool = True) -> PreparedCase:
+        key = f"{case.id}:{with_labels}"
+        if key in self._cache:
+            return self._cache[key]
+        volume = read_volume(case.image)
+        image, spacing, shape = prepare_volume(volume, self.config)
+        labels = foreground = None
+        if with_labels and case.label is not None:
+            label_volume = read_label_map(case.label)
+            check_same_geometry(volume, label_volume, f"image of {case.id}", "label map")
+            canonical, _ = to_canonical(label_volume)
+            array = canonical.array[0] if self.dims == 2 else canonical.array
+            if array.shape != shape:
+                array = nearest_resample(array, shape)
+            labels = self._labels_to_classes(array, f"case {case.id}")
+            foreground = self._foreground(labels)
+        prepared = PreparedCase(case.id, image, labels, spacing, foreground)
+        if self.config.cache_cases:
+            self._cache[key] = prepared
+        return prepared
+
+    @staticmethod
+    def _foreground(labels: np.ndarray, limit: int = 20000) -> dict[int, np.ndarray]:
+        rng = np.random.default_rng(0)
+        out = {}
+        for value in np.unique(labels):
+            if value == 0:
+                continue
+            coords = np.argwhere(labels == value)
+            if len(coords) > limit:
+                coords = coords[rng.choice(len(coords), limit, replace=False)]
+            out[int(value)] = coords.astype(np.int32)
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def _rng(self, stream: str, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, {"labeled": 1, "unlabeled": 2, "synthetic": 3}[stream], index])
+
+    def _crop(self, prepared: PreparedCase, rng: np.random.Generator, labeled: bool, size: tuple[int, ...]):
+        spatial = prepared.image.shape[1:]
+        centre = None
+        if labeled and prepared.foreground and rng.random() < self.config.foreground_oversample:
+            value = list(prepared.foreground)[rng.integers(len(prepared.foreground))]
+            coords = prepared.foreground[value]
+            centre = coords[rng.integers(len(coords))]
+        if centre is None:
+            centre = [rng.integers(0, max(1, s)) for s in spatial]
+        start = [int(c) - p // 2 for c, p in zip(centre, size)]
+        start = [min(max(s, min(0, n - p)), max(0, n - p)) if n >= p else (n - p) // 2 for s, n, p in zip(start, spatial, size)]
+        return start
+
+    @staticmethod
+    def _extract(array: np.ndarray, start: list[int], size: tuple[int, ...], fill: float) -> np.ndarray:
+        lead = array.ndim - len(size)
+        out = np.full(array.shape[:lead] + tuple(size), fill, dtype=array.dtype)
+        src, dst = [], []
+        for s, p, n in zip(start, size, array.shape[lead:]):
+            a, b = max(0, s), min(n, s + p)
+            src.append(slice(a, b))
+            dst.append(slice(a - s, b - s))
+        out[(slice(None),) * lead + tuple(dst)] = array[(slice(None),) * lead + tuple(src)]
+        return out
+
+    def _sample(self, prepared: PreparedCase, rng: np.random.Generator, labeled: bool) -> dict[str, torch.Tensor]:
+        patch = tuple(self.config.patch_size)
+        augment = self.config.augment
+        spatial_aug = augment.rotate_probability > 0 or augment.scale_probability > 0 or augment.elastic_probability > 0
+        margin = tuple(int(p * 1.25) if spatial_aug else p for p in patch)
+        start = self._crop(prepared, rng, labeled, margin)
+        image = self._extract(prepared.image, start, margin, float(prepared.image.min()))
+        labels = self._extract(prepared.labels, start, margin, 0) if labeled and prepared.labels is not None else None
+        image, labels = spatial_augment(image, labels, augment, rng, self.table, prepared.spacing, self.lr_classes)
+        if margin != patch:
+            offset = [(m - p) // 2 for m, p in zip(margin, patch)]
+            region = tuple(slice(o, o + p) for o, p in zip(offset, patch))
+            image = image[(slice(None), *region)]
+            labels = labels[region] if labels is not None else None
+        image = intensity_augment(np.ascontiguousarray(image), augment, rng)
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(image))}
+        if labels is not None:
+            sample["label"] = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
+        return sample
+
+    def labeled_item(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self._rng("labeled", index)
+        if self.config.source == "synthetic":
+            return self._synthetic_item(rng)
+        case = self.labeled[index % len(self.labeled)]
+        return self._sample(self.prepare(case), rng, labeled=True)
+
+    def unlabeled_item(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self._rng("unlabeled", index)
+        if self.config.source == "synthetic":
+            item = self._synthetic_item(rng)
+            item.pop("label")
+            return item
+        if not self.unlabeled:
+            raise InputError("this method needs unlabeled data, but the recipe's unlabeled set is empty")
+        case = self.unlabeled[index % len(self.unlabeled)]
+        return self._sample(self.prepare(case, with_labels=False), rng, labeled=False)
+
+    # ------------------------------------------------------------------ synthetic
+    def _anatomy_for(self, case: Case):
+        if case.id not in self._anatomy:
+            from ..synth import prepare_anatomy
+
+            labels = read_label_map(case.label)
+            canonical, _ = to_canonical(labels)
+            if self.config.spacing:
+                shape = resampled_shape(canonical.shape, canonical.spacing_zyx, self.config.spacing)
+                array = nearest_resample(canonical.array, shape)
+                spacing = tuple(self.config.spacing)
+                canonical = Volume(array, spacing[::-1], canonical.origin, canonical.direction)
+            self._anatomy[case.id] = prepare_anatomy(canonical)
+        return self._anatomy[case.id]
+
+    def synthetic_volume(self, case: Case, rng: np.random.Generator) -> tuple[Volume, Volume]:
+        """A full synthetic scan (image, labels) on the training grid."""
+        from ..synth import synthesize
+
+        return synthesize(self._anatomy_for(case), rng)
+
+    def _synthetic_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        case = self.labeled[int(rng.integers(len(self.labeled)))]
+        image, labels = self.synthetic_volume(case, rng)
+        spacing = image.spacing_zyx
+        stats = image_statistics(image.array)
+        tensor = torch.from_numpy(image.array.astype(np.float32))
+        normalize_intensities(tensor, IntensityNormalization(**self.config.intensity), stats)
+        classes = self._labels_to_classes(labels.array, case.id)
+        prepared = PreparedCase(case.id, tensor.numpy()[None], classes, spacing, self._foreground(classes, 4000))
+        return self._sample(prepared, rng, labeled=True)
+
+    def validation_volumes(self) -> list[tuple[str, Volume, Volume]]:
+        """(case id, image, label map) in native geometry, for sliding-window validation."""
+        out = []
+        for index, case in enumerate(self.validation):
+            if self.config.source == "synthetic":
+                image, labels = self.synthetic_volume(case, np.random.default_rng([self.seed, 99, index]))
+            else:
+                image, labels = read_volume(case.image), read_label_map(case.label)
+            out.append((case.id, image, labels))
+        return out

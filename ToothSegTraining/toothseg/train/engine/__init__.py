@@ -1,0 +1,1 @@
+"""The training engine: trainer, schedules, the multi-stage pipeline."""

@@ -1,0 +1,51 @@
+"""Learning-rate schedules as pure functions of the iteration (so resuming needs no scheduler state)."""
+
+from __future__ import annotations
+
+import math
+
+from ...core.errors import InputError
+from ..config import OptimizerConfig
+
+__all__ = ["learning_rate", "build_optimizer"]
+
+
+def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
+    """LR at ``step`` of ``total``.
+
+    * ``poly``: ``lr (1 − step/total)^power`` (nnU-Net);
+    * ``cosine``: cosine from lr to ``min_lr``;
+    * ``constant``;
+    * ``warmup_cosine``: RAIL's — linear warm-up from ``min_lr`` over ``warmup_iterations``, constant
+      until half the run, then cosine to ``min_lr``.
+    Any schedule is preceded by a linear warm-up when ``warmup_iterations`` > 0.
+    """
+    base, low = config.lr, config.min_lr
+    total = max(1, total)
+    if config.warmup_iterations and step < config.warmup_iterations:
+        return low + (base - low) * (step + 1) / config.warmup_iterations
+    if config.schedule == "poly":
+        return base * (1.0 - min(step, total - 1) / total) ** config.power
+    if config.schedule == "cosine":
+        return low + 0.5 * (base - low) * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if config.schedule == "constant":
+        return base
+    if config.schedule == "warmup_cosine":
+        half = total // 2
+        if step < half:
+            return base
+        return low + 0.5 * (base - low) * (1.0 + math.cos(math.pi * (step - half) / max(1, total - half)))
+    raise InputError(f"unknown learning-rate schedule {config.schedule!r} (poly, cosine, constant, warmup_cosine)")
+
+
+def build_optimizer(config: OptimizerConfig, parameters):
+    import torch
+
+    if config.name == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+                               weight_decay=config.weight_decay)
+    if config.name == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    raise InputError(f"unknown optimiser {config.name!r} (sgd, adam, adamw)")

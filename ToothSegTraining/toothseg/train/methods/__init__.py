@@ -1,0 +1,7 @@
+"""The method registry: supervised, mean_teacher, and the semi-supervised methods of the papers."""
+
+from .base import Method, MethodContext, StepOutput, get_method, method_names, register_method  # noqa: F401
+
+
+def _load_builtins() -> None:
+    from . import mean_teacher, supervised  # noqa: F401

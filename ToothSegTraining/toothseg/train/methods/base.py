@@ -1,0 +1,163 @@
+"""The method contract: named networks, data needs and one ``train_step``.
+
+The engine owns devices, AMP, optimisers, schedules, accumulation, checkpoints, logging and DDP;
+a method only says which networks it needs (``build_networks``), which of them the optimiser
+trains, which one is exported, whether it needs unlabeled data, and how one step's loss is made
+(``train_step``) — returning its named terms so tests can check that every unsupervised term
+really reaches every trainable network. Teachers are updated in ``after_step``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ...core.errors import InputError
+
+__all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "register_method", "get_method",
+           "method_names"]
+
+_METHODS: dict[str, type["Method"]] = {}
+
+
+def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
+    def wrap(cls: type["Method"]) -> type["Method"]:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def method_names() -> list[str]:
+    from . import _load_builtins
+
+    _load_builtins()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> type["Method"]:
+    from . import _load_builtins
+
+    _load_builtins()
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, list(_METHODS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown training method {name!r}{hint}; known: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the run."""
+
+    build_network: Callable[..., nn.Module]  # builds the recipe's architecture; kwargs override
+    num_classes: int
+    spatial_dims: int
+    total_iterations: int
+    lr_classes: torch.Tensor | None = None  # class permutation for a left⇄right flip (None: no sides)
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class StepOutput:
+    """``loss`` = sum of ``terms``; ``unsupervised`` names the terms that use no labels."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    unsupervised: tuple[str, ...] = ()
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (or the module itself)."""
+    return getattr(network, "module", network)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float, buffers: bool = True) -> None:
+    """``θ_T ← decay·θ_T + (1 − decay)·θ_S`` in place, for parameters (and floating buffers).
+
+    Written with ``lerp_`` into the teacher's own tensors, so the update is never lost to an
+    out-of-place operation (the PyMIC bug noted in the docs).
+    """
+    teacher, student = unwrap(teacher), unwrap(student)
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.lerp_(s.detach(), 1.0 - decay)
+    if buffers:
+        for t, s in zip(teacher.buffers(), student.buffers()):
+            if t.dtype.is_floating_point:
+                t.lerp_(s.detach(), 1.0 - decay)
+            else:
+                t.copy_(s)
+
+
+class Method:
+    """Base class; subclasses set ``Settings`` (a dataclass) and implement the hooks."""
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type] = type("Settings", (), {})
+    needs_unlabeled: ClassVar[bool] = False
+    trainable: tuple[str, ...] = ("student",)
+    exported: str = "student"
+
+    def __init__(self, settings: Any, context: MethodContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.nets: dict[str, nn.Module] = {}
+
+    # ----------------------------------------------------------------- settings
+    @classmethod
+    def validate_settings(cls, raw: dict[str, Any], where: str = "settings") -> Any:
+        if not dataclasses.is_dataclass(cls.Settings):
+            if raw:
+                raise InputError(f"{where}: method {cls.name!r} takes no settings")
+            return None
+        known = {f.name for f in dataclasses.fields(cls.Settings)}
+        for key in raw:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+                raise InputError(f"unknown key '{where}.{key}' for method {cls.name!r}{hint}")
+        hints = typing.get_type_hints(cls.Settings)
+        values = {}
+        for key, value in raw.items():
+            expected = hints[key]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if expected is tuple or typing.get_origin(expected) is tuple:
+                value = tuple(value)
+            values[key] = value
+        return cls.Settings(**values)
+
+    # ----------------------------------------------------------------- hooks
+    def build_networks(self) -> dict[str, nn.Module]:
+        return {"student": self.context.build_network()}
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} does not implement train_step")
+
+    def after_step(self, step: int) -> None:
+        """Called after every optimiser step (teachers, schedules of the method)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def main_output(output):
+        """Full-resolution logits from a network output (deep supervision returns a list)."""
+        return output[0] if isinstance(output, (list, tuple)) else output

@@ -1,0 +1,3 @@
+"""Synthetic CBCT painted onto real tooth label maps (domain randomisation)."""
+
+from .cbct import SynthesisAnatomy, SynthesisOptions, prepare_anatomy, synthesize  # noqa: F401
