@@ -231,34 +231,66 @@ class Trainer:
     def exported_network(self) -> nn.Module:
         return unwrap(self.method.nets[self.method.exported])
 
+    def _member_cards(self, metrics: dict[str, Any] | None = None) -> list[tuple[str, ModelCard, nn.Module]]:
+        """(name, card, network) of each exported network: one, or the method's ensemble."""
+        names = list(getattr(self.method, "ensemble", ()) or [self.method.exported])
+        members = []
+        for name in names:
+            card = self.card(metrics)
+            override = self.method.member_architecture(name)
+            if override is not None:
+                card.architecture, card.kwargs = override[0], {**override[1], "spatial_dims": card.spatial_dims}
+            if len(names) > 1:
+                card.id = f"{card.id}-{name}"
+            members.append((name, card, unwrap(self.method.nets[name])))
+        return members
+
+    def _loaded(self) -> LoadedModel:
+        members = self._member_cards()
+        if len(members) == 1:
+            return LoadedModel(members[0][1], self.out_dir, network=members[0][2])
+        top = LoadedModel(self.card(), self.out_dir)
+        top.members = [("ensemble", LoadedModel(card, self.out_dir, network=net)) for _, card, net in members]
+        return top
+
     def validate(self) -> dict[str, float]:
         from ...core.inference import InferenceOptions, Predictor
         from ...core.metrics import mean_dice
 
+        if not getattr(self.method, "produces_segmentation", True):
+            return {}  # pretraining: nothing to segment yet
         volumes = self.data.validation_volumes()
         if not volumes:
             return {}
-        network = self.exported_network()
-        was_training = network.training
-        deep = getattr(network, "deep_supervision", False)
-        network.eval()
-        if deep:
-            network.deep_supervision = False
+        networks = [net for _, _, net in self._member_cards()]
+        states = [(net.training, getattr(net, "deep_supervision", False)) for net in networks]
+        for net in networks:
+            net.eval()
+            if hasattr(net, "deep_supervision"):
+                net.deep_supervision = False
         try:
-            model = LoadedModel(self.card(), self.out_dir, network=network)
-            predictor = Predictor(model, InferenceOptions(device=str(self.device.type), tta=False, overlap=0.25,
-                                                          postprocessing=self.recipe.export.postprocessing or [],
-                                                          numbering_checks=False))
+            predictor = Predictor(self._loaded(), InferenceOptions(device=str(self.device.type), tta=False, overlap=0.25,
+                                                                   postprocessing=self.recipe.export.postprocessing or [],
+                                                                   numbering_checks=False))
             scores = [mean_dice(labels.array, predictor.predict(image).labels.array) for _, image, labels in volumes]
         finally:
-            network.deep_supervision = deep
-            network.train(was_training)
+            for net, (training, deep) in zip(networks, states):
+                net.train(training)
+                if hasattr(net, "deep_supervision"):
+                    net.deep_supervision = deep
         return {"val_dice": float(np.nanmean(scores))}
 
     def export(self, folder: Path, metrics: dict[str, Any]) -> Path:
-        network = self.exported_network()
-        card = self.card(metrics)
-        return save_model_folder(network, card, folder, overwrite=True)
+        members = self._member_cards(metrics)
+        if len(members) == 1:
+            return save_model_folder(members[0][2], members[0][1], folder, overwrite=True)
+        for name, card, network in members:
+            save_model_folder(network, card, folder / name, overwrite=True)
+        top = self.card(metrics)
+        top.members = [{"role": "ensemble", "path": name} for name, _, _ in members]
+        top.description = (top.description + " " if top.description else "") + \
+            f"Ensemble of {len(members)} students (mean softmax)."
+        return save_model_folder(None, top, folder, overwrite=True)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = True, init_weights=None) -> StageResult:
@@ -375,7 +407,9 @@ class Trainer:
                 from ...core.models.folder import load_model_folder
 
                 best_model = load_model_folder(self.out_dir / "best")
-                self.exported_network().load_state_dict(best_model.network.state_dict())
+                sources = [m for _, m in best_model.members] if best_model.members else [best_model]
+                for (_, _, network), source in zip(self._member_cards(), sources):
+                    network.load_state_dict(source.network.state_dict())
                 metrics = dict(best_model.card.metrics)
             self.export(self.out_dir / "model", metrics)
         if self.world > 1:

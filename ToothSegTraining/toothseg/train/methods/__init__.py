@@ -4,4 +4,4 @@ from .base import Method, MethodContext, StepOutput, get_method, method_names, r
 
 
 def _load_builtins() -> None:
-    from . import mean_teacher, supervised  # noqa: F401
+    from . import bcp, consistency, mean_teacher, rail, ssl_pretrain, supervised  # noqa: F401

@@ -150,6 +150,18 @@ class Method:
     def after_step(self, step: int) -> None:
         """Called after every optimiser step (teachers, schedules of the method)."""
 
+    def active_trainable(self, step: int) -> tuple[str, ...]:
+        """Trainable networks that step ``step`` updates (RAIL alternates its groups)."""
+        return self.trainable
+
+    def member_architecture(self, name: str) -> tuple[str, dict] | None:
+        """(architecture, kwargs) of an exported ensemble member, if not the recipe's."""
+        return None
+
+    def ema_teachers_at(self, step: int) -> tuple[str, ...]:
+        """Networks that ``after_step(step)`` moves towards a student by EMA (checked by the tests)."""
+        return ()
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

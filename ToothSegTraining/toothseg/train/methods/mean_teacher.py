@@ -65,6 +65,9 @@ class MeanTeacher(Method):
         return StepOutput(supervised + consistency, {"supervised": supervised, "consistency": consistency},
                           unsupervised=("consistency",), logs={"w_cons": self.consistency_weight(step)})
 
+    def ema_teachers_at(self, step):
+        return ("teacher",)
+
     def after_step(self, step):
         decay = min(1.0 - 1.0 / (step + 2), self.settings.ema_decay)
         ema_update(self.nets["teacher"], self.nets["student"], decay)
