@@ -192,3 +192,28 @@ def test_every_method_trains_through_the_engine(tmp_path, toy_dataset, method):
     if method == "rail":
         assert len(model.members) == 4  # the four students, averaged at inference
     assert all(np.isfinite(losses(tmp_path / "run", f"0_{method}")))
+
+
+def test_coarse_to_fine_recipe_with_pseudo_labels_exports_a_cascade(tmp_path, toy_dataset):
+    """CFP in miniature: a binary coarse stage at half resolution, a fine stage, confidence-filtered
+    pseudo-labels on the unlabeled cases, retraining, and one cascade model folder."""
+    base = toy_recipe(toy_dataset)
+    stage = base["stages"][0]
+    base["stages"] = [
+        dict(stage, name="coarse", iterations=3, data={"label_table": "binary", "class_values": [0, 1],
+                                                        "spacing": [2.0, 2.0], "patch_size": [16, 16]}),
+        dict(stage, name="fine", iterations=3),
+        dict(stage, name="fine_pl", iterations=3, init_from="previous",
+             data={"pseudo_labels": "cascade", "pseudo_max_uncertainty": 0.99}),
+    ]
+    base["export"]["cascade"] = {"coarse": "coarse", "fine": "fine_pl"}
+    result = train(base, tmp_path / "run")
+    model = load_model_folder(result.model)
+    assert [role for role, _ in model.members] == ["coarse", "fine"]
+    assert model.members[0][1].card.class_values == [0, 1] and model.card.class_values == [0, 11, 21]
+    pseudo = sorted(p.name for p in (tmp_path / "run" / "fine_pl" / "pseudo_labels").iterdir())
+    assert pseudo == [f"unlabeled{i}.nii.gz" for i in range(4)]
+    proc = subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(toy_dataset / "images" / "validation0.png"),
+                           "-o", str(tmp_path / "p.png"), "--model", str(result.model)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

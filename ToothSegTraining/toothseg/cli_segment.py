@@ -202,7 +202,7 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="mirrored test-time augmentation on the axes the model allows (default on)")
     p.add_argument("--fast", action="store_true", help="no TTA and less window overlap")
-    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
+    p.add_argument("--batch-size", type=int, default=0, help="windows per forward pass (default: 2 on a GPU, 1 on a CPU)")
     p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")

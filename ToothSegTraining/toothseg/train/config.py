@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import InputError
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "StageConfig", "OptimizerConfig", "AugmentConfig",
-           "ExportConfig", "load_recipe", "apply_overrides", "recipe_from_dict"]
+           "ExportConfig", "load_recipe", "apply_overrides", "recipe_from_dict", "stage_data"]
 
 
 @dataclass
@@ -58,16 +58,18 @@ class DataConfig:
     validation: str | None = None
     root: str | None = None  # folder the manifest paths are relative to (default: the manifest's folder)
     labeled_fraction: float = 1.0  # keep this share of the labeled training cases (the rest: unlabeled)
-    label_table: str = "fdi"  # fdi, fdi-deciduous, binary, or a JSON file
+    label_table: str = "fdi"  # fdi, fdi-deciduous, binary (every tooth → 1), or a JSON file
     class_values: list[int] | None = None  # output channels' label values; default: all in the table
     spacing: list[float] | None = None
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
     intensity: dict[str, Any] = field(default_factory=lambda: {"mode": "percentile_zscore"})
     foreground_oversample: float = 0.33
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    synthetic_per_label_map: int = 64  # synthetic: distinct random images per label map and epoch
     workers: int = 2
     cache_cases: bool = True
+    pseudo_labels: str | None = None  # earlier stage whose model labels the unlabeled set, or "cascade"
+    # (export.cascade.coarse + the stage just before this one)
+    pseudo_max_uncertainty: float = 0.25  # keep predicted teeth whose mean normalised entropy is below this
 
 
 @dataclass
@@ -104,6 +106,7 @@ class StageConfig:
     checkpoint_every: int = 100
     validate_every: int = 0  # 0: only at the end
     init_from: str = "none"
+    data: dict[str, Any] = field(default_factory=dict)  # overrides of the recipe's data section for this stage
 
 
 @dataclass
@@ -114,6 +117,7 @@ class ExportConfig:
     mirror_axes: list[int] = field(default_factory=list)
     license: str = ""
     postprocessing: list[dict[str, Any]] | None = None
+    cascade: dict[str, str] | None = None  # {"coarse": stage name, "fine": stage name}: export a cascade
 
 
 @dataclass
@@ -191,7 +195,25 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         method = get_method(stage.method)  # unknown method: error with suggestion
         method.validate_settings(stage.settings, f"stages[{index}].settings")
         stage.name = stage.name or f"{index}_{stage.method}"
+        stage_data(recipe, index)  # validates the overrides
+    names = [stage.name for stage in recipe.stages]
+    if recipe.export.cascade:
+        missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
+        if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
+            raise InputError(f"export.cascade needs 'coarse' and 'fine' stage names among {names}")
     return recipe
+
+
+def stage_data(recipe: Recipe, index: int) -> DataConfig:
+    """The data section for stage ``index``: the recipe's, with the stage's ``data`` overrides."""
+    overrides = recipe.stages[index].data
+    if not overrides:
+        return recipe.data
+    base = dataclasses.asdict(recipe.data)
+    merged = {**base, **overrides}
+    if "augment" in overrides:
+        merged["augment"] = {**base["augment"], **overrides["augment"]}
+    return _build(DataConfig, merged, f"stages[{index}].data")
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -74,7 +74,8 @@ class InferenceOptions:
         tta: mirrored test-time augmentation on the axes the model card allows.
         fast: no TTA and less window overlap (0.25) — several times faster.
         overlap: window overlap (fraction of the patch).
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass; 0 = automatic (2 on a GPU, 1 on a CPU, where batching
+            gains little and costs memory).
         use_cascade: for cascade models, run the fine model only where the coarse one found teeth.
         roi_margin_mm: margin around the coarse teeth region.
         uncertainty: also compute the entropy map and per-tooth uncertainty.
@@ -88,7 +89,7 @@ class InferenceOptions:
     tta: bool = True
     fast: bool = False
     overlap: float = 0.5
-    batch_size: int = 2
+    batch_size: int = 0
     use_cascade: bool = True
     roi_margin_mm: float = 6.0
     uncertainty: bool = False
@@ -153,15 +154,16 @@ class _Runner:
                 if isinstance(logits, (list, tuple)):
                     logits = logits[0]
                 probs = torch.softmax(logits.float(), dim=1)
+                del logits
                 probs = probs[:, :, None] if self.is_2d else probs
                 if axes:
                     probs = torch.flip(probs, list(axes))
                     if self.lr_axis in axes and self.swap is not None:
                         probs = probs[:, self.swap.to(probs.device)]
-                total = probs if total is None else total + probs
+                total = probs if total is None else total.add_(probs)
                 count += 1
                 self.forward_passes += x.shape[0]
-        return total / count
+        return total if count == 1 else total.div_(count)
 
 
 class Predictor:
@@ -201,8 +203,8 @@ class Predictor:
         if card.spatial_dims == 2:
             patch = [1, *patch]
         overlap = 0.25 if self.options.fast else self.options.overlap
-        return SlidingWindowConfig(patch, overlap, self.options.batch_size, self.options.placement,
-                                   exact=self.options.exact)
+        batch = self.options.batch_size or (2 if self.device.type == "cuda" else 1)
+        return SlidingWindowConfig(patch, overlap, batch, self.options.placement, exact=self.options.exact)
 
     def _model_grid(self, runner: _Runner, shape: tuple[int, ...], spacing_zyx: tuple[float, ...]) -> tuple[int, ...]:
         target = runner.card.spacing_zyx
@@ -297,7 +299,7 @@ class Predictor:
         """Interpolate probabilities onto the region's native grid slab by slab; arg-max into labels."""
         lut = torch.from_numpy(class_values.astype(np.int64))
         log_c = math.log(max(2, probs.shape[0]))
-        slab = max(1, int(2**25 // max(1, probs.shape[0] * region_shape[1] * region_shape[2])))
+        slab = max(1, int(2**23 // max(1, probs.shape[0] * region_shape[1] * region_shape[2])))
         for z0, z1, block in iter_resampled_slabs(probs, region_shape, slab=slab):
             progress.update(z0 / region_shape[0], "mapping back")
             target = (slice(roi[0].start + z0, roi[0].start + z1), roi[1], roi[2])

@@ -90,13 +90,13 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classe
         batch_windows = windows[index:index + state["batch"]]
         try:
             batch = torch.stack([image[(slice(None), *w)] for w in batch_windows]).to(state["device"])
-            probs = predictor(batch)
-            probs = probs.to(state["acc_device"])
-            w = weights.to(probs.dtype)
+            probs = predictor(batch).to(device=state["acc_device"], dtype=dtype)
+            del batch
+            w = weights.to(dtype)
             for k, window in enumerate(batch_windows):
-                region = (slice(None), *window)
-                acc[region] += (probs[k] * w).to(dtype)
+                acc[(slice(None), *window)].addcmul_(probs[k], w)  # in place: no full-window temporaries
                 norm[window] += weights.to(norm.dtype)
+            del probs
         except torch.cuda.OutOfMemoryError:
             if state["device"].type != "cuda":  # pragma: no cover - CPU memory errors are MemoryError
                 raise

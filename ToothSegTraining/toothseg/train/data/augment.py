@@ -77,8 +77,9 @@ def spatial_augment(image: np.ndarray, labels: np.ndarray | None, config: Augmen
         image = np.flip(image, axis=axis + 1)
         if labels is not None:
             labels = np.flip(labels, axis=axis)
-            if lr_classes is not None:
-                labels = lr_classes[labels]
+            if lr_classes is not None:  # class indices beyond the table (255 = ignore) stay as they are
+                inside = labels < len(lr_classes)
+                labels = np.where(inside, lr_classes[np.minimum(labels, len(lr_classes) - 1)], labels).astype(labels.dtype)
     for axis in config.other_flip_axes:
         if rng.random() < 0.5:
             image = np.flip(image, axis=axis + 1)

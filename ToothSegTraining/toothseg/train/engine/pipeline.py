@@ -9,7 +9,7 @@ from typing import Any
 
 from ...core.errors import InputError
 from ...core.progress import CancelToken
-from ..config import Recipe
+from ..config import Recipe, stage_data
 from ..data.dataset import TrainingData, label_table_for
 from ..methods.base import Method, unwrap
 from .trainer import StageResult, Trainer, distributed_context
@@ -59,6 +59,73 @@ def _initializer(init_from: str, previous: Path | None):
     return load
 
 
+def _cascade_folder(recipe: Recipe, out: Path, fine: str | None = None) -> Path:
+    """Assemble (once) a coarse-to-fine cascade folder from two stages' model folders.
+
+    The coarse stage is ``export.cascade.coarse``; the fine one ``fine`` if given (pseudo-labelling
+    with the stage just before), else ``export.cascade.fine``.
+    """
+    from ...core.models.folder import read_card, save_model_folder
+
+    names = dict(recipe.export.cascade or {})
+    if fine is not None:
+        names["fine"] = fine
+    if "coarse" not in names:
+        raise InputError("pseudo_labels: cascade needs export.cascade.coarse")
+    folder = out / f"cascade-{names['coarse']}-{names['fine']}"
+    if (folder / "model.json").exists():
+        return folder
+    staging = out / f".{folder.name}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    for role in ("coarse", "fine"):
+        source = out / names[role] / "model"
+        if not (source / "model.json").exists():
+            raise InputError(f"cascade: stage {names[role]!r} has no model yet")
+        shutil.copytree(source, staging / role)
+    card = read_card(staging / "fine")
+    card.members = [{"role": "coarse", "path": "coarse"}, {"role": "fine", "path": "fine"}]
+    card.id = recipe.export.id or recipe.name
+    card.name = recipe.export.name or recipe.name
+    card.description = (recipe.export.description or "") + " Coarse-to-fine cascade."
+    save_model_folder(None, card, staging, overwrite=True)
+    staging.rename(folder)
+    return folder
+
+
+def add_pseudo_labels(data: TrainingData, model_folder: Path, folder: Path, max_uncertainty: float, device: str,
+                      reuse: bool = False) -> None:
+    """Label the unlabeled cases with ``model_folder`` and add them to ``data``'s labeled set.
+
+    A predicted tooth is kept when its mean normalised entropy is at most ``max_uncertainty``; the
+    voxels of the other predicted teeth are marked 255 ("ignore": no loss there), so that
+    uncertain identifications neither teach nor contradict (CFP's confidence filtering).
+    """
+    import numpy as np
+
+    from ...core.inference import InferenceOptions, Predictor
+    from ...core.io.images import read_volume, write_volume
+    from ..data.cases import Case
+
+    folder.mkdir(parents=True, exist_ok=True)
+    predictor = None
+    added = []
+    for case in data.unlabeled:
+        target = folder / f"{case.id}.nii.gz"
+        if not target.exists() and not reuse:
+            if predictor is None:
+                predictor = Predictor(model_folder, InferenceOptions(device=device, tta=False, uncertainty=True,
+                                                                     numbering_checks=False))
+            prediction = predictor.predict(read_volume(case.image))
+            labels = prediction.labels.array.astype(np.uint8)
+            doubtful = [v for v, u in prediction.tooth_uncertainty.items() if u > max_uncertainty]
+            labels[np.isin(labels, doubtful)] = 255
+            write_volume(prediction.labels.with_array(labels), target, overwrite=True)
+        if target.exists():
+            added.append(Case(f"pseudo-{case.id}", case.image, target))
+    data.labeled = list(data.labeled) + added
+    log.info("pseudo-labels: %d unlabeled cases added from %s", len(added), model_folder)
+
+
 def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = None, device: str = "auto",
                restart: bool = False, quiet: bool = False, token: CancelToken | None = None) -> RunResult:
     """Train every stage (resuming finished/interrupted ones) and return the final model folder."""
@@ -79,17 +146,38 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
         import torch.distributed as dist
 
         dist.barrier()
-    table = label_table_for(recipe.data.label_table)
-    class_values = recipe.data.class_values or [0, *table.values]
-    data = TrainingData(recipe.data, table, class_values, recipe.seed)
+    token = token or CancelToken()
+    datasets: dict[str, TrainingData] = {}
     previous: Path | None = None
     results: list[StageResult] = []
-    token = token or CancelToken()
     for index, stage in enumerate(recipe.stages):
+        config = stage_data(recipe, index)
+        table = label_table_for(config.label_table)
+        class_values = config.class_values or [0, *table.values]
+        key = repr(config)
+        if key not in datasets:
+            datasets[key] = TrainingData(config, table, class_values, recipe.seed)
+        data = datasets[key]
         stage_dir = out / stage.name
         if (stage_dir / "model" / "model.json").exists():
             previous = stage_dir / "model"
             continue
+        if config.pseudo_labels:
+            if config.pseudo_labels == "cascade":
+                if rank == 0:
+                    _cascade_folder(recipe, out, fine=recipe.stages[index - 1].name)
+                source = out / f"cascade-{(recipe.export.cascade or {}).get('coarse')}-{recipe.stages[index - 1].name}"
+            else:
+                source = out / config.pseudo_labels / "model"
+            if rank == 0:
+                add_pseudo_labels(data, source, stage_dir / "pseudo_labels", config.pseudo_max_uncertainty, device)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+                if rank != 0:
+                    add_pseudo_labels(data, source, stage_dir / "pseudo_labels", config.pseudo_max_uncertainty,
+                                      device, reuse=True)
         trainer = Trainer(recipe, index, stage_dir, data, table, class_values, device, token, quiet)
         result = trainer.fit(resume=True, init_weights=_initializer(stage.init_from, previous))
         results.append(result)
@@ -98,9 +186,10 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
         previous = stage_dir / "model"
     final = out / "model"
     if rank == 0 and previous is not None:
+        source = _cascade_folder(recipe, out) if recipe.export.cascade else previous
         staging = out / ".model.incoming"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(previous, staging)
+        shutil.copytree(source, staging)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
     return RunResult(final, results, False)

@@ -101,7 +101,7 @@ class Trainer:
 
         method_cls = get_method(self.stage.method)
         settings = method_cls.validate_settings(self.stage.settings, f"stages[{stage_index}].settings")
-        dims = 2 if recipe.data.kind == "2d" else 3
+        dims = 2 if data.config.kind == "2d" else 3
         lr_classes = torch.from_numpy(data.lr_classes) if data.lr_classes is not None else None
         context = MethodContext(self.build_network, len(class_values), dims, self.stage.iterations, lr_classes,
                                 recipe.seed, self.device)
@@ -109,7 +109,7 @@ class Trainer:
         if method_cls.needs_unlabeled and self.stage.unlabeled_batch_size <= 0:
             raise InputError(f"method {self.stage.method!r} needs unlabeled data: set stages[{stage_index}]."
                              "unlabeled_batch_size > 0")
-        if method_cls.needs_unlabeled and not data.unlabeled and recipe.data.source != "synthetic":
+        if method_cls.needs_unlabeled and not data.unlabeled and data.config.source != "synthetic":
             raise InputError(f"method {self.stage.method!r} needs unlabeled data, but the unlabeled set is empty")
         self.use_amp = self.stage.amp and self.device.type == "cuda"
 
@@ -119,7 +119,7 @@ class Trainer:
 
         kwargs = {**self.recipe.model.kwargs, **overrides}
         kwargs.setdefault("num_classes", len(self.class_values))
-        kwargs.setdefault("spatial_dims", 2 if self.recipe.data.kind == "2d" else 3)
+        kwargs.setdefault("spatial_dims", 2 if self.data.config.kind == "2d" else 3)
         return build_network(self.recipe.model.architecture, **kwargs)
 
     def _setup(self) -> None:
@@ -188,7 +188,7 @@ class Trainer:
         local = max(1, stage.batch_size // self.world)
         local_u = stage.unlabeled_batch_size // self.world if stage.unlabeled_batch_size else 0
         chunk = 8  # steps per loader window (keeps workers busy without holding many batches)
-        workers = self.recipe.data.workers if self.recipe.data.workers > 0 else 0
+        workers = self.data.config.workers if self.data.config.workers > 0 else 0
         step = start_step
         while True:
             steps = range(step, step + chunk)
@@ -210,7 +210,8 @@ class Trainer:
     def card(self, metrics: dict[str, Any] | None = None) -> ModelCard:
         recipe = self.recipe
         export = recipe.export
-        dims = 2 if recipe.data.kind == "2d" else 3
+        data = self.data.config
+        dims = 2 if data.kind == "2d" else 3
         kwargs = {k: v for k, v in recipe.model.kwargs.items() if k not in ("num_classes",)}
         kwargs["spatial_dims"] = dims
         commit = _git_commit()
@@ -218,14 +219,14 @@ class Trainer:
             id=export.id or recipe.name, name=export.name or recipe.name, description=export.description,
             architecture=recipe.model.architecture, kwargs=kwargs, spatial_dims=dims,
             label_table=self.table.subset(self.class_values[1:]), class_values=self.class_values,
-            input_kind=recipe.data.kind, spacing_zyx=recipe.data.spacing,
-            intensity=IntensityNormalization(**recipe.data.intensity), patch_size=list(recipe.data.patch_size),
+            input_kind=data.kind, spacing_zyx=data.spacing,
+            intensity=IntensityNormalization(**data.intensity), patch_size=list(data.patch_size),
             mirror_axes=list(export.mirror_axes), license=export.license,
             provenance={"recipe": recipe.name, "method": self.stage.method, "stage": self.stage.name,
-                        "iterations": self.stage.iterations, "data_source": recipe.data.source,
+                        "iterations": self.stage.iterations, "data_source": data.source,
                         "labeled_cases": len(self.data.labeled), "unlabeled_cases": len(self.data.unlabeled),
                         "seed": recipe.seed, "commit": commit, "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "synthetic_intensities": recipe.data.source == "synthetic"},
+                        "synthetic_intensities": data.source == "synthetic"},
             metrics=metrics or {})
 
     def exported_network(self) -> nn.Module:

@@ -11,7 +11,10 @@ from ..losses.segmentation import downsample_target
 from .base import Method, StepOutput, register_method
 
 
-def supervised_loss(output, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+IGNORE = 255  # unconfident pseudo-labels (see toothseg.train.data.dataset)
+
+
+def supervised_loss(output, target: torch.Tensor, ignore_index: int | None = IGNORE) -> torch.Tensor:
     """Dice + CE on one output, or nnU-Net's weighted sum over deep-supervision outputs."""
     if isinstance(output, (list, tuple)):
         weights = deep_supervision_weights(len(output))

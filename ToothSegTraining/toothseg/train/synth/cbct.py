@@ -120,7 +120,7 @@ def prepare_anatomy(labels: Volume, bone_margin_mm: float = 4.0, soft_margin_mm:
         region = array[box] == value
         max_depth[box][region] = depth[box][region].max()
     tissue[tooth_mask] = DENTINE
-    tissue[tooth_mask & crown & (depth <= 1.0)] = ENAMEL
+    tissue[tooth_mask & crown & (depth <= max(1.0, max(spacing)))] = ENAMEL  # ~1 mm, at least one voxel
     tissue[tooth_mask & (depth >= 0.55 * max_depth) & (max_depth > 1.2)] = PULP
     # bone around the roots (not the crowns), cortical outer shell; soft tissue envelope; air
     roots = tooth_mask & ~crown
@@ -149,14 +149,22 @@ def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, sigma_vox: f
     return noise / (noise.std() + 1e-6)
 
 
-def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator,
-               options: SynthesisOptions | None = None) -> tuple[Volume, Volume]:
-    """One random synthetic CBCT and its label map (teeth removed from the labels when "missing")."""
+def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: SynthesisOptions | None = None,
+               region: tuple[slice, ...] | None = None) -> tuple[Volume, Volume]:
+    """One random synthetic CBCT and its label map (teeth removed from the labels when "missing").
+
+    ``region`` (array slices) synthesises only that block — a training patch — with the rings,
+    cupping and field of view still placed relative to the whole scan; the returned volumes then
+    cover just the block (origin moved accordingly).
+    """
     o = options or SynthesisOptions()
-    labels = anatomy.labels.array.copy()
-    tissue = anatomy.tissue.copy()
+    full_shape = anatomy.labels.shape
+    region = region or tuple(slice(0, n) for n in full_shape)
+    labels = anatomy.labels.array[region].copy()
+    tissue = anatomy.tissue[region].copy()
     spacing = anatomy.labels.spacing_zyx
     shape = labels.shape
+    offset = [s.start for s in region]
     # missing teeth become bone (healed sockets)
     n_missing = int(rng.integers(o.missing_teeth[0], o.missing_teeth[1] + 1)) if anatomy.teeth else 0
     for value in rng.choice(anatomy.teeth, size=min(n_missing, len(anatomy.teeth)), replace=False) if n_missing else []:
@@ -191,13 +199,16 @@ def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator,
             falloff = np.clip(30.0 / distance, 0, 1)
             near = slice(max(0, centre[0] - int(3 * radius[0])), min(shape[0], centre[0] + int(3 * radius[0]) + 1))
             image[near] += (streak * falloff)[None].astype(np.float32)
-    # ring artefacts and cupping around the rotation axis (z)
+    # ring artefacts and cupping around the rotation axis (z) of the whole scan
     yy, xx = np.mgrid[:shape[1], :shape[2]].astype(np.float32)
-    r = np.hypot((yy - shape[1] / 2) * spacing[1], (xx - shape[2] / 2) * spacing[2])
+    yy += offset[1]
+    xx += offset[2]
+    r = np.hypot((yy - full_shape[1] / 2) * spacing[1], (xx - full_shape[2] / 2) * spacing[2])
+    r_max = float(np.hypot(full_shape[1] / 2 * spacing[1], full_shape[2] / 2 * spacing[2]))
     if rng.random() < o.ring_probability:
         rings = np.sin(r * rng.uniform(1.0, 4.0) + rng.uniform(0, 6.3)) * rng.uniform(10, 60)
         image += rings[None].astype(np.float32)
-    cupping = 1.0 - rng.uniform(0.0, 0.12) * (r / (r.max() + 1e-6)) ** 2
+    cupping = 1.0 - rng.uniform(0.0, 0.12) * (r / (r_max + 1e-6)) ** 2
     image = image * cupping[None].astype(np.float32)
     # random monotonic intensity mapping (domain randomisation)
     low, high = -1000.0, 4000.0
@@ -209,8 +220,10 @@ def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator,
     image = ndimage.gaussian_filter(image, blur)
     image += rng.standard_normal(shape).astype(np.float32) * rng.uniform(*o.noise_sigma)
     # cylindrical field of view: outside it CBCT reconstructions are empty
-    fov = r > 0.49 * min(shape[1] * spacing[1], shape[2] * spacing[2])
+    fov = r > 0.49 * min(full_shape[1] * spacing[1], full_shape[2] * spacing[2])
     image[:, fov] = o.air
-    out = anatomy.labels.with_array(np.clip(image, -1024, 8000).astype(np.int16))
+    origin = tuple(anatomy.labels.index_to_physical(np.array([offset[::-1]], dtype=float))[0])
+    geometry = dict(spacing=anatomy.labels.spacing, origin=origin, direction=anatomy.labels.direction)
+    out = Volume(np.clip(image, -1024, 8000).astype(np.int16), **geometry)
     out.metadata["synthetic"] = True
-    return out, anatomy.labels.with_array(labels)
+    return out, Volume(labels, **geometry)
