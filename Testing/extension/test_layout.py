@@ -47,11 +47,30 @@ def test_extension_cmake_has_slicer_metadata():
         assert (REPO / sub / "CMakeLists.txt").exists(), sub
 
 
-def test_core_file_list_in_cmake_matches_the_package():
+def _cmake_list(text: str, name: str) -> list[str]:
+    block = re.search(rf"set\({name}(.*?)\)", text, re.DOTALL).group(1)
+    return sorted(line.strip() for line in block.splitlines() if line.strip())
+
+
+def test_package_file_lists_in_cmake_match_the_files():
     text = (REPO / "ToothSegExtension" / "ToothSegCore" / "CMakeLists.txt").read_text(encoding="utf-8")
-    block = re.search(r"set\(TOOTHSEG_CORE_FILES(.*?)\)", text, re.DOTALL).group(1)
-    listed = sorted(line.strip() for line in block.splitlines() if line.strip())
-    on_disk = sorted(["toothseg/__init__.py"] + [
-        p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / "toothseg" / "core").rglob("*.py")])
-    assert listed == on_disk
+    package = PACKAGE / "toothseg"
+    assert _cmake_list(text, "TOOTHSEG_PACKAGE_FILES") == sorted(
+        p.relative_to(PACKAGE).as_posix() for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    assert _cmake_list(text, "TOOTHSEG_PACKAGE_DATA") == sorted(
+        p.relative_to(PACKAGE).as_posix() for p in package.rglob("*") if p.suffix in (".yaml", ".json"))
+    resources = REPO / "Resources"
+    assert _cmake_list(text, "TOOTHSEG_RESOURCE_FILES") == sorted(
+        p.relative_to(resources).as_posix() for folder in ("SampleData", "Models")
+        for p in (resources / folder).rglob("*") if p.is_file())
     assert "slicerMacroBuildScriptedModule(" in text
+
+
+def test_training_package_never_imports_qt_or_slicer():
+    """train.py must run inside Slicer's Python without touching its GUI."""
+    code = ("import sys, toothseg.train.engine.pipeline, toothseg.train.methods, toothseg.train.synth, "
+            "toothseg.cli_train; from toothseg.train.methods import method_names; method_names(); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk', 'PySide6', 'PyQt5')]; "
+            "print(','.join(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

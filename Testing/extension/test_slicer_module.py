@@ -1,0 +1,128 @@
+"""The Slicer module without Slicer: files compile, the .ui loads (PySide6, offscreen), every widget
+and parameter the code uses exists, every slicer.util function it calls exists in Slicer, and the
+RAS/LPS/IJK adapters agree with the core."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "ToothSegExtension" / "ToothSeg"
+SOURCES = [MODULE / "ToothSeg.py", *sorted((MODULE / "ToothSegLib").glob("*.py"))]
+UI = MODULE / "Resources" / "UI" / "ToothSeg.ui"
+
+
+def ui_tree():
+    return ET.parse(UI).getroot()
+
+
+def ui_names() -> set[str]:
+    return {w.get("name") for w in ui_tree().iter("widget")}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_module_files_compile(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "x.pyc"), doraise=True)
+
+
+def test_every_ui_widget_the_code_uses_exists():
+    code = (MODULE / "ToothSeg.py").read_text(encoding="utf-8")
+    used = set(re.findall(r"self\.ui\.([A-Za-z_][A-Za-z0-9_]*)", code))
+    assert used, "the widget uses no ui elements?"
+    assert used <= ui_names(), sorted(used - ui_names())
+
+
+def test_parameter_bindings_match_the_parameter_node():
+    tree = ast.parse((MODULE / "ToothSeg.py").read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ToothSegParameterNode")
+    fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    bound = {p.find("string").text for p in ui_tree().iter("property") if p.get("name") == "SlicerParameterName"}
+    assert bound <= fields, sorted(bound - fields)
+    assert {"inputVolume", "device", "exportFolder", "poolFolder"} <= bound
+
+
+def test_slicer_util_calls_exist_in_slicer():
+    names_file = REPO / "Testing" / "extension" / "data" / "slicer_util_functions.txt"
+    known = {line.strip() for line in names_file.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")}
+    used = set()
+    for path in SOURCES:
+        used |= set(re.findall(r"slicer\.util\.([A-Za-z_][A-Za-z0-9_]*)\(", path.read_text(encoding="utf-8")))
+    assert used, "no slicer.util calls found"
+    assert used <= known, sorted(used - known)
+
+
+def test_user_strings_are_translatable():
+    code = (MODULE / "ToothSeg.py").read_text(encoding="utf-8")
+    assert "from slicer.i18n import tr as _" in code
+    for message in re.findall(r"tryWithErrorDisplay\(([^,)]*)", code):
+        assert message.startswith("_("), message
+
+
+def test_ui_loads_offscreen_and_shows_every_section():
+    pytest.importorskip("PySide6")
+    from .uiloader import load_panel
+
+    app, panel = load_panel()
+    from PySide6 import QtWidgets
+
+    titles = [box.title() for box in panel.findChildren(QtWidgets.QGroupBox)]
+    assert titles == ["Input", "Model", "Segment", "Correct", "Export"]
+    assert panel.findChild(QtWidgets.QPushButton, "applyButton").text() == "Segment teeth"
+    assert panel.findChild(QtWidgets.QProgressBar, "progressBar") is not None
+
+
+def test_progress_protocol_and_python_executable():
+    sys.path.insert(0, str(MODULE))
+    try:
+        from ToothSegLib.Commands import parseProgressLine, pythonSlicerExecutable
+    finally:
+        sys.path.remove(str(MODULE))
+    assert parseProgressLine("progress 0.4200 segmenting teeth: window 3/20") == (0.42, "segmenting teeth: window 3/20")
+    assert parseProgressLine("progress 1.0000") == (1.0, "")
+    assert parseProgressLine("wrote out.seg.nrrd") is None and parseProgressLine("progress x") is None
+    assert Path(pythonSlicerExecutable()).exists()
+
+
+def test_geometry_adapter_agrees_with_the_core_and_simpleitk():
+    import SimpleITK as sitk
+
+    from toothseg.core import Volume
+    from toothseg.core.io.images import volume_to_sitk
+
+    from ..conftest import oblique_direction
+
+    sys.path.insert(0, str(MODULE))
+    try:
+        from ToothSegLib.Geometry import geometryFromIjkToRas, ijkToRasFromGeometry, lpsToRasPoints
+    finally:
+        sys.path.remove(str(MODULE))
+    volume = Volume(np.zeros((4, 5, 6), np.int16), (0.3, 0.4, 0.5), (12.0, -7.5, 3.25), oblique_direction())
+    ijk_to_ras = ijkToRasFromGeometry(volume.spacing, volume.origin, volume.direction)
+    image = volume_to_sitk(volume)
+    for ijk in [(0, 0, 0), (5, 4, 3), (2, 1, 3)]:  # i along the array's last axis (KJI order)
+        lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
+        ras = ijk_to_ras @ np.array([*ijk, 1.0])
+        np.testing.assert_allclose(ras[:3], lpsToRasPoints(lps[None])[0], atol=1e-9)
+    spacing, origin, direction = geometryFromIjkToRas(ijk_to_ras)
+    np.testing.assert_allclose(spacing, volume.spacing)
+    np.testing.assert_allclose(origin, volume.origin)
+    np.testing.assert_allclose(direction, volume.direction, atol=1e-12)
+
+
+def test_module_cmake_lists_every_file():
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
+    for path in SOURCES:
+        relative = path.relative_to(MODULE).as_posix().replace("ToothSegLib", "${MODULE_NAME}Lib")
+        relative = relative.replace("ToothSeg.py", "${MODULE_NAME}.py")
+        assert relative in text, relative
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "add_subdirectory(ToothSegExtension/ToothSeg)" in top

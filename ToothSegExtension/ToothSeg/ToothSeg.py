@@ -1,0 +1,305 @@
+"""ToothSeg: per-tooth segmentation of dental CBCT and panoramic X-rays in 3D Slicer.
+
+A thin shell: the panel (Resources/UI/ToothSeg.ui) binds to a typed parameter node; the work is done
+by ToothSegLib.Logic, which runs ``toothseg`` (the same code as the command line) in a separate
+process and exchanges files through Slicer's own readers and writers.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from ToothSegLib.Logic import ToothSegLogic
+
+
+class ToothSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("ToothSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = ["PyTorchUtils", "Segmentations"]
+        self.parent.contributors = ["ToothSeg developers"]
+        self.parent.helpText = _(
+            "Segments every tooth of a dental CBCT (or panoramic X-ray) with FDI numbers, standard colours and "
+            "SNOMED CT terminology; correct the result in the Segment Editor, export one STL per tooth, and keep "
+            "corrected cases for fine-tuning. Inference runs in a separate process with progress and cancel."
+        )
+        self.parent.acknowledgementText = _(
+            "Methods from RAIL, U-Mamba2-SSL, coarse-to-fine pseudo-labels (STS-2024), BCP and seed papers; "
+            "sample tooth shapes from the MICCAI STS-2024 challenge (MIT)."
+        )
+
+
+@parameterNodeWrapper
+class ToothSegParameterNode:
+    """Panel state, saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    fastMode: bool = False
+    testTimeAugmentation: bool = True
+    computeUncertainty: bool = False
+    exportFormat: Annotated[str, Choice(["stl", "obj"])] = "stl"
+    coordinateSystem: Annotated[str, Choice(["LPS", "RAS"])] = "LPS"
+    smoothing: Annotated[float, WithinRange(0.0, 1.0)] = 0.3
+    decimation: Annotated[float, WithinRange(0.0, 0.95)] = 0.0
+    mergedSurfaces: bool = False
+    exportLabelMap: bool = True
+    exportSegmentationFile: bool = True
+    exportFolder: Path
+    poolFolder: Path
+
+
+class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ToothSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = ToothSegLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.renumberButton.connect("clicked(bool)", self.onRenumber)
+        self.ui.saveCorrectedButton.connect("clicked(bool)", self.onSaveCorrected)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+
+        self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(
+            slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "ToothSegSegmentEditor"))
+        self.ui.progressBar.setVisible(False)
+        self.ui.cancelButton.setEnabled(False)
+        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        self.populateModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        if self.logic:
+            self.logic.cancel()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.logic.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(ToothSegParameterNode(self.logic.getParameterNode()))
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        node = self._parameterNode
+        running = self.logic.process is not None and self.logic.process.isRunning()
+        haveInput = bool(node and node.inputVolume)
+        haveModel = self.ui.modelComboBox.currentData is not None
+        self.ui.applyButton.enabled = haveInput and haveModel and not running
+        self.ui.applyButton.toolTip = _("Segment the teeth") if haveInput else _("Select or load a volume first")
+        haveResult = bool(node and node.segmentation)
+        for button in (self.ui.renumberButton, self.ui.saveCorrectedButton, self.ui.exportButton):
+            button.enabled = haveResult and haveInput and not running
+
+    # ------------------------------------------------------------------ input
+    def onLoadSample(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not load the sample scan."), waitCursor=True):
+            self._parameterNode.inputVolume = self.logic.loadSample()
+
+    def onInputChanged(self, node) -> None:
+        if node is None or node.GetImageData() is None:
+            self.ui.inputInfoLabel.text = ""
+            return
+        dims = node.GetImageData().GetDimensions()
+        spacing = node.GetSpacing()
+        text = _("{x} x {y} x {z} voxels, {sx:.3g} x {sy:.3g} x {sz:.3g} mm").format(
+            x=dims[0], y=dims[1], z=dims[2], sx=spacing[0], sy=spacing[1], sz=spacing[2])
+        warning = self.logic.volumeWarning(node)
+        self.ui.inputInfoLabel.text = text + (("\n" + _("Warning: ") + warning) if warning else "")
+
+    # ------------------------------------------------------------------ models
+    def populateModels(self) -> None:
+        self.ui.modelComboBox.clear()
+        with slicer.util.tryWithErrorDisplay(_("Could not read the model catalogue.")):
+            for entry in self.logic.modelEntries():
+                label = f"{entry.name} [{entry.input_kind.upper()}]"
+                if not entry.available:
+                    label += " — " + _("weights not installed")
+                self.ui.modelComboBox.addItem(label, entry.id)
+
+    def onModelChanged(self, index) -> None:
+        modelId = self.ui.modelComboBox.currentData
+        if modelId:
+            self.ui.modelCardLabel.text = self.logic.modelDescription(modelId)
+        self._updateButtons()
+
+    def onAddModel(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Choose a ToothSeg model folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("This folder is not a valid ToothSeg model."), waitCursor=True):
+            modelId = self.logic.addModelFolder(folder)
+            self.populateModels()
+            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(modelId))
+
+    # ------------------------------------------------------------------ segment
+    def onApply(self) -> None:
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
+            self.logic.ensureDependencies()
+            self.ui.progressBar.setVisible(True)
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Starting…")
+            self.logic.startSegmentation(node.inputVolume, self.ui.modelComboBox.currentData, node.device,
+                                         node.fastMode, node.testTimeAugmentation, node.computeUncertainty,
+                                         onProgress=self.onProgress, onFinished=self.onFinished)
+            self.ui.cancelButton.setEnabled(True)
+            self._updateButtons()
+
+    def onProgress(self, fraction: float, stage: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = stage
+
+    def onCancel(self) -> None:
+        self.ui.statusLabel.text = _("Cancelling…")
+        self.logic.cancel()
+
+    def onFinished(self, segmentationNode, uncertaintyNode, message: str) -> None:
+        self.ui.cancelButton.setEnabled(False)
+        self.ui.progressBar.setVisible(False)
+        self.ui.statusLabel.text = message
+        if segmentationNode is not None:
+            self._parameterNode.segmentation = segmentationNode
+            self.ui.segmentEditorWidget.setSegmentationNode(segmentationNode)
+            self.ui.segmentEditorWidget.setSourceVolumeNode(self._parameterNode.inputVolume)
+            if uncertaintyNode is not None:
+                slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume,
+                                                 foreground=uncertaintyNode, foregroundOpacity=0.4)
+            self.showReviewTable(segmentationNode)
+        elif message and "cancel" not in message.lower():
+            slicer.util.errorDisplay(message)
+        self._updateButtons()
+
+    def showReviewTable(self, segmentationNode) -> None:
+        ranking = self.logic.toothUncertainty(segmentationNode)
+        table = self.ui.reviewTable
+        table.setRowCount(len(ranking))
+        for row, (fdi, value) in enumerate(ranking):
+            table.setItem(row, 0, qt.QTableWidgetItem(str(fdi)))
+            table.setItem(row, 1, qt.QTableWidgetItem(f"{value:.3f}"))
+
+    # ------------------------------------------------------------------ correct
+    def onRenumber(self) -> None:
+        segmentId = self.ui.segmentEditorWidget.currentSegmentID()
+        with slicer.util.tryWithErrorDisplay(_("Could not renumber the tooth.")):
+            name = self.logic.renumberTooth(self._parameterNode.segmentation, segmentId, int(self.ui.renumberSpinBox.value))
+            self.ui.statusLabel.text = _("Renamed to {name}").format(name=name)
+
+    def onSaveCorrected(self) -> None:
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Could not save the corrected case."), waitCursor=True):
+            if not node.poolFolder or not str(node.poolFolder):
+                raise ValueError(_("Choose a case-pool folder first."))
+            path = self.logic.saveCorrectedCase(node.inputVolume, node.segmentation, str(node.poolFolder))
+            self.ui.statusLabel.text = _("Corrected labels saved as {path}").format(path=path)
+
+    # ------------------------------------------------------------------ export
+    def onExport(self) -> None:
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
+            if not node.exportFolder or not str(node.exportFolder):
+                raise ValueError(_("Choose an export folder first."))
+            written = self.logic.export(node.inputVolume, node.segmentation, str(node.exportFolder), node.exportFormat,
+                                        node.coordinateSystem, node.smoothing, node.decimation, node.mergedSurfaces,
+                                        node.exportLabelMap, node.exportSegmentationFile)
+            self.ui.exportReportLabel.text = _("{count} files written to {folder} (mm, {system})").format(
+                count=len(written), folder=node.exportFolder, system=node.coordinateSystem)
+
+
+class ToothSegTest(ScriptedLoadableModuleTest):
+    """Self-test for a real Slicer with the extension installed: sample scan → bundled model → segments → STL."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegmentSampleAndExport()
+
+    def test_SegmentSampleAndExport(self):
+        import tempfile
+
+        logic = ToothSegLogic()
+        volume = logic.loadSample()
+        self.assertIsNotNone(volume)
+        models = [e for e in logic.modelEntries("3d") if e.available]
+        self.assertTrue(models, "no installed 3D model")
+        done = {}
+
+        def finished(segmentationNode, uncertaintyNode, message):
+            done["node"], done["message"] = segmentationNode, message
+
+        process = logic.startSegmentation(volume, models[0].id, device="cpu", fast=True, onFinished=finished)
+        process.process.waitForFinished(-1)
+        slicer.app.processEvents()
+        node = done.get("node")
+        self.assertIsNotNone(node, done.get("message"))
+        names = [node.GetSegmentation().GetNthSegment(i).GetName()
+                 for i in range(node.GetSegmentation().GetNumberOfSegments())]
+        self.assertTrue(names and all(n.startswith("Tooth ") for n in names), names)
+        with tempfile.TemporaryDirectory() as folder:
+            written = logic.export(volume, node, folder)
+            self.assertTrue(any(p.endswith(".stl") for p in written))
+        self.delayDisplay("ToothSeg self-test passed")

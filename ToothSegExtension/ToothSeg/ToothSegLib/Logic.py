@@ -1,0 +1,317 @@
+"""ToothSegLogic: everything the panel does, usable without the panel (Python console, self-test).
+
+The Logic talks MRML only through Slicer's own I/O: a volume node is saved to a temporary NRRD
+(Slicer's writer stores LPS geometry), segmented by the ``toothseg`` command line in a separate
+process, and the resulting ``.seg.nrrd`` — named FDI segments with colours and SNOMED CT
+terminology — is loaded back as a segmentation node. Export and "save as corrected case" go
+through ``toothseg.core`` on files written by Slicer, so every file ToothSeg writes comes from the
+same tested code as the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from .ProcessRunner import ToothSegProcess
+
+__all__ = ["ToothSegLogic"]
+
+TEETH_SUFFIX = " teeth"
+
+
+def _moduleDir() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _packageDir() -> str:
+    """Folder that holds the ``toothseg`` package (the scripted-modules folder of the extension)."""
+    import toothseg
+
+    return str(Path(toothseg.__file__).resolve().parent.parent)
+
+
+class ToothSegLogic(ScriptedLoadableModuleLogic):
+    """Segmentation, correction bookkeeping and export for the ToothSeg module."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.process: ToothSegProcess | None = None
+        self.workDir = Path(tempfile.mkdtemp(prefix="ToothSeg-"))
+
+    # ------------------------------------------------------------------ dependencies
+    @staticmethod
+    def ensureDependencies() -> None:
+        """Install ToothSeg's Python requirements and PyTorch (through the PyTorch extension) on first use."""
+        requirements = _moduleDir() / "Resources" / "requirements.txt"
+        try:
+            import slicer.packaging
+
+            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements), requester="ToothSeg")
+        except ImportError:  # Slicer releases before slicer.packaging
+            missing = []
+            for module, package in (("slicerio", "slicerio"), ("nrrd", "pynrrd"), ("safetensors", "safetensors"),
+                                    ("h5py", "h5py"), ("tqdm", "tqdm"), ("yaml", "PyYAML")):
+                try:
+                    __import__(module)
+                except ImportError:
+                    missing.append(package)
+            if missing:
+                slicer.util.pip_install(" ".join(missing))
+        import PyTorchUtils
+
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if torchLogic.installTorch(askConfirmation=True) is None:
+                raise RuntimeError("PyTorch is required to segment teeth; it was not installed.")
+
+    # ------------------------------------------------------------------ models
+    @staticmethod
+    def catalog():
+        from toothseg.core.models.catalog import load_catalog
+
+        return load_catalog()
+
+    def modelEntries(self, inputKind: str | None = None) -> list:
+        entries = self.catalog().entries
+        return [e for e in entries if inputKind is None or e.input_kind == inputKind]
+
+    def modelDescription(self, modelId: str) -> str:
+        """HTML model card: classes, spacing, training data, validation metrics, licence, or how to get it."""
+        from toothseg.core.models.folder import read_card
+
+        entry = self.catalog().get(modelId)
+        lines = [f"<b>{entry.name}</b> ({entry.status()})"]
+        if entry.description:
+            lines.append(entry.description)
+        if entry.available:
+            card = read_card(entry.folder)
+            lines.append(f"Classes: {card.num_classes - 1} ({card.label_table.name}); "
+                         f"spacing (z, y, x): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}")
+            if card.provenance:
+                data = card.provenance.get("data_source", "")
+                synthetic = " (synthetic intensities)" if card.provenance.get("synthetic_intensities") else ""
+                lines.append(f"Training: {card.provenance.get('method', '')} on {data}{synthetic}")
+            if card.metrics:
+                lines.append("Validation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in card.metrics.items()))
+        else:
+            lines.append("Weights not installed: " + entry.source.get("how", ""))
+        if entry.license:
+            lines.append(f"Licence: {entry.license}")
+        return "<br>".join(lines)
+
+    def addModelFolder(self, folder: str) -> str:
+        """Verify (SHA-256, schema, weights) and install a model folder; returns its ID."""
+        return self.catalog().add_folder(folder).id
+
+    @staticmethod
+    def deviceDescription() -> str:
+        try:
+            import torch
+        except ImportError:
+            return "PyTorch not installed yet"
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            return f"GPU: {torch.cuda.get_device_name()} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)"
+        return "No CUDA GPU found: the CPU will be used"
+
+    # ------------------------------------------------------------------ sample and checks
+    @staticmethod
+    def sampleScanPath() -> Path:
+        from toothseg.core.resources import resources_dir
+
+        return resources_dir() / "SampleData" / "SyntheticCBCT_Validation_0002.nii.gz"
+
+    def loadSample(self):
+        node = slicer.util.loadVolume(str(self.sampleScanPath()))
+        node.SetName("ToothSeg sample (synthetic CBCT)")
+        return node
+
+    @staticmethod
+    def volumeWarning(volumeNode) -> str:
+        """A warning when the volume does not look like a dental CBCT or a panoramic X-ray."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            return ""
+        dims = volumeNode.GetImageData().GetDimensions()
+        spacing = volumeNode.GetSpacing()
+        if dims[2] == 1:
+            return "" if min(dims[:2]) >= 256 else "This 2D image is small for a panoramic X-ray."
+        if max(spacing) > 1.0:
+            return (f"Voxels of {max(spacing):.2f} mm are coarse for dental CBCT (typically 0.1–0.5 mm): "
+                    "this may be a conventional CT, and results may be poor.")
+        extent = [d * s for d, s in zip(dims, spacing)]
+        if max(extent) > 250:
+            return "The field of view is large for a dental CBCT; teeth are found, but slowly."
+        return ""
+
+    # ------------------------------------------------------------------ segmentation
+    def startSegmentation(self, volumeNode, modelId: str, device: str = "auto", fast: bool = False, tta: bool = True,
+                          uncertainty: bool = False, onProgress=None, onFinished=None) -> ToothSegProcess:
+        """Segment ``volumeNode`` in a background process; ``onFinished(segmentationNode, uncertaintyNode, message)``."""
+        if volumeNode is None:
+            raise ValueError("Select an input volume first.")
+        if self.process is not None and self.process.isRunning():
+            raise RuntimeError("A segmentation is already running.")
+        runDir = self.workDir / time.strftime("run-%Y%m%d-%H%M%S")
+        runDir.mkdir(parents=True, exist_ok=True)
+        inputPath = runDir / "input.nrrd"
+        if not slicer.util.saveNode(volumeNode, str(inputPath)):
+            raise RuntimeError(f"Could not write the volume to {inputPath}.")
+        is2d = volumeNode.GetImageData().GetDimensions()[2] == 1
+        outputPath = runDir / ("labels.nrrd" if is2d else "teeth.seg.nrrd")
+        arguments = ["segment", inputPath, "-o", outputPath, "--model", modelId, "--device", device,
+                     "--progress-lines", "--report", runDir / "report.json", "--tta" if tta else "--no-tta"]
+        if fast:
+            arguments.append("--fast")
+        uncertaintyPath = runDir / "uncertainty.nrrd" if uncertainty else None
+        if uncertaintyPath is not None:
+            arguments += ["--uncertainty", uncertaintyPath]
+
+        def finished(exitCode: int, cancelled: bool, log: str) -> None:
+            if cancelled or exitCode == 130:
+                message = "Segmentation cancelled."
+                segmentationNode = uncertaintyNode = None
+            elif exitCode != 0:
+                errors = [line for line in log.splitlines() if "error" in line.lower()]
+                message = errors[-1] if errors else f"Segmentation failed (exit code {exitCode})."
+                segmentationNode = uncertaintyNode = None
+            else:
+                segmentationNode, uncertaintyNode, message = self._loadResult(volumeNode, outputPath, uncertaintyPath,
+                                                                              runDir / "report.json")
+            if onFinished:
+                onFinished(segmentationNode, uncertaintyNode, message)
+
+        self.process = ToothSegProcess(arguments, onProgress=onProgress, onFinished=finished, pythonPath=_packageDir())
+        self.process.start()
+        return self.process
+
+    def cancel(self) -> None:
+        if self.process is not None:
+            self.process.cancel()
+
+    def _loadResult(self, volumeNode, outputPath: Path, uncertaintyPath: Path | None, reportPath: Path):
+        name = volumeNode.GetName() + TEETH_SUFFIX
+        if outputPath.name.endswith(".seg.nrrd"):
+            segmentationNode = slicer.util.loadSegmentation(str(outputPath))
+        else:
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+            labelNode = slicer.util.loadLabelVolume(str(outputPath))
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
+            slicer.mrmlScene.RemoveNode(labelNode)
+        segmentationNode.SetName(name)
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentationNode.CreateClosedSurfaceRepresentation()
+        uncertaintyNode = None
+        if uncertaintyPath is not None and uncertaintyPath.exists():
+            uncertaintyNode = slicer.util.loadVolume(str(uncertaintyPath))
+            uncertaintyNode.SetName(volumeNode.GetName() + " uncertainty")
+        report = json.loads(reportPath.read_text(encoding="utf-8")) if reportPath.exists() else {}
+        teeth = report.get("labels", [])
+        message = f"{len(teeth)} teeth found."
+        if report.get("warnings"):
+            message += " " + " ".join(report["warnings"])
+        segmentationNode.SetAttribute("ToothSeg.Report", json.dumps(report))
+        return segmentationNode, uncertaintyNode, message
+
+    @staticmethod
+    def toothUncertainty(segmentationNode) -> list[tuple[int, float]]:
+        """(FDI, mean uncertainty) of each tooth, most uncertain first ("review these first")."""
+        report = json.loads(segmentationNode.GetAttribute("ToothSeg.Report") or "{}")
+        values = [(int(k), float(v)) for k, v in report.get("tooth_uncertainty", {}).items()]
+        return sorted(values, key=lambda item: -item[1])
+
+    # ------------------------------------------------------------------ correction
+    @staticmethod
+    def renumberTooth(segmentationNode, segmentId: str, newNumber: int) -> str:
+        """Give a segment a new FDI number (name, colour, terminology); swap with the tooth that had it."""
+        from toothseg.core.labels import LabelTable, is_fdi_tooth
+
+        if not is_fdi_tooth(newNumber):
+            raise ValueError(f"{newNumber} is not an FDI tooth number (11-48, 51-85).")
+        table = LabelTable.fdi(deciduous=True)
+        segmentation = segmentationNode.GetSegmentation()
+        target = table[newNumber]
+        segment = segmentation.GetSegment(segmentId)
+        if segment is None:
+            raise ValueError("Select a tooth segment first.")
+        oldName = segment.GetName()
+        otherId = segmentation.GetSegmentIdBySegmentName(target.segment_name)
+        if otherId and otherId != segmentId:
+            oldNumber = int(oldName.split()[1]) if oldName.startswith("Tooth ") else None
+            other = segmentation.GetSegment(otherId)
+            if oldNumber is not None and is_fdi_tooth(oldNumber):
+                ToothSegLogic._applyLabel(other, table[oldNumber])
+            else:
+                other.SetName(other.GetName() + " (was " + target.segment_name + ")")
+        ToothSegLogic._applyLabel(segment, target)
+        return target.segment_name
+
+    @staticmethod
+    def _applyLabel(segment, info) -> None:
+        import slicerio
+
+        segment.SetName(info.segment_name)
+        segment.SetColor(*info.color)
+        if info.terminology is not None:
+            segment.SetTag("TerminologyEntry", slicerio.terminology_entry_to_string(info.terminology.to_slicer()))
+        segment.SetTag("ToothSeg.LabelKey", info.key)
+
+    def saveCorrectedCase(self, volumeNode, segmentationNode, poolDir: str) -> Path:
+        """Write the volume and the corrected labels into a case pool; an earlier correction is never overwritten."""
+        from toothseg.core.io.images import read_volume, write_volume
+        from toothseg.core.io.segmentation import read_segmentation
+
+        pool = Path(poolDir)
+        caseDir = pool / "corrected" / volumeNode.GetName().replace(" ", "_")
+        caseDir.mkdir(parents=True, exist_ok=True)
+        revision = 1 + max([int(p.name.split("_r")[-1].split(".")[0]) for p in caseDir.glob("labels_r*.nii.gz")], default=0)
+        staging = Path(tempfile.mkdtemp(prefix="corrected-", dir=self.workDir))
+        imagePath, segPath = staging / "image.nrrd", staging / "labels.seg.nrrd"
+        slicer.util.saveNode(volumeNode, str(imagePath))
+        slicer.util.saveNode(segmentationNode, str(segPath))
+        image = read_volume(imagePath)
+        labels = read_segmentation(segPath, reference=image).labels
+        if not (caseDir / "image.nii.gz").exists():
+            write_volume(image, caseDir / "image.nii.gz")
+        target = caseDir / f"labels_r{revision}.nii.gz"
+        write_volume(labels, target)  # refuses to overwrite: every correction is a new revision
+        shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # ------------------------------------------------------------------ export
+    def export(self, volumeNode, segmentationNode, outDir: str, fileFormat: str = "stl", coordinateSystem: str = "LPS",
+               smoothing: float = 0.3, decimate: float = 0.0, merged: bool = False, labelMap: bool = True,
+               segNrrd: bool = True) -> list[str]:
+        """Surfaces per tooth (or merged), label map and .seg.nrrd; returns the files written."""
+        from toothseg.core.export.surfaces import SurfaceOptions, export_surfaces
+        from toothseg.core.io.images import read_volume, write_volume
+        from toothseg.core.io.segmentation import read_segmentation, write_segmentation
+
+        out = Path(outDir)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="export-", dir=self.workDir))
+        slicer.util.saveNode(volumeNode, str(staging / "image.nrrd"))
+        slicer.util.saveNode(segmentationNode, str(staging / "labels.seg.nrrd"))
+        seg = read_segmentation(staging / "labels.seg.nrrd", reference=read_volume(staging / "image.nrrd"))
+        base = segmentationNode.GetName().replace(" ", "_")
+        written = []
+        options = SurfaceOptions(smoothing=smoothing, decimate=decimate, coordinate_system=coordinateSystem,
+                                 file_format=fileFormat)
+        results = export_surfaces(seg.labels, seg.table, out / "surfaces", options, merged=merged, overwrite=True)
+        written += sorted({str(r.path) for r in results})
+        if labelMap:
+            written.append(str(write_volume(seg.labels, out / f"{base}_labels.nii.gz", overwrite=True)))
+        if segNrrd:
+            written.append(str(write_segmentation(seg.labels, seg.table, out / f"{base}.seg.nrrd", overwrite=True)))
+        shutil.rmtree(staging, ignore_errors=True)
+        logging.info("ToothSeg export: %d files in %s", len(written), out)
+        return written

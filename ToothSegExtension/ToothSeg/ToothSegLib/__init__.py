@@ -1,0 +1,1 @@
+"""Slicer-side helpers of the ToothSeg module: Logic, MRML adapters, background process, catalogue."""
