@@ -26,9 +26,9 @@ CASES = [
     ("RAIL (2 V-Net + 2 ResVNet)", "rail", {"group_steps": 1}, "vnet", {"has_dropout": True}, 1, 1, (80, 112, 112),
      "RAIL patch and batch"),
     ("U-Mamba2-SSL consistency, U-Mamba2", "consistency", {}, "umamba2", {"deep_supervision": True}, 1, 1,
-     (64, 128, 128), "reduced from 160x256x256 (does not fit 24 GB on CPU)"),
+     (64, 128, 128), "reduced from 160x256x256 to keep CPU time reasonable"),
     ("DAE pretraining, U-Mamba2", "ssl_pretrain", {"mode": "dae"}, "umamba2", {}, 1, 1, (64, 128, 128),
-     "reduced from 160x256x256"),
+     "reduced from 160x256x256 to keep CPU time reasonable"),
     ("MIM pretraining, U-Net 2D", "mim_pretrain", {}, "unet2d", {}, 2, 2, (224, 320), "DL4CR size, batch 4"),
     ("supervised, U-Net 2D scAG (UFBA)", "supervised", {}, "unet2d_scag", {}, 4, 0, (256, 256), "our UFBA setting"),
 ]

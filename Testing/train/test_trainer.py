@@ -217,3 +217,32 @@ def test_coarse_to_fine_recipe_with_pseudo_labels_exports_a_cascade(tmp_path, to
                            "-o", str(tmp_path / "p.png"), "--model", str(result.model)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_curve(tmp_path, toy_dataset):
+    """SIGKILL mid-run: the rerun restarts from the last checkpoint and repeats no logged step."""
+    import signal
+    import time
+
+    data = toy_recipe(toy_dataset, iterations=150)
+    data["stages"][0]["checkpoint_every"] = 40
+    data["data"]["validation"] = None
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe), "--device", "cpu", "-q"]
+    straight = subprocess.run(command + ["--output", str(tmp_path / "straight")], capture_output=True, text=True,
+                              timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    log = tmp_path / "killed" / "0_supervised" / "log.csv"
+    process = subprocess.Popen(command + ["--output", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 50):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert (tmp_path / "killed" / "0_supervised" / "checkpoint.pt").exists()
+    assert not (tmp_path / "killed" / "model").exists(), "the run finished before it could be killed"
+    rerun = subprocess.run(command + ["--output", str(tmp_path / "killed")], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    np.testing.assert_allclose(losses(tmp_path / "killed"), losses(tmp_path / "straight"), rtol=1e-5, atol=1e-6)

@@ -312,6 +312,10 @@ class TrainingData:
         prepared = PreparedCase(case.id, tensor.numpy()[None], classes, image.spacing_zyx, self._foreground(classes, 4000))
         return self._sample(prepared, rng, labeled=True)
 
+    def reference_values(self, labels: np.ndarray) -> np.ndarray:
+        """Ground-truth label values as the model predicts them (any tooth → 1 for a binary model)."""
+        return (labels > 0).astype(np.uint8) if self.config.label_table == "binary" else labels
+
     def validation_volumes(self) -> list[tuple[str, Volume, Volume]]:
         """(case id, image, label map) in native geometry, for sliding-window validation."""
         out = []

@@ -273,7 +273,8 @@ class Trainer:
             predictor = Predictor(self._loaded(), InferenceOptions(device=str(self.device.type), tta=False, overlap=0.25,
                                                                    postprocessing=self.recipe.export.postprocessing or [],
                                                                    numbering_checks=False))
-            scores = [mean_dice(labels.array, predictor.predict(image).labels.array) for _, image, labels in volumes]
+            scores = [mean_dice(self.data.reference_values(labels.array), predictor.predict(image).labels.array)
+                      for _, image, labels in volumes]
         finally:
             for net, (training, deep) in zip(networks, states):
                 net.train(training)
@@ -304,6 +305,7 @@ class Trainer:
             start, best = loaded
             if self.rank == 0:
                 log.info("resuming stage %s at step %d", self.stage.name, start)
+                _truncate_csv(self.out_dir / "log.csv", start)  # steps after the checkpoint are redone
         elif init_weights is not None:
             init_weights(self.method)
         total = self.stage.iterations
@@ -450,6 +452,22 @@ def _all_reduce_mean(logs: dict[str, float], device: torch.device) -> dict[str, 
     dist.all_reduce(values)
     values /= dist.get_world_size()
     return dict(zip(keys, values.tolist()))
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop log rows of steps ≥ ``step`` (a run killed after its last checkpoint repeats them)."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < step]
+    if len(kept) == len(rows):
+        return
+    from ...core.io.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(",".join(r) + "\n" for r in kept))
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
