@@ -267,12 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="toothseg-demo", help="output folder (its demo files are replaced)")
     demo.set_defaults(func=cmd_demo)
 
+    from .cli_evaluate import add_evaluate_parser
     from .cli_models import add_models_parser
     from .cli_segment import add_segment_parser
     from .cli_train import add_train_parser
 
     add_segment_parser(sub, common)
     add_train_parser(sub, common)
+    add_evaluate_parser(sub, common)
     add_models_parser(sub, common, _Parser)
     return parser
 

@@ -1,0 +1,116 @@
+"""``toothseg evaluate GT PRED``: challenge-exact metrics for one pair or two folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+__all__ = ["add_evaluate_parser"]
+
+log = logging.getLogger("toothseg")
+
+
+def _pairs(gt: Path, pred: Path):
+    """(case id, gt path, pred path or None) — folders are matched by case id."""
+    from .cli_segment import list_cases
+
+    if gt.is_file():
+        return [(gt.name, gt, pred)]
+    predictions = dict(list_cases(pred)) if pred.is_dir() else {}
+    return [(case_id, path, predictions.get(case_id)) for case_id, path in list_cases(gt)]
+
+
+def _load(path: Path, reference, strict: bool):
+    from .core.errors import GeometryMismatchError
+    from .core.io.images import read_label_map
+    from .core.volume import check_same_geometry
+
+    labels = read_label_map(path)
+    if reference is not None:
+        try:
+            check_same_geometry(reference, labels, "ground truth", f"prediction {path.name}")
+        except GeometryMismatchError:
+            if strict:
+                raise
+            import SimpleITK as sitk
+
+            from .core.io.images import volume_from_sitk, volume_to_sitk
+
+            log.warning("%s: resampled onto the ground-truth grid (nearest neighbour)", path.name)
+            image = sitk.Resample(volume_to_sitk(labels), volume_to_sitk(reference), sitk.Transform(),
+                                  sitk.sitkNearestNeighbor, 0)
+            labels = volume_from_sitk(image, reference.kind)
+    return labels
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .core.errors import InputError, ToothSegError
+    from .core.io.atomic import atomic_write_text
+    from .core.io.images import read_label_map
+    from .core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases, toothseg_case
+
+    gt_root, pred_root = Path(args.gt), Path(args.pred)
+    if not gt_root.exists():
+        raise InputError(f"{gt_root}: no such file or folder")
+    rows, problems, stsr_inputs = [], [], []
+    for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
+        try:
+            gt = read_label_map(gt_path)
+        except ToothSegError as exc:
+            problems.append({"case": case_id, "problem": str(exc)})
+            continue
+        pred = None
+        if pred_path is None or not Path(pred_path).exists():
+            problems.append({"case": case_id, "problem": "no prediction (counted as empty)"})
+        else:
+            try:
+                pred = _load(Path(pred_path), gt, args.strict)
+            except ToothSegError as exc:
+                problems.append({"case": case_id, "problem": str(exc)})
+        pred_array = pred.array if pred is not None else np.zeros_like(gt.array)
+        if args.protocol == "sts2024":
+            rows.append({"case": case_id, **sts2024_case(gt.array, pred_array)})
+        elif args.protocol == "stsr2025":
+            stsr_inputs.append((gt.array, pred.array if pred is not None else None, gt.spacing_zyx))
+        else:
+            for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items():
+                rows.append({"case": case_id, "label": label, **metrics})
+    if args.protocol == "sts2024":
+        summary = aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in rows])
+    elif args.protocol == "stsr2025":
+        summary = stsr2025_cases(stsr_inputs)
+        rows = [dict(case=i, **c) for i, c in enumerate(summary.pop("cases"))]
+    else:
+        values = [r["dice"] for r in rows if r["in_gt"]]
+        summary = {"mean_dice": float(np.nanmean(values)) if values else math.nan, "teeth": len(values)}
+    output = {"protocol": args.protocol, **summary, "cases": rows, "problems": problems}
+    text = json.dumps(output, indent=1, default=float)
+    if args.json:
+        atomic_write_text(args.json, text)
+    if args.csv and rows:
+        keys = list(rows[0])
+        lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
+        atomic_write_text(args.csv, "\n".join(lines) + "\n")
+    for key, value in summary.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    for problem in problems:
+        print(f"  {problem['case']}: {problem['problem']}")
+    return 0
+
+
+def add_evaluate_parser(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="challenge-exact metrics (STS-2024, STSR-2025, per tooth)",
+                       description="Compare predictions with ground truth: one pair of label maps, or two folders "
+                                   "matched by case id (a missing prediction counts as empty and is reported).")
+    p.add_argument("gt", metavar="GT")
+    p.add_argument("pred", metavar="PRED")
+    p.add_argument("--protocol", choices=("sts2024", "stsr2025", "toothseg"), default="toothseg")
+    p.add_argument("--json", metavar="OUT")
+    p.add_argument("--csv", metavar="OUT")
+    p.add_argument("--strict", action="store_true", help="refuse predictions on another grid instead of resampling")
+    p.set_defaults(func=cmd_evaluate)
