@@ -8,6 +8,8 @@ import logging
 import math
 from pathlib import Path
 
+from .core.errors import InputError, ToothSegError
+
 __all__ = ["add_evaluate_parser"]
 
 log = logging.getLogger("toothseg")
@@ -46,10 +48,55 @@ def _load(path: Path, reference, strict: bool):
     return labels
 
 
+def _case_view(case_id: str, gt, pred, teeth: list[dict]):
+    """The case's mean Dice over its ground-truth teeth and its most telling axial slice."""
+    import numpy as np
+
+    from .evaluation_report import CaseView, crop_to_content, worst_slice
+
+    dice = [t["dice"] for t in teeth if t["in_gt"]]
+    index = worst_slice(gt, pred)
+    window = crop_to_content(gt[index], pred[index])
+    return CaseView(case_id, float(np.mean(dice)) if dice else math.nan, gt[index][window].copy(),
+                    pred[index][window].copy(), index)
+
+
+def _compare_rows(gt_root: Path, pred_root: Path, strict: bool) -> list[dict]:
+    """Per-tooth rows of another method's predictions (unreadable or missing ones count as empty)."""
+    import numpy as np
+
+    from .core.io.images import read_label_map
+    from .core.metrics.protocols import toothseg_case
+
+    if not pred_root.exists():
+        raise InputError(f"--compare: {pred_root}: no such file or folder")
+    rows = []
+    for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
+        try:
+            gt = read_label_map(gt_path)
+        except ToothSegError:
+            continue  # already reported for the main method
+        try:
+            pred = _load(Path(pred_path), gt, strict).array if pred_path and Path(pred_path).exists() else None
+        except ToothSegError as exc:
+            log.warning("--compare %s: %s", case_id, exc)
+            pred = None
+        pred = np.zeros_like(gt.array) if pred is None else pred
+        rows += [{"case": case_id, "label": label, **m}
+                 for label, m in toothseg_case(gt.array, pred, gt.spacing_zyx).items()]
+    return rows
+
+
+def _name_and_folder(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=PRED, got {text!r}")
+    return name, folder
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .core.errors import InputError, ToothSegError
     from .core.io.atomic import atomic_write_text
     from .core.io.images import read_label_map
     from .core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases, toothseg_case
@@ -58,6 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not gt_root.exists():
         raise InputError(f"{gt_root}: no such file or folder")
     rows, problems, stsr_inputs = [], [], []
+    tooth_rows, views = [], []  # for --report only
     for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
         try:
             gt = read_label_map(gt_path)
@@ -77,9 +125,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rows.append({"case": case_id, **sts2024_case(gt.array, pred_array)})
         elif args.protocol == "stsr2025":
             stsr_inputs.append((gt.array, pred.array if pred is not None else None, gt.spacing_zyx))
-        else:
-            for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items():
-                rows.append({"case": case_id, "label": label, **metrics})
+        teeth = None
+        if args.protocol == "toothseg" or args.report:
+            teeth = [{"case": case_id, "label": label, **metrics}
+                     for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items()]
+        if args.protocol == "toothseg":
+            rows.extend(teeth)
+        if args.report:
+            tooth_rows.extend(teeth)
+            views.append(_case_view(case_id, gt.array, pred_array, teeth))
     if args.protocol == "sts2024":
         summary = aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in rows])
     elif args.protocol == "stsr2025":
@@ -96,6 +150,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         keys = list(rows[0])
         lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
         atomic_write_text(args.csv, "\n".join(lines) + "\n")
+    if args.report:
+        from .evaluation_report import ReportData, write_report
+
+        others = {name: _compare_rows(gt_root, Path(folder), args.strict) for name, folder in args.compare}
+        method = args.method_name or (pred_root.name if pred_root.is_dir() else pred_root.name.split(".")[0])
+        page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, method, others),
+                            args.report, note=args.report_note or "")
+        print(f"report: {page}")
     for key, value in summary.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     for problem in problems:
@@ -113,4 +175,13 @@ def add_evaluate_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT")
     p.add_argument("--csv", metavar="OUT")
     p.add_argument("--strict", action="store_true", help="refuse predictions on another grid instead of resampling")
+    p.add_argument("--report", metavar="DIR",
+                   help="write DIR/index.html (self-contained: per-tooth table, dental chart, box plot by tooth "
+                        "type, worst cases) and its PNG plots; needs matplotlib")
+    p.add_argument("--report-note", metavar="TEXT",
+                   help="a sentence shown at the top of the report (e.g. 'intensities are synthetic')")
+    p.add_argument("--method-name", metavar="NAME", help="name of PRED in the report (default: its file/folder name)")
+    p.add_argument("--compare", metavar="NAME=PRED", type=_name_and_folder, action="append", default=[],
+                   help="another method's predictions (same GT), shown beside PRED in the report's box plot and "
+                        "method table; repeatable")
     p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,113 @@
+"""`toothseg evaluate --report`: the HTML page says what the metrics say, and finds the worst case."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from toothseg.cli import main
+from toothseg.core import Volume
+from toothseg.core.io import write_volume
+from toothseg.evaluation_report import crop_to_content, tooth_group, worst_slice
+
+from ..conftest import ellipsoid_teeth
+
+pytest.importorskip("matplotlib")  # a dev dependency: always present under `make test`
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _with(volume: Volume, array: np.ndarray) -> Volume:
+    return Volume(array, volume.spacing, volume.origin, volume.direction)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Three cases: perfect, tooth 21 shifted by 6 voxels, no prediction at all."""
+    gt = ellipsoid_teeth()
+    shifted = np.zeros_like(gt.array)
+    shifted[gt.array == 11] = 11
+    shifted[:, :, 6:][gt.array[:, :, :-6] == 21] = 21
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for name in ("perfect", "shifted", "missing"):
+        write_volume(gt, tmp_path / "gt" / f"{name}.nii.gz")
+    write_volume(gt, tmp_path / "pred" / "perfect.nii.gz")
+    write_volume(_with(gt, shifted), tmp_path / "pred" / "shifted.nii.gz")
+    return tmp_path / "gt", tmp_path / "pred", shifted
+
+
+def test_report_tables_plots_and_worst_cases(tmp_path, folders, capsys):
+    gt_dir, pred_dir, shifted = folders
+    out = tmp_path / "report"
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--protocol", "sts2024", "--report", str(out),
+                 "--report-note", "intensities are synthetic"]) == 0
+    assert f"report: {out / 'index.html'}" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    assert "intensities are synthetic" in page and "missing: no prediction" in page.replace("</td><td>", ": ")
+    # Every plot is embedded (self-contained page) and also written as a PNG file.
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    files = sorted(p.name for p in out.glob("*.png"))
+    assert files == ["dental_chart.png", "dice_by_tooth_type.png", "worst_1.png", "worst_2.png", "worst_3.png"]
+    assert len(embedded) == len(files)
+    assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in embedded)
+    # Per-tooth row of 21: Dice is the mean over the 3 cases (1, shifted overlap, 0 for the missing case).
+    gt = ellipsoid_teeth().array
+    overlap = 2 * np.logical_and(gt == 21, shifted == 21).sum() / ((gt == 21).sum() + (shifted == 21).sum())
+    expected = (1.0 + overlap + 0.0) / 3
+    row = re.search(r"<tr><td>21</td><td>([^<]*)</td><td>3</td><td>2</td><td>0</td><td>([0-9.]+)</td>", page)
+    assert row, page
+    assert "upper left central incisor" in row.group(1).lower()
+    assert float(row.group(2)) == pytest.approx(expected, abs=1e-4)
+    # Worst cases in order: the missing one, then the shifted one (the perfect one last).
+    titles = re.findall(r'alt="(perfect|shifted|missing)"', page)
+    assert titles == ["missing", "shifted", "perfect"]
+
+
+def test_report_compares_methods_on_the_same_ground_truth(tmp_path, folders):
+    gt_dir, pred_dir, _ = folders
+    out = tmp_path / "report"
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--report", str(out), "--method-name", "ours",
+                 "--compare", f"same={gt_dir}"]) == 0
+    page = (out / "index.html").read_text()
+    assert "of <i>ours</i>" in page
+    # The ground truth compared with itself scores 1 everywhere; ours is lower (shifted and missing cases).
+    same = re.search(r"<tr><td>same</td><td>([0-9.]+)</td><td>([0-9.]+)</td>", page)
+    ours = re.search(r"<tr><td>ours</td><td>([0-9.]+)</td>", page)
+    assert same and ours and float(same.group(1)) == 1.0 and float(same.group(2)) == 1.0
+    assert float(ours.group(1)) < 0.75
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(gt_dir), str(pred_dir), "--compare", "no-equals-sign"])
+
+
+def test_report_refuses_an_unwritable_place(tmp_path, folders, capsys):
+    gt_dir, pred_dir, _ = folders
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["evaluate", str(gt_dir / "perfect.nii.gz"), str(pred_dir / "perfect.nii.gz"),
+                 "--report", str(blocker / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot create" in err and "Traceback" not in err
+
+
+def test_worst_slice_and_crop():
+    gt = np.zeros((5, 20, 20), np.uint8)
+    gt[:, 5:10, 6:12] = 11
+    pred = gt.copy()
+    assert worst_slice(gt, pred) == 2  # full agreement: the middle of the teeth
+    pred[3, 5:8, 6:12] = 0
+    pred[1, 5:6, 6:12] = 0
+    assert worst_slice(gt, pred) == 3  # the most disagreeing slice
+    rows, columns = crop_to_content(gt[3], pred[3], margin=2)
+    assert (rows.start, rows.stop, columns.start, columns.stop) == (3, 12, 4, 14)
+    assert crop_to_content(np.zeros((4, 4))) == (slice(None), slice(None))
+
+
+@pytest.mark.parametrize("fdi, group", [(11, "incisor"), (42, "incisor"), (33, "canine"), (24, "premolar"),
+                                        (45, "premolar"), (16, "molar"), (38, "molar"), (54, "molar"),
+                                        (63, "canine"), (111, None), (1, None)])
+def test_tooth_groups(fdi, group):
+    assert tooth_group(fdi) == group
