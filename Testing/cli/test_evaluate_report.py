@@ -46,7 +46,7 @@ def test_report_tables_plots_and_worst_cases(tmp_path, folders, capsys):
     assert main(["evaluate", str(gt_dir), str(pred_dir), "--protocol", "sts2024", "--report", str(out),
                  "--report-note", "intensities are synthetic"]) == 0
     assert f"report: {out / 'index.html'}" in capsys.readouterr().out
-    page = (out / "index.html").read_text()
+    page = (out / "index.html").read_text(encoding="utf-8")
     assert "intensities are synthetic" in page and "missing: no prediction" in page.replace("</td><td>", ": ")
     # Every plot is embedded (self-contained page) and also written as a PNG file.
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -72,7 +72,7 @@ def test_report_compares_methods_on_the_same_ground_truth(tmp_path, folders):
     out = tmp_path / "report"
     assert main(["evaluate", str(gt_dir), str(pred_dir), "--report", str(out), "--method-name", "ours",
                  "--compare", f"same={gt_dir}"]) == 0
-    page = (out / "index.html").read_text()
+    page = (out / "index.html").read_text(encoding="utf-8")
     assert "of <i>ours</i>" in page
     # The ground truth compared with itself scores 1 everywhere; ours is lower (shifted and missing cases).
     same = re.search(r"<tr><td>same</td><td>([0-9.]+)</td><td>([0-9.]+)</td>", page)

@@ -9,6 +9,8 @@ Outputs: NIfTI, NRRD, MetaImage, and PNG for 2D label maps; geometry is kept exa
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import logging
 import os
 from pathlib import Path
@@ -194,32 +196,34 @@ def read_h5(path: str | os.PathLike[str], key: str = "image") -> Volume:
     return volume
 
 
-def _check_nifti_complete(path: Path, image) -> None:
-    """ITK reads a truncated NIfTI without complaint (missing voxels become 0): check it here.
-
-    ``.nii.gz`` is decompressed once as a stream, which verifies the gzip CRC and length;
-    ``.nii`` must be at least header offset + voxel bytes long.
-    """
+def _scan_nifti(path: Path) -> tuple[bytes, int]:
+    """(first 352 bytes, total decompressed length) of a NIfTI file; ``.nii.gz`` is decompressed as
+    a stream, which verifies the gzip CRC and length. Raises InputError on a corrupt stream."""
     import gzip
-    import struct
     import zlib
 
-    expected = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel() * \
-        image.GetSizeOfPixelComponent()
     try:
         if path.name.lower().endswith(".gz"):
-            total = 0
             with gzip.open(path, "rb") as handle:
                 header = handle.read(352)
                 total = len(header)
                 while chunk := handle.read(1 << 24):
                     total += len(chunk)
-        else:
-            with open(path, "rb") as handle:
-                header = handle.read(352)
-            total = path.stat().st_size
+            return header, total
+        with open(path, "rb") as handle:
+            return handle.read(352), path.stat().st_size
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: the file is truncated or corrupt ({exc})") from exc
+
+
+def _check_nifti_complete(path: Path, image, scan: tuple[bytes, int]) -> None:
+    """ITK reads a truncated NIfTI without complaint (missing voxels become 0): check it here,
+    from the header and length found by :func:`_scan_nifti`."""
+    import struct
+
+    header, total = scan
+    expected = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel() * \
+        image.GetSizeOfPixelComponent()
     if len(header) < 348:
         raise InputError(f"{path}: the file is truncated (incomplete NIfTI header)")
     little = struct.unpack("<i", header[:4])[0] in (348, 540)
@@ -255,12 +259,19 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
     else:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: the file is empty")
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            raise InputError(f"{path}: cannot read image ({_first_line(exc)}); the file may be truncated or corrupt") from exc
-        if _suffix(path) in (".nii", ".nii.gz"):
-            _check_nifti_complete(path, image)
+        # The NIfTI completeness scan decompresses the file a second time; it runs in a thread
+        # while ITK reads (both release the GIL), so the check costs almost no wall time.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            scan = pool.submit(_scan_nifti, path) if _suffix(path) in (".nii", ".nii.gz") else None
+            try:
+                image = sitk.ReadImage(str(path))
+            except RuntimeError as exc:
+                if scan is not None:
+                    scan.result()  # a corrupt gzip stream explains the failure best
+                raise InputError(f"{path}: cannot read image ({_first_line(exc)}); the file may be truncated "
+                                 "or corrupt") from exc
+            if scan is not None:
+                _check_nifti_complete(path, image, scan.result())
         kind = VolumeKind.PANORAMIC_2D if fmt == "2d" else None
         volume = volume_from_sitk(image, kind, str(path))
     volume.check_finite()

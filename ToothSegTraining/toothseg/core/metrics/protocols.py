@@ -66,14 +66,15 @@ def label_crops(gt: np.ndarray, pred: np.ndarray, labels: Iterable[int], objects
     return out
 
 
+# count_nonzero on boolean masks is several times faster than sum (no widening to integers).
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else math.nan
+    total = np.count_nonzero(a) + np.count_nonzero(b)
+    return 2.0 * np.count_nonzero(np.logical_and(a, b)) / total if total else math.nan
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int(np.logical_or(a, b).sum())
-    return int(np.logical_and(a, b).sum()) / union if union else math.nan
+    union = np.count_nonzero(np.logical_or(a, b))
+    return np.count_nonzero(np.logical_and(a, b)) / union if union else math.nan
 
 
 def sts2024_case(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -56,13 +56,18 @@ def _area_table(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _codes(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Neighbourhood code of every 2x2(x2) cell of ``mask`` (a lattice one smaller per axis)."""
+    """Neighbourhood code of every 2x2(x2) cell of ``mask`` (a lattice one smaller per axis).
+
+    The kernel's weights are distinct powers of two, so a code fits in 8 bits (3D) and is built
+    with bitwise ORs on uint8 — eight times less memory traffic than int64 arithmetic.
+    """
     shape = tuple(n - 1 for n in mask.shape)
-    code = np.zeros(shape, dtype=np.int64)
+    mask = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    code = np.zeros(shape, dtype=np.uint8)  # 2D and 3D kernels: weights 1…8 or 1…128
     for offset in np.ndindex(*kernel.shape):
         weight = int(kernel[offset])
         if weight:
-            code += weight * mask[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
+            code |= mask[tuple(slice(o, o + n) for o, n in zip(offset, shape))] << (weight.bit_length() - 1)
     return code
 
 
@@ -84,7 +89,7 @@ def normalized_surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[
     """
     from scipy import ndimage
 
-    gt, pred = gt.astype(bool), pred.astype(bool)
+    gt, pred = np.asarray(gt, dtype=bool), np.asarray(pred, dtype=bool)  # no copy when already boolean
     if not gt.any() and not pred.any():
         return 1.0
     if not gt.any() or not pred.any():
@@ -93,7 +98,7 @@ def normalized_surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[
     margin = 1 + max(int(np.ceil(tolerance / v)) for v in spacing)
     g, p = crop_to_union(gt, pred, margin=margin)
     table, kernel = _area_table(spacing)
-    code_g, code_p = _codes(g.astype(np.int64), kernel), _codes(p.astype(np.int64), kernel)
+    code_g, code_p = _codes(g, kernel), _codes(p, kernel)
     full = len(table) - 1
     border_g = (code_g != 0) & (code_g != full)
     border_p = (code_p != 0) & (code_p != full)
