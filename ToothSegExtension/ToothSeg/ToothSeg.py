@@ -88,6 +88,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
+        self.ui.getWeightsButton.connect("clicked(bool)", self.onGetWeights)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.renumberButton.connect("clicked(bool)", self.onRenumber)
@@ -147,6 +148,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.logic.process is not None and self.logic.process.isRunning()
         haveInput = bool(node and node.inputVolume)
         haveModel = self.ui.modelComboBox.currentData is not None
+        self.ui.getWeightsButton.enabled = haveModel and not running and not self._modelInstalled()
         self.ui.applyButton.enabled = haveInput and haveModel and not running
         self.ui.applyButton.toolTip = _("Segment the teeth") if haveInput else _("Select or load a volume first")
         haveResult = bool(node and node.segmentation)
@@ -193,6 +195,45 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             modelId = self.logic.addModelFolder(folder)
             self.populateModels()
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(modelId))
+
+    def _modelInstalled(self) -> bool:
+        modelId = self.ui.modelComboBox.currentData
+        try:
+            return bool(modelId) and self.logic.catalog().get(modelId).available
+        except Exception:  # a broken catalogue is reported by populateModels
+            return False
+
+    def onGetWeights(self) -> None:
+        modelId = self.ui.modelComboBox.currentData
+        with slicer.util.tryWithErrorDisplay(_("Could not get the weights."), waitCursor=True):
+            url, how = self.logic.downloadSource(modelId)
+            if url is None:
+                # No checksummed archive: say where the weights come from and how to import them.
+                slicer.util.infoDisplay(_("These weights are not published as a checksummed archive. "
+                                          "How to get them:") + "<br><br>" + how, windowTitle=_("Get weights"))
+                return
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("Download the model from {url}? Its SHA-256 is checked before anything is installed.").format(
+                        url=url), windowTitle=_("Get weights")):
+                return
+            self.ui.progressBar.setVisible(True)
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Downloading…")
+            self.logic.startModelDownload(modelId, onProgress=self.onProgress, onFinished=self.onDownloadFinished)
+            self.ui.cancelButton.setEnabled(True)
+            self._updateButtons()
+
+    def onDownloadFinished(self, ok: bool, message: str) -> None:
+        self.ui.cancelButton.setEnabled(False)
+        self.ui.progressBar.setVisible(False)
+        self.ui.statusLabel.text = message
+        if ok:
+            modelId = self.ui.modelComboBox.currentData
+            self.populateModels()
+            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(modelId))
+        elif "cancel" not in message.lower():
+            slicer.util.errorDisplay(message)
+        self._updateButtons()
 
     # ------------------------------------------------------------------ segment
     def onApply(self) -> None:

@@ -66,6 +66,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_get(args: argparse.Namespace) -> int:
+    from .core.models.download import download_model
+    from .core.progress import CancelToken, Progress, cancel_on_sigterm
+
+    token = CancelToken()
+    if args.progress_lines:
+        def callback(fraction: float, stage: str) -> None:
+            print(f"progress {fraction:.4f} {stage}", flush=True)
+    else:
+        def callback(fraction: float, stage: str) -> None:
+            if not args.quiet:
+                print(f"\r{fraction * 100:5.1f} % {stage}".ljust(60), end="", flush=True)
+    with cancel_on_sigterm(token):
+        entry = download_model(_catalog(), args.id, Progress(callback, token), overwrite=args.overwrite)
+    print(f"\ninstalled model {entry.id!r} in {entry.folder}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .core.models.folder import verify_model_folder
 
@@ -109,6 +127,13 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("path")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_add)
+    p = verbs.add_parser("get", parents=[common], help="download a catalogue model's archive, check its SHA-256, install",
+                         description="Only entries with source.archive (url + sha256) can be downloaded; the others "
+                                     "say how to obtain and import their weights ('toothseg models show ID').")
+    p.add_argument("id")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
+    p.set_defaults(func=cmd_get)
     p = verbs.add_parser("verify", parents=[common], help="check a model's card, SHA-256 and weights")
     p.add_argument("id", help="catalogue ID or model folder")
     p.set_defaults(func=cmd_verify)

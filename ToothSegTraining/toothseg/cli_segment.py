@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -108,7 +107,7 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
 def cmd_segment(args: argparse.Namespace) -> int:
     from .core.inference import InferenceOptions, Predictor
     from .core.models.catalog import load_catalog
-    from .core.progress import CancelToken
+    from .core.progress import CancelToken, cancel_on_sigterm
 
     source = Path(args.input)
     if not source.exists():
@@ -133,8 +132,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size)
     predictor = Predictor(model_folder, options)
     token = CancelToken()
-    previous = signal.signal(signal.SIGTERM, lambda *_: token.cancel())
-    try:
+    with cancel_on_sigterm(token):
         if not batch:
             summary = _segment_one(predictor, source, output, args, token,
                                    Path(args.stl_dir) if args.stl_dir else None,
@@ -148,8 +146,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 atomic_write_text(args.report, json.dumps(summary, indent=1))
             return 0
         return _segment_batch(predictor, source, output, args, token)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:

@@ -113,6 +113,39 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         """Verify (SHA-256, schema, weights) and install a model folder; returns its ID."""
         return self.catalog().add_folder(folder).id
 
+    def downloadSource(self, modelId: str) -> tuple[str | None, str]:
+        """(archive URL or None, how to get the weights otherwise) of a catalogue model."""
+        from toothseg.core.models.download import archive_of
+
+        entry = self.catalog().get(modelId)
+        archive = archive_of(entry)
+        how = entry.source.get("how", "") if isinstance(entry.source, dict) else ""
+        urls = entry.source.get("urls", []) if isinstance(entry.source, dict) else []
+        links = "".join(f'<br><a href="{url}">{url}</a>' for url in urls)
+        return (str(archive["url"]) if archive and archive.get("sha256") else None), how + links
+
+    def startModelDownload(self, modelId: str, onProgress=None, onFinished=None) -> ToothSegProcess:
+        """``toothseg models get ID`` in a background process (SHA-256 checked before anything is
+        installed); ``onFinished(ok, message)``."""
+        if self.process is not None and self.process.isRunning():
+            raise RuntimeError("Another ToothSeg task is running.")
+
+        def finished(exitCode: int, cancelled: bool, log: str) -> None:
+            if cancelled or exitCode == 130:
+                ok, message = False, "Download cancelled; nothing was installed."
+            elif exitCode != 0:
+                errors = [line for line in log.splitlines() if "error" in line.lower()]
+                ok, message = False, errors[-1] if errors else f"Download failed (exit code {exitCode})."
+            else:
+                ok, message = True, f"Model {modelId} installed."
+            if onFinished:
+                onFinished(ok, message)
+
+        self.process = ToothSegProcess(["models", "get", modelId, "--progress-lines"], onProgress=onProgress,
+                                       onFinished=finished, pythonPath=_packageDir())
+        self.process.start()
+        return self.process
+
     @staticmethod
     def deviceDescription() -> str:
         try:

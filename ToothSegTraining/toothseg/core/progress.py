@@ -9,13 +9,16 @@ so that every step can report 0→1 without knowing what runs around it.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .errors import CancelledError
 
-__all__ = ["ProgressCallback", "CancelToken", "Progress"]
+__all__ = ["ProgressCallback", "CancelToken", "Progress", "cancel_on_sigterm"]
 
 #: ``callback(fraction in [0, 1], stage text)``
 ProgressCallback = Callable[[float, str], None]
@@ -65,3 +68,14 @@ class Progress:
         span = self.end - self.start
         return Progress(self.callback, self.token, self.start + span * start, self.start + span * end,
                         prefix or self.prefix)
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm(token: CancelToken) -> Iterator[CancelToken]:
+    """While active, SIGTERM (what a GUI's Cancel sends a child process) sets ``token`` instead of
+    killing the process, so the operation stops at its next check and cleans up after itself."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: token.cancel())
+    try:
+        yield token
+    finally:
+        signal.signal(signal.SIGTERM, previous)

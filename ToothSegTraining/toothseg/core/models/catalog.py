@@ -120,6 +120,11 @@ class Catalog:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(folder, staging)
         os.replace(staging, target)
+        for known in self.entries:
+            if known.id == card.id and known.origin != "user":  # a catalogue model now installed
+                known.folder, known.origin = target, "user"
+                return known
+        self.entries = [e for e in self.entries if e.id != card.id]  # replaced (--overwrite)
         entry = _user_entry(card, target)
         self.entries.append(entry)
         return entry
@@ -145,10 +150,17 @@ def load_catalog(path: str | os.PathLike[str] | None = None, include_user: bool 
     if len(set(ids)) != len(ids):
         raise InputError(f"{path}: duplicate model IDs")
     if include_user and user_models_dir().is_dir():
+        by_id = {e.id: e for e in entries}
         for folder in sorted(user_models_dir().iterdir()):
-            if (folder / "model.json").is_file() and folder.name not in ids:
-                try:
-                    entries.append(_user_entry(read_card(folder), folder))
-                except InputError:
-                    continue  # a broken user folder must not hide the others; 'models verify' reports it
+            if not (folder / "model.json").is_file():
+                continue
+            known = by_id.get(folder.name)
+            if known is not None:
+                if not known.available:  # a catalogue model the user installed (models get / add)
+                    known.folder, known.origin = folder, "user"
+                continue
+            try:
+                entries.append(_user_entry(read_card(folder), folder))
+            except InputError:
+                continue  # a broken user folder must not hide the others; 'models verify' reports it
     return Catalog(entries)
