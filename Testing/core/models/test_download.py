@@ -139,3 +139,16 @@ def test_cli_get_installs_and_explains(tmp_path, server, store):
                              capture_output=True, text=True, env=env, timeout=120)
     assert bundled.returncode == 1 and "Traceback" not in bundled.stderr
     assert "no downloadable archive" in bundled.stderr and "import-checkpoint" in bundled.stderr
+
+
+def test_cancel_during_download_installs_nothing(tmp_path, server, store):
+    from toothseg.core.errors import CancelledError
+    from toothseg.core.progress import CancelToken
+
+    root, base = server
+    sha = _zip_model(tmp_path, root)
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        download_model(_catalog(tmp_path, f"{base}/tiny.zip", sha), "tiny",
+                       Progress(lambda fraction, stage: token.cancel(), token))
+    assert list(store.iterdir()) == []  # neither the model nor the temporary download folder
