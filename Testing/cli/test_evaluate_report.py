@@ -111,3 +111,26 @@ def test_worst_slice_and_crop():
                                         (63, "canine"), (111, None), (1, None)])
 def test_tooth_groups(fdi, group):
     assert tooth_group(fdi) == group
+
+
+def test_worst_case_slice_is_shown_in_patient_orientation():
+    """The same anatomy stored with the x axis reversed gives the same picture."""
+    from toothseg.cli_evaluate import _case_view
+
+    gt = ellipsoid_teeth()
+    pred = gt.array.copy()
+    pred[pred == 21] = 22  # wrong number
+    n = gt.shape[2]
+    flipped_origin = (gt.origin[0] + (n - 1) * gt.spacing[0], gt.origin[1], gt.origin[2])
+    mirrored = Volume(gt.array[:, :, ::-1].copy(), gt.spacing, flipped_origin, np.diag([-1.0, 1.0, 1.0]))
+    direct = _case_view("a", gt, pred, [])
+    stored_reversed = _case_view("b", mirrored, pred[:, :, ::-1].copy(), [])
+    assert direct.slice_index == stored_reversed.slice_index
+    np.testing.assert_array_equal(direct.gt_slice, stored_reversed.gt_slice)
+    np.testing.assert_array_equal(direct.pred_slice, stored_reversed.pred_slice)
+    assert not direct.planar
+    from toothseg.core.volume import VolumeKind
+
+    panoramic = Volume(gt.array[20], (1.0, 0.3, 0.4), kind=VolumeKind.PANORAMIC_2D)
+    view = _case_view("p", panoramic, gt.array[20][None], [])
+    assert view.planar and view.slice_index == 0

@@ -48,17 +48,23 @@ def _load(path: Path, reference, strict: bool):
     return labels
 
 
-def _case_view(case_id: str, gt, pred, teeth: list[dict]):
-    """The case's mean Dice over its ground-truth teeth and its most telling axial slice."""
+def _case_view(case_id: str, gt, pred_array, teeth: list[dict]):
+    """The case's mean Dice over its ground-truth teeth and its most telling axial slice, reoriented
+    (exactly: axis permutations and flips) so that it reads in radiological convention."""
     import numpy as np
 
+    from .core.inference.preprocessing import to_canonical
+    from .core.volume import Volume
     from .evaluation_report import CaseView, crop_to_content, worst_slice
 
     dice = [t["dice"] for t in teeth if t["in_gt"]]
-    index = worst_slice(gt, pred)
-    window = crop_to_content(gt[index], pred[index])
-    return CaseView(case_id, float(np.mean(dice)) if dice else math.nan, gt[index][window].copy(),
-                    pred[index][window].copy(), index)
+    gt_lps = to_canonical(gt)[0].array
+    pred_lps = to_canonical(Volume(pred_array, gt.spacing, gt.origin, gt.direction, gt.kind))[0].array
+    planar = gt.is_2d  # a panoramic X-ray (stored as one slice): the image itself
+    index = worst_slice(gt_lps, pred_lps)
+    window = crop_to_content(gt_lps[index], pred_lps[index])
+    return CaseView(case_id, float(np.mean(dice)) if dice else math.nan, gt_lps[index][window].copy(),
+                    pred_lps[index][window].copy(), index, planar)
 
 
 def _compare_rows(gt_root: Path, pred_root: Path, strict: bool) -> list[dict]:
@@ -133,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rows.extend(teeth)
         if args.report:
             tooth_rows.extend(teeth)
-            views.append(_case_view(case_id, gt.array, pred_array, teeth))
+            views.append(_case_view(case_id, gt, pred_array, teeth))
     if args.protocol == "sts2024":
         summary = aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in rows])
     elif args.protocol == "stsr2025":

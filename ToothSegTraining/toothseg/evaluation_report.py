@@ -57,6 +57,7 @@ class CaseView:
     gt_slice: np.ndarray
     pred_slice: np.ndarray
     slice_index: int
+    planar: bool = False  # a 2D image (panoramic X-ray): the whole image, no slice
 
 
 @dataclass
@@ -222,8 +223,9 @@ def _case_png(view: CaseView) -> bytes:
     axes.imshow(overlay, origin="upper", interpolation="nearest")
     axes.set_title("grey agree · blue missed · red extra · yellow wrong number", fontsize=7)
     axes.set_axis_off()
-    figure.suptitle(f"{view.case}: slice {view.slice_index} of the first array axis (file order, cropped), mean tooth Dice {view.mean_dice:.3f}",
-                    fontsize=9)
+    where = ("image (cropped)" if view.planar else f"axial slice {view.slice_index} from inferior (radiological view: "
+             "anterior up, patient's right on the left; cropped)")
+    figure.suptitle(f"{view.case}: {where}, mean tooth Dice {view.mean_dice:.3f}", fontsize=9)
     return _png(figure)
 
 
