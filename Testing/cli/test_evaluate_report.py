@@ -134,3 +134,26 @@ def test_worst_case_slice_is_shown_in_patient_orientation():
     panoramic = Volume(gt.array[20], (1.0, 0.3, 0.4), kind=VolumeKind.PANORAMIC_2D)
     view = _case_view("p", panoramic, gt.array[20][None], [])
     assert view.planar and view.slice_index == 0
+
+
+def test_outputs_and_compare_folders_are_checked_before_any_metric(tmp_path, folders, capsys, monkeypatch):
+    import toothseg.cli_evaluate as cli_evaluate
+
+    gt_dir, pred_dir, _ = folders
+    monkeypatch.setattr(cli_evaluate, "_tooth_rows", lambda *a: pytest.fail("metrics computed before the check"))
+    for extra, message in ((["--json", str(tmp_path / "no" / "m.json")], "does not exist"),
+                           (["--report", str(tmp_path / "r"), "--compare", f"x={tmp_path / 'absent'}"],
+                            "--compare x"),
+                           (["--compare", f"x={gt_dir}"], "add --report")):
+        assert main(["evaluate", str(gt_dir), str(pred_dir), *extra]) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_compared_methods_missing_predictions_are_reported(tmp_path, folders):
+    import json as json_module
+
+    gt_dir, pred_dir, _ = folders
+    assert main(["evaluate", str(gt_dir), str(gt_dir), "--report", str(tmp_path / "r"), "--json",
+                 str(tmp_path / "m.json"), "--compare", f"partial={pred_dir}"]) == 0
+    problems = json_module.loads((tmp_path / "m.json").read_text(encoding="utf-8"))["problems"]
+    assert problems == [{"case": "missing", "problem": "[partial] no prediction (counted as empty)"}]

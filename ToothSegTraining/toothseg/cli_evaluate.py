@@ -67,30 +67,29 @@ def _case_view(case_id: str, gt, pred_array, teeth: list[dict]):
                     pred_lps[index][window].copy(), index, planar)
 
 
-def _compare_rows(gt_root: Path, pred_root: Path, strict: bool) -> list[dict]:
-    """Per-tooth rows of another method's predictions (unreadable or missing ones count as empty)."""
-    import numpy as np
-
-    from .core.io.images import read_label_map
+def _tooth_rows(case_id: str, gt, pred_array) -> list[dict]:
     from .core.metrics.protocols import toothseg_case
 
-    if not pred_root.exists():
-        raise InputError(f"--compare: {pred_root}: no such file or folder")
-    rows = []
-    for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
-        try:
-            gt = read_label_map(gt_path)
-        except ToothSegError:
-            continue  # already reported for the main method
-        try:
-            pred = _load(Path(pred_path), gt, strict).array if pred_path and Path(pred_path).exists() else None
-        except ToothSegError as exc:
-            log.warning("--compare %s: %s", case_id, exc)
-            pred = None
-        pred = np.zeros_like(gt.array) if pred is None else pred
-        rows += [{"case": case_id, "label": label, **m}
-                 for label, m in toothseg_case(gt.array, pred, gt.spacing_zyx).items()]
-    return rows
+    return [{"case": case_id, "label": label, **metrics}
+            for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items()]
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any metric is computed if an output cannot be written or an input is missing."""
+    from .core.io.atomic import check_writable_output
+
+    for path in (args.json, args.csv):
+        if path:
+            check_writable_output(path, overwrite=True)
+    if args.report:
+        from .evaluation_report import prepare_report_folder
+
+        prepare_report_folder(args.report)
+    if args.compare and not args.report:
+        raise InputError("--compare only adds methods to the report: add --report DIR")
+    for name, folder in args.compare:
+        if not Path(folder).exists():
+            raise InputError(f"--compare {name}: {folder}: no such file or folder")
 
 
 def _name_and_folder(text: str) -> tuple[str, str]:
@@ -105,13 +104,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .core.io.atomic import atomic_write_text
     from .core.io.images import read_label_map
-    from .core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases, toothseg_case
+    from .core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases
 
     gt_root, pred_root = Path(args.gt), Path(args.pred)
     if not gt_root.exists():
         raise InputError(f"{gt_root}: no such file or folder")
+    _check_outputs(args)
     rows, problems, stsr_inputs = [], [], []
     tooth_rows, views = [], []  # for --report only
+    # Other methods (--compare) are scored in the same pass, while each ground truth is in memory.
+    compared = {name: {case_id: path for case_id, _, path in _pairs(gt_root, Path(folder))}
+                for name, folder in args.compare}
+    other_rows: dict[str, list[dict]] = {name: [] for name in compared}
     for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
         try:
             gt = read_label_map(gt_path)
@@ -131,15 +135,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rows.append({"case": case_id, **sts2024_case(gt.array, pred_array)})
         elif args.protocol == "stsr2025":
             stsr_inputs.append((gt.array, pred.array if pred is not None else None, gt.spacing_zyx))
-        teeth = None
-        if args.protocol == "toothseg" or args.report:
-            teeth = [{"case": case_id, "label": label, **metrics}
-                     for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items()]
+        teeth = _tooth_rows(case_id, gt, pred_array) if args.protocol == "toothseg" or args.report else []
         if args.protocol == "toothseg":
             rows.extend(teeth)
         if args.report:
             tooth_rows.extend(teeth)
             views.append(_case_view(case_id, gt, pred_array, teeth))
+        for name, predictions in compared.items():
+            other = predictions.get(case_id)
+            other_array = None
+            if other is None or not Path(other).exists():
+                problems.append({"case": case_id, "problem": f"[{name}] no prediction (counted as empty)"})
+            else:
+                try:
+                    other_array = _load(Path(other), gt, args.strict).array
+                except ToothSegError as exc:
+                    problems.append({"case": case_id, "problem": f"[{name}] {exc}"})
+            other_rows[name] += _tooth_rows(case_id, gt, np.zeros_like(gt.array) if other_array is None
+                                            else other_array)
     if args.protocol == "sts2024":
         summary = aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in rows])
     elif args.protocol == "stsr2025":
@@ -159,9 +172,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from .evaluation_report import ReportData, write_report
 
-        others = {name: _compare_rows(gt_root, Path(folder), args.strict) for name, folder in args.compare}
         method = args.method_name or (pred_root.name if pred_root.is_dir() else pred_root.name.split(".")[0])
-        page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, method, others),
+        page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, method, other_rows),
                             args.report, note=args.report_note or "")
         print(f"report: {page}")
     for key, value in summary.items():
@@ -189,5 +201,5 @@ def add_evaluate_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--method-name", metavar="NAME", help="name of PRED in the report (default: its file/folder name)")
     p.add_argument("--compare", metavar="NAME=PRED", type=_name_and_folder, action="append", default=[],
                    help="another method's predictions (same GT), shown beside PRED in the report's box plot and "
-                        "method table; repeatable")
+                        "method table; repeatable (needs --report)")
     p.set_defaults(func=cmd_evaluate)

@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .core.errors import InputError, OutputWriteError
 from .core.io.atomic import atomic_output, atomic_write_text, describe_os_error
 from .core.labels import fdi_name, is_fdi_tooth
 
-__all__ = ["CaseView", "ReportData", "crop_to_content", "worst_slice", "tooth_group", "write_report"]
+__all__ = ["CaseView", "ReportData", "crop_to_content", "prepare_report_folder", "worst_slice", "tooth_group", "write_report"]
 
 #: Dental chart as seen facing the patient: upper jaw 18…11 | 21…28, lower jaw 48…41 | 31…38.
 CHART_ROWS = ([18, 17, 16, 15, 14, 13, 12, 11, 21, 22, 23, 24, 25, 26, 27, 28],
@@ -94,12 +95,26 @@ def crop_to_content(*slices: np.ndarray, margin: int = 8) -> tuple[slice, slice]
             slice(max(columns[0] - margin, 0), columns[-1] + margin + 1))
 
 
-def _figure(width: float, height: float):
+def prepare_report_folder(folder: str | Path) -> Path:
+    """Create the report folder and make sure matplotlib is there — before hours of metrics, not after."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise InputError("--report needs matplotlib: pip install 'toothseg[report]'") from exc
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create {folder}: {describe_os_error(exc)}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"cannot write to {folder}: permission denied")
+    return folder
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(figure)
     return figure
@@ -250,11 +265,7 @@ def _image(name: str, data: bytes, folder: Path, alt: str) -> str:
 
 def write_report(data: ReportData, folder: str | Path, worst: int = 3, note: str = "") -> Path:
     """Write ``index.html`` and its PNG files into ``folder``; return the HTML path."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot create {folder}: {describe_os_error(exc)}") from exc
+    folder = prepare_report_folder(folder)
     per_tooth = _per_tooth(data.tooth_rows)
     sections = [f"<h1>ToothSeg evaluation of <i>{html.escape(data.method)}</i> — protocol "
                 f"<code>{html.escape(data.protocol)}</code></h1>"]

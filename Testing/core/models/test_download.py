@@ -152,3 +152,16 @@ def test_cancel_during_download_installs_nothing(tmp_path, server, store):
         download_model(_catalog(tmp_path, f"{base}/tiny.zip", sha), "tiny",
                        Progress(lambda fraction, stage: token.cancel(), token))
     assert list(store.iterdir()) == []  # neither the model nor the temporary download folder
+
+
+def test_a_bundled_model_id_cannot_be_shadowed(tmp_path):
+    from toothseg.core import OutputExistsError
+    from toothseg.core.models.catalog import CatalogEntry
+
+    torch.manual_seed(0)
+    folder = save_model_folder(build_network("unet2d", num_classes=3, base_channels=4), tiny_card("tiny"),
+                               tmp_path / "user-tiny")
+    catalog = load_catalog(include_user=False)
+    catalog.entries.append(CatalogEntry(id="tiny", name="bundled tiny", input_kind="2d", folder=folder))
+    with pytest.raises(OutputExistsError, match="ID of a bundled model"):
+        catalog.add_folder(folder)

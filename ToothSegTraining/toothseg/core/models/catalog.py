@@ -110,6 +110,9 @@ class Catalog:
         folder = Path(folder)
         verify_model_folder(folder)
         card = read_card(folder)
+        bundled = [e for e in self.entries if e.id == card.id and e.origin != "user" and e.available]
+        if bundled:  # the bundled folder would win on the next start; say so now
+            raise OutputExistsError(f"{card.id!r} is the ID of a bundled model; give the model another ID")
         target = user_models_dir() / card.id
         if target.exists():
             if not overwrite:
@@ -121,7 +124,7 @@ class Catalog:
         shutil.copytree(folder, staging)
         os.replace(staging, target)
         for known in self.entries:
-            if known.id == card.id and known.origin != "user":  # a catalogue model now installed
+            if known.id == card.id and known.origin != "user":  # an upstream catalogue model, now installed
                 known.folder, known.origin = target, "user"
                 return known
         self.entries = [e for e in self.entries if e.id != card.id]  # replaced (--overwrite)

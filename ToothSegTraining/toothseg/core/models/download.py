@@ -17,9 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..errors import InputError, OutputWriteError
 from ..io.atomic import describe_os_error
@@ -41,11 +39,11 @@ def archive_of(entry: CatalogEntry) -> dict[str, str] | None:
     return archive
 
 
-def _fetch(url: str, target: Path, sha256: str, progress: Progress, opener: Callable[..., Any]) -> None:
+def _fetch(url: str, target: Path, sha256: str, progress: Progress) -> None:
     digest = hashlib.sha256()
     try:
-        with opener(url, timeout=60) as response, open(target, "wb") as out:
-            size = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            size = int(response.headers.get("Content-Length") or 0)
             done = 0
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
@@ -82,8 +80,8 @@ def _safe_extract(archive: Path, into: Path) -> Path:
     return candidates[0]
 
 
-def download_model(catalog: Catalog, model_id: str, progress: Progress | None = None, overwrite: bool = False,
-                   opener: Callable[..., Any] = urllib.request.urlopen) -> CatalogEntry:
+def download_model(catalog: Catalog, model_id: str, progress: Progress | None = None,
+                   overwrite: bool = False) -> CatalogEntry:
     """Download, check and install catalogue model ``model_id``; return its installed entry."""
     entry = catalog.get(model_id)
     archive = archive_of(entry)
@@ -104,7 +102,7 @@ def download_model(catalog: Catalog, model_id: str, progress: Progress | None = 
     except OSError as exc:
         raise OutputWriteError(f"cannot write to {parent}: {describe_os_error(exc)}") from exc
     try:
-        _fetch(url, workspace / "archive.zip", sha256, progress.sub(0.0, 0.9), opener)
+        _fetch(url, workspace / "archive.zip", sha256, progress.sub(0.0, 0.9))
         progress.update(0.92, "unpacking")
         (workspace / "unpacked").mkdir()
         folder = _safe_extract(workspace / "archive.zip", workspace / "unpacked")
