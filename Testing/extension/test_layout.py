@@ -20,6 +20,16 @@ def test_core_imports_no_slicer_qt_training_or_heavy_libraries():
     assert result.stdout.strip() == ""
 
 
+def test_the_case_pool_the_gui_imports_needs_no_torch():
+    """Slicer's "Save as corrected case" imports the pool in the GUI process, where torch may be absent."""
+    code = ("import sys, toothseg.train.active_learning.pool; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'PySide6') "
+            "or (m.startswith('toothseg.train') and m not in ('toothseg.train', 'toothseg.train.active_learning', "
+            "'toothseg.train.active_learning.pool'))]; print(','.join(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
 def test_core_sources_never_import_slicer_or_training_code():
     pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|toothseg\.train)\b", re.MULTILINE)
     offenders = [str(p) for p in (PACKAGE / "toothseg" / "core").rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]

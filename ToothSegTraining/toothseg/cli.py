@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="toothseg-demo", help="output folder (its demo files are replaced)")
     demo.set_defaults(func=cmd_demo)
 
+    from .cli_al import add_al_parser
     from .cli_evaluate import add_evaluate_parser
     from .cli_models import add_models_parser
     from .cli_segment import add_segment_parser
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub, common)
     add_evaluate_parser(sub, common)
     add_models_parser(sub, common, _Parser)
+    add_al_parser(sub, common, _Parser)
     return parser
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .core.errors import CancelledError, InputError, ToothSegError
 
-__all__ = ["add_segment_parser", "list_cases"]
+__all__ = ["add_segment_parser", "list_cases", "case_id_for"]
 
 log = logging.getLogger("toothseg")
 
@@ -30,13 +30,19 @@ def list_cases(folder: Path) -> list[tuple[str, Path]]:
         if path.is_dir():
             cases.append((path.name, path))
         elif _suffix(path) in READABLE_SUFFIXES and not path.name.lower().endswith(".seg.nrrd"):
-            name = path.name
-            for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
-                if name.lower().endswith(suffix):
-                    name = name[: -len(suffix)]
-                    break
-            cases.append((name, path))
+            cases.append((case_id_for(path), path))
     return cases
+
+
+def case_id_for(path: Path) -> str:
+    """A case's ID: its file name without the image suffix (``.nii.gz``, ``.nrrd`` …), or its folder name."""
+    from .core.io.images import READABLE_SUFFIXES
+
+    name = path.name
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _is_case_folder(path: Path) -> bool:

@@ -299,26 +299,22 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         segment.SetTag("ToothSeg.LabelKey", info.key)
 
     def saveCorrectedCase(self, volumeNode, segmentationNode, poolDir: str) -> Path:
-        """Write the volume and the corrected labels into a case pool; an earlier correction is never overwritten."""
+        """Store the corrected labels in the active-learning case pool as a new revision (the volume is
+        copied in the first time); an earlier correction is never overwritten."""
         from toothseg.core.io.images import read_volume, write_volume
         from toothseg.core.io.segmentation import read_segmentation
+        from toothseg.train.active_learning.pool import save_corrected_case
 
-        pool = Path(poolDir)
-        caseDir = pool / "corrected" / volumeNode.GetName().replace(" ", "_")
-        caseDir.mkdir(parents=True, exist_ok=True)
-        revision = 1 + max([int(p.name.split("_r")[-1].split(".")[0]) for p in caseDir.glob("labels_r*.nii.gz")], default=0)
         staging = Path(tempfile.mkdtemp(prefix="corrected-", dir=self.workDir))
-        imagePath, segPath = staging / "image.nrrd", staging / "labels.seg.nrrd"
-        slicer.util.saveNode(volumeNode, str(imagePath))
-        slicer.util.saveNode(segmentationNode, str(segPath))
-        image = read_volume(imagePath)
-        labels = read_segmentation(segPath, reference=image).labels
-        if not (caseDir / "image.nii.gz").exists():
-            write_volume(image, caseDir / "image.nii.gz")
-        target = caseDir / f"labels_r{revision}.nii.gz"
-        write_volume(labels, target)  # refuses to overwrite: every correction is a new revision
-        shutil.rmtree(staging, ignore_errors=True)
-        return target
+        try:
+            imagePath, segPath = staging / "image.nrrd", staging / "labels.seg.nrrd"
+            slicer.util.saveNode(volumeNode, str(imagePath))
+            slicer.util.saveNode(segmentationNode, str(segPath))
+            labels = read_segmentation(segPath, reference=read_volume(imagePath)).labels
+            labelsPath = write_volume(labels, staging / "labels.nii.gz")
+            return save_corrected_case(poolDir, volumeNode.GetName(), imagePath, labelsPath)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # ------------------------------------------------------------------ export
     def export(self, volumeNode, segmentationNode, outDir: str, fileFormat: str = "stl", coordinateSystem: str = "LPS",

@@ -1,4 +1,5 @@
 """Headless training: recipes, data, the trainer, semi-supervised methods, synthetic CBCT, active learning.
 
-Never imported by the Slicer GUI process (it starts training as a separate process).
+The Slicer GUI process imports only :mod:`toothseg.train.active_learning.pool` (files and a lock, no
+torch); training runs as a separate process.
 """

@@ -1,0 +1,406 @@
+"""Active-learning pool: CLI workflow, acquisition scores, revisions, migration, faults (kill -9, two writers)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from toothseg.core import LabelTable, Volume
+from toothseg.core.errors import InputError
+from toothseg.core.inference.predictor import InferenceOptions, Predictor
+from toothseg.core.io import read_label_map, write_volume
+from toothseg.core.models import build_network
+from toothseg.core.models.card import IntensityNormalization, ModelCard
+from toothseg.core.models.folder import save_model_folder
+from toothseg.train.active_learning.acquisition import (case_score, ensemble_disagreement, rank_cases,
+                                                        tta_disagreement)
+from toothseg.train.active_learning.loop import holdout_cases
+from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool
+from toothseg.train.data.cases import Case, write_manifest
+
+from ..core.inference.helpers import HalfImage, IntensityToClass, loaded
+from .conftest import blob_case, toy_recipe
+
+TABLE = LabelTable.fdi().subset([11, 21])
+
+
+def run(*args, env=None, **kwargs):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "toothseg.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600, **kwargs)
+
+
+def popen(*args):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, "-m", "toothseg.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    network = build_network("unet2d", num_classes=3, base_channels=4)
+    card = ModelCard(id="tiny-al", architecture="unet2d", kwargs={"base_channels": 4}, spatial_dims=2,
+                     label_table=TABLE, class_values=[0, 11, 21], input_kind="2d", patch_size=[32, 32],
+                     mirror_axes=[1], intensity=IntensityNormalization("percentile_zscore"))
+    return save_model_folder(network, card, tmp_path_factory.mktemp("al-model") / "tiny-al")
+
+
+def make_cases(folder: Path, count: int, seed: int = 0) -> dict[str, tuple[Path, Path]]:
+    """``count`` toy panoramic cases: id → (image PNG, label PNG)."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "truth").mkdir(exist_ok=True)
+    cases = {}
+    for i in range(count):
+        image, labels = blob_case(rng)
+        cases[f"c{i:02d}"] = (write_volume(Volume(image, kind="2d"), folder / "images" / f"c{i:02d}.png"),
+                              write_volume(Volume(labels, kind="2d"), folder / "truth" / f"c{i:02d}.png"))
+    return cases
+
+
+def manifest(pool: Path) -> dict:
+    return json.loads((pool / "pool.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------- workflow
+def test_cli_workflow_init_predict_next_accept_status(tmp_path, tiny_model):
+    cases = make_cases(tmp_path / "data", 6)
+    pool = tmp_path / "pool"
+    result = run("al", "init", pool, "--images", tmp_path / "data" / "images", "--model", tiny_model)
+    assert result.returncode == 0, result.stderr
+    assert "6 case(s) added" in result.stdout
+    result = run("al", "predict", pool, "--scores", "entropy,tta", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    data = manifest(pool)
+    assert data["version"] == MANIFEST_VERSION
+    for record in data["cases"]:
+        assert record["status"] == "predicted" and (pool / record["prediction"]).is_file()
+        assert set(record["scores"]) == {"entropy", "tta"}
+        assert all(0.0 <= v <= 1.0 for v in record["scores"].values())
+    # a second predict with the same model does nothing (resumable)
+    result = run("al", "predict", pool, "--scores", "entropy,tta", "--device", "cpu")
+    assert result.returncode == 0 and "predicted 0, skipped 6" in result.stdout
+    # next: the two highest entropy scores, marked in_review
+    scores = {r["id"]: r["scores"]["entropy"] for r in data["cases"]}
+    expected = sorted(scores, key=lambda c: (-scores[c], c))[:2]
+    result = run("al", "next", pool, "-k", "2", "--strategy", "entropy")
+    assert result.returncode == 0, result.stderr
+    chosen = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert chosen == expected
+    status = {r["id"]: r["status"] for r in manifest(pool)["cases"]}
+    assert [c for c, s in status.items() if s == "in_review"] == sorted(expected)
+    # accept twice: two revisions, the first kept byte for byte
+    case = expected[0]
+    assert run("al", "accept", pool, case, cases[case][1]).returncode == 0
+    first = pool / "labels" / case / "rev-0001.nii.gz"
+    before = sha(first)
+    edited = read_label_map(cases[case][1])
+    edited.array[edited.array == 21] = 0
+    write_volume(edited, tmp_path / "edited.nii.gz")
+    result = run("al", "accept", pool, case, tmp_path / "edited.nii.gz", "--note", "removed 21")
+    assert result.returncode == 0, result.stderr
+    record = next(r for r in manifest(pool)["cases"] if r["id"] == case)
+    assert record["status"] == "corrected"
+    assert record["labels"] == [f"labels/{case}/rev-0001.nii.gz", f"labels/{case}/rev-0002.nii.gz"]
+    assert sha(first) == before
+    assert [h["event"] for h in record["history"]][-2:] == ["accepted", "accepted"]
+    assert record["history"][-1]["note"] == "removed 21" and record["history"][-1]["who"]
+    # predict never touches corrected or in-review cases
+    result = run("al", "predict", pool, "--redo", "--device", "cpu")
+    assert result.returncode == 0 and "predicted 4, skipped 2" in result.stdout
+    result = run("al", "status", pool, "--json")
+    summary = json.loads(result.stdout)
+    assert summary["status"] == {"unlabeled": 0, "predicted": 4, "in_review": 1, "corrected": 1}
+
+
+def test_accept_refuses_a_label_map_on_another_grid_and_changes_nothing(tmp_path, tiny_model):
+    cases = make_cases(tmp_path / "data", 2)
+    pool = tmp_path / "pool"
+    assert run("al", "init", pool, "--images", *[c[0] for c in cases.values()]).returncode == 0
+    before = (pool / "pool.json").read_bytes()
+    wrong = Volume(np.zeros((40, 40), np.uint8), kind="2d")
+    write_volume(wrong, tmp_path / "wrong.png")
+    result = run("al", "accept", pool, "c00", tmp_path / "wrong.png")
+    assert result.returncode == 1
+    assert "does not match" in result.stderr and "Traceback" not in result.stderr
+    assert (pool / "pool.json").read_bytes() == before
+    assert not (pool / "labels").exists()
+    assert run("al", "accept", pool, "nope", cases["c00"][1]).returncode == 1
+
+
+def test_accept_adds_a_new_case_with_its_image_copied(tmp_path):
+    cases = make_cases(tmp_path / "data", 2)
+    pool = CasePool.create(tmp_path / "pool")
+    pool.accept("fromslicer", cases["c01"][1], image=cases["c01"][0])
+    record = pool.read().cases["fromslicer"]
+    assert record.status == "corrected" and record.image == "images/fromslicer.nii.gz"
+    assert (pool.folder / record.image).is_file()
+
+
+def test_missing_image_is_reported_and_the_other_cases_go_on(tmp_path, tiny_model):
+    cases = make_cases(tmp_path / "data", 3)
+    pool = tmp_path / "pool"
+    assert run("al", "init", pool, "--images", tmp_path / "data" / "images", "--model", tiny_model).returncode == 0
+    cases["c01"][0].unlink()
+    result = run("al", "predict", pool, "--device", "cpu")
+    assert result.returncode == 1
+    assert "predicted 2" in result.stdout and "c01" in result.stderr
+    result = run("al", "status", pool)
+    assert "missing on disk (1): c01" in result.stderr
+
+
+def test_a_version_1_manifest_is_migrated_and_kept(tmp_path):
+    cases = make_cases(tmp_path / "pool", 3)
+    write_manifest(tmp_path / "pool" / "pool.json", [Case("c00", cases["c00"][0], cases["c00"][1]),
+                                                     Case("c01", cases["c01"][0])])
+    old = (tmp_path / "pool" / "pool.json").read_text()
+    pool = CasePool(tmp_path / "pool")
+    state = pool.read()
+    assert state.cases["c00"].status == "corrected" and state.cases["c00"].label == "truth/c00.png"
+    assert state.cases["c01"].status == "unlabeled"
+    pool.set_status(["c01"], "in_review", "test")
+    assert manifest(pool.folder)["version"] == MANIFEST_VERSION
+    assert (tmp_path / "pool" / "pool.json.v1").read_text() == old
+    # the migrated corrected labels are never replaced: a new correction is a pool revision
+    pool.accept("c00", cases["c00"][1])
+    assert pool.read().cases["c00"].labels == ["truth/c00.png", "labels/c00/rev-0001.nii.gz"]
+
+
+def test_a_newer_or_broken_manifest_is_refused_clearly(tmp_path):
+    (tmp_path / "pool.json").write_text(json.dumps({"version": MANIFEST_VERSION + 1, "cases": []}))
+    with pytest.raises(InputError, match="newer than this ToothSeg"):
+        CasePool(tmp_path).read()
+    (tmp_path / "pool.json").write_text("{")
+    result = run("al", "status", tmp_path)
+    assert result.returncode == 1 and "cannot read the pool manifest" in result.stderr
+    result = run("al", "status", tmp_path / "nothing")
+    assert result.returncode == 1 and "not a case pool" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------- faults
+def test_two_processes_accepting_at_once_both_land(tmp_path):
+    cases = make_cases(tmp_path / "data", 3)
+    pool = CasePool.create(tmp_path / "pool")
+    pool.add_images([(c, p[0]) for c, p in cases.items()])
+    jobs = [popen("al", "accept", pool.folder, case, cases[case][1]) for case in ("c00", "c01", "c00", "c02")]
+    for job in jobs:
+        assert job.wait(timeout=300) == 0, job.stderr.read()
+    state = pool.read()
+    assert state.cases["c00"].labels == ["labels/c00/rev-0001.nii.gz", "labels/c00/rev-0002.nii.gz"]
+    assert state.cases["c01"].status == state.cases["c02"].status == "corrected"
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.5, 2.2])
+def test_kill_9_during_accept_loses_nothing(tmp_path, delay):
+    cases = make_cases(tmp_path / "data", 1)
+    pool = CasePool.create(tmp_path / "pool")
+    pool.add_images([("c00", cases["c00"][0])])
+    pool.accept("c00", cases["c00"][1])
+    first = sha(pool.folder / "labels" / "c00" / "rev-0001.nii.gz")
+    job = popen("al", "accept", pool.folder, "c00", cases["c00"][1])
+    time.sleep(delay)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    state = pool.read()  # parses
+    assert state.cases["c00"].labels[0] == "labels/c00/rev-0001.nii.gz"
+    assert sha(pool.folder / "labels" / "c00" / "rev-0001.nii.gz") == first
+    for name in state.cases["c00"].labels:
+        read_label_map(pool.folder / name)  # every named revision is whole
+    named = len(state.cases["c00"].labels)
+    pool.accept("c00", cases["c00"][1])  # and the pool goes on, above any orphan revision
+    labels = pool.read().cases["c00"].labels
+    assert len(labels) == named + 1 and labels[-1] > labels[-2]
+    assert sha(pool.folder / "labels" / "c00" / "rev-0001.nii.gz") == first
+
+
+def test_kill_9_during_predict_resumes_where_it_stopped(tmp_path, tiny_model):
+    make_cases(tmp_path / "data", 8)
+    pool = tmp_path / "pool"
+    assert run("al", "init", pool, "--images", tmp_path / "data" / "images", "--model", tiny_model).returncode == 0
+    job = popen("al", "predict", pool, "--scores", "entropy,tta", "--device", "cpu")
+    deadline = time.time() + 240
+    while time.time() < deadline and job.poll() is None:
+        try:
+            done = [r for r in manifest(pool)["cases"] if r["status"] == "predicted"]
+        except json.JSONDecodeError:  # would mean a torn manifest: fail below
+            done = None
+            break
+        if done:
+            break
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert done is not None
+    state = CasePool(pool).read()
+    predicted = [c for c in state.cases.values() if c.status == "predicted"]
+    assert 1 <= len(predicted) <= 8
+    for record in predicted:
+        read_label_map(pool / record.prediction)
+    result = run("al", "predict", pool, "--scores", "entropy,tta", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert f"predicted {8 - len(predicted)}, skipped {len(predicted)}" in result.stdout
+    assert all(c.status == "predicted" for c in CasePool(pool).read().cases.values())
+
+
+# ---------------------------------------------------------------------------------------- acquisition
+def test_tta_disagreement_is_zero_for_a_side_consistent_model_and_one_for_a_side_blind_one():
+    """HalfImage labels the image-left half 11 and the right half 21 whatever it sees: mirrored,
+    mirrored back and FDI-swapped it agrees with itself. IntensityToClass labels by intensity only:
+    on a left-right symmetric image the swap turns every 11 into 21, total disagreement."""
+    image = np.zeros((1, 24, 24), np.float32)
+    image[:, 4:10, 4:20] = 1.0
+    image[:, 14:20, 4:20] = 2.0  # symmetric left-right
+    volume = Volume(image)
+    consistent = Predictor(loaded(HalfImage(), [0, 11, 21], TABLE, patch=[1, 24, 24]), InferenceOptions(tta=False))
+    assert tta_disagreement(consistent, volume) == {11: 0.0, 21: 0.0}
+    blind = Predictor(loaded(IntensityToClass(3), [0, 11, 21], TABLE, patch=[1, 24, 24]), InferenceOptions(tta=False))
+    assert tta_disagreement(blind, volume) == {11: 1.0, 21: 1.0}
+
+
+def test_ensemble_disagreement_needs_members_and_measures_them():
+    volume = Volume(np.ones((1, 16, 16), np.float32))
+    same = loaded(None, [0, 11, 21], TABLE, members=[("ensemble", loaded(HalfImage(), [0, 11, 21], TABLE)),
+                                                     ("ensemble", loaded(HalfImage(), [0, 11, 21], TABLE))])
+    assert ensemble_disagreement(same, volume, InferenceOptions(tta=False)) == {11: 0.0, 21: 0.0}
+    single = loaded(HalfImage(), [0, 11, 21], TABLE)
+    with pytest.raises(InputError, match="not an ensemble"):
+        ensemble_disagreement(single, volume, InferenceOptions(tta=False))
+
+
+def test_rank_cases_orders_randomises_and_diversifies():
+    scores = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}
+    assert rank_cases(list(scores), scores, 2, "entropy") == ["a", "b"]
+    assert rank_cases(list(scores), scores, 3, "random", seed=1) == rank_cases(list(scores), {}, 3, "random", seed=1)
+    assert sorted(rank_cases(list(scores), {}, 4, "random")) == sorted(scores)
+    # a and b doubt the same tooth; c doubts another: diverse picks a, then c
+    features = {"a": {"11": 0.9}, "b": {"11": 0.8}, "c": {"21": 0.7}, "d": {"21": 0.1}}
+    assert rank_cases(list(scores), scores, 2, "entropy", diverse=True, features=features) == ["a", "c"]
+    with pytest.raises(InputError, match="no 'tta' score"):
+        rank_cases(list(scores), {}, 2, "tta")
+    assert case_score({}) == 1.0 and case_score({11: 0.2, 21: 0.4}) == pytest.approx(0.3)
+
+
+def test_holdout_is_stable_and_grows_with_the_corrections():
+    first = holdout_cases([f"c{i}" for i in range(5)], [])
+    assert len(first) == 1
+    later = holdout_cases([f"c{i}" for i in range(10)], first)
+    assert later[0] == first[0] and len(later) == 2
+    assert holdout_cases(["only"], []) == []
+
+
+# ---------------------------------------------------------------------------------------- fine-tuning
+def _toy_recipe_file(tmp_path: Path, iterations: int = 6) -> Path:
+    recipe = toy_recipe(tmp_path, architecture="unet2d", iterations=iterations)
+    recipe["name"] = "al-toy"
+    recipe["stages"][0]["checkpoint_every"] = 1
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _corrected_pool(tmp_path: Path, model: Path, corrected: int = 5, total: int = 7) -> CasePool:
+    cases = make_cases(tmp_path / "data", total)
+    pool = CasePool.create(tmp_path / "pool", current_model=str(model))
+    pool.add_images([(c, p[0]) for c, p in cases.items()])
+    for case in list(cases)[:corrected]:
+        pool.accept(case, cases[case][1])
+    return pool
+
+
+def test_finetune_makes_a_version_judges_it_on_held_out_cases_and_registers_it(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("TOOTHSEG_MODELS_DIR", str(tmp_path / "home"))
+    pool = _corrected_pool(tmp_path, tiny_model)
+    result = run("al", "finetune", pool.folder, "--recipe", _toy_recipe_file(tmp_path), "--device", "cpu",
+                 env={"TOOTHSEG_MODELS_DIR": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr
+    state = pool.read()
+    version = state.versions[0]
+    assert version.version == "v001" and (pool.folder / version.folder / "model.json").is_file()
+    held = [c.id for c in state.cases.values() if c.holdout]
+    assert len(held) == 1 and version.metrics["held_out"] == held
+    new, old = version.metrics["new"]["mean_tooth_dice"], version.metrics["current"]["mean_tooth_dice"]
+    assert version.promoted == (new >= old)
+    assert (state.current_model == version.folder) == version.promoted
+    card = json.loads((pool.folder / version.folder / "model.json").read_text())
+    provenance = card["provenance"]["active_learning"]
+    assert provenance["parent"] == str(tiny_model) and held[0] not in provenance["trained_on"]
+    assert len(provenance["trained_on"]) == 4
+    assert state.training is None
+    listed = run("models", "list", env={"TOOTHSEG_MODELS_DIR": str(tmp_path / "home")})
+    assert version.model_id in listed.stdout
+
+
+def test_finetune_without_corrections_says_so(tmp_path, tiny_model):
+    pool = _corrected_pool(tmp_path, tiny_model, corrected=0, total=2)
+    result = run("al", "finetune", pool.folder, "--recipe", _toy_recipe_file(tmp_path), "--device", "cpu")
+    assert result.returncode == 1 and "no corrected case to train on" in result.stderr
+
+
+def test_kill_9_during_finetune_resumes_the_same_run(tmp_path, tiny_model):
+    pool = _corrected_pool(tmp_path, tiny_model, corrected=3, total=4)
+    recipe = _toy_recipe_file(tmp_path, iterations=150)
+    env_home = {"TOOTHSEG_MODELS_DIR": str(tmp_path / "home")}
+    job = subprocess.Popen([sys.executable, "-m", "toothseg.cli", "al", "finetune", str(pool.folder), "--recipe",
+                            str(recipe), "--device", "cpu", "--no-register"], env=dict(os.environ, **env_home),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoints = pool.folder / "runs" / "v001" / "training"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(checkpoints.rglob("checkpoint.pt")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    state = pool.read()
+    assert state.training and state.training["version"] == "v001" and not state.versions
+    result = run("al", "status", pool.folder)
+    assert "was interrupted" in result.stdout
+    result = run("--debug", "al", "finetune", pool.folder, "--recipe", recipe, "--device", "cpu", "--no-register",
+                 env=env_home)
+    assert result.returncode == 0, result.stderr
+    assert "v001" in result.stdout
+    assert "resuming stage" in result.stderr  # continued from its checkpoint, not restarted
+    state = pool.read()
+    assert [v.version for v in state.versions] == ["v001"] and state.training is None
+    assert not (pool.folder / "runs" / "v002").exists()
+
+
+def test_an_orphan_revision_left_by_a_crash_is_skipped_not_replaced(tmp_path):
+    """A crash between writing the revision file and the manifest leaves an unnamed revision on disk."""
+    cases = make_cases(tmp_path / "data", 1)
+    pool = CasePool.create(tmp_path / "pool")
+    pool.add_images([("c00", cases["c00"][0])])
+    orphan = pool.folder / "labels" / "c00" / "rev-0001.nii.gz"
+    orphan.parent.mkdir(parents=True)
+    write_volume(read_label_map(cases["c00"][1]), orphan)
+    before = sha(orphan)
+    target = pool.accept("c00", cases["c00"][1])
+    assert target.name == "rev-0002.nii.gz" and sha(orphan) == before
+    assert pool.read().cases["c00"].labels == ["labels/c00/rev-0002.nii.gz"]
+
+
+def test_save_corrected_case_creates_the_pool_and_keeps_every_revision(tmp_path):
+    """What the Slicer module's "Save as corrected case" calls, with the files it saved."""
+    from toothseg.train.active_learning.pool import save_corrected_case
+
+    cases = make_cases(tmp_path / "data", 1)
+    first = save_corrected_case(tmp_path / "pool", "CBCT 2024/03 (1)", cases["c00"][0], cases["c00"][1])
+    second = save_corrected_case(tmp_path / "pool", "CBCT 2024/03 (1)", cases["c00"][0], cases["c00"][1])
+    assert first.parent.name == "CBCT_2024_03_1" and (first.name, second.name) == ("rev-0001.nii.gz", "rev-0002.nii.gz")
+    record = CasePool(tmp_path / "pool").read().cases["CBCT_2024_03_1"]
+    assert record.status == "corrected" and len(record.labels) == 2 and record.image.startswith("images/")

@@ -1,0 +1,190 @@
+"""``toothseg al …``: the active-learning case pool from the command line (files only, no server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_al_parser"]
+
+
+def _pool(folder: str):
+    from .train.active_learning.pool import CasePool
+
+    return CasePool(folder)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .cli_segment import _is_case_folder, case_id_for, list_cases
+    from .core.errors import InputError
+    from .train.active_learning.pool import CasePool
+
+    images: list[tuple[str, Path]] = []
+    for item in args.images:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"{item}: no such file or folder")
+        images.extend(list_cases(path) if _is_case_folder(path) else [(case_id_for(path), path)])
+    if not images:
+        raise InputError("no images found in " + ", ".join(args.images))
+    pool = CasePool.create(args.pool, current_model=args.model) if not Path(args.pool, "pool.json").exists() \
+        else CasePool(args.pool)
+    added = pool.add_images(images, copy=args.copy)
+    print(f"{pool.folder}: {len(added)} case(s) added, {len(pool.read().cases)} in the pool")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .cli import _progress_bar
+    from .core.progress import CancelToken, cancel_on_sigterm
+    from .train.active_learning.loop import predict_pool
+
+    pool = _pool(args.pool)
+    progress, closer = _progress_bar("predict", args.quiet)
+    token = CancelToken()
+    progress.token = token
+    try:
+        with cancel_on_sigterm(token):
+            summary = predict_pool(pool, args.model, args.device, args.scores.split(","), args.redo, progress)
+    finally:
+        if closer:
+            closer.close()
+    print(f"predicted {len(summary.predicted)}, skipped {len(summary.skipped)} (done or under review/corrected), "
+          f"failed {len(summary.failed)}")
+    for failure in summary.failed:
+        print(f"  {failure['case']}: {failure['error']}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    from .core.errors import InputError
+    from .train.active_learning.acquisition import rank_cases
+
+    pool = _pool(args.pool)
+    state = pool.read()
+    wanted = ("predicted", "in_review") if args.include_review else ("predicted",)
+    candidates = [c.id for c in state.cases.values() if c.status in wanted]
+    if not candidates:
+        raise InputError("no predicted case waits for review; run 'toothseg al predict POOL' first")
+    scores = {c.id: c.scores[args.strategy] for c in state.cases.values() if args.strategy in c.scores}
+    features = {c.id: c.tooth_scores.get(args.strategy, {}) for c in state.cases.values()}
+    chosen = rank_cases(candidates, scores, args.k, args.strategy, args.seed, args.diverse, features)
+    if not args.dry_run:
+        pool.set_status(chosen, "in_review", f"selected ({args.strategy})")
+    for case_id in chosen:
+        record = state.cases[case_id]
+        score = f"{record.scores[args.strategy]:.4f}" if args.strategy in record.scores else "-"
+        worst = sorted(record.tooth_scores.get(args.strategy, {}).items(), key=lambda kv: -kv[1])[:3]
+        teeth = ", ".join(f"{t} ({v:.2f})" for t, v in worst)
+        print(f"{case_id}\t{score}\t{pool.path(record.image)}" + (f"\treview teeth {teeth}" if teeth else ""))
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    pool = _pool(args.pool)
+    target = pool.accept(args.case, args.labels, image=args.image, note=args.note or "")
+    print(f"{args.case}: corrected labels stored as {target}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .train.active_learning.pool import STATUSES
+
+    pool = _pool(args.pool)
+    state = pool.read()
+    missing = pool.missing_images(state)
+    counts = Counter(c.status for c in state.cases.values())
+    if args.json:
+        print(json.dumps({"cases": len(state.cases), "status": {s: counts.get(s, 0) for s in STATUSES},
+                          "held_out": sorted(c.id for c in state.cases.values() if c.holdout),
+                          "missing_images": missing, "current_model": state.current_model,
+                          "training_in_progress": state.training,
+                          "versions": [v.__dict__ for v in state.versions]}, indent=1))
+        return 0
+    print(f"{pool.folder}: {len(state.cases)} case(s); " + ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES))
+    print(f"current model: {state.current_model or '(catalogue default)'}")
+    for version in state.versions:
+        print(f"  {version.version} {version.model_id}: {'PROMOTED' if version.promoted else 'kept'} — {version.note}")
+    if state.training:
+        print(f"fine-tuning {state.training['version']} was interrupted; 'toothseg al finetune' resumes it")
+    if missing:
+        print(f"images missing on disk ({len(missing)}): {', '.join(missing[:10])}", file=sys.stderr)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .train.active_learning.loop import finetune_pool
+
+    pool = _pool(args.pool)
+    result = finetune_pool(pool, args.recipe, args.start_from, args.device, args.set or [],
+                           register=not args.no_register, quiet=args.quiet)
+    version = result.version
+    print(f"{version.version}: model {version.model_id} at {result.folder}")
+    print(f"  {version.note}")
+    return 0
+
+
+def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
+    al = sub.add_parser("al", parents=[common], help="active learning: case pool, review order, fine-tuning",
+                        description="Active-learning loop on a pool folder: predict the cases, review the most "
+                                    "uncertain first, accept corrections, fine-tune and promote a new model "
+                                    "version only if it is not worse on held-out corrected cases.")
+    al_sub = al.add_subparsers(dest="al_command", metavar="STEP", parser_class=parser_class, required=True)
+
+    init = al_sub.add_parser("init", parents=[common], help="create a pool (or add images to one)")
+    init.add_argument("pool", metavar="POOL")
+    init.add_argument("--images", nargs="+", required=True, metavar="DIR|FILE",
+                      help="image files, DICOM folders or folders of cases")
+    init.add_argument("--copy", action="store_true", help="copy the images into the pool (default: reference them)")
+    init.add_argument("--model", help="the pool's starting model (catalogue ID or folder; default: catalogue default)")
+    init.set_defaults(func=cmd_init)
+
+    predict = al_sub.add_parser("predict", parents=[common], help="predict and score the pool's open cases")
+    predict.add_argument("pool", metavar="POOL")
+    predict.add_argument("--model", help="catalogue ID or folder (default: the pool's current model)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.add_argument("--scores", default="entropy", metavar="LIST",
+                         help="acquisition scores to compute: entropy,tta,ensemble (default: entropy)")
+    predict.add_argument("--redo", action="store_true", help="predict again cases this model already predicted")
+    predict.set_defaults(func=cmd_predict)
+
+    nxt = al_sub.add_parser("next", parents=[common], help="the cases to correct next (marked in_review)")
+    nxt.add_argument("pool", metavar="POOL")
+    nxt.add_argument("-k", type=int, default=5, help="how many cases (default 5)")
+    nxt.add_argument("--strategy", choices=("entropy", "tta", "ensemble", "random"), default="entropy")
+    nxt.add_argument("--diverse", action="store_true", help="spread the choice over different kinds of doubt")
+    nxt.add_argument("--seed", type=int, default=0, help="seed of the random strategy")
+    nxt.add_argument("--include-review", action="store_true", help="also rank cases already in review")
+    nxt.add_argument("--dry-run", action="store_true", help="only list; do not mark the cases in_review")
+    nxt.set_defaults(func=cmd_next)
+
+    accept = al_sub.add_parser("accept", parents=[common], help="store a corrected label map (a new revision)")
+    accept.add_argument("pool", metavar="POOL")
+    accept.add_argument("case", metavar="CASE")
+    accept.add_argument("labels", metavar="LABELS", help="label map on the case image's grid (NIfTI, NRRD, PNG)")
+    accept.add_argument("--image", help="the image, for a case the pool does not have yet (copied in)")
+    accept.add_argument("--note", help="free text kept in the case history")
+    accept.set_defaults(func=cmd_accept)
+
+    status = al_sub.add_parser("status", parents=[common], help="counts per status, model versions, problems")
+    status.add_argument("pool", metavar="POOL")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    finetune = al_sub.add_parser("finetune", parents=[common], help="fine-tune on corrected cases; promote if not worse",
+                                 description="Train RECIPE with the corrected cases as labeled data and the other "
+                                             "images as unlabeled data, starting from the current model. The new "
+                                             "version is promoted only if its mean tooth Dice on held-out corrected "
+                                             "cases is not below the current model's. Interrupted runs resume.")
+    finetune.add_argument("pool", metavar="POOL")
+    finetune.add_argument("--recipe", required=True, help="training recipe (YAML); its data section is replaced")
+    finetune.add_argument("--from", dest="start_from", metavar="MODEL",
+                          help="start from this model (default: the pool's current model)")
+    finetune.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    finetune.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override (repeatable)")
+    finetune.add_argument("--no-register", action="store_true", help="do not add the version to the model catalogue")
+    finetune.set_defaults(func=cmd_finetune)

@@ -1,0 +1,282 @@
+"""The loop's two long jobs: predict (and score) the pool, and fine-tune on its corrected cases.
+
+Both are resumable: ``predict`` commits each case to the manifest as soon as its prediction file is
+in place, so a second call continues where a killed one stopped; ``finetune`` records the run it
+started in the manifest and a second call resumes that run from its last checkpoint.
+
+Promotion rule: a fine-tuned version becomes the pool's current model only if its mean per-tooth
+Dice on the held-out corrected cases is not below the current model's on the same cases (both
+figures are stored with the version). Without held-out cases nothing can be judged, so the version
+is kept but not promoted — unless the pool has no model yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...core.errors import CancelledError, InputError, ToothSegError
+from ...core.progress import Progress
+from .acquisition import SCORED_STRATEGIES, case_score, ensemble_disagreement, tta_disagreement
+from .pool import CasePool, ModelVersion, now_iso
+
+__all__ = ["PredictSummary", "FinetuneResult", "predict_pool", "finetune_pool", "resolve_model",
+           "holdout_cases", "HOLDOUT_SHARE"]
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_SHARE = 0.2  # of the corrected cases, kept out of fine-tuning to judge new versions
+
+
+@dataclass
+class PredictSummary:
+    predicted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already predicted by this model, or under review
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneResult:
+    version: ModelVersion
+    folder: Path
+    report: dict[str, Any]
+
+
+def resolve_model(pool: CasePool, model: str | None, input_kind: str) -> tuple[Path, str]:
+    """(model folder, name recorded in the manifest): ``model``, else the pool's current model, else
+    the catalogue default for the pool's kind of image."""
+    from ...core.models.catalog import load_catalog
+
+    catalog = load_catalog()
+    chosen = model or pool.read().current_model
+    if chosen:
+        inside = pool.path(chosen)
+        if inside is not None and (inside / "model.json").is_file():
+            return inside, chosen
+        return catalog.resolve(chosen), chosen
+    entry = catalog.default(input_kind)
+    return entry.folder, entry.id  # type: ignore[return-value]
+
+
+def _kind_of(pool: CasePool) -> str:
+    from ...core.io.images import read_volume
+
+    for record in pool.read().cases.values():
+        path = pool.path(record.image)
+        if path is not None and path.exists():
+            return "2d" if read_volume(path).is_2d else "3d"
+    raise InputError(f"{pool.folder}: the pool has no readable image")
+
+
+def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
+                 scores: Sequence[str] = ("entropy",), redo: bool = False,
+                 progress: Progress | None = None) -> PredictSummary:
+    """Predict every case not corrected or under review, store the prediction and its scores.
+
+    A case already predicted by the same model with every requested score is skipped (unless
+    ``redo``); a case whose image is missing or unreadable is reported and the others go on.
+    """
+    from ...core.inference.predictor import InferenceOptions, Predictor
+    from ...core.io.images import read_volume, write_volume
+
+    unknown = [s for s in scores if s not in SCORED_STRATEGIES]
+    if unknown:
+        raise InputError(f"unknown score {unknown[0]!r} (choose from {', '.join(SCORED_STRATEGIES)})")
+    progress = progress or Progress()
+    folder, model_name = resolve_model(pool, model, _kind_of(pool))
+    options = InferenceOptions(device=device, tta=False, uncertainty=True, numbering_checks=False)
+    predictor = Predictor(folder, options)
+    summary = PredictSummary()
+    state = pool.read()
+    todo = []
+    for record in state.cases.values():
+        done = record.model == model_name and record.prediction and all(s in record.scores for s in scores)
+        if record.status in ("corrected", "in_review") or (done and not redo):
+            summary.skipped.append(record.id)
+        else:
+            todo.append(record.id)
+    for index, case_id in enumerate(todo):
+        progress.check()
+        step = progress.sub(index / len(todo), (index + 1) / len(todo), f"case {case_id} ({index + 1}/{len(todo)})")
+        record = state.cases[case_id]
+        try:
+            volume = read_volume(pool.path(record.image))  # type: ignore[arg-type]
+            prediction = predictor.predict(volume, step)
+            tooth: dict[str, dict[int, float]] = {}
+            if "entropy" in scores:
+                tooth["entropy"] = prediction.tooth_uncertainty
+            if "tta" in scores:
+                tooth["tta"] = tta_disagreement(predictor, volume)
+            if "ensemble" in scores:
+                tooth["ensemble"] = ensemble_disagreement(predictor.model, volume, options)
+            target = pool.prediction_path(case_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_volume(prediction.labels, target, overwrite=True)
+        except CancelledError:
+            raise
+        except (ToothSegError, OSError) as exc:
+            log.warning("case %s: %s", case_id, exc)
+            summary.failed.append({"case": case_id, "error": str(exc)})
+            continue
+        with pool.transaction() as fresh:
+            current = fresh.cases.get(case_id)
+            if current is None or current.status in ("corrected", "in_review"):
+                continue  # removed, accepted or taken for review meanwhile: keep the clinician's state
+            current.prediction = pool.relative(target)
+            current.model = model_name
+            current.status = "predicted"
+            current.scores = {s: case_score(v) for s, v in tooth.items()}
+            current.tooth_scores = {s: {str(t): round(float(u), 6) for t, u in v.items()} for s, v in tooth.items()}
+            current.log("predicted", model=model_name, scores=current.scores)
+        summary.predicted.append(case_id)
+    progress.update(1.0, "done")
+    return summary
+
+
+def holdout_cases(corrected: Sequence[str], already: Sequence[str], share: float = HOLDOUT_SHARE) -> list[str]:
+    """Held-out corrected cases: those held out before stay; more join (by a stable hash order) until
+    ``share`` of the corrected cases are held out. Needs at least 2 corrected cases."""
+    held = [c for c in corrected if c in already]
+    if len(corrected) < 2:
+        return held
+    wanted = max(1, int(round(share * len(corrected))))
+    order = sorted((c for c in corrected if c not in held),
+                   key=lambda c: hashlib.sha256(f"toothseg-holdout-{c}".encode()).hexdigest())
+    return held + order[: max(0, wanted - len(held))]
+
+
+def _mean_tooth_dice(folder: Path, cases: list[tuple[str, Path, Path]], device: str) -> dict[str, Any]:
+    from ...core.inference.predictor import InferenceOptions, Predictor
+    from ...core.io.images import read_label_map, read_volume
+    from ...core.metrics.overlap import mean_dice
+
+    predictor = Predictor(folder, InferenceOptions(device=device, tta=False, numbering_checks=False))
+    per_case = {}
+    for case_id, image, label in cases:
+        prediction = predictor.predict(read_volume(image))
+        per_case[case_id] = round(float(mean_dice(read_label_map(label).array, prediction.labels.array)), 6)
+    values = [v for v in per_case.values() if not np.isnan(v)]
+    return {"mean_tooth_dice": round(float(np.mean(values)), 6) if values else None, "per_case": per_case}
+
+
+def finetune_pool(pool: CasePool, recipe_path: str | Path, start_from: str | None = None, device: str = "auto",
+                  overrides: Sequence[str] = (), register: bool = True, quiet: bool = True) -> FinetuneResult:
+    """Fine-tune on the corrected cases (the other images as unlabeled data) and judge the result.
+
+    Raises:
+        InputError: fewer than one training case, a recipe that does not fit the pool, …
+        CancelledError: interrupted (the run resumes on the next call).
+    """
+    from ...core.models.folder import read_card, verify_model_folder
+    from ..config import load_recipe
+    from ..data.cases import Case, write_manifest
+    from ..engine.pipeline import run_recipe
+
+    state = pool.read()
+    missing = set(pool.missing_images(state))
+    if state.training:  # resume the interrupted run with its own case lists
+        run = dict(state.training)
+    else:
+        corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
+        holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout])
+        train = [c for c in corrected if c not in holdout]
+        if not train:
+            raise InputError(f"{pool.folder}: no corrected case to train on (accept corrections first"
+                             + (f"; {len(holdout)} held out for judging" if holdout else "") + ")")
+        number = len(state.versions) + 1
+        while (pool.folder / "runs" / f"v{number:03d}").exists():
+            number += 1
+        version = f"v{number:03d}"
+        parent_folder = None
+        parent = start_from or state.current_model
+        if parent:
+            parent_folder, parent = resolve_model(pool, parent, _kind_of(pool))
+        run = {"version": version, "run": f"runs/{version}", "recipe": str(Path(recipe_path).resolve()),
+               "parent": parent, "parent_folder": str(parent_folder) if parent_folder else None,
+               "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
+        run_dir = pool.folder / run["run"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(run_dir / "labeled.json", [Case(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label))
+                                                   for c in train])
+        unlabeled = [c for c in state.cases.values() if c.status != "corrected" and c.id not in missing]
+        if unlabeled:
+            write_manifest(run_dir / "unlabeled.json", [Case(c.id, pool.path(c.image)) for c in unlabeled])
+        if holdout:
+            write_manifest(run_dir / "holdout.json", [Case(c, pool.path(state.cases[c].image),
+                                                           pool.path(state.cases[c].label)) for c in holdout])
+        with pool.transaction() as fresh:
+            for case_id in holdout:
+                fresh.cases[case_id].holdout = True
+            fresh.training = run
+    run_dir = pool.folder / run["run"]
+    settings = ["data.source=files", f"data.labeled={run_dir / 'labeled.json'}", "data.labeled_fraction=1.0", "data.root=null",
+                f"data.unlabeled={run_dir / 'unlabeled.json' if (run_dir / 'unlabeled.json').exists() else 'null'}",
+                f"data.validation={run_dir / 'holdout.json' if run['holdout'] else 'null'}",
+                f"export.id={_version_id(pool, run)}", *run["overrides"]]
+    if run["parent_folder"]:
+        settings.append(f"stages.0.init_from={run['parent_folder']}")
+    recipe, raw = load_recipe(run["recipe"], settings)
+    result = run_recipe(recipe, raw, output=run_dir / "training", device=device, quiet=quiet)
+    if result.interrupted or result.model is None:
+        raise CancelledError(f"fine-tuning {run['version']} was interrupted; run the command again to resume")
+    # the new version folder, with provenance, staged then renamed into place
+    target = pool.folder / "models" / run["version"]
+    staging = target.with_name(f".{run['version']}.incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(result.model, staging)
+    card = read_card(staging)
+    card.name = f"{card.name or recipe.name} ({pool.folder.name} {run['version']})"
+    card.provenance = {**card.provenance, "active_learning": {
+        "pool": str(pool.folder.resolve()), "version": run["version"], "parent": run["parent"],
+        "recipe": run["recipe"], "trained_on": run["train"], "held_out": run["holdout"], "finished": now_iso()}}
+    from ...core.io.atomic import atomic_write_text
+
+    atomic_write_text(staging / "model.json", card.to_json() + "\n")
+    verify_model_folder(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    # judge against the current model on the held-out corrected cases
+    report: dict[str, Any] = {"held_out": run["holdout"]}
+    held = [(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label)) for c in run["holdout"]
+            if c in state.cases and state.cases[c].label]
+    promoted, note = False, ""
+    if held:
+        report["new"] = _mean_tooth_dice(target, held, device)  # type: ignore[arg-type]
+        if run["parent_folder"]:
+            report["current"] = _mean_tooth_dice(Path(run["parent_folder"]), held, device)  # type: ignore[arg-type]
+            new, old = report["new"]["mean_tooth_dice"], report["current"]["mean_tooth_dice"]
+            promoted = new is not None and (old is None or new >= old)
+            note = f"held-out mean tooth Dice {new} vs current {old}: " + ("promoted" if promoted else "not promoted")
+        else:
+            promoted, note = True, "the pool had no model: promoted"
+    elif not run["parent_folder"]:
+        promoted, note = True, "the pool had no model: promoted (no held-out cases to judge it)"
+    else:
+        note = "no held-out corrected cases to judge it against the current model: kept, not promoted"
+    version = ModelVersion(run["version"], pool.relative(target), card.id, run["parent"], promoted, now_iso(),
+                           report, note)
+    if register:
+        from ...core.models.catalog import load_catalog
+
+        try:
+            load_catalog().add_folder(target, overwrite=True)
+        except ToothSegError as exc:  # the version still exists in the pool
+            log.warning("could not add %s to the model catalogue: %s", card.id, exc)
+    with pool.transaction() as fresh:
+        fresh.versions = [v for v in fresh.versions if v.version != version.version] + [version]
+        if promoted:
+            fresh.current_model = version.folder
+        fresh.training = None
+    return FinetuneResult(version, target, report)
+
+
+def _version_id(pool: CasePool, run: dict[str, Any]) -> str:
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in pool.folder.resolve().name) or "pool"
+    return f"toothseg-al-{stem}-{run['version']}"

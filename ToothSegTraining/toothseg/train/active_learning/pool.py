@@ -1,0 +1,369 @@
+"""The case pool: a folder of cases and one JSON manifest, safe against crashes and a second writer.
+
+Layout of a pool folder::
+
+    pool.json                  the manifest (see :class:`CaseRecord`; ``version`` 2)
+    .pool.lock                 held (``filelock``) while a process reads-modifies-writes the manifest
+    images/CASE.nii.gz         images added by copy (Slicer's "Save as corrected case"); others are referenced
+    predictions/CASE.nii.gz    the latest prediction (model output: replaced by the next prediction)
+    labels/CASE/rev-0001.nii.gz  corrected labels, one file per revision, never replaced
+    runs/vNNN/  models/vNNN/   fine-tuning runs and the model versions they produced
+
+Why it is safe: every file is written to a temporary name and renamed (``atomic_output``), the label
+file before the manifest that names it, so a ``kill -9`` at any point leaves a manifest that parses
+and at worst an unnamed revision file, which later revisions skip instead of replacing. All
+manifest changes happen inside :meth:`CasePool.transaction`, which holds the lock and re-reads the
+manifest, so two processes accepting at once both land.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import getpass
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...core.errors import InputError, OutputExistsError, OutputWriteError
+
+__all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
+           "now_iso", "save_corrected_case", "case_id_from_name", "check_case_id"]
+
+MANIFEST_NAME = "pool.json"
+MANIFEST_VERSION = 2
+STATUSES = ("unlabeled", "predicted", "in_review", "corrected")
+LOCK_TIMEOUT_S = 120.0
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_REVISION = re.compile(r"^rev-(\d{4,})\.nii\.gz$")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return os.environ.get("USER", "unknown")
+
+
+@dataclass
+class CaseRecord:
+    """One case. Paths are relative to the pool folder unless absolute (referenced images)."""
+
+    id: str
+    image: str
+    status: str = "unlabeled"
+    prediction: str | None = None
+    labels: list[str] = field(default_factory=list)  # corrected revisions, oldest first
+    scores: dict[str, float] = field(default_factory=dict)  # acquisition strategy → case score
+    tooth_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # strategy → FDI → score
+    model: str | None = None  # the model (version) that made ``prediction``
+    holdout: bool = False  # kept out of fine-tuning to judge new model versions
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str | None:
+        """The latest corrected revision."""
+        return self.labels[-1] if self.labels else None
+
+    def log(self, event: str, **details: Any) -> None:
+        self.history.append({"event": event, "who": _user(), "when": now_iso(), **details})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CaseRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        if record.status not in STATUSES:
+            raise InputError(f"case {record.id!r}: unknown status {record.status!r}")
+        return record
+
+
+@dataclass
+class ModelVersion:
+    """A model version fine-tuned in this pool."""
+
+    version: str
+    folder: str
+    model_id: str
+    parent: str | None
+    promoted: bool = False
+    created: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)  # held-out comparison (both models)
+    note: str = ""
+
+
+@dataclass
+class PoolState:
+    """The manifest's contents."""
+
+    cases: dict[str, CaseRecord] = field(default_factory=dict)
+    current_model: str | None = None  # catalogue ID or model folder (relative to the pool if inside it)
+    versions: list[ModelVersion] = field(default_factory=list)
+    training: dict[str, Any] | None = None  # the fine-tuning run in progress (resumed by the next call)
+    created: str = ""
+
+    def to_json(self) -> str:
+        data = {"version": MANIFEST_VERSION, "created": self.created, "current_model": self.current_model,
+                "training": self.training, "versions": [asdict(v) for v in self.versions],
+                "cases": [asdict(c) for c in self.cases.values()]}
+        return json.dumps(data, indent=1) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> "PoolState":
+        try:
+            cases = [CaseRecord.from_dict(item) for item in data.get("cases", [])]
+            versions = [ModelVersion(**item) for item in data.get("versions", [])]
+        except TypeError as exc:
+            raise InputError(f"{where}: malformed record ({exc})") from exc
+        return cls({c.id: c for c in cases}, data.get("current_model"), versions, data.get("training"),
+                   data.get("created", ""))
+
+
+def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 is the plain training manifest (``{"cases": [{"id", "image", "label"?}]}``):
+    labeled cases become corrected cases whose first revision is the given file (left where it is)."""
+    cases = []
+    for item in data.get("cases", []):
+        if "id" not in item or "image" not in item:
+            raise InputError(f"version-1 manifest: every case needs 'id' and 'image': {item!r}")
+        label = item.get("label")
+        status = item.get("status") or ("corrected" if label else "unlabeled")
+        cases.append({"id": str(item["id"]), "image": item["image"], "status": status,
+                      "labels": [label] if label else [],
+                      "history": [{"event": "migrated", "who": _user(), "when": now_iso(), "from_version": 1}]})
+    return {"version": MANIFEST_VERSION, "created": now_iso(), "cases": cases}
+
+
+class CasePool:
+    """A pool folder. Read with :meth:`read`; change only inside :meth:`transaction`."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.manifest = self.folder / MANIFEST_NAME
+        if not self.manifest.is_file():
+            raise InputError(f"{self.folder} is not a case pool (no {MANIFEST_NAME}); create one with "
+                             f"'toothseg al init {self.folder} --images …'")
+        self._lock_path = self.folder / ".pool.lock"
+        self.loaded_version = MANIFEST_VERSION
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, folder: str | os.PathLike[str], current_model: str | None = None) -> "CasePool":
+        from ...core.io.atomic import atomic_write_text
+
+        folder = Path(folder)
+        if (folder / MANIFEST_NAME).exists():
+            raise OutputExistsError(f"{folder} already holds a case pool")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create {folder}: {exc.strerror}") from exc
+        state = PoolState(current_model=current_model, created=now_iso())
+        atomic_write_text(folder / MANIFEST_NAME, state.to_json(), overwrite=False)
+        return cls(folder)
+
+    # ------------------------------------------------------------------ manifest access
+    def _load(self) -> PoolState:
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{self.manifest}: cannot read the pool manifest ({exc})") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{self.manifest}: the pool manifest must be a JSON object")
+        version = data.get("version", 1)
+        self.loaded_version = version
+        if not isinstance(version, int) or version > MANIFEST_VERSION:
+            raise InputError(f"{self.manifest}: manifest version {version!r} is newer than this ToothSeg "
+                             f"({MANIFEST_VERSION}); update ToothSeg")
+        if version == 1:
+            data = _migrate_v1(data)
+        return PoolState.from_dict(data, str(self.manifest))
+
+    def read(self) -> PoolState:
+        """A snapshot of the manifest (no lock: renames make every read see a whole file)."""
+        return self._load()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PoolState]:
+        """Hold the lock, yield the current state, write it back atomically if the block succeeds."""
+        from filelock import FileLock, Timeout
+
+        from ...core.io.atomic import atomic_write_text
+
+        lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise OutputWriteError(f"{self.folder}: another ToothSeg process has held the pool lock for "
+                                   f"{LOCK_TIMEOUT_S:.0f} s; try again when it has finished") from exc
+        try:
+            state = self._load()
+            if self.loaded_version < MANIFEST_VERSION:  # keep the old file beside the migrated one
+                backup = self.manifest.with_name(f"{MANIFEST_NAME}.v{self.loaded_version}")
+                if not backup.exists():
+                    shutil.copy2(self.manifest, backup)
+            yield state
+            atomic_write_text(self.manifest, state.to_json(), overwrite=True)
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ paths
+    def path(self, relative: str | None) -> Path | None:
+        """Absolute path of a manifest path (relative to the pool unless absolute)."""
+        if relative is None:
+            return None
+        path = Path(relative)
+        return path if path.is_absolute() else self.folder / path
+
+    def relative(self, path: Path) -> str:
+        """How the manifest stores ``path``: relative inside the pool, absolute outside."""
+        path = Path(os.path.abspath(path))
+        try:
+            return path.relative_to(Path(os.path.abspath(self.folder))).as_posix()
+        except ValueError:
+            return str(path)
+
+    def prediction_path(self, case_id: str) -> Path:
+        return self.folder / "predictions" / f"{case_id}.nii.gz"
+
+    def _next_revision(self, record: CaseRecord) -> Path:
+        """The next unused revision file: above every revision named in the manifest *or* on disk."""
+        folder = self.folder / "labels" / record.id
+        numbers = [0]
+        for name in [Path(p).name for p in record.labels] + ([p.name for p in folder.iterdir()] if folder.is_dir() else []):
+            match = _REVISION.match(name)
+            if match:
+                numbers.append(int(match.group(1)))
+        return folder / f"rev-{max(numbers) + 1:04d}.nii.gz"
+
+    # ------------------------------------------------------------------ operations
+    def add_images(self, images: Iterable[tuple[str, Path]], copy: bool = False) -> list[str]:
+        """Add ``(case id, image path)`` pairs as unlabeled cases; return the IDs added.
+
+        Raises:
+            InputError: a bad or duplicate case ID, or a missing image (checked before anything changes).
+        """
+        images = list(images)
+        seen: set[str] = set()
+        for case_id, path in images:
+            check_case_id(case_id)
+            if case_id in seen:
+                raise InputError(f"case ID {case_id!r} appears twice in the input")
+            seen.add(case_id)
+            if not Path(path).exists():
+                raise InputError(f"{path}: no such image")
+        added = []
+        with self.transaction() as state:
+            clashes = sorted(seen & set(state.cases))
+            if clashes:
+                raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}")
+            for case_id, path in images:
+                stored = self._copy_image(case_id, Path(path)) if copy else Path(path)
+                record = CaseRecord(case_id, self.relative(stored))
+                record.log("added", source=str(Path(path)))
+                state.cases[case_id] = record
+                added.append(case_id)
+        return added
+
+    def _copy_image(self, case_id: str, source: Path) -> Path:
+        from ...core.io.atomic import atomic_output
+        from ...core.io.images import read_volume, write_volume
+
+        target = self.folder / "images" / f"{case_id}.nii.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_file() and source.name.lower().endswith(".nii.gz"):
+            with atomic_output(target, overwrite=False) as tmp:
+                shutil.copyfile(source, tmp)
+        else:  # DICOM folders, NRRD, PNG …: one NIfTI in the pool
+            write_volume(read_volume(source), target, overwrite=False)
+        return target
+
+    def accept(self, case_id: str, labels: str | os.PathLike[str], image: str | os.PathLike[str] | None = None,
+               note: str = "") -> Path:
+        """Store corrected labels for a case as a new revision and mark it corrected.
+
+        ``image`` adds a case the pool does not know yet (its image is copied into the pool).
+        The label map must lie on the case image's voxel grid and hold integer values.
+
+        Raises:
+            InputError: unknown case, unreadable or mismatching label map, missing image.
+        """
+        from ...core.io.images import read_label_map, read_volume, write_volume
+        from ...core.volume import check_same_geometry
+
+        check_case_id(case_id)
+        snapshot = self.read()
+        record = snapshot.cases.get(case_id)
+        if record is None and image is None:
+            raise InputError(f"no case {case_id!r} in the pool (pass --image to add it)")
+        image_path = Path(image) if record is None else self.path(record.image)
+        if image_path is None or not image_path.exists():
+            raise InputError(f"case {case_id!r}: its image {image_path} is missing")
+        label_map = read_label_map(labels)
+        check_same_geometry(read_volume(image_path), label_map, f"image of case {case_id!r}", "label map")
+        if record is None:
+            self.add_images([(case_id, image_path)], copy=True)
+        with self.transaction() as state:
+            record = state.cases[case_id]
+            target = self._next_revision(record)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_volume(label_map, target, overwrite=False)  # atomic; never replaces a revision
+            record.labels.append(self.relative(target))
+            record.status = "corrected"
+            record.log("accepted", revision=self.relative(target), source=str(labels), note=note)
+        return target
+
+    def set_status(self, case_ids: Iterable[str], status: str, event: str) -> None:
+        if status not in STATUSES:
+            raise InputError(f"unknown status {status!r}")
+        with self.transaction() as state:
+            for case_id in case_ids:
+                record = state.cases.get(case_id)
+                if record is None:
+                    raise InputError(f"no case {case_id!r} in the pool")
+                if record.status == "corrected" and status != "corrected":
+                    continue  # a correction is never demoted
+                record.status = status
+                record.log(event)
+
+    def missing_images(self, state: PoolState | None = None) -> list[str]:
+        state = state or self.read()
+        return [c.id for c in state.cases.values() if not self.path(c.image).exists()]  # type: ignore[union-attr]
+
+    def clean_temporaries(self) -> int:
+        """Remove temporary folders a killed writer left behind; return how many."""
+        removed = 0
+        for tmp in self.folder.rglob(".toothseg-tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+        return removed
+
+
+def case_id_from_name(name: str) -> str:
+    """A valid case ID from a free name (a Slicer node name such as "CBCT 2024-03 (1)")."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._-")[:128]
+    return cleaned or "case"
+
+
+def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, image: str | os.PathLike[str],
+                        labels: str | os.PathLike[str]) -> Path:
+    """Slicer's "Save as corrected case": open (or create) the pool, add the case if it is new
+    (its image copied in), and store the labels as a new revision. Returns the revision file."""
+    folder = Path(pool_folder)
+    pool = CasePool(folder) if (folder / MANIFEST_NAME).is_file() else CasePool.create(folder)
+    case_id = case_id_from_name(case_name)
+    known = case_id in pool.read().cases
+    return pool.accept(case_id, labels, image=None if known else image, note="saved from 3D Slicer")
+
+
+def check_case_id(case_id: str) -> None:
+    if not _CASE_ID.match(case_id or ""):
+        raise InputError(f"case ID {case_id!r}: use letters, digits, '.', '_' or '-' (it names files)")
