@@ -306,7 +306,7 @@ def test_holdout_is_stable_and_grows_with_the_corrections():
 
 # ---------------------------------------------------------------------------------------- fine-tuning
 def _toy_recipe_file(tmp_path: Path, iterations: int = 6) -> Path:
-    recipe = toy_recipe(tmp_path, architecture="unet2d", iterations=iterations)
+    recipe = toy_recipe(tmp_path, iterations=iterations)  # a ResEnc U-Net: the parent's U-Net must win
     recipe["name"] = "al-toy"
     recipe["stages"][0]["checkpoint_every"] = 1
     path = tmp_path / "recipe.yaml"
@@ -338,6 +338,10 @@ def test_finetune_makes_a_version_judges_it_on_held_out_cases_and_registers_it(t
     assert version.promoted == (new >= old)
     assert (state.current_model == version.folder) == version.promoted
     card = json.loads((pool.folder / version.folder / "model.json").read_text())
+    parent = json.loads((tiny_model / "model.json").read_text())
+    for key in ("architecture", "class_values", "patch_size", "label_table", "intensity", "mirror_axes"):
+        assert card[key] == parent[key], key
+    assert {k: v for k, v in card["kwargs"].items() if k != "spatial_dims"} == parent["kwargs"]
     provenance = card["provenance"]["active_learning"]
     assert provenance["parent"] == str(tiny_model) and held[0] not in provenance["trained_on"]
     assert len(provenance["trained_on"]) == 4
@@ -404,3 +408,25 @@ def test_save_corrected_case_creates_the_pool_and_keeps_every_revision(tmp_path)
     assert first.parent.name == "CBCT_2024_03_1" and (first.name, second.name) == ("rev-0001.nii.gz", "rev-0002.nii.gz")
     record = CasePool(tmp_path / "pool").read().cases["CBCT_2024_03_1"]
     assert record.status == "corrected" and len(record.labels) == 2 and record.image.startswith("images/")
+
+
+def test_a_cascade_parent_gives_a_cascade_version_with_its_coarse_member_kept(tmp_path, tiny_model):
+    from toothseg.core.models.folder import read_card
+    from toothseg.train.active_learning.loop import _assemble_version, _parent_settings
+
+    parent = tmp_path / "cascade"
+    import shutil
+
+    shutil.copytree(tiny_model, parent / "coarse")
+    shutil.copytree(tiny_model, parent / "fine")
+    top = read_card(tiny_model)
+    top.id, top.members = "parent-cascade", [{"role": "coarse", "path": "coarse"}, {"role": "fine", "path": "fine"}]
+    save_model_folder(None, top, parent)
+    (tmp_path / "run").mkdir()
+    settings, trained_from = _parent_settings(parent, tmp_path / "run")
+    assert trained_from == parent / "fine" and "model.architecture=unet2d" in settings
+    _assemble_version(tiny_model, parent, tmp_path / "version")
+    card = read_card(tmp_path / "version")
+    assert [m["role"] for m in card.members] == ["coarse", "fine"]
+    assert sha(tmp_path / "version" / "coarse" / "weights.safetensors") == sha(parent / "coarse" / "weights.safetensors")
+    Predictor(tmp_path / "version", InferenceOptions(tta=False, device="cpu"))  # loads as a cascade

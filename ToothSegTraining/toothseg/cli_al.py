@@ -38,13 +38,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .cli import _progress_bar
-    from .core.progress import CancelToken, cancel_on_sigterm
+    from .core.progress import CancelToken, Progress, cancel_on_sigterm
     from .train.active_learning.loop import predict_pool
 
     pool = _pool(args.pool)
-    progress, closer = _progress_bar("predict", args.quiet)
     token = CancelToken()
-    progress.token = token
+    if args.progress_lines:
+        progress, closer = Progress(lambda f, stage: print(f"progress {f:.4f} {stage}", flush=True), token), None
+    else:
+        progress, closer = _progress_bar("predict", args.quiet)
+        progress.token = token
     try:
         with cancel_on_sigterm(token):
             summary = predict_pool(pool, args.model, args.device, args.scores.split(","), args.redo, progress)
@@ -119,9 +122,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .train.active_learning.loop import finetune_pool
 
+    from .core.progress import CancelToken, Progress, cancel_on_sigterm
+
     pool = _pool(args.pool)
-    result = finetune_pool(pool, args.recipe, args.start_from, args.device, args.set or [],
-                           register=not args.no_register, quiet=args.quiet)
+    token = CancelToken()
+    progress = None
+    if args.progress_lines:  # the GUI's progress; Cancel (SIGTERM) checkpoints and exits, resumable
+        progress = Progress(lambda fraction, stage: print(f"progress {fraction:.4f} {stage}", flush=True))
+    with cancel_on_sigterm(token):
+        result = finetune_pool(pool, args.recipe, args.start_from, args.device, args.set or [],
+                               register=not args.no_register, quiet=args.quiet or args.progress_lines,
+                               progress=progress, token=token)
     version = result.version
     print(f"{version.version}: model {version.model_id} at {result.folder}")
     print(f"  {version.note}")
@@ -150,6 +161,7 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     predict.add_argument("--scores", default="entropy", metavar="LIST",
                          help="acquisition scores to compute: entropy,tta,ensemble (default: entropy)")
     predict.add_argument("--redo", action="store_true", help="predict again cases this model already predicted")
+    predict.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
     predict.set_defaults(func=cmd_predict)
 
     nxt = al_sub.add_parser("next", parents=[common], help="the cases to correct next (marked in_review)")
@@ -181,10 +193,13 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
                                              "version is promoted only if its mean tooth Dice on held-out corrected "
                                              "cases is not below the current model's. Interrupted runs resume.")
     finetune.add_argument("pool", metavar="POOL")
-    finetune.add_argument("--recipe", required=True, help="training recipe (YAML); its data section is replaced")
+    finetune.add_argument("--recipe", help="training recipe (YAML) saying how to train (default: the bundled "
+                                           "finetune_pool.yaml); the pool supplies the data, the model being "
+                                           "fine-tuned its network")
     finetune.add_argument("--from", dest="start_from", metavar="MODEL",
                           help="start from this model (default: the pool's current model)")
     finetune.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     finetune.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override (repeatable)")
     finetune.add_argument("--no-register", action="store_true", help="do not add the version to the model catalogue")
+    finetune.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
     finetune.set_defaults(func=cmd_finetune)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import CancelledError, InputError, ToothSegError
-from ...core.progress import Progress
+from ...core.progress import CancelToken, Progress
 from .acquisition import SCORED_STRATEGIES, case_score, ensemble_disagreement, tta_disagreement
 from .pool import CasePool, ModelVersion, now_iso
 
@@ -166,9 +166,62 @@ def _mean_tooth_dice(folder: Path, cases: list[tuple[str, Path, Path]], device: 
     return {"mean_tooth_dice": round(float(np.mean(values)), 6) if values else None, "per_case": per_case}
 
 
-def finetune_pool(pool: CasePool, recipe_path: str | Path, start_from: str | None = None, device: str = "auto",
-                  overrides: Sequence[str] = (), register: bool = True, quiet: bool = True) -> FinetuneResult:
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "finetune_pool.yaml"
+
+
+def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
+    """Recipe overrides that rebuild the parent's network exactly (architecture, classes, label table,
+    spacing, patch, intensities, mirror axes), and the folder whose weights start the run — for a
+    coarse-to-fine cascade its fine member (the coarse one is kept as it is)."""
+    import json
+
+    from ...core.models.folder import read_card
+
+    card = read_card(parent)
+    roles = {m["role"]: m["path"] for m in card.members}
+    if card.members and set(roles) != {"coarse", "fine"}:
+        raise InputError(f"model {card.id!r}: fine-tuning an ensemble is not supported; pass --from one member")
+    trained = parent / roles["fine"] if roles else parent
+    card = read_card(trained)
+    (run_dir / "labels.json").write_text(card.label_table.to_json(), encoding="utf-8")
+    dump = json.dumps
+    settings = [f"data.kind={'2d' if card.spatial_dims == 2 else '3d'}", f"model.architecture={card.architecture}",
+                f"model.kwargs={dump(card.kwargs)}", f"data.class_values={dump(card.class_values)}",
+                f"data.label_table={run_dir / 'labels.json'}",
+                f"data.intensity={dump({k: v for k, v in card.intensity.__dict__.items() if v is not None})}",
+                f"export.mirror_axes={dump(card.mirror_axes)}", "export.cascade=null"]
+    if card.spacing_zyx:
+        settings.append(f"data.spacing={dump(card.spacing_zyx)}")
+    if card.patch_size:
+        settings.append(f"data.patch_size={dump(card.patch_size)}")
+    return settings, trained
+
+
+def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None:
+    """The new version folder: the trained model, or — for a cascade parent — the parent's coarse
+    member with the newly trained fine member under the parent's top-level card."""
+    from ...core.models.folder import read_card, save_model_folder
+
+    top = read_card(parent) if parent is not None else None
+    if top is None or not top.members:
+        shutil.copytree(trained, staging)
+        return
+    roles = {m["role"]: m["path"] for m in top.members}
+    shutil.copytree(parent / roles["coarse"], staging / "coarse")  # type: ignore[operator]
+    shutil.copytree(trained, staging / "fine")
+    top.members = [{"role": "coarse", "path": "coarse"}, {"role": "fine", "path": "fine"}]
+    fine = read_card(staging / "fine")
+    top.id, top.metrics, top.provenance = fine.id, fine.metrics, fine.provenance
+    save_model_folder(None, top, staging, overwrite=True)
+
+
+def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_from: str | None = None,
+                  device: str = "auto", overrides: Sequence[str] = (), register: bool = True, quiet: bool = True,
+                  progress: Progress | None = None, token: CancelToken | None = None) -> FinetuneResult:
     """Fine-tune on the corrected cases (the other images as unlabeled data) and judge the result.
+
+    The network is the one of the model being fine-tuned (the recipe's model and data geometry are
+    replaced by its card's); ``recipe_path`` (default ``finetune_pool.yaml``) says how to train.
 
     Raises:
         InputError: fewer than one training case, a recipe that does not fit the pool, …
@@ -198,7 +251,7 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path, start_from: str | Non
         parent = start_from or state.current_model
         if parent:
             parent_folder, parent = resolve_model(pool, parent, _kind_of(pool))
-        run = {"version": version, "run": f"runs/{version}", "recipe": str(Path(recipe_path).resolve()),
+        run = {"version": version, "run": f"runs/{version}", "recipe": str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
                "parent": parent, "parent_folder": str(parent_folder) if parent_folder else None,
                "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
         run_dir = pool.folder / run["run"]
@@ -220,17 +273,21 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path, start_from: str | Non
                 f"data.unlabeled={run_dir / 'unlabeled.json' if (run_dir / 'unlabeled.json').exists() else 'null'}",
                 f"data.validation={run_dir / 'holdout.json' if run['holdout'] else 'null'}",
                 f"export.id={_version_id(pool, run)}", *run["overrides"]]
-    if run["parent_folder"]:
-        settings.append(f"stages.0.init_from={run['parent_folder']}")
+    parent_folder = Path(run["parent_folder"]) if run["parent_folder"] else None
+    if parent_folder is not None:
+        derived, trained_from = _parent_settings(parent_folder, run_dir)
+        settings = derived + settings + [f"stages.0.init_from={trained_from}"]
     recipe, raw = load_recipe(run["recipe"], settings)
-    result = run_recipe(recipe, raw, output=run_dir / "training", device=device, quiet=quiet)
+    result = run_recipe(recipe, raw, output=run_dir / "training", device=device, quiet=quiet, progress=progress,
+                        token=token)
     if result.interrupted or result.model is None:
         raise CancelledError(f"fine-tuning {run['version']} was interrupted; run the command again to resume")
     # the new version folder, with provenance, staged then renamed into place
     target = pool.folder / "models" / run["version"]
     staging = target.with_name(f".{run['version']}.incoming")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(result.model, staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _assemble_version(result.model, parent_folder, staging)
     card = read_card(staging)
     card.name = f"{card.name or recipe.name} ({pool.folder.name} {run['version']})"
     card.provenance = {**card.provenance, "active_learning": {

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import InputError
-from ...core.progress import CancelToken
+from ...core.progress import CancelToken, Progress
 from ..config import Recipe, stage_data
 from ..data.dataset import TrainingData, label_table_for
 from ..methods.base import Method, unwrap
@@ -127,8 +127,12 @@ def add_pseudo_labels(data: TrainingData, model_folder: Path, folder: Path, max_
 
 
 def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = None, device: str = "auto",
-               restart: bool = False, quiet: bool = False, token: CancelToken | None = None) -> RunResult:
-    """Train every stage (resuming finished/interrupted ones) and return the final model folder."""
+               restart: bool = False, quiet: bool = False, token: CancelToken | None = None,
+               progress: Progress | None = None) -> RunResult:
+    """Train every stage (resuming finished/interrupted ones) and return the final model folder.
+
+    ``progress`` hears every step (its own cancel token is not used: ``token`` stops training at a
+    step boundary, with a checkpoint, instead of raising mid-step)."""
     import yaml
 
     rank, world, _ = distributed_context()
@@ -178,7 +182,14 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
                 if rank != 0:
                     add_pseudo_labels(data, source, stage_dir / "pseudo_labels", config.pseudo_max_uncertainty,
                                       device, reuse=True)
-        trainer = Trainer(recipe, index, stage_dir, data, table, class_values, device, token, quiet)
+        on_step = None
+        if progress is not None:
+            part = progress.sub(index / len(recipe.stages), (index + 1) / len(recipe.stages), stage.name)
+
+            def on_step(done: int, total: int, loss: float, part: Progress = part) -> None:
+                part.update(done / total, f"step {done}/{total}, loss {loss:.3f}")
+
+        trainer = Trainer(recipe, index, stage_dir, data, table, class_values, device, token, quiet, on_step)
         result = trainer.fit(resume=True, init_weights=_initializer(stage.init_from, previous))
         results.append(result)
         if result.interrupted:

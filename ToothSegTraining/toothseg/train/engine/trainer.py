@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, stage_index: int, out_dir: Path, data: TrainingData, table: LabelTable,
                  class_values: list[int], device: str = "auto", token: CancelToken | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, on_step: Callable[[int, int, float], None] | None = None) -> None:
         from ...core.inference.predictor import resolve_device
 
         self.recipe, self.stage_index = recipe, stage_index
@@ -97,6 +98,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.token = token or CancelToken()
         self.quiet = quiet or self.rank != 0
+        self.on_step = on_step  # (steps done, total, loss): the GUI's progress lines; cancelling stays with token
         from ..methods import get_method
 
         method_cls = get_method(self.stage.method)
@@ -367,6 +369,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                     bar.update(1)
                 done = step + 1
+                if self.on_step is not None and self.rank == 0:
+                    self.on_step(done, total, loss)
                 if self.stage.validate_every and done % self.stage.validate_every == 0 and done < total and self.rank == 0:
                     metrics = self.validate()
                     if metrics:
