@@ -21,11 +21,13 @@ def test_core_imports_no_slicer_qt_training_or_heavy_libraries():
 
 
 def test_the_case_pool_the_gui_imports_needs_no_torch():
-    """Slicer's "Save as corrected case" imports the pool in the GUI process, where torch may be absent."""
-    code = ("import sys, toothseg.train.active_learning.pool; "
+    """Slicer's "Save as corrected case" and "Load next case" import the pool and the ranking in the GUI
+    process, where torch may be absent."""
+    code = ("import sys, toothseg.train.active_learning.pool, toothseg.train.active_learning.acquisition; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'PySide6') "
             "or (m.startswith('toothseg.train') and m not in ('toothseg.train', 'toothseg.train.active_learning', "
-            "'toothseg.train.active_learning.pool'))]; print(','.join(bad))")
+            "'toothseg.train.active_learning.pool', "
+            "'toothseg.train.active_learning.acquisition'))]; print(','.join(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
 

@@ -75,7 +75,9 @@ def test_ui_loads_offscreen_and_shows_every_section():
     from PySide6 import QtWidgets
 
     titles = [box.title() for box in panel.findChildren(QtWidgets.QGroupBox)]
-    assert titles == ["Input", "Model", "Segment", "Correct", "Export"]
+    assert titles == ["Input", "Model", "Segment", "Correct", "Export", "Fine-tune"]
+    assert panel.findChild(QtWidgets.QPushButton, "finetuneButton").text() == "Fine-tune model"
+    assert panel.findChild(QtWidgets.QProgressBar, "finetuneProgressBar") is not None
     assert panel.findChild(QtWidgets.QPushButton, "applyButton").text() == "Segment teeth"
     assert panel.findChild(QtWidgets.QProgressBar, "progressBar") is not None
 

@@ -63,6 +63,7 @@ class ToothSegParameterNode:
     exportSegmentationFile: bool = True
     exportFolder: Path
     poolFolder: Path
+    finetuneRecipe: Path
 
 
 class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -94,6 +95,12 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.renumberButton.connect("clicked(bool)", self.onRenumber)
         self.ui.saveCorrectedButton.connect("clicked(bool)", self.onSaveCorrected)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.predictPoolButton.connect("clicked(bool)", self.onPredictPool)
+        self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
+        self.ui.finetuneButton.connect("clicked(bool)", self.onFinetune)
+        self.ui.finetuneStopButton.connect("clicked(bool)", self.onCancel)
+        self.ui.poolFolderLineEdit.connect("currentPathChanged(QString)", self.refreshPoolStatus)
+        self.ui.finetuneCollapsibleButton.connect("contentsCollapsed(bool)", self.refreshPoolStatus)
 
         self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(
@@ -154,6 +161,10 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         haveResult = bool(node and node.segmentation)
         for button in (self.ui.renumberButton, self.ui.saveCorrectedButton, self.ui.exportButton):
             button.enabled = haveResult and haveInput and not running
+        havePool = bool(node and node.poolFolder and str(node.poolFolder) not in ("", "."))
+        for button in (self.ui.predictPoolButton, self.ui.nextCaseButton, self.ui.finetuneButton):
+            button.enabled = havePool and not running
+        self.ui.finetuneStopButton.enabled = running
 
     # ------------------------------------------------------------------ input
     def onLoadSample(self) -> None:
@@ -295,6 +306,74 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise ValueError(_("Choose a case-pool folder first."))
             path = self.logic.saveCorrectedCase(node.inputVolume, node.segmentation, str(node.poolFolder))
             self.ui.statusLabel.text = _("Corrected labels saved as {path}").format(path=path)
+            self.refreshPoolStatus()
+
+    # ------------------------------------------------------------------ fine-tune (active learning)
+    def _poolDir(self) -> str:
+        folder = self._parameterNode.poolFolder if self._parameterNode else None
+        if not folder or str(folder) in ("", "."):
+            raise ValueError(_("Choose a case-pool folder (under Correct) first."))
+        return str(folder)
+
+    def refreshPoolStatus(self, *args) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not read the case pool.")):
+            folder = str(self._parameterNode.poolFolder) if self._parameterNode and self._parameterNode.poolFolder else ""
+            self.ui.poolStatusLabel.text = self.logic.poolSummary(folder) if folder not in ("", ".") else \
+                _("Choose a case-pool folder under Correct.")
+
+    def _startPoolJob(self, start, startingText: str) -> None:
+        self.ui.finetuneProgressBar.value = 0
+        self.ui.finetuneLogTextEdit.clear()
+        self.ui.statusLabel.text = startingText
+        start(onProgress=self.onPoolProgress, onLog=self.ui.finetuneLogTextEdit.appendPlainText,
+              onFinished=self.onPoolJobFinished)
+        self._updateButtons()
+
+    def onPredictPool(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not start the prediction of the pool."), waitCursor=True):
+            self.logic.ensureDependencies()
+            poolDir, device = self._poolDir(), self._parameterNode.device
+            self._startPoolJob(lambda **kw: self.logic.startPoolPrediction(poolDir, device, **kw),
+                               _("Predicting the pool…"))
+
+    def onFinetune(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not start fine-tuning."), waitCursor=True):
+            self.logic.ensureDependencies()
+            poolDir, device = self._poolDir(), self._parameterNode.device
+            recipe = str(self._parameterNode.finetuneRecipe or "")
+            recipe = "" if recipe in ("", ".") else recipe
+            self._startPoolJob(lambda **kw: self.logic.startFinetune(poolDir, recipe, device, **kw),
+                               _("Fine-tuning…"))
+
+    def onPoolProgress(self, fraction: float, stage: str) -> None:
+        self.ui.finetuneProgressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = stage
+
+    def onPoolJobFinished(self, ok: bool, message: str) -> None:
+        self.ui.statusLabel.text = message
+        self.ui.finetuneLogTextEdit.appendPlainText(message)
+        if ok:
+            self.ui.finetuneProgressBar.value = 100
+            self.populateModels()  # a new model version is in the catalogue
+        elif "stopped" not in message:
+            slicer.util.errorDisplay(message)
+        self.refreshPoolStatus()
+        self._updateButtons()
+
+    def onNextCase(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not load the next case."), waitCursor=True):
+            found = self.logic.nextPoolCase(self._poolDir())
+            if found is None:
+                slicer.util.infoDisplay(_("No predicted case waits for review: press Predict pool first."))
+                return
+            volumeNode, segmentationNode = self.logic.loadPoolCase(*found)
+            self._parameterNode.inputVolume = volumeNode
+            self._parameterNode.segmentation = segmentationNode
+            self.ui.segmentEditorWidget.setSegmentationNode(segmentationNode)
+            self.ui.segmentEditorWidget.setSourceVolumeNode(volumeNode)
+            self.ui.correctCollapsibleButton.collapsed = False
+            self.ui.statusLabel.text = _("Case {case}: correct it, then Save as corrected case.").format(case=found[0])
+            self.refreshPoolStatus()
 
     # ------------------------------------------------------------------ export
     def onExport(self) -> None:

@@ -316,6 +316,101 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    # ------------------------------------------------------------------ active learning
+    @staticmethod
+    def poolSummary(poolDir: str) -> str:
+        """One line on the pool: cases per status, the current model, the latest version."""
+        from toothseg.train.active_learning.pool import MANIFEST_NAME, STATUSES, CasePool
+
+        if not poolDir or not (Path(poolDir) / MANIFEST_NAME).is_file():
+            return "No pool here yet: Save as corrected case creates one."
+        state = CasePool(poolDir).read()
+        counts = {s: sum(1 for c in state.cases.values() if c.status == s) for s in STATUSES}
+        text = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES)
+        text += f". Model: {state.current_model or 'catalogue default'}."
+        if state.versions:
+            latest = state.versions[-1]
+            text += f" Latest {latest.version}: {latest.note}"
+        if state.training:
+            text += f" Fine-tuning {state.training['version']} was stopped; Fine-tune resumes it."
+        return text
+
+    def nextPoolCase(self, poolDir: str):
+        """(case ID, image, prediction) of the predicted case with the highest uncertainty (marked
+        in review), or None when no predicted case waits."""
+        from toothseg.train.active_learning.acquisition import rank_cases
+        from toothseg.train.active_learning.pool import CasePool
+
+        pool = CasePool(poolDir)
+        state = pool.read()
+        waiting = [c for c in state.cases.values() if c.status == "predicted" and c.prediction]
+        if not waiting:
+            return None
+        scores = {c.id: c.scores["entropy"] for c in waiting if "entropy" in c.scores}
+        strategy = "entropy" if len(scores) == len(waiting) else "random"
+        caseId = rank_cases([c.id for c in waiting], scores, 1, strategy)[0]
+        pool.set_status([caseId], "in_review", "opened in 3D Slicer")
+        record = state.cases[caseId]
+        return caseId, pool.path(record.image), pool.path(record.prediction)
+
+    def loadPoolCase(self, caseId: str, imagePath: Path, predictionPath: Path):
+        """The case's volume (named by its case ID, which Save as corrected case maps back to the
+        pool) and its prediction as a segmentation with FDI names, colours and terminology."""
+        from toothseg.core.io.images import read_label_map
+        from toothseg.core.io.segmentation import write_segmentation
+        from toothseg.core.labels import LabelTable
+
+        volumeNode = slicer.util.loadVolume(str(imagePath), properties={"name": caseId})
+        staging = Path(tempfile.mkdtemp(prefix="pool-case-", dir=self.workDir))
+        try:
+            segPath = staging / f"{caseId}.seg.nrrd"
+            labels = read_label_map(predictionPath)
+            write_segmentation(labels, LabelTable.fdi(deciduous=True, pulp=True, jaws=True), segPath)
+            segmentationNode = slicer.util.loadSegmentation(str(segPath))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        segmentationNode.SetName(caseId + TEETH_SUFFIX)
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentationNode.CreateClosedSurfaceRepresentation()
+        return volumeNode, segmentationNode
+
+    def _startPoolJob(self, arguments: list, what: str, onProgress, onLog, onFinished) -> ToothSegProcess:
+        """A ``toothseg al …`` job in the background; ``onFinished(ok, message)``."""
+        if self.process is not None and self.process.isRunning():
+            raise RuntimeError("Another ToothSeg task is running.")
+
+        def finished(exitCode: int, cancelled: bool, log: str) -> None:
+            lines = [line for line in log.splitlines() if line.strip()]
+            if cancelled or exitCode == 130:
+                ok, message = False, f"{what} stopped; start it again to resume."
+            elif exitCode != 0:
+                errors = [line for line in lines if "error" in line.lower()]
+                ok, message = False, errors[-1] if errors else f"{what} failed (exit code {exitCode})."
+            else:
+                ok, message = True, " ".join(lines[-2:]) if lines else f"{what} finished."
+            if onFinished:
+                onFinished(ok, message)
+
+        self.process = ToothSegProcess(arguments, onProgress=onProgress, onLog=onLog, onFinished=finished,
+                                       pythonPath=_packageDir())
+        self.process.start()
+        return self.process
+
+    def startPoolPrediction(self, poolDir: str, device: str = "auto", onProgress=None, onLog=None,
+                            onFinished=None) -> ToothSegProcess:
+        """``toothseg al predict POOL``: predictions and uncertainty scores for every open case."""
+        return self._startPoolJob(["al", "predict", poolDir, "--device", device, "--progress-lines"],
+                                  "Prediction of the pool", onProgress, onLog, onFinished)
+
+    def startFinetune(self, poolDir: str, recipe: str = "", device: str = "auto", onProgress=None, onLog=None,
+                      onFinished=None) -> ToothSegProcess:
+        """``toothseg al finetune POOL``: a new model version from the corrected cases, promoted only
+        if it is not worse on held-out corrected cases; stopping keeps a checkpoint to resume from."""
+        arguments = ["al", "finetune", poolDir, "--device", device, "--progress-lines"]
+        if recipe:
+            arguments += ["--recipe", recipe]
+        return self._startPoolJob(arguments, "Fine-tuning", onProgress, onLog, onFinished)
+
     # ------------------------------------------------------------------ export
     def export(self, volumeNode, segmentationNode, outDir: str, fileFormat: str = "stl", coordinateSystem: str = "LPS",
                smoothing: float = 0.3, decimate: float = 0.0, merged: bool = False, labelMap: bool = True,

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...core.errors import InputError
-from ...core.inference.preprocessing import to_canonical
 from ...core.volume import Volume
 
 __all__ = ["STRATEGIES", "SCORED_STRATEGIES", "case_score", "disagreement", "tta_disagreement",
@@ -47,6 +46,8 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
 
 def tta_disagreement(predictor, volume: Volume) -> dict[int, float]:
     """Per-tooth disagreement between the scan and its left-right mirror image (see module doc)."""
+    from ...core.inference.preprocessing import to_canonical  # torch: only where predictions run
+
     table = predictor.table
     canonical, _ = to_canonical(volume)
     plain = predictor.predict(canonical).labels.array
