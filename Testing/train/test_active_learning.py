@@ -430,3 +430,36 @@ def test_a_cascade_parent_gives_a_cascade_version_with_its_coarse_member_kept(tm
     assert [m["role"] for m in card.members] == ["coarse", "fine"]
     assert sha(tmp_path / "version" / "coarse" / "weights.safetensors") == sha(parent / "coarse" / "weights.safetensors")
     Predictor(tmp_path / "version", InferenceOptions(tta=False, device="cpu"))  # loads as a cascade
+
+
+def test_the_simulation_benchmark_runs_end_to_end_on_toy_data(tmp_path):
+    """The UFBA-425 benchmark's code path, on 12 toy images with a few training steps (figures meaningless)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_active_learning", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_active_learning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cases = make_cases(tmp_path / "data", 12)
+    write_manifest(tmp_path / "train.json", [Case(c, i, lab) for c, (i, lab) in list(cases.items())[:9]])
+    write_manifest(tmp_path / "test.json", [Case(c, i, lab) for c, (i, lab) in list(cases.items())[9:]])
+    recipe = toy_recipe(tmp_path)
+    recipe["name"] = "toy-sim"
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    assert bench.main(["--train-manifest", str(tmp_path / "train.json"), "--test-manifest", str(tmp_path / "test.json"),
+                       "--strategies", "entropy,random", "--start", "2", "-k", "2", "--rounds", "2",
+                       "--recipe", str(tmp_path / "recipe.yaml"), "--iterations", "2", "--first-iterations", "3",
+                       "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads((out / "active_learning.json").read_text())
+    for strategy in ("entropy", "random"):
+        points = results["curves"][strategy]["points"]
+        assert [p[0] for p in points] == [2, 4, 6] and all(0.0 <= p[1] <= 1.0 for p in points)
+        state = CasePool(out / strategy).read()
+        assert sum(c.status == "corrected" for c in state.cases.values()) == 6
+    assert results["curves"]["entropy"]["points"][0] == results["curves"]["random"]["points"][0]  # same start
+    assert set(results["corrections_to_reach_random_final"]) == {"entropy", "random"}
+    assert results["corrections_to_reach_random_final"]["random"] <= 6
+    assert (out / "active_learning.png").stat().st_size > 1000
+    assert bench.corrections_to_reach([(5, 0.5), (10, 0.7), (15, 0.8)], 0.7) == 10
+    assert bench.corrections_to_reach([(5, 0.5)], 0.7) is None

@@ -217,11 +217,13 @@ def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None
 
 def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_from: str | None = None,
                   device: str = "auto", overrides: Sequence[str] = (), register: bool = True, quiet: bool = True,
-                  progress: Progress | None = None, token: CancelToken | None = None) -> FinetuneResult:
+                  progress: Progress | None = None, token: CancelToken | None = None,
+                  holdout_share: float = HOLDOUT_SHARE) -> FinetuneResult:
     """Fine-tune on the corrected cases (the other images as unlabeled data) and judge the result.
 
     The network is the one of the model being fine-tuned (the recipe's model and data geometry are
     replaced by its card's); ``recipe_path`` (default ``finetune_pool.yaml``) says how to train.
+    ``holdout_share`` 0 trains on every corrected case (simulations that judge on their own test set).
 
     Raises:
         InputError: fewer than one training case, a recipe that does not fit the pool, …
@@ -238,7 +240,8 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
         run = dict(state.training)
     else:
         corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
-        holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout])
+        holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout], holdout_share) \
+            if holdout_share > 0 else []
         train = [c for c in corrected if c not in holdout]
         if not train:
             raise InputError(f"{pool.folder}: no corrected case to train on (accept corrections first"

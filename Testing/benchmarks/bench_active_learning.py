@@ -1,0 +1,170 @@
+"""Simulated clinicians: does ranking by uncertainty need fewer corrections than picking at random?
+
+On the real panoramic X-rays of UFBA-425 (committed split): start from ``--start`` labeled training
+images, then for ``--rounds`` rounds predict the remaining training images, let each strategy pick
+``-k`` of them, "correct" them (reveal the ground truth through ``toothseg al accept``), fine-tune
+from the previous round's model, and measure the mean per-tooth Dice on the test images. Every
+strategy starts from the same labeled images and the same first model. It runs the real pool code
+(``CasePool``, ``predict_pool``, ``rank_cases``, ``finetune_pool``), not a re-implementation.
+
+    python Testing/benchmarks/bench_active_learning.py                       # UFBA-425, defaults below
+    python Testing/benchmarks/bench_active_learning.py --iterations 100 --rounds 2 --test-cases 20  # quick look
+
+Writes ``OUT/active_learning.json`` (curves and settings) and ``OUT/active_learning.png`` (test Dice
+against corrected cases per strategy), and prints how many corrections each strategy needed to
+reach the random strategy's final Dice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "ToothSegTraining"))
+
+from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
+from toothseg.core.metrics.overlap import mean_dice  # noqa: E402
+from toothseg.train.active_learning.acquisition import rank_cases  # noqa: E402
+from toothseg.train.active_learning.loop import finetune_pool, predict_pool  # noqa: E402
+from toothseg.train.active_learning.pool import CasePool  # noqa: E402
+from toothseg.train.data.cases import Case, read_manifest, ufba_cases  # noqa: E402
+
+DEFAULT_RECIPE = REPO / "ToothSegTraining" / "toothseg" / "train" / "recipes" / "supervised_ufba.yaml"
+
+
+def test_dice(model: Path, cases: list[Case], device: str) -> float:
+    from toothseg.core.inference.predictor import InferenceOptions, Predictor
+
+    predictor = Predictor(model, InferenceOptions(device=device, tta=False, numbering_checks=False))
+    scores = [mean_dice(read_label_map(c.label).array, predictor.predict(read_volume(c.image)).labels.array)
+              for c in cases]
+    return float(np.nanmean(scores))
+
+
+def corrections_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    """Corrected cases at the first round whose Dice reaches ``target`` (None: never)."""
+    for count, dice in curve:
+        if dice >= target - 1e-9:
+            return count
+    return None
+
+
+def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Path, start: int, k: int,
+             rounds: int, recipe: Path, iterations: int, first_iterations: int, device: str, seed: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    order = [train[i] for i in np.random.default_rng(seed).permutation(len(train))]
+    initial = order[:start]
+    overrides = [f"stages.0.iterations={iterations}", "stages.0.validate_every=0"]
+    # one first model for every strategy: trained on the same starting images
+    base = out / "start"
+    if not (base / "pool.json").exists():
+        shutil.rmtree(base, ignore_errors=True)
+        pool = CasePool.create(base)
+        pool.add_images([(c.id, c.image) for c in initial])
+        for case in initial:
+            pool.accept(case.id, case.label)
+    pool = CasePool(base)
+    if not pool.read().versions:
+        finetune_pool(pool, recipe, None, device, [f"stages.0.iterations={first_iterations}",
+                                                    "stages.0.validate_every=0"], register=False, holdout_share=0)
+    first_model = pool.folder / pool.read().versions[-1].folder
+    first_dice = test_dice(first_model, test, device)
+    results: dict = {"settings": {"start": start, "k": k, "rounds": rounds, "iterations": iterations,
+                                  "first_iterations": first_iterations, "recipe": str(recipe), "seed": seed,
+                                  "train_cases": len(train), "test_cases": len(test), "device": device},
+                     "curves": {}}
+    by_id = {c.id: c for c in train}
+    for strategy in strategies:
+        started = time.perf_counter()
+        folder = out / strategy
+        shutil.rmtree(folder, ignore_errors=True)
+        pool = CasePool.create(folder)
+        pool.add_images([(c.id, c.image) for c in train])
+        for case in initial:
+            pool.accept(case.id, case.label)
+        model = first_model
+        curve = [(start, first_dice)]
+        for round_index in range(rounds):
+            scores = [] if strategy == "random" else [strategy]
+            predict_pool(pool, str(model), device, scores or ["entropy"])
+            state = pool.read()
+            waiting = [c.id for c in state.cases.values() if c.status == "predicted"]
+            chosen = rank_cases(waiting, {c: state.cases[c].scores.get(strategy, 0.0) for c in waiting}, k, strategy,
+                                seed=seed + round_index)
+            for case_id in chosen:  # the simulated clinician's correction: the ground truth
+                pool.accept(case_id, by_id[case_id].label)
+            version = finetune_pool(pool, recipe, str(model), device, overrides, register=False, holdout_share=0)
+            model = version.folder
+            curve.append((start + k * (round_index + 1), test_dice(model, test, device)))
+            print(f"{strategy}: {curve[-1][0]} corrected, test Dice {curve[-1][1]:.4f}", flush=True)
+        results["curves"][strategy] = {"points": curve, "seconds": round(time.perf_counter() - started, 1)}
+    if "random" in results["curves"]:
+        target = results["curves"]["random"]["points"][-1][1]
+        results["random_final_dice"] = target
+        results["corrections_to_reach_random_final"] = {
+            s: corrections_to_reach(v["points"], target) for s, v in results["curves"].items()}
+    (out / "active_learning.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    plot(results, out / "active_learning.png")
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    for strategy, curve in results["curves"].items():
+        points = np.array(curve["points"], dtype=float)
+        axes.plot(points[:, 0], points[:, 1], marker="o", label=strategy,
+                  linestyle="--" if strategy == "random" else "-")
+    s = results["settings"]
+    axes.set_xlabel("corrected cases")
+    axes.set_ylabel(f"mean per-tooth Dice ({s['test_cases']} test images)")
+    axes.set_title(f"Active learning, k={s['k']} per round, {s['iterations']} fine-tuning steps", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-manifest", help="training pool (default: the UFBA-425 train split)")
+    parser.add_argument("--test-manifest", help="test cases (default: the UFBA-425 test split)")
+    parser.add_argument("--test-cases", type=int, default=0, help="use only the first N test cases (0: all)")
+    parser.add_argument("--strategies", default="entropy,tta,random")
+    parser.add_argument("--start", type=int, default=5)
+    parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
+    parser.add_argument("--iterations", type=int, default=300, help="fine-tuning steps per round")
+    parser.add_argument("--first-iterations", type=int, default=1000, help="steps of the first model")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "active_learning_ufba")
+    args = parser.parse_args(argv)
+    train = read_manifest(args.train_manifest, require_labels=True) if args.train_manifest else ufba_cases("train")
+    test = read_manifest(args.test_manifest, require_labels=True) if args.test_manifest else ufba_cases("test")
+    if args.test_cases:
+        test = test[: args.test_cases]
+    results = simulate(train, test, args.strategies.split(","), args.out, args.start, args.k, args.rounds,
+                       args.recipe, args.iterations, args.first_iterations, args.device, args.seed)
+    for strategy, count in results.get("corrections_to_reach_random_final", {}).items():
+        print(f"{strategy}: reaches random's final Dice {results['random_final_dice']:.4f} after "
+              f"{count if count is not None else 'more than ' + str(results['curves'][strategy]['points'][-1][0])} "
+              "corrected cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
