@@ -29,7 +29,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         images.extend(list_cases(path) if _is_case_folder(path) else [(case_id_for(path), path)])
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
-    pool = CasePool.create(args.pool, current_model=args.model) if not Path(args.pool, "pool.json").exists() \
+    model = args.model
+    if model and (Path(model) / "model.json").is_file():
+        model = str(Path(model).resolve())  # a folder: independent of the directory later commands run in
+    pool = CasePool.create(args.pool, current_model=model) if not Path(args.pool, "pool.json").exists() \
         else CasePool(args.pool)
     added = pool.add_images(images, copy=args.copy)
     print(f"{pool.folder}: {len(added)} case(s) added, {len(pool.read().cases)} in the pool")

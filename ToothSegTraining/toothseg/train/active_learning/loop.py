@@ -59,8 +59,10 @@ def resolve_model(pool: CasePool, model: str | None, input_kind: str) -> tuple[P
     if chosen:
         inside = pool.path(chosen)
         if inside is not None and (inside / "model.json").is_file():
-            return inside, chosen
-        return catalog.resolve(chosen), chosen
+            return inside.resolve(), chosen
+        folder = catalog.resolve(chosen).resolve()
+        is_path = (Path(chosen) / "model.json").is_file()  # a folder given on the command line: record it absolutely
+        return folder, (pool.relative(folder) if is_path else chosen)
     entry = catalog.default(input_kind)
     return entry.folder, entry.id  # type: ignore[return-value]
 
