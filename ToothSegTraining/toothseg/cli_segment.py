@@ -143,9 +143,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             summary = _segment_one(predictor, source, output, args, token,
                                    Path(args.stl_dir) if args.stl_dir else None,
                                    Path(args.uncertainty) if args.uncertainty else None)
-            print(f"wrote {output}: {len(summary['labels'])} teeth ({', '.join(map(str, summary['labels']))})")
+            count = len(summary["labels"])
+            print(f"wrote {output}: {count} label{'' if count == 1 else 's'} ({', '.join(map(str, summary['labels']))})")
             for warning in summary["warnings"]:
-                print(f"  warning: {warning}")
+                print(f"  warning: {warning}", file=sys.stderr)
             if args.report:
                 from .core.io.atomic import atomic_write_text
 

@@ -172,19 +172,13 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def volumeWarning(volumeNode) -> str:
         """A warning when the volume does not look like a dental CBCT or a panoramic X-ray."""
+        from toothseg.core.volume import dental_input_warnings
+
         if volumeNode is None or volumeNode.GetImageData() is None:
             return ""
         dims = volumeNode.GetImageData().GetDimensions()
-        spacing = volumeNode.GetSpacing()
-        if dims[2] == 1:
-            return "" if min(dims[:2]) >= 256 else "This 2D image is small for a panoramic X-ray."
-        if max(spacing) > 1.0:
-            return (f"Voxels of {max(spacing):.2f} mm are coarse for dental CBCT (typically 0.1–0.5 mm): "
-                    "this may be a conventional CT, and results may be poor.")
-        extent = [d * s for d, s in zip(dims, spacing)]
-        if max(extent) > 250:
-            return "The field of view is large for a dental CBCT; teeth are found, but slowly."
-        return ""
+        warnings = dental_input_warnings(tuple(dims), tuple(volumeNode.GetSpacing()), dims[2] == 1)
+        return " ".join(w[0].upper() + w[1:] + "." for w in warnings)
 
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, volumeNode, modelId: str, device: str = "auto", fast: bool = False, tta: bool = True,

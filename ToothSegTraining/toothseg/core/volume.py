@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import GeometryMismatchError, InputError
 
-__all__ = ["Volume", "VolumeKind", "check_same_geometry"]
+__all__ = ["Volume", "VolumeKind", "check_same_geometry", "dental_input_warnings"]
 
 _GEOMETRY_RTOL = 1e-4  # relative tolerance on spacing (files store float32)
 _GEOMETRY_ATOL_MM = 1e-3  # absolute tolerance on origin, in mm
@@ -158,3 +158,19 @@ def check_same_geometry(a: Volume, b: Volume, what_a: str = "image", what_b: str
         problems.append("direction differs")
     if problems:
         raise GeometryMismatchError(f"the {what_b} does not match the {what_a}: " + "; ".join(problems))
+
+
+def dental_input_warnings(size_xyz: tuple[int, ...], spacing_xyz: tuple[float, ...], is_2d: bool) -> list[str]:
+    """Warnings when an image does not look like a dental CBCT (or a panoramic X-ray): results on it
+    may be poor, so the user hears it before trusting them. Used by ``segment`` and by Slicer's panel."""
+    if is_2d:
+        return [] if min(size_xyz[:2]) >= 256 else ["this 2D image is small for a panoramic X-ray"]
+    warnings = []
+    if max(spacing_xyz) > 1.0:
+        warnings.append(f"voxels of {max(spacing_xyz):.2f} mm are coarse for dental CBCT (typically 0.1-0.5 mm): "
+                        "this may be a conventional CT, and results may be poor")
+    extent = [n * s for n, s in zip(size_xyz, spacing_xyz)]
+    if max(extent) > 250:
+        warnings.append(f"the field of view ({max(extent):.0f} mm) is large for a dental CBCT; teeth are found, "
+                        "but slowly")
+    return warnings

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..labels import LabelTable
 from ..models.folder import LoadedModel, load_model_folder
 from ..progress import Progress
-from ..volume import Volume
+from ..volume import Volume, dental_input_warnings
 from .preprocessing import (
     image_statistics,
     iter_resampled_slabs,
@@ -243,7 +243,7 @@ class Predictor:
         stats = image_statistics(array)
         report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
                                   "tta": self.options.tta and not self.options.fast}
-        warnings: list[str] = []
+        warnings: list[str] = dental_input_warnings(volume.size_xyz, volume.spacing, volume.is_2d)
         class_values = np.asarray(self.card.class_values)
         label_dtype = np.uint8 if class_values.max() < 256 else np.uint16
         labels = np.zeros(array.shape, dtype=label_dtype)
@@ -288,8 +288,8 @@ class Predictor:
             warnings.append("no teeth were found in this scan; the result is empty")
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["labels_found"] = [int(v) for v in np.unique(output.array) if v]
-        for message in warnings:
-            log.warning("%s", message)
+        for message in warnings:  # returned to the caller, who shows them (the CLI prints them once)
+            log.info("%s", message)
         progress.update(1.0, "done")
         return Prediction(output, self.table, uncertainty_volume, tooth_uncertainty, warnings, report)
 
