@@ -34,6 +34,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         model = str(Path(model).resolve())  # a folder: independent of the directory later commands run in
     pool = CasePool.create(args.pool, current_model=model) if not Path(args.pool, "pool.json").exists() \
         else CasePool(args.pool)
+    if args.model and pool.read().current_model != model:
+        print(f"note: the pool keeps its current model ({pool.read().current_model or 'catalogue default'}); "
+              "--model applies when a pool is created", file=sys.stderr)
     added = pool.add_images(images, copy=args.copy)
     print(f"{pool.folder}: {len(added)} case(s) added, {len(pool.read().cases)} in the pool")
     return 0
@@ -194,7 +197,8 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
                                  description="Train RECIPE with the corrected cases as labeled data and the other "
                                              "images as unlabeled data, starting from the current model. The new "
                                              "version is promoted only if its mean tooth Dice on held-out corrected "
-                                             "cases is not below the current model's. Interrupted runs resume.")
+                                             "cases is not below the current model's. An interrupted run resumes "
+                                             "with the recipe and settings it started with.")
     finetune.add_argument("pool", metavar="POOL")
     finetune.add_argument("--recipe", help="training recipe (YAML) saying how to train (default: the bundled "
                                            "finetune_pool.yaml); the pool supplies the data, the model being "

@@ -238,8 +238,12 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
 
     state = pool.read()
     missing = set(pool.missing_images(state))
-    if state.training:  # resume the interrupted run with its own case lists
+    if state.training:  # resume the interrupted run with its own case lists, recipe and overrides
         run = dict(state.training)
+        if list(overrides) and list(overrides) != run["overrides"] or (recipe_path and
+                                                                       str(Path(recipe_path).resolve()) != run["recipe"]):
+            log.warning("resuming fine-tuning %s with the recipe and settings it started with; "
+                        "the ones given now are ignored", run["version"])
     else:
         corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
         holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout], holdout_share) \
