@@ -224,3 +224,13 @@ def test_label_maps_must_hold_whole_non_negative_numbers(tmp_path):
         read_label_map(tmp_path / "neg.nrrd")
     sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 2, 2), 36.0, np.float32)), str(tmp_path / "ok.nrrd"))
     assert read_label_map(tmp_path / "ok.nrrd").array.dtype == np.uint8
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+def test_a_panoramic_image_saved_in_a_3d_container_reads_back_as_2d(tmp_path, suffix):
+    """3D Slicer saves a loaded X-ray as a one-slice NRRD; the case pool stores images as NIfTI.
+    Either way it is still a 2D image, which a 2D model must accept."""
+    image = Volume(np.arange(64 * 80, dtype=np.uint8).reshape(1, 64, 80), kind="2d")
+    back = read_volume(write_volume(image, tmp_path / f"xray{suffix}"))
+    assert back.kind == VolumeKind.PANORAMIC_2D and back.shape == (1, 64, 80)
+    np.testing.assert_array_equal(back.array, image.array)

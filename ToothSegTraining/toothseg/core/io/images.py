@@ -111,6 +111,8 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
         full[:2, :2] = direction
         direction = full
         kind = kind or VolumeKind.PANORAMIC_2D
+    elif image.GetSize()[2] == 1:  # one slice: a 2D image in a 3D container (Slicer saves X-rays as NRRD)
+        kind = kind or VolumeKind.PANORAMIC_2D
     volume = Volume(array, tuple(spacing), tuple(origin), direction, kind or VolumeKind.CBCT_3D)
     if source:
         volume.metadata["source"] = source
