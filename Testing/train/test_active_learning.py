@@ -144,13 +144,29 @@ def test_accept_refuses_a_label_map_on_another_grid_and_changes_nothing(tmp_path
     assert run("al", "accept", pool, "nope", cases["c00"][1]).returncode == 1
 
 
-def test_accept_adds_a_new_case_with_its_image_copied(tmp_path):
+def test_accept_adds_a_new_case_with_its_image_copied(tmp_path, tiny_model):
+    from toothseg.train.active_learning.loop import predict_pool
+
     cases = make_cases(tmp_path / "data", 2)
-    pool = CasePool.create(tmp_path / "pool")
+    pool = CasePool.create(tmp_path / "pool", current_model=str(tiny_model))
     pool.accept("fromslicer", cases["c01"][1], image=cases["c01"][0])
     record = pool.read().cases["fromslicer"]
     assert record.status == "corrected" and record.image == "images/fromslicer.nii.gz"
     assert (pool.folder / record.image).is_file()
+    # the copied panoramic X-ray is still a 2D image for the pool's 2D model
+    pool.add_images([("other", cases["c00"][0])], copy=True)
+    summary = predict_pool(pool, device="cpu")
+    assert summary.predicted == ["other"] and not summary.failed
+
+
+def test_predicting_ensemble_scores_with_a_single_model_fails_once_and_clearly(tmp_path, tiny_model):
+    make_cases(tmp_path / "data", 3)
+    pool = tmp_path / "pool"
+    assert run("al", "init", pool, "--images", tmp_path / "data" / "images", "--model", tiny_model).returncode == 0
+    before = (pool / "pool.json").read_bytes()
+    result = run("al", "predict", pool, "--scores", "ensemble", "--device", "cpu")
+    assert result.returncode == 1 and "is not an ensemble" in result.stderr
+    assert result.stderr.count("not an ensemble") == 1 and (pool / "pool.json").read_bytes() == before
 
 
 def test_missing_image_is_reported_and_the_other_cases_go_on(tmp_path, tiny_model):
@@ -271,6 +287,9 @@ def test_tta_disagreement_is_zero_for_a_side_consistent_model_and_one_for_a_side
     assert tta_disagreement(consistent, volume) == {11: 0.0, 21: 0.0}
     blind = Predictor(loaded(IntensityToClass(3), [0, 11, 21], TABLE, patch=[1, 24, 24]), InferenceOptions(tta=False))
     assert tta_disagreement(blind, volume) == {11: 1.0, 21: 1.0}
+    # given the plain prediction (as predict_pool has it), the same answer from one prediction less
+    assert tta_disagreement(blind, volume, blind.predict(volume).labels) == {11: 1.0, 21: 1.0}
+    assert tta_disagreement(consistent, volume, consistent.predict(volume).labels) == {11: 0.0, 21: 0.0}
 
 
 def test_ensemble_disagreement_needs_members_and_measures_them():
@@ -350,6 +369,17 @@ def test_finetune_makes_a_version_judges_it_on_held_out_cases_and_registers_it(t
     assert version.model_id in listed.stdout
 
 
+def test_a_bad_recipe_is_refused_before_a_run_is_recorded(tmp_path, tiny_model):
+    pool = _corrected_pool(tmp_path, tiny_model, corrected=2, total=3)
+    result = run("al", "finetune", pool.folder, "--recipe", tmp_path / "missing.yaml", "--device", "cpu")
+    assert result.returncode == 1 and "cannot read recipe" in result.stderr
+    assert pool.read().training is None and not (pool.folder / "runs" / "v001").exists()
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({"stages": [{"method": "supervised", "iteratons": 3}]}))
+    result = run("al", "finetune", pool.folder, "--recipe", tmp_path / "typo.yaml", "--device", "cpu")
+    assert result.returncode == 1 and "did you mean 'iterations'" in result.stderr
+    assert pool.read().training is None and not (pool.folder / "runs" / "v001").exists()
+
+
 def test_finetune_without_corrections_says_so(tmp_path, tiny_model):
     pool = _corrected_pool(tmp_path, tiny_model, corrected=0, total=2)
     result = run("al", "finetune", pool.folder, "--recipe", _toy_recipe_file(tmp_path), "--device", "cpu")
@@ -384,6 +414,20 @@ def test_kill_9_during_finetune_resumes_the_same_run(tmp_path, tiny_model):
     assert not (pool.folder / "runs" / "v002").exists()
 
 
+def test_restart_discards_an_interrupted_fine_tune(tmp_path, tiny_model):
+    from toothseg.train.active_learning.loop import finetune_pool
+
+    pool = _corrected_pool(tmp_path, tiny_model, corrected=3, total=3)
+    with pool.transaction() as state:  # what a killed run leaves: a recorded run whose recipe is gone
+        state.training = {"version": "v001", "run": "runs/v001", "recipe": str(tmp_path / "gone.yaml"),
+                          "parent": None, "parent_folder": None, "train": ["c00"], "holdout": [], "overrides": []}
+    (pool.folder / "runs" / "v001").mkdir(parents=True)
+    with pytest.raises(InputError, match="--restart discards the run"):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False)
+    result = finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False, restart=True)
+    assert result.version.version == "v001" and pool.read().training is None
+
+
 def test_an_orphan_revision_left_by_a_crash_is_skipped_not_replaced(tmp_path):
     """A crash between writing the revision file and the manifest leaves an unnamed revision on disk."""
     cases = make_cases(tmp_path / "data", 1)
@@ -408,6 +452,11 @@ def test_save_corrected_case_creates_the_pool_and_keeps_every_revision(tmp_path)
     assert first.parent.name == "CBCT_2024_03_1" and (first.name, second.name) == ("rev-0001.nii.gz", "rev-0002.nii.gz")
     record = CasePool(tmp_path / "pool").read().cases["CBCT_2024_03_1"]
     assert record.status == "corrected" and len(record.labels) == 2 and record.image.startswith("images/")
+    # another scan under the same node name is another case, never a revision of the first
+    other = make_cases(tmp_path / "other", 1, seed=5)["c00"]
+    third = save_corrected_case(tmp_path / "pool", "CBCT 2024/03 (1)", other[0], other[1])
+    assert third.parent.name == "CBCT_2024_03_1_2" and third.name == "rev-0001.nii.gz"
+    assert len(CasePool(tmp_path / "pool").read().cases["CBCT_2024_03_1"].labels) == 2
 
 
 def test_a_cascade_parent_gives_a_cascade_version_with_its_coarse_member_kept(tmp_path, tiny_model):

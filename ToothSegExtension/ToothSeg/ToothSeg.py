@@ -161,7 +161,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         haveResult = bool(node and node.segmentation)
         for button in (self.ui.renumberButton, self.ui.saveCorrectedButton, self.ui.exportButton):
             button.enabled = haveResult and haveInput and not running
-        havePool = bool(node and node.poolFolder and str(node.poolFolder) not in ("", "."))
+        havePool = bool(self._poolFolderText())
         for button in (self.ui.predictPoolButton, self.ui.nextCaseButton, self.ui.finetuneButton):
             button.enabled = havePool and not running
         self.ui.finetuneStopButton.enabled = running
@@ -302,23 +302,26 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSaveCorrected(self) -> None:
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not save the corrected case."), waitCursor=True):
-            if not node.poolFolder or not str(node.poolFolder):
-                raise ValueError(_("Choose a case-pool folder first."))
-            path = self.logic.saveCorrectedCase(node.inputVolume, node.segmentation, str(node.poolFolder))
+            path = self.logic.saveCorrectedCase(node.inputVolume, node.segmentation, self._poolDir())
             self.ui.statusLabel.text = _("Corrected labels saved as {path}").format(path=path)
             self.refreshPoolStatus()
 
     # ------------------------------------------------------------------ fine-tune (active learning)
+    def _poolFolderText(self) -> str:
+        """The chosen pool folder, or "" (an empty Path parameter reads back as ".")."""
+        folder = str(self._parameterNode.poolFolder or "") if self._parameterNode else ""
+        return "" if folder in ("", ".") else folder
+
     def _poolDir(self) -> str:
-        folder = self._parameterNode.poolFolder if self._parameterNode else None
-        if not folder or str(folder) in ("", "."):
+        folder = self._poolFolderText()
+        if not folder:
             raise ValueError(_("Choose a case-pool folder (under Correct) first."))
-        return str(folder)
+        return folder
 
     def refreshPoolStatus(self, *args) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not read the case pool.")):
-            folder = str(self._parameterNode.poolFolder) if self._parameterNode and self._parameterNode.poolFolder else ""
-            self.ui.poolStatusLabel.text = self.logic.poolSummary(folder) if folder not in ("", ".") else \
+            folder = self._poolFolderText()
+            self.ui.poolStatusLabel.text = self.logic.poolSummary(folder) if folder else \
                 _("Choose a case-pool folder under Correct.")
 
     def _startPoolJob(self, start, startingText: str) -> None:
@@ -362,17 +365,13 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onNextCase(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the next case."), waitCursor=True):
-            found = self.logic.nextPoolCase(self._poolDir())
-            if found is None:
-                slicer.util.infoDisplay(_("No predicted case waits for review: press Predict pool first."))
-                return
-            volumeNode, segmentationNode = self.logic.loadPoolCase(*found)
+            caseId, volumeNode, segmentationNode = self.logic.openNextPoolCase(self._poolDir())
             self._parameterNode.inputVolume = volumeNode
             self._parameterNode.segmentation = segmentationNode
             self.ui.segmentEditorWidget.setSegmentationNode(segmentationNode)
             self.ui.segmentEditorWidget.setSourceVolumeNode(volumeNode)
             self.ui.correctCollapsibleButton.collapsed = False
-            self.ui.statusLabel.text = _("Case {case}: correct it, then Save as corrected case.").format(case=found[0])
+            self.ui.statusLabel.text = _("Case {case}: correct it, then Save as corrected case.").format(case=caseId)
             self.refreshPoolStatus()
 
     # ------------------------------------------------------------------ export

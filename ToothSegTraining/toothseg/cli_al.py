@@ -68,18 +68,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    from .core.errors import InputError
-    from .train.active_learning.acquisition import rank_cases
+    from .train.active_learning.acquisition import choose_next
 
     pool = _pool(args.pool)
     state = pool.read()
-    wanted = ("predicted", "in_review") if args.include_review else ("predicted",)
-    candidates = [c.id for c in state.cases.values() if c.status in wanted]
-    if not candidates:
-        raise InputError("no predicted case waits for review; run 'toothseg al predict POOL' first")
-    scores = {c.id: c.scores[args.strategy] for c in state.cases.values() if args.strategy in c.scores}
-    features = {c.id: c.tooth_scores.get(args.strategy, {}) for c in state.cases.values()}
-    chosen = rank_cases(candidates, scores, args.k, args.strategy, args.seed, args.diverse, features)
+    chosen = choose_next(state, args.k, args.strategy, args.seed, args.diverse, args.include_review)
     if not args.dry_run:
         pool.set_status(chosen, "in_review", f"selected ({args.strategy})")
     for case_id in chosen:
@@ -126,9 +119,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .train.active_learning.loop import finetune_pool
-
     from .core.progress import CancelToken, Progress, cancel_on_sigterm
+    from .train.active_learning.loop import finetune_pool
 
     pool = _pool(args.pool)
     token = CancelToken()
@@ -138,7 +130,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     with cancel_on_sigterm(token):
         result = finetune_pool(pool, args.recipe, args.start_from, args.device, args.set or [],
                                register=not args.no_register, quiet=args.quiet or args.progress_lines,
-                               progress=progress, token=token)
+                               progress=progress, token=token, restart=args.restart)
     version = result.version
     print(f"{version.version}: model {version.model_id} at {result.folder}")
     print(f"  {version.note}")
@@ -208,5 +200,7 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     finetune.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     finetune.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override (repeatable)")
     finetune.add_argument("--no-register", action="store_true", help="do not add the version to the model catalogue")
+    finetune.add_argument("--restart", action="store_true",
+                          help="discard an interrupted fine-tuning run instead of resuming it")
     finetune.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
     finetune.set_defaults(func=cmd_finetune)

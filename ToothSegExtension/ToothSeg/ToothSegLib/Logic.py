@@ -329,23 +329,19 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             text += f" Fine-tuning {state.training['version']} was stopped; Fine-tune resumes it."
         return text
 
-    def nextPoolCase(self, poolDir: str):
-        """(case ID, image, prediction) of the predicted case with the highest uncertainty (marked
-        in review), or None when no predicted case waits."""
-        from toothseg.train.active_learning.acquisition import rank_cases
+    def openNextPoolCase(self, poolDir: str):
+        """Load the predicted case the model is least sure of (entropy) with its prediction, then mark
+        it in review; returns (case ID, volume node, segmentation node)."""
+        from toothseg.train.active_learning.acquisition import choose_next
         from toothseg.train.active_learning.pool import CasePool
 
         pool = CasePool(poolDir)
         state = pool.read()
-        waiting = [c for c in state.cases.values() if c.status == "predicted" and c.prediction]
-        if not waiting:
-            return None
-        scores = {c.id: c.scores["entropy"] for c in waiting if "entropy" in c.scores}
-        strategy = "entropy" if len(scores) == len(waiting) else "random"
-        caseId = rank_cases([c.id for c in waiting], scores, 1, strategy)[0]
-        pool.set_status([caseId], "in_review", "opened in 3D Slicer")
+        caseId = choose_next(state, 1, "entropy")[0]
         record = state.cases[caseId]
-        return caseId, pool.path(record.image), pool.path(record.prediction)
+        volumeNode, segmentationNode = self.loadPoolCase(caseId, pool.path(record.image), pool.path(record.prediction))
+        pool.set_status([caseId], "in_review", "opened in 3D Slicer")
+        return caseId, volumeNode, segmentationNode
 
     def loadPoolCase(self, caseId: str, imagePath: Path, predictionPath: Path):
         """The case's volume (named by its case ID, which Save as corrected case maps back to the

@@ -25,7 +25,7 @@ from ...core.errors import InputError
 from ...core.volume import Volume
 
 __all__ = ["STRATEGIES", "SCORED_STRATEGIES", "case_score", "disagreement", "tta_disagreement",
-           "ensemble_disagreement", "rank_cases"]
+           "ensemble_disagreement", "rank_cases", "choose_next"]
 
 STRATEGIES = ("entropy", "tta", "ensemble", "random")
 SCORED_STRATEGIES = ("entropy", "tta", "ensemble")
@@ -44,13 +44,16 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
     return {int(v): 1.0 - d for v, d in dice_per_label(a, b, labels).items()}
 
 
-def tta_disagreement(predictor, volume: Volume) -> dict[int, float]:
-    """Per-tooth disagreement between the scan and its left-right mirror image (see module doc)."""
+def tta_disagreement(predictor, volume: Volume, labels: Volume | None = None) -> dict[int, float]:
+    """Per-tooth disagreement between the scan and its left-right mirror image (see module doc).
+
+    ``labels``: the predictor's own prediction of ``volume`` (without TTA) when the caller has it,
+    so that only the mirrored scan is predicted here."""
     from ...core.inference.preprocessing import to_canonical  # torch: only where predictions run
 
     table = predictor.table
     canonical, _ = to_canonical(volume)
-    plain = predictor.predict(canonical).labels.array
+    plain = to_canonical(labels)[0].array if labels is not None else predictor.predict(canonical).labels.array
     mirrored = canonical.with_array(np.ascontiguousarray(canonical.array[..., ::-1]))
     back = predictor.predict(mirrored).labels.array[..., ::-1]
     back = table.swap_left_right(np.ascontiguousarray(back))
@@ -73,6 +76,19 @@ def ensemble_disagreement(model, volume: Volume, options) -> dict[int, float]:
     pairs = len(labels) * (len(labels) - 1) // 2
     # a tooth missing from both maps of a pair agrees there: average over all pairs
     return {v: float(sum(s) / pairs) for v, s in totals.items()}
+
+
+def choose_next(state, k: int, strategy: str, seed: int = 0, diverse: bool = False,
+                include_review: bool = False) -> list[str]:
+    """The ``k`` predicted cases of a pool state to correct next (what ``al next`` and Slicer's
+    "Load next case" show). Raises :class:`InputError` when no predicted case waits."""
+    wanted = ("predicted", "in_review") if include_review else ("predicted",)
+    candidates = [c.id for c in state.cases.values() if c.status in wanted and c.prediction]
+    if not candidates:
+        raise InputError("no predicted case waits for review; run 'toothseg al predict POOL' first")
+    scores = {c.id: c.scores[strategy] for c in state.cases.values() if strategy in c.scores}
+    features = {c.id: c.tooth_scores.get(strategy, {}) for c in state.cases.values()}
+    return rank_cases(candidates, scores, k, strategy, seed, diverse, features)
 
 
 def rank_cases(candidates: Sequence[str], scores: dict[str, float], k: int, strategy: str,

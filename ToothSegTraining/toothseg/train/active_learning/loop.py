@@ -68,12 +68,24 @@ def resolve_model(pool: CasePool, model: str | None, input_kind: str) -> tuple[P
 
 
 def _kind_of(pool: CasePool) -> str:
-    from ...core.io.images import read_volume
+    """``2d`` or ``3d``, from the first image's file type (PNG/JPEG are panoramic X-rays), or — for a
+    NIfTI/NRRD that may hold a one-slice X-ray — from its header alone."""
+    import SimpleITK as sitk
+
+    from ...core.io.images import file_format
 
     for record in pool.read().cases.values():
         path = pool.path(record.image)
-        if path is not None and path.exists():
-            return "2d" if read_volume(path).is_2d else "3d"
+        if path is None or not path.exists():
+            continue
+        kind = file_format(path)
+        if kind == "itk":
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            size = reader.GetSize()
+            return "2d" if len(size) == 2 or size[2] == 1 else "3d"
+        return "2d" if kind == "2d" else "3d"
     raise InputError(f"{pool.folder}: the pool has no readable image")
 
 
@@ -95,6 +107,9 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
     folder, model_name = resolve_model(pool, model, _kind_of(pool))
     options = InferenceOptions(device=device, tta=False, uncertainty=True, numbering_checks=False)
     predictor = Predictor(folder, options)
+    if "ensemble" in scores and len([r for r, _ in predictor.model.members if r == "ensemble"]) < 2:
+        raise InputError(f"model {predictor.card.id!r} is not an ensemble; the 'ensemble' score needs a model "
+                         "with several members (e.g. RAIL's students)")
     summary = PredictSummary()
     state = pool.read()
     todo = []
@@ -115,7 +130,7 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
             if "entropy" in scores:
                 tooth["entropy"] = prediction.tooth_uncertainty
             if "tta" in scores:
-                tooth["tta"] = tta_disagreement(predictor, volume)
+                tooth["tta"] = tta_disagreement(predictor, volume, prediction.labels)
             if "ensemble" in scores:
                 tooth["ensemble"] = ensemble_disagreement(predictor.model, volume, options)
             target = pool.prediction_path(case_id)
@@ -220,30 +235,36 @@ def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None
 def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_from: str | None = None,
                   device: str = "auto", overrides: Sequence[str] = (), register: bool = True, quiet: bool = True,
                   progress: Progress | None = None, token: CancelToken | None = None,
-                  holdout_share: float = HOLDOUT_SHARE) -> FinetuneResult:
+                  holdout_share: float = HOLDOUT_SHARE, restart: bool = False) -> FinetuneResult:
     """Fine-tune on the corrected cases (the other images as unlabeled data) and judge the result.
 
     The network is the one of the model being fine-tuned (the recipe's model and data geometry are
     replaced by its card's); ``recipe_path`` (default ``finetune_pool.yaml``) says how to train.
     ``holdout_share`` 0 trains on every corrected case (simulations that judge on their own test set).
+    An interrupted run resumes with its own settings; ``restart`` discards it instead.
 
     Raises:
         InputError: fewer than one training case, a recipe that does not fit the pool, …
         CancelledError: interrupted (the run resumes on the next call).
     """
     from ...core.models.folder import read_card, verify_model_folder
-    from ..config import load_recipe
     from ..data.cases import Case, write_manifest
     from ..engine.pipeline import run_recipe
 
     state = pool.read()
     missing = set(pool.missing_images(state))
+    if state.training and restart:  # discard the interrupted run (its folder too) and start afresh
+        shutil.rmtree(pool.folder / state.training["run"], ignore_errors=True)
+        with pool.transaction() as fresh:
+            fresh.training = None
+        state = pool.read()
     if state.training:  # resume the interrupted run with its own case lists, recipe and overrides
         run = dict(state.training)
-        if list(overrides) and list(overrides) != run["overrides"] or (recipe_path and
-                                                                       str(Path(recipe_path).resolve()) != run["recipe"]):
+        changed_recipe = recipe_path is not None and str(Path(recipe_path).resolve()) != run["recipe"]
+        if changed_recipe or (overrides and list(overrides) != run["overrides"]):
             log.warning("resuming fine-tuning %s with the recipe and settings it started with; "
-                        "the ones given now are ignored", run["version"])
+                        "the ones given now are ignored (--restart discards it)", run["version"])
+        recipe, raw = _load_run_recipe(pool, run)
     else:
         corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
         holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout], holdout_share) \
@@ -265,28 +286,25 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
                "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
         run_dir = pool.folder / run["run"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(run_dir / "labeled.json", [Case(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label))
-                                                   for c in train])
-        unlabeled = [c for c in state.cases.values() if c.status != "corrected" and c.id not in missing]
-        if unlabeled:
-            write_manifest(run_dir / "unlabeled.json", [Case(c.id, pool.path(c.image)) for c in unlabeled])
-        if holdout:
-            write_manifest(run_dir / "holdout.json", [Case(c, pool.path(state.cases[c].image),
-                                                           pool.path(state.cases[c].label)) for c in holdout])
+        try:
+            write_manifest(run_dir / "labeled.json", [Case(c, pool.path(state.cases[c].image),
+                                                           pool.path(state.cases[c].label)) for c in train])
+            unlabeled = [c for c in state.cases.values() if c.status != "corrected" and c.id not in missing]
+            if unlabeled:
+                write_manifest(run_dir / "unlabeled.json", [Case(c.id, pool.path(c.image)) for c in unlabeled])
+            if holdout:
+                write_manifest(run_dir / "holdout.json", [Case(c, pool.path(state.cases[c].image),
+                                                               pool.path(state.cases[c].label)) for c in holdout])
+            recipe, raw = _load_run_recipe(pool, run)  # a bad recipe or parent fails here, before it is recorded
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         with pool.transaction() as fresh:
             for case_id in holdout:
                 fresh.cases[case_id].holdout = True
             fresh.training = run
     run_dir = pool.folder / run["run"]
-    settings = ["data.source=files", f"data.labeled={run_dir / 'labeled.json'}", "data.labeled_fraction=1.0", "data.root=null",
-                f"data.unlabeled={run_dir / 'unlabeled.json' if (run_dir / 'unlabeled.json').exists() else 'null'}",
-                f"data.validation={run_dir / 'holdout.json' if run['holdout'] else 'null'}",
-                f"export.id={_version_id(pool, run)}", *run["overrides"]]
     parent_folder = Path(run["parent_folder"]) if run["parent_folder"] else None
-    if parent_folder is not None:
-        derived, trained_from = _parent_settings(parent_folder, run_dir)
-        settings = derived + settings + [f"stages.0.init_from={trained_from}"]
-    recipe, raw = load_recipe(run["recipe"], settings)
     result = run_recipe(recipe, raw, output=run_dir / "training", device=device, quiet=quiet, progress=progress,
                         token=token)
     if result.interrupted or result.model is None:
@@ -341,6 +359,28 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
             fresh.current_model = version.folder
         fresh.training = None
     return FinetuneResult(version, target, report)
+
+
+def _load_run_recipe(pool: CasePool, run: dict[str, Any]):
+    """The recipe of a fine-tuning run: the pool's case lists, the parent's network, the run's overrides."""
+    from ..config import load_recipe
+
+    run_dir = pool.folder / run["run"]
+    settings = ["data.source=files", f"data.labeled={run_dir / 'labeled.json'}", "data.labeled_fraction=1.0",
+                "data.root=null",
+                f"data.unlabeled={run_dir / 'unlabeled.json' if (run_dir / 'unlabeled.json').exists() else 'null'}",
+                f"data.validation={run_dir / 'holdout.json' if run['holdout'] else 'null'}",
+                f"export.id={_version_id(pool, run)}", *run["overrides"]]
+    if run["parent_folder"]:
+        derived, trained_from = _parent_settings(Path(run["parent_folder"]), run_dir)
+        settings = derived + settings + [f"stages.0.init_from={trained_from}"]
+    try:
+        return load_recipe(run["recipe"], settings)
+    except InputError as exc:
+        if run["recipe"] and not Path(run["recipe"]).is_file():
+            raise InputError(f"{exc} (fine-tuning {run['version']}: its recipe is gone; --restart discards the run)") \
+                from exc
+        raise
 
 
 def _version_id(pool: CasePool, run: dict[str, Any]) -> str:

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ...core.errors import InputError, OutputExistsError, OutputWriteError
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
@@ -260,14 +262,18 @@ class CasePool:
             seen.add(case_id)
             if not Path(path).exists():
                 raise InputError(f"{path}: no such image")
+        clashes = sorted(seen & set(self.read().cases))
+        if clashes:
+            raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}")
+        # copies (large scans, DICOM conversion) happen before the lock: other writers are not held up
+        stored = {case_id: self._copy_image(case_id, Path(path)) if copy else Path(path) for case_id, path in images}
         added = []
         with self.transaction() as state:
             clashes = sorted(seen & set(state.cases))
-            if clashes:
+            if clashes:  # added by another process meanwhile
                 raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}")
             for case_id, path in images:
-                stored = self._copy_image(case_id, Path(path)) if copy else Path(path)
-                record = CaseRecord(case_id, self.relative(stored))
+                record = CaseRecord(case_id, self.relative(stored[case_id]))
                 record.log("added", source=str(Path(path)))
                 state.cases[case_id] = record
                 added.append(case_id)
@@ -338,14 +344,6 @@ class CasePool:
         state = state or self.read()
         return [c.id for c in state.cases.values() if not self.path(c.image).exists()]  # type: ignore[union-attr]
 
-    def clean_temporaries(self) -> int:
-        """Remove temporary folders a killed writer left behind; return how many."""
-        removed = 0
-        for tmp in self.folder.rglob(".toothseg-tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed += 1
-        return removed
-
 
 def case_id_from_name(name: str) -> str:
     """A valid case ID from a free name (a Slicer node name such as "CBCT 2024-03 (1)")."""
@@ -357,11 +355,25 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
                         labels: str | os.PathLike[str]) -> Path:
     """Slicer's "Save as corrected case": open (or create) the pool, add the case if it is new
     (its image copied in), and store the labels as a new revision. Returns the revision file."""
+    from ...core.io.images import read_volume
+
     folder = Path(pool_folder)
     pool = CasePool(folder) if (folder / MANIFEST_NAME).is_file() else CasePool.create(folder)
-    case_id = case_id_from_name(case_name)
-    known = case_id in pool.read().cases
-    return pool.accept(case_id, labels, image=None if known else image, note="saved from 3D Slicer")
+    base = case_id_from_name(case_name)
+    cases = pool.read().cases
+    saved = None
+    for number in range(1, 10_000):
+        case_id = base if number == 1 else f"{base}_{number}"
+        record = cases.get(case_id)
+        if record is None:
+            return pool.accept(case_id, labels, image=image, note="saved from 3D Slicer")
+        # a known name: the same case only if it is the same image (two scans can share a node name)
+        stored = pool.path(record.image)
+        if stored is not None and stored.exists():
+            saved = saved if saved is not None else read_volume(image).array
+            if np.array_equal(read_volume(stored).array, saved):
+                return pool.accept(case_id, labels, note="saved from 3D Slicer")
+    raise InputError(f"too many different images named {base!r} in the pool")
 
 
 def check_case_id(case_id: str) -> None:
