@@ -180,6 +180,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         text = _("{x} x {y} x {z} voxels, {sx:.3g} x {sy:.3g} x {sz:.3g} mm").format(
             x=dims[0], y=dims[1], z=dims[2], sx=spacing[0], sy=spacing[1], sz=spacing[2])
         warning = self.logic.volumeWarning(node)
+        self._selectModelForKind("2d" if dims[2] == 1 else "3d")
         self.ui.inputInfoLabel.text = text + (("\n" + _("Warning: ") + warning) if warning else "")
 
     # ------------------------------------------------------------------ models
@@ -188,9 +189,23 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not read the model catalogue.")):
             for entry in self.logic.modelEntries():
                 label = f"{entry.name} [{entry.input_kind.upper()}]"
+                if entry.input_kind in entry.default_for and entry.available:
+                    label += " — " + _("default")
                 if not entry.available:
                     label += " — " + _("weights not installed")
                 self.ui.modelComboBox.addItem(label, entry.id)
+
+    def _selectModelForKind(self, inputKind: str) -> None:
+        """Keep the chosen model if it fits the input; otherwise switch to the default for this kind."""
+        modelId = self.ui.modelComboBox.currentData
+        try:
+            if modelId and self.logic.catalog().get(modelId).input_kind == inputKind:
+                return
+        except Exception:  # a broken catalogue is reported by populateModels
+            return
+        default = self.logic.defaultModelId(inputKind)
+        if default:
+            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(default))
 
     def onModelChanged(self, index) -> None:
         modelId = self.ui.modelComboBox.currentData
@@ -403,14 +418,14 @@ class ToothSegTest(ScriptedLoadableModuleTest):
         logic = ToothSegLogic()
         volume = logic.loadSample()
         self.assertIsNotNone(volume)
-        models = [e for e in logic.modelEntries("3d") if e.available]
-        self.assertTrue(models, "no installed 3D model")
+        modelId = logic.defaultModelId("3d")
+        self.assertTrue(modelId, "no bundled 3D model")
         done = {}
 
         def finished(segmentationNode, uncertaintyNode, message):
             done["node"], done["message"] = segmentationNode, message
 
-        process = logic.startSegmentation(volume, models[0].id, device="cpu", fast=True, onFinished=finished)
+        process = logic.startSegmentation(volume, modelId, device="cpu", fast=True, onFinished=finished)
         process.process.waitForFinished(-1)
         slicer.app.processEvents()
         node = done.get("node")

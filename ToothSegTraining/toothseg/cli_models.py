@@ -113,6 +113,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .core.models.catalog import load_catalog
+    from .core.models.folder import pack_model_folder
+
+    source = load_catalog().resolve(args.source)
+    out = pack_model_folder(source, args.destination, half=args.half, overwrite=args.overwrite)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"wrote model folder {out} ({size / 1e6:.1f} MB{', float16 weights' if args.half else ''})")
+    return 0
+
+
 def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) -> None:
     models = sub.add_parser("models", parents=[common], help="list, show, add, verify and import models",
                             description="The model catalogue (Resources/Models/catalog.json) and your model folders "
@@ -137,6 +148,14 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p = verbs.add_parser("verify", parents=[common], help="check a model's card, SHA-256 and weights")
     p.add_argument("id", help="catalogue ID or model folder")
     p.set_defaults(func=cmd_verify)
+    p = verbs.add_parser("pack", parents=[common], help="copy a model folder for bundling or sharing (optionally float16)",
+                         description="Copy a verified model folder, members included, to a new folder; --half stores "
+                                     "the weights as float16 (half the size; the network still runs in float32).")
+    p.add_argument("source", help="catalogue ID or model folder")
+    p.add_argument("destination", help="new model folder")
+    p.add_argument("--half", action="store_true", help="store floating-point weights as float16")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_pack)
     p = verbs.add_parser("import-checkpoint", parents=[common],
                          help="convert RAIL or nnU-Net/U-Mamba2 checkpoints into a model folder",
                          description="Checkpoints are read with torch.load(weights_only=True): pickled code is refused.")

@@ -83,7 +83,7 @@ def _progress(args, label: str, token):
 
 
 def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Path | None,
-                 uncertainty_path: Path | None) -> dict:
+                 uncertainty_path: Path | None, overlay_path: Path | None = None) -> dict:
     from .core.io.atomic import check_writable_output
     from .core.io.images import read_volume, write_volume
 
@@ -107,6 +107,14 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
 
         written = export_surfaces(prediction.labels, prediction.table, stl_dir, overwrite=args.overwrite)
         summary["stl"] = [str(item.path) for item in written]
+    if overlay_path is not None:
+        from .core.export.overview import write_overview, write_panoramic_overlay
+
+        if prediction.labels.is_2d:
+            write_panoramic_overlay(volume, prediction.labels, prediction.table, overlay_path, overwrite=args.overwrite)
+        else:
+            write_overview(volume, prediction.labels, prediction.table, overlay_path, overwrite=args.overwrite)
+        summary["overlay"] = str(overlay_path)
     return summary
 
 
@@ -142,9 +150,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if not batch:
             summary = _segment_one(predictor, source, output, args, token,
                                    Path(args.stl_dir) if args.stl_dir else None,
-                                   Path(args.uncertainty) if args.uncertainty else None)
+                                   Path(args.uncertainty) if args.uncertainty else None,
+                                   Path(args.overlay) if args.overlay else None)
             count = len(summary["labels"])
             print(f"wrote {output}: {count} label{'' if count == 1 else 's'} ({', '.join(map(str, summary['labels']))})")
+            if "overlay" in summary:
+                print(f"wrote {summary['overlay']}: picture of the labels over the image")
             for warning in summary["warnings"]:
                 print(f"  warning: {warning}", file=sys.stderr)
             if args.report:
@@ -175,9 +186,12 @@ def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
         uncertainty = Path(args.uncertainty) / f"{case_id}_uncertainty.nii.gz" if args.uncertainty else None
         if uncertainty is not None:
             uncertainty.parent.mkdir(parents=True, exist_ok=True)
+        overlay = Path(args.overlay) / f"{case_id}_overlay.png" if args.overlay else None
+        if overlay is not None:
+            overlay.parent.mkdir(parents=True, exist_ok=True)
         print(f"[{index}/{len(cases)}] {case_id}", flush=True)
         try:
-            done.append(_segment_one(predictor, path, output, args, token, stl_dir, uncertainty))
+            done.append(_segment_one(predictor, path, output, args, token, stl_dir, uncertainty, overlay))
         except CancelledError:
             raise
         except (ToothSegError, OSError, MemoryError) as exc:
@@ -209,6 +223,9 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")
+    p.add_argument("--overlay", metavar="PNG", help="also write a picture of the labels over the image: the X-ray "
+                                                  "for a panoramic, three slices and a 3D view for a scan (a folder "
+                                                  "in batch mode)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="output type in batch mode")
     p.add_argument("--report", metavar="JSON", help="write what was found (labels, warnings, timings)")
     p.add_argument("--overwrite", action="store_true")

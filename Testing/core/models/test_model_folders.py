@@ -17,7 +17,7 @@ from toothseg.core import InputError, LabelTable, OutputExistsError, Volume
 from toothseg.core.models import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
 from toothseg.core.models.checkpoints import read_state_dict, safe_torch_load, sha256_file
-from toothseg.core.models.folder import load_model_folder, save_model_folder, verify_model_folder
+from toothseg.core.models.folder import load_model_folder, pack_model_folder, save_model_folder, verify_model_folder
 
 
 def tiny_card(model_id="tiny", architecture="unet2d", dims=2, **extra) -> ModelCard:
@@ -199,3 +199,38 @@ def test_models_cli_add_list_verify(tmp_path, saved):
     assert again.returncode == 1 and "already installed" in again.stderr and "Traceback" not in again.stderr
     shown = run("show", "umamba2-ssl")
     assert "expected SHA-256: none published" in shown.stdout
+
+
+def test_pack_half_halves_the_weights_and_keeps_the_outputs(tmp_path):
+    torch.manual_seed(2)
+    for name in ("coarse", "fine"):
+        save_model_folder(build_network("unet2d", num_classes=3, base_channels=4), tiny_card(f"m-{name}"),
+                          tmp_path / "cascade" / name)
+    save_model_folder(None, tiny_card("cascade", members=[{"role": "coarse", "path": "coarse"},
+                                                          {"role": "fine", "path": "fine"}]), tmp_path / "cascade")
+    packed = pack_model_folder(tmp_path / "cascade", tmp_path / "packed", half=True)
+    original = load_model_folder(tmp_path / "cascade")
+    copy = load_model_folder(packed)  # verifies every member's new SHA-256
+    x = torch.randn(1, 1, 32, 48)
+    for (role, a), (_, b) in zip(original.members, copy.members):
+        size_a = (a.folder / "weights.safetensors").stat().st_size
+        size_b = (b.folder / "weights.safetensors").stat().st_size
+        assert 0.45 < size_b / size_a < 0.56, role
+        assert read_state_dict(b.folder / "weights.safetensors")["inc.double_conv.0.weight"].dtype == torch.float16
+        assert b.card.provenance["weights_dtype"] == "float16"
+        assert next(b.network.parameters()).dtype == torch.float32  # the network still runs in float32
+        with torch.no_grad():
+            ya, yb = a.network(x), b.network(x)
+        assert 0 < (ya - yb).abs().max() < 1e-2 * ya.abs().max()
+    with pytest.raises(OutputExistsError):
+        pack_model_folder(tmp_path / "cascade", packed)
+    assert not list(tmp_path.glob(".*incoming"))  # no staging folder left behind
+
+
+def test_pack_refuses_a_damaged_source(saved, tmp_path):
+    _, folder = saved
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(InputError, match="SHA-256 mismatch"):
+        pack_model_folder(folder, tmp_path / "copy", half=True)
+    assert not (tmp_path / "copy").exists()

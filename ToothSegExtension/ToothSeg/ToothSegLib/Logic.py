@@ -84,6 +84,15 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         entries = self.catalog().entries
         return [e for e in entries if inputKind is None or e.input_kind == inputKind]
 
+    def defaultModelId(self, inputKind: str) -> str:
+        """The catalogue's default installed model for 3D scans or 2D panoramics ("" if none is installed)."""
+        from toothseg.core.errors import InputError
+
+        try:
+            return self.catalog().default(inputKind).id
+        except InputError:
+            return ""
+
     def modelDescription(self, modelId: str) -> str:
         """HTML model card: classes, spacing, training data, validation metrics, licence, or how to get it."""
         from toothseg.core.models.folder import read_card

@@ -18,7 +18,7 @@ from ..labels import LabelTable
 from ..volume import Volume
 from .surfaces import SurfaceOptions, label_boxes, label_surface
 
-__all__ = ["render_teeth"]
+__all__ = ["render_teeth", "render_teeth_rgb", "write_rgb_png"]
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,17 @@ def _offscreen_window(width: int, height: int):
     return window
 
 
-def render_teeth(labels: Volume, table: LabelTable, path: str | os.PathLike[str], values: list[int] | None = None,
-                 size: tuple[int, int] = (900, 600), smoothing: float = 0.4, overwrite: bool = True,
-                 title: str | None = None) -> Path:
-    """Render the labelled teeth as coloured surfaces, seen from the front (anterior), to a PNG.
+def render_teeth_rgb(labels: Volume, table: LabelTable, values: list[int] | None = None,
+                     size: tuple[int, int] = (900, 600), smoothing: float = 0.4,
+                     title: str | None = None) -> np.ndarray:
+    """Render the labelled teeth as coloured surfaces, seen from the front (anterior); ``(H, W, 3)`` uint8.
 
     The view direction follows the patient frame of ``labels`` (LPS): the camera looks along +y
     (from anterior to posterior) with superior up, so the patient's right appears on the left of
     the picture, as in a clinical frontal view.
     """
     _load_opengl_backend()
-    from vtkmodules.vtkIOImage import vtkPNGWriter
+    from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import (
         vtkActor,
         vtkPolyDataMapper,
@@ -99,15 +99,33 @@ def render_teeth(labels: Volume, table: LabelTable, path: str | os.PathLike[str]
     window.Render()
     grabber = vtkWindowToImageFilter()
     grabber.SetInput(window)
+    grabber.SetInputBufferTypeToRGB()
     grabber.ReadFrontBufferOff()  # offscreen buffers have no front buffer
     grabber.Update()
+    image = grabber.GetOutput()
+    width, height, _ = image.GetDimensions()
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[:, :, :3]
+    window.Finalize()
+    return np.ascontiguousarray(pixels[::-1])  # VTK's first row is the bottom one
+
+
+def write_rgb_png(pixels: np.ndarray, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
+    """Write an ``(H, W, 3)`` uint8 picture as PNG, atomically."""
+    import SimpleITK as sitk
+
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 picture, got {pixels.shape} {pixels.dtype}")
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
-        writer = vtkPNGWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetInputConnection(grabber.GetOutputPort())
-        writer.Write()
+        sitk.WriteImage(sitk.GetImageFromArray(pixels, isVector=True), str(tmp))
         if not tmp.exists():
             raise OutputWriteError(f"cannot write {path}")
-    window.Finalize()
     return path
+
+
+def render_teeth(labels: Volume, table: LabelTable, path: str | os.PathLike[str], values: list[int] | None = None,
+                 size: tuple[int, int] = (900, 600), smoothing: float = 0.4, overwrite: bool = True,
+                 title: str | None = None) -> Path:
+    """:func:`render_teeth_rgb` written to a PNG file."""
+    pixels = render_teeth_rgb(labels, table, values=values, size=size, smoothing=smoothing, title=title)
+    return write_rgb_png(pixels, path, overwrite=overwrite)

@@ -9,6 +9,7 @@ their member folders the same way.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from ..volume import Volume
 from .card import ModelCard
 from .checkpoints import check_state_dict_fits, read_state_dict, sha256_file
 
-__all__ = ["LoadedModel", "save_model_folder", "load_model_folder", "read_card", "verify_model_folder"]
+__all__ = ["LoadedModel", "save_model_folder", "load_model_folder", "read_card", "verify_model_folder",
+           "pack_model_folder"]
 
 CARD_FILE = "model.json"
 
@@ -145,3 +147,55 @@ def verify_model_folder(folder: str | os.PathLike[str]) -> list[str]:
 
     walk(loaded, "")
     return lines
+
+
+def _model_folders(folder: Path) -> list[Path]:
+    """``folder`` and, for a composite model, every member folder below it (depth first)."""
+    card = read_card(folder)
+    found = [folder]
+    for member in card.members:
+        found += _model_folders(folder / member["path"])
+    return found
+
+
+def pack_model_folder(source: str | os.PathLike[str], destination: str | os.PathLike[str], half: bool = False,
+                      overwrite: bool = False) -> Path:
+    """Copy a verified model folder (members included) to ``destination``, for bundling or sharing.
+
+    ``half`` stores floating-point weights as float16, which halves the files; the networks still
+    run in float32 (``load_state_dict`` casts), so predictions move by float16 rounding only —
+    measure the copy's accuracy before publishing it. Each card gets its new SHA-256 and says so in
+    ``provenance.weights_dtype``. The copy is built beside ``destination`` and renamed into place.
+    """
+    from safetensors.torch import save_file
+
+    source, destination = Path(source), Path(destination)
+    verify_model_folder(source)
+    if destination.exists():
+        if not overwrite:
+            raise OutputExistsError(f"{destination} already exists (use --overwrite to replace it)")
+    staging = destination.with_name(f".{destination.name}.incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    try:
+        for folder in _model_folders(staging):
+            card = read_card(folder)
+            if half and not card.is_composite:
+                weights = folder / card.weights_file
+                state = {k: (v.half() if v.is_floating_point() else v).contiguous()
+                         for k, v in read_state_dict(weights).items()}
+                with atomic_output(weights.with_suffix(".safetensors"), overwrite=True) as tmp:
+                    save_file(state, str(tmp), metadata={"format": "pt", "toothseg_model": card.id})
+                if weights.suffix != ".safetensors":
+                    weights.unlink()
+                card.weights_file = weights.with_suffix(".safetensors").name
+                card.weights_sha256 = sha256_file(folder / card.weights_file)
+                card.provenance = {**(card.provenance or {}), "weights_dtype": "float16"}
+                atomic_write_text(folder / CARD_FILE, card.to_json() + "\n")
+        verify_model_folder(staging)
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.rename(destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
