@@ -64,7 +64,8 @@ def test_single_scan_to_segmentation_with_stl_and_uncertainty(tmp_path, model3d)
     source = write_volume(scan(), tmp_path / "scan.nii.gz")
     out = tmp_path / "scan_teeth.seg.nrrd"
     result = run("segment", source, "-o", out, "--model", model3d, "--uncertainty", tmp_path / "u.nii.gz",
-                 "--stl-dir", tmp_path / "stl", "--report", tmp_path / "report.json", "--no-tta")
+                 "--stl-dir", tmp_path / "stl", "--report", tmp_path / "report.json", "--no-tta",
+                 "--overlay", tmp_path / "overview.png")
     assert result.returncode == 0, result.stderr
     labels = read_label_map(out)
     image = read_volume(source)
@@ -77,6 +78,22 @@ def test_single_scan_to_segmentation_with_stl_and_uncertainty(tmp_path, model3d)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["output"] == str(out)
     assert len(list((tmp_path / "stl").glob("*.stl"))) == len(report["labels"])
+    assert report["overlay"] == str(tmp_path / "overview.png") and (tmp_path / "overview.png").stat().st_size > 1000
+
+
+def test_bundled_panoramic_model_on_a_test_split_xray(tmp_path):
+    """The issue's 2D main job: the default (bundled) model on an X-ray it never saw in training."""
+    split = json.loads((Path(__file__).resolve().parents[2] / "ToothSegTraining" / "toothseg" / "train" / "splits"
+                        / "ufba425.json").read_text())
+    shared = Path(os.environ.get("TOOTHSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    source = shared / "ufba425" / "images" / f"{split['test'][0]}.png"
+    result = run("segment", source, "-o", tmp_path / "labels.png", "--fast", "--overlay", tmp_path / "overlay.png")
+    assert result.returncode == 0, result.stderr
+    labels = read_label_map(tmp_path / "labels.png")
+    found = set(np.unique(labels.array).tolist()) - {0}
+    assert found and found <= set(LabelTable.fdi().values)
+    assert len(found) >= 8, found  # a working model finds many teeth on a full panoramic
+    assert (tmp_path / "overlay.png").stat().st_size > 1000
 
 
 def test_batch_is_resumable_and_isolates_failures(tmp_path, model3d):
@@ -119,10 +136,14 @@ def test_panoramic_png(tmp_path):
     model = make_model(tmp_path / "tiny2d", dims=2)
     shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ufba425" / "images"
     source = Path(os.environ.get("TOOTHSEG_SHARED_DATA", shared.parents[1])) / "ufba425" / "images" / "cate1-00002.png"
-    result = run("segment", source, "-o", tmp_path / "labels.png", "--model", model, "--fast")
+    result = run("segment", source, "-o", tmp_path / "labels.png", "--model", model, "--fast",
+                 "--overlay", tmp_path / "overlay.png")
     assert result.returncode == 0, result.stderr
     labels = read_label_map(tmp_path / "labels.png")
     assert labels.is_2d and labels.shape == (1, 512, 512) and set(np.unique(labels.array)) <= {0, 11, 21}
+    import SimpleITK as sitk
+
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "overlay.png"))).shape == (512, 512, 3)
     wrong = run("segment", source, "-o", tmp_path / "x.seg.nrrd", "--model", tmp_path / "nope")
     assert wrong.returncode == 1 and "no model" in wrong.stderr
 

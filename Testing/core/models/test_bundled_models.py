@@ -1,0 +1,73 @@
+"""The bundled default models: present, unchanged (Resources/Models/SHA256SUMS), within the size
+budget, reproducible from a committed recipe, and honest about their training data."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from toothseg.core.models.catalog import load_catalog
+from toothseg.core.models.folder import read_card, verify_model_folder
+from toothseg.core.resources import resources_dir
+
+MODELS = resources_dir() / "Models"
+RECIPES = Path(__file__).resolve().parents[3] / "ToothSegTraining" / "toothseg" / "train" / "recipes"
+BUDGET_BYTES = 50 * 1024 * 1024
+
+
+def _bundled():
+    return [entry for entry in load_catalog(include_user=False).entries if entry.folder is not None]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_every_bundled_file_matches_sha256sums():
+    """The same check as ``cd Resources/Models && sha256sum -c SHA256SUMS``."""
+    listed = {}
+    for line in (MODELS / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.lstrip("*")] = digest
+    on_disk = {str(p.relative_to(MODELS)): p for p in MODELS.rglob("*")
+               if p.is_file() and p.name not in ("catalog.json", "SHA256SUMS")}
+    assert set(listed) == set(on_disk), "SHA256SUMS and the bundled files disagree"
+    for name, path in on_disk.items():
+        assert _sha256(path) == listed[name], f"{name} changed; re-bundle and update SHA256SUMS"
+
+
+def test_bundled_models_fit_the_budget():
+    total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    assert total <= BUDGET_BYTES, f"bundled models take {total / 2**20:.1f} MiB (budget 50 MiB)"
+
+
+NO_3D_YET = pytest.mark.xfail(strict=True, reason="the bundled 3D model is not trained yet (issue #9): "
+                                                  "demo3d_synthetic.yaml's fine stage has not converged on CPU")
+
+
+@pytest.mark.parametrize("kind", [pytest.param("3d", marks=NO_3D_YET), "2d"])
+def test_a_bundled_default_for_each_input_kind(kind):
+    entry = load_catalog(include_user=False).default(kind)
+    assert entry.available and entry.status() == "bundled"
+    assert all(line.endswith("OK") for line in verify_model_folder(entry.folder))
+    card = read_card(entry.folder)
+    assert card.input_kind == kind
+    assert {11, 21, 36, 48} <= set(card.class_values)  # FDI tooth numbers
+    recipe = card.provenance.get("recipe")
+    assert recipe and (RECIPES / f"{recipe}.yaml").is_file(), "a bundled model names the recipe that made it"
+    assert card.metrics, "a bundled model carries its validation metrics"
+
+
+@NO_3D_YET
+def test_the_3d_default_says_its_intensities_are_synthetic():
+    entry = load_catalog(include_user=False).default("3d")
+    card = read_card(entry.folder)
+    members = [read_card(entry.folder / m["path"]) for m in card.members] or [card]
+    assert all(m.provenance.get("synthetic_intensities") for m in members)
+    assert "synthetic" in (entry.description + entry.name).lower()
