@@ -163,38 +163,40 @@ def cmd_export_stl(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the main job on the bundled sample, offline."""
-    from .core.export.surfaces import SurfaceOptions, export_surfaces
-    from .core.io.images import read_label_map
-    from .core.io.segmentation import write_segmentation
-    from .core.labels import LabelTable
-    from .core.resources import sample_label_map
+    """Run the main job on the bundled sample with the bundled model, offline."""
+    from .core.progress import CancelToken, cancel_on_sigterm
+    from .demo import run_demo
 
-    out_dir = Path(args.out_dir)
-    sample = sample_label_map()
-    print(f"ToothSeg demo: bundled sample {sample.name} (real STS-2024 tooth labels)")
-    labels = read_label_map(sample)
-    table = LabelTable.fdi()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seg_path = write_segmentation(labels, table, out_dir / "sample_teeth.seg.nrrd", overwrite=True)
-    print(f"  segmentation: {seg_path} ({len(table.check_array(labels.array))} segments)")
-    progress, bar = _progress_bar("surfaces", args.quiet)
+    print("ToothSeg demo: bundled sample CBCT (SYNTHETIC intensities on the real tooth shapes of STS-2024 "
+          "Validation_0002) with the bundled 3D model")
+    progress, bar = _progress_bar("demo", args.quiet)
+    token = CancelToken()
+    progress.token = token
     try:
-        results = export_surfaces(labels, table, out_dir / "stl", SurfaceOptions(smoothing=0.3),
-                                  overwrite=True, progress=progress)
+        with cancel_on_sigterm(token):
+            result = run_demo(args.out_dir, model=args.model, device=args.device, fast=args.fast,
+                              picture=not args.no_picture, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    print(f"  surfaces: {len(results)} STL files (mm, LPS) in {out_dir / 'stl'}")
-    try:
-        from .core.export.render import render_teeth
-
-        picture = render_teeth(labels, table, out_dir / "teeth_3d.png",
-                               title=f"{len(results)} teeth, frontal view (bundled sample)")
-        print(f"  picture: {picture}")
-    except Exception as exc:  # a missing OpenGL driver must not fail the main job
-        log.warning("could not render the 3D picture (%s); the segmentation and STL files are written", exc)
-    print(f"done; open {seg_path} or the STL files in 3D Slicer")
+    print(f"  model: {result.model}")
+    print(f"  segmentation: {result.segmentation} ({len(result.teeth_found)} labels, "
+          f"{result.seconds['segment']:.0f} s)")
+    print(f"  surfaces: {result.stl_files} STL files (mm, LPS) in {result.stl_dir}")
+    if result.picture:
+        print(f"  picture: {result.picture}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    m = result.metrics
+    if m:
+        missed = sorted(set(result.teeth_expected) - set(result.teeth_found))
+        extra = sorted(set(result.teeth_found) - set(result.teeth_expected))
+        print(f"  against the sample's true labels (STS-2024 protocol; synthetic intensities): tooth Dice "
+              f"{m['instance_dsc']:.3f}, identification accuracy {m['ia']:.3f}, whole-dentition Dice "
+              f"{m['image_dsc']:.3f}" + (f"; missed {missed}" if missed else "")
+              + (f"; not in the truth {extra}" if extra else ""))
+    print(f"  report: {result.report}")
+    print(f"done; open {result.segmentation} or the STL files in 3D Slicer")
     return 0
 
 
@@ -263,8 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unknown_labels(stl)
     stl.set_defaults(func=cmd_export_stl)
 
-    demo = sub.add_parser("demo", parents=[common], help="run the main job on the bundled sample (offline)")
+    demo = sub.add_parser("demo", parents=[common], help="run the main job on the bundled sample (offline)",
+                          description="Segment the bundled sample CBCT (synthetic intensities on real tooth shapes) "
+                                      "with the bundled 3D model; write a .seg.nrrd, one STL per tooth, an overview "
+                                      "picture and a JSON report that scores the result against the sample's labels.")
     demo.add_argument("--out-dir", default="toothseg-demo", help="output folder (its demo files are replaced)")
+    demo.add_argument("--model", metavar="ID|DIR", help="another 3D model (default: the bundled one)")
+    demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    demo.add_argument("--fast", action="store_true", help="no TTA and less window overlap (the CI setting)")
+    demo.add_argument("--no-picture", action="store_true", help="skip the overview picture")
     demo.set_defaults(func=cmd_demo)
 
     from .cli_al import add_al_parser

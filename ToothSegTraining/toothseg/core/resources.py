@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["resources_dir", "sample_label_map"]
+__all__ = ["resources_dir", "sample_label_map", "sample_scan", "sample_scan_labels"]
 
 _MARKER = Path("SampleData")
 
@@ -34,3 +34,13 @@ def resources_dir() -> Path:
 def sample_label_map() -> Path:
     """The bundled real tooth label map (STS-2024 ``Validation_0002``)."""
     return resources_dir() / "SampleData" / "STS2024_Validation_0002_teeth.nii.gz"
+
+
+def sample_scan() -> Path:
+    """The bundled sample CBCT: SYNTHETIC intensities painted onto the real shapes of ``Validation_0002``."""
+    return resources_dir() / "SampleData" / "SyntheticCBCT_Validation_0002.nii.gz"
+
+
+def sample_scan_labels() -> Path:
+    """The tooth labels the sample CBCT was painted from, on its grid (its ground truth)."""
+    return resources_dir() / "SampleData" / "SyntheticCBCT_Validation_0002_teeth.nii.gz"
