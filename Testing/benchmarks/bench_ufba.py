@@ -1,0 +1,135 @@
+"""Panoramic accuracy on real X-rays: models compared on the committed UFBA-425 test split.
+
+Every model segments the same test images (``toothseg.core.inference.Predictor``, the code path of
+``toothseg segment``) and is scored per ground-truth tooth with the ``toothseg`` protocol of
+``toothseg evaluate`` (pixel spacing taken as 1, so HD95 is in pixels). Figures are grouped as in the
+OralBBNet paper (incisors / canines / premolars / molars; it reports 89.34 / 88.40 / 88.38 / 87.87).
+
+    python Testing/benchmarks/bench_ufba.py --model bundled=toothseg-panoramic-demo
+    python Testing/benchmarks/bench_ufba.py --model sup100=runs/sup/model --model rail10=runs/rail10/model \\
+        --out Testing/benchmarks/results/ufba425_methods.json
+
+Writes the JSON (settings, per-model summary, per-tooth rows) and, beside it, a PNG with one box
+plot of per-tooth Dice per model; prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "ToothSegTraining"))
+
+from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
+from toothseg.core.metrics.protocols import toothseg_case  # noqa: E402
+from toothseg.evaluation_report import TOOTH_GROUPS, tooth_group  # noqa: E402
+from toothseg.train.data.cases import Case, ufba_cases  # noqa: E402
+
+GROUP_NAMES = {"incisor": "incisors", "canine": "canines", "premolar": "premolars", "molar": "molars"}
+
+
+def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool) -> tuple[dict, list[dict]]:
+    """Segment every case with ``model`` and return (summary, per-tooth rows)."""
+    from toothseg.core.inference.predictor import InferenceOptions, Predictor
+    from toothseg.core.models.catalog import load_catalog
+
+    folder = load_catalog().resolve(model)
+    predictor = Predictor(folder, InferenceOptions(device=device, tta=tta))
+    rows: list[dict] = []
+    started = time.perf_counter()
+    for case in cases:
+        truth = read_label_map(case.label)
+        predicted = predictor.predict(read_volume(case.image)).labels.array
+        for label, metrics in toothseg_case(truth.array, predicted, (1.0,) * truth.array.ndim).items():
+            rows.append({"model": name, "case": case.id, "tooth": label,
+                         **{k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}})
+    seconds = time.perf_counter() - started
+    return summarize(rows, seconds / max(len(cases), 1), str(folder)), rows
+
+
+def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
+    """Mean Dice per ground-truth tooth, per tooth group, share of teeth found (IoU > 0.5), HD95."""
+    truth = [r for r in rows if r["in_gt"]]
+    dice = np.array([r["dice"] for r in truth], dtype=float)
+    summary = {"folder": folder, "teeth": len(truth), "mean_tooth_dice": round(float(np.mean(dice)), 4)}
+    for group in TOOTH_GROUPS:
+        values = [r["dice"] for r in truth if tooth_group(r["tooth"]) == group]
+        summary[GROUP_NAMES[group]] = round(float(np.mean(values)), 4) if values else None
+    summary["teeth_with_iou_over_0.5"] = round(float(np.mean([r["iou"] > 0.5 for r in truth])), 4)
+    # identification accuracy as STS-2024 defines it: teeth with IoU > 0.5 over GT ∪ prediction labels
+    summary["ia"] = round(sum(r["iou"] > 0.5 for r in truth) / max(len(rows), 1), 4)
+    hd95 = [r["hd95"] for r in truth if r["in_pred"] and np.isfinite(r["hd95"])]
+    summary["median_hd95_px"] = round(float(np.median(hd95)), 2) if hd95 else None
+    summary["false_teeth"] = sum(1 for r in rows if not r["in_gt"])
+    summary["seconds_per_case"] = round(seconds_per_case, 2)
+    return summary
+
+
+def plot(rows: list[dict], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(names), 4))
+    data = [[r["dice"] for r in rows if r["model"] == name and r["in_gt"]] for name in names]
+    axis.boxplot(data, showfliers=False)
+    axis.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    axis.set_ylabel("Dice per ground-truth tooth")
+    axis.set_ylim(0, 1)
+    axis.set_title("UFBA-425 test split (real panoramic X-rays)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=ID|DIR",
+                        help="a model to score (catalogue id or model folder); repeatable")
+    parser.add_argument("--subset", default="test", choices=("val", "test"))
+    parser.add_argument("--limit", type=int, default=0, help="only the first N cases (a quick look)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (default off)")
+    parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ufba425_test.json")
+    args = parser.parse_args(argv)
+
+    models = []
+    for text in args.model:
+        name, _, model = text.partition("=")
+        if not model:
+            parser.error(f"--model {text!r}: expected NAME=ID|DIR")
+        models.append((name, model))
+    cases = ufba_cases(args.subset)
+    if args.limit:
+        cases = cases[:args.limit]
+    summaries, all_rows = {}, []
+    for name, model in models:
+        summaries[name], rows = score_model(name, model, cases, args.device, args.tta)
+        all_rows += rows
+        print(f"{name}: {json.dumps(summaries[name])}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"data": f"UFBA-425 {args.subset} split (real panoramic X-rays), {len(cases)} images",
+              "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
+              "settings": {"tta": args.tta, "device": args.device, "command": " ".join(sys.argv)},
+              "models": summaries, "teeth": all_rows}
+    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")
+    plot(all_rows, [name for name, _ in models], args.out.with_suffix(".png"))
+    header = ["model", "mean", "incisors", "canines", "premolars", "molars", "IoU>0.5", "HD95 px", "false"]
+    print(" | ".join(header))
+    for name, s in summaries.items():
+        print(" | ".join([name] + [f"{s[k]:.4f}" if isinstance(s[k], float) else str(s[k]) for k in
+                                   ("mean_tooth_dice", "incisors", "canines", "premolars", "molars",
+                                    "teeth_with_iou_over_0.5", "median_hd95_px", "false_teeth")]))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
