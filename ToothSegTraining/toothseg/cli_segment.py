@@ -96,7 +96,8 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
         if bar is not None:
             bar.close()
     _write_result(prediction, output, args.overwrite)
-    summary = {"input": str(source), "output": str(output), "labels": prediction.report.get("labels_found", []),
+    summary = {"input": str(source), "output": str(output), "model": predictor.card.id,
+               "labels": prediction.report.get("labels_found", []),
                "warnings": prediction.warnings, "seconds": prediction.report.get("seconds")}
     if uncertainty_path is not None and prediction.uncertainty is not None:
         write_volume(prediction.uncertainty, uncertainty_path, overwrite=args.overwrite)

@@ -47,11 +47,7 @@ def test_bundled_models_fit_the_budget():
     assert total <= BUDGET_BYTES, f"bundled models take {total / 2**20:.1f} MiB (budget 50 MiB)"
 
 
-NO_3D_YET = pytest.mark.xfail(strict=True, reason="the bundled 3D model is not trained yet (issue #9): "
-                                                  "demo3d_synthetic.yaml's fine stage has not converged on CPU")
-
-
-@pytest.mark.parametrize("kind", [pytest.param("3d", marks=NO_3D_YET), "2d"])
+@pytest.mark.parametrize("kind", ["3d", "2d"])
 def test_a_bundled_default_for_each_input_kind(kind):
     entry = load_catalog(include_user=False).default(kind)
     assert entry.available and entry.status() == "bundled"
@@ -64,7 +60,6 @@ def test_a_bundled_default_for_each_input_kind(kind):
     assert card.metrics, "a bundled model carries its validation metrics"
 
 
-@NO_3D_YET
 def test_the_3d_default_says_its_intensities_are_synthetic():
     entry = load_catalog(include_user=False).default("3d")
     card = read_card(entry.folder)
