@@ -26,6 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
+from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.protocols import toothseg_case  # noqa: E402
 from toothseg.evaluation_report import TOOTH_GROUPS, tooth_group  # noqa: E402
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         cases = cases[:args.limit]
     summaries, all_rows = {}, []
     for name, model in models:
-        summaries[name], rows = score_model(name, model, cases, args.device, args.tta)
+        try:
+            summaries[name], rows = score_model(name, model, cases, args.device, args.tta)
+        except ToothSegError as exc:  # an unknown model or unreadable case: one line, nothing written
+            print(f"bench_ufba: {name}: {exc}", file=sys.stderr)
+            return 1
         all_rows += rows
         print(f"{name}: {json.dumps(summaries[name])}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

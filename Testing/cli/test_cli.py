@@ -140,5 +140,13 @@ def test_demo_runs_offline(tmp_path):
     assert len(report["teeth_expected"]) == 30
     if report["model"] != "none":  # a bundled model was used: its score on the sample is reported
         assert 0.0 <= report["metrics"]["instance_dsc"] <= 1.0
-    again = run("demo", "--out-dir", str(tmp_path / "demo"), "-q")  # reruns replace their own files
+    # a rerun replaces its own files: an STL the earlier run wrote and this one does not is removed,
+    # a file the demo never wrote is kept
+    stale, users = tmp_path / "demo" / "stl" / "18_from_an_earlier_run.stl", tmp_path / "demo" / "stl" / "mine.stl"
+    stale.write_text("solid old")
+    users.write_text("solid mine")
+    report["stl_names"].append(stale.name)
+    (tmp_path / "demo" / "demo_report.json").write_text(json.dumps(report))
+    again = run("demo", "--out-dir", str(tmp_path / "demo"), "-q", "--fast", "--no-picture")
     assert again.returncode == 0, again.stderr
+    assert not stale.exists() and users.read_text() == "solid mine"

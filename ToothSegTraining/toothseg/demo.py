@@ -33,6 +33,7 @@ class DemoResult:
     segmentation: str
     stl_dir: str
     stl_files: int
+    stl_names: list[str]
     picture: str | None
     report: str
     teeth_found: list[int]
@@ -55,6 +56,16 @@ def _default_model() -> Path | None:
         return catalog.resolve(catalog.default("3d").id)
     except InputError:
         return None
+
+
+def _files_of_earlier_run(out: Path) -> set[str]:
+    """STL names an earlier demo run wrote into ``out/stl`` (from its report): only those may be
+    removed when this run finds fewer teeth; files the demo did not write are never touched."""
+    try:
+        names = json.loads((out / "demo_report.json").read_text(encoding="utf-8")).get("stl_names", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".stl")}
 
 
 def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto", fast: bool = False,
@@ -95,6 +106,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
         model_name = f"{predictor.card.id} ({folder})"
     seconds["segment"] = round(time.perf_counter() - start, 2)
 
+    earlier = _files_of_earlier_run(out)
     start = time.perf_counter()
     seg_path = write_segmentation(prediction.labels, prediction.table, out / "sample_teeth.seg.nrrd", overwrite=True)
     written = []
@@ -102,6 +114,9 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
         written = export_surfaces(prediction.labels, prediction.table, out / "stl", SurfaceOptions(smoothing=0.3),
                                   overwrite=True, progress=progress.sub(0.8, 0.95, "surfaces"))
     seconds["export"] = round(time.perf_counter() - start, 2)
+    stl_names = sorted(s.path.name for s in written if s.path is not None)
+    for name in earlier - set(stl_names):  # teeth an earlier demo run found and this one did not
+        (out / "stl" / name).unlink(missing_ok=True)
 
     picture_path = None
     if picture:
@@ -118,7 +133,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     metrics = {} if folder is None else {  # the true labels would score 1.0: no number rather than a hollow one
         key: round(float(value), 4) for key, value in sts2024_case(truth.array, prediction.labels.array).items()}
     result = DemoResult(sample=str(sample_scan()), model=model_name, segmentation=str(seg_path),
-                        stl_dir=str(out / "stl"), stl_files=len(written),
+                        stl_dir=str(out / "stl"), stl_files=len(written), stl_names=stl_names,
                         picture=str(picture_path) if picture_path else None, report=str(out / "demo_report.json"),
                         teeth_found=found, teeth_expected=expected, metrics=metrics, seconds=seconds,
                         warnings=list(prediction.warnings))
