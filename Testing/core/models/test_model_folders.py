@@ -50,6 +50,15 @@ def test_round_trip_gives_identical_outputs(saved):
     assert verify_model_folder(folder)[0].endswith("OK")
 
 
+def test_saved_files_are_readable_by_others_as_with_a_plain_open(saved):
+    # safetensors writes owner-only files; a shared model folder must be readable like any other file.
+    _, folder = saved
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("model.json", "weights.safetensors"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_existing_folder_is_not_replaced(saved):
     network, folder = saved
     with pytest.raises(OutputExistsError):

@@ -21,6 +21,18 @@ from ..errors import OutputExistsError, OutputWriteError
 __all__ = ["atomic_output", "check_writable_output", "atomic_write_text", "describe_os_error"]
 
 
+def _process_umask() -> int:
+    """The process umask (read by setting and restoring it; done once, at import)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Files get the permissions a plain open() would give them: some writers (safetensors) create
+# owner-only files, which another user of a shared model folder then cannot read.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def describe_os_error(exc: OSError) -> str:
     """Short, user-facing reason for an OS error."""
     if exc.errno == errno.ENOSPC:
@@ -83,6 +95,8 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
                 raise OutputExistsError(f"{target} already exists (use --overwrite to replace it)")
         # The main file goes last so that a reader that waits for it finds its companions in place.
         for item in sorted(produced, key=lambda p: p.name == final.name):
+            if item.is_file():
+                os.chmod(item, _FILE_MODE)
             os.replace(item, parent / item.name)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
