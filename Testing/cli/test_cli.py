@@ -150,3 +150,4 @@ def test_demo_runs_offline(tmp_path):
     again = run("demo", "--out-dir", str(tmp_path / "demo"), "-q", "--fast", "--no-picture")
     assert again.returncode == 0, again.stderr
     assert not stale.exists() and users.read_text() == "solid mine"
+    assert not picture.exists()  # the earlier run's picture would be taken for this run's

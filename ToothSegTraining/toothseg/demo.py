@@ -58,14 +58,17 @@ def _default_model() -> Path | None:
         return None
 
 
-def _files_of_earlier_run(out: Path) -> set[str]:
-    """STL names an earlier demo run wrote into ``out/stl`` (from its report): only those may be
-    removed when this run finds fewer teeth; files the demo did not write are never touched."""
+def _files_of_earlier_run(out: Path) -> tuple[set[str], bool]:
+    """STL names an earlier demo run wrote into ``out/stl`` and whether it wrote ``overview.png``
+    (from its report): only those may be removed when this run writes fewer; files the demo did
+    not write are never touched."""
     try:
-        names = json.loads((out / "demo_report.json").read_text(encoding="utf-8")).get("stl_names", [])
+        report = json.loads((out / "demo_report.json").read_text(encoding="utf-8"))
+        names, picture = report.get("stl_names", []), report.get("picture")
     except (OSError, ValueError, AttributeError):
-        return set()
-    return {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".stl")}
+        return set(), False
+    stl = {n for n in names if isinstance(n, str) and n == Path(n).name and n.endswith(".stl")}
+    return stl, isinstance(picture, str) and Path(picture).name == "overview.png"
 
 
 def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto", fast: bool = False,
@@ -106,7 +109,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
         model_name = f"{predictor.card.id} ({folder})"
     seconds["segment"] = round(time.perf_counter() - start, 2)
 
-    earlier = _files_of_earlier_run(out)
+    earlier, earlier_picture = _files_of_earlier_run(out)
     start = time.perf_counter()
     seg_path = write_segmentation(prediction.labels, prediction.table, out / "sample_teeth.seg.nrrd", overwrite=True)
     written = []
@@ -127,6 +130,8 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
         picture_path = write_overview(image, prediction.labels, prediction.table, out / "overview.png",
                                       title=f"{len(written)} teeth, frontal view")
         seconds["picture"] = round(time.perf_counter() - start, 2)
+    elif earlier_picture:  # an old picture of another run would be taken for this one's
+        (out / "overview.png").unlink(missing_ok=True)
 
     found = [int(v) for v in prediction.report.get("labels_found", [])]
     expected = sorted(int(v) for v in set(truth.array.ravel().tolist()) - {0})
