@@ -245,6 +245,27 @@ def test_kill_9_during_accept_loses_nothing(tmp_path, delay):
     assert sha(pool.folder / "labels" / "c00" / "rev-0001.nii.gz") == first
 
 
+def test_status_lists_and_cleans_only_stale_temporary_folders(tmp_path):
+    """What a killed writer leaves (a .toothseg-tmp-* folder) is reported and removable; a
+    temporary folder still being written (recent) is left alone."""
+    pool = CasePool.create(tmp_path / "pool")
+    stale = pool.folder / "labels" / "c00" / ".toothseg-tmp-dead"
+    fresh = pool.folder / "labels" / "c01" / ".toothseg-tmp-busy"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "rev-0001.nii.gz").write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    for path in (stale / "rev-0001.nii.gz", stale):
+        os.utime(path, (old, old))
+    status = run("al", "status", pool.folder, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["leftover_temporaries"] == ["labels/c00/.toothseg-tmp-dead"]
+    assert run("al", "status", pool.folder).stderr.count("temporary folder") == 1
+    cleaned = run("al", "status", pool.folder, "--clean", "--json")
+    assert cleaned.returncode == 0 and json.loads(cleaned.stdout)["leftover_temporaries"] == []
+    assert not stale.exists() and fresh.exists()
+
+
 def test_kill_9_during_predict_resumes_where_it_stopped(tmp_path, tiny_model):
     make_cases(tmp_path / "data", 8)
     pool = tmp_path / "pool"

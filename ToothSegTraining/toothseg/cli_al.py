@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,14 +97,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from .train.active_learning.pool import STATUSES
 
+    from .core.io.atomic import leftover_temporaries
+
     pool = _pool(args.pool)
     state = pool.read()
     missing = pool.missing_images(state)
+    leftovers = leftover_temporaries(pool.folder)
+    if args.clean and leftovers:
+        for folder in leftovers:
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"removed {len(leftovers)} temporary folder(s) left by interrupted writes", file=sys.stderr)
+        leftovers = [f for f in leftovers if f.exists()]
     counts = Counter(c.status for c in state.cases.values())
     if args.json:
         print(json.dumps({"cases": len(state.cases), "status": {s: counts.get(s, 0) for s in STATUSES},
                           "held_out": sorted(c.id for c in state.cases.values() if c.holdout),
-                          "missing_images": missing, "current_model": state.current_model,
+                          "missing_images": missing,
+                          "leftover_temporaries": [pool.relative(f) for f in leftovers], "current_model": state.current_model,
                           "training_in_progress": state.training,
                           "versions": [v.__dict__ for v in state.versions]}, indent=1))
         return 0
@@ -115,6 +125,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"fine-tuning {state.training['version']} was interrupted; 'toothseg al finetune' resumes it")
     if missing:
         print(f"images missing on disk ({len(missing)}): {', '.join(missing[:10])}", file=sys.stderr)
+    if leftovers:
+        print(f"{len(leftovers)} temporary folder(s) left by interrupted writes (no case data in use; "
+              f"'toothseg al status --clean' removes them)", file=sys.stderr)
     return 0
 
 
@@ -183,6 +196,8 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     status = al_sub.add_parser("status", parents=[common], help="counts per status, model versions, problems")
     status.add_argument("pool", metavar="POOL")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--clean", action="store_true",
+                        help="remove temporary folders that interrupted writes left behind (untouched for an hour)")
     status.set_defaults(func=cmd_status)
 
     finetune = al_sub.add_parser("finetune", parents=[common], help="fine-tune on corrected cases; promote if not worse",

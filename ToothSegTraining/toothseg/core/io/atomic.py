@@ -18,7 +18,10 @@ from pathlib import Path
 
 from ..errors import OutputExistsError, OutputWriteError
 
-__all__ = ["atomic_output", "check_writable_output", "atomic_write_text", "describe_os_error"]
+__all__ = ["atomic_output", "check_writable_output", "atomic_write_text", "describe_os_error",
+           "leftover_temporaries", "TEMP_PREFIX"]
+
+TEMP_PREFIX = ".toothseg-tmp-"
 
 
 def _process_umask() -> int:
@@ -81,7 +84,7 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     final = check_writable_output(path, overwrite=overwrite)
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=".toothseg-tmp-", dir=parent))
+        tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
     except OSError as exc:
         raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
     try:
@@ -112,3 +115,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool =
             handle.flush()
             os.fsync(handle.fileno())
     return Path(path)
+
+
+def leftover_temporaries(folder: str | os.PathLike[str], older_than_s: float = 3600.0) -> list[Path]:
+    """Temporary folders under ``folder`` that a killed writer left behind.
+
+    A folder counts only when nothing in it changed for ``older_than_s`` seconds, so that a
+    write still in progress (a large scan being copied) is not mistaken for debris.
+    """
+    import time
+
+    limit = time.time() - older_than_s
+    found = []
+    for tmp in Path(folder).rglob(TEMP_PREFIX + "*"):
+        if not tmp.is_dir():
+            continue
+        try:
+            newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.rglob("*")])
+        except OSError:  # removed meanwhile by its writer
+            continue
+        if newest < limit:
+            found.append(tmp)
+    return sorted(found)
