@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,12 @@ def test_coarse_to_fine_recipe_with_pseudo_labels_exports_a_cascade(tmp_path, to
     assert model.members[0][1].card.class_values == [0, 1] and model.card.class_values == [0, 11, 21]
     pseudo = sorted(p.name for p in (tmp_path / "run" / "fine_pl" / "pseudo_labels").iterdir())
     assert pseudo == [f"unlabeled{i}.nii.gz" for i in range(4)]
+    # a stage retrained after the cascade was assembled: the rerun's cascade holds the new weights
+    shutil.rmtree(tmp_path / "run" / "fine_pl" / "model")
+    shutil.copytree(tmp_path / "run" / "fine" / "model", tmp_path / "run" / "fine_pl" / "model")
+    again = load_model_folder(train(base, tmp_path / "run").model)
+    assert again.members[1][1].card.weights_sha256 == load_model_folder(tmp_path / "run" / "fine" / "model").card.weights_sha256
+    assert again.members[1][1].card.weights_sha256 != model.members[1][1].card.weights_sha256
     proc = subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(toy_dataset / "images" / "validation0.png"),
                            "-o", str(tmp_path / "p.png"), "--model", str(result.model)], capture_output=True, text=True,
                           timeout=120)

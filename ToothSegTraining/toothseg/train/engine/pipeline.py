@@ -73,14 +73,20 @@ def _cascade_folder(recipe: Recipe, out: Path, fine: str | None = None) -> Path:
     if "coarse" not in names:
         raise InputError("pseudo_labels: cascade needs export.cascade.coarse")
     folder = out / f"cascade-{names['coarse']}-{names['fine']}"
-    if (folder / "model.json").exists():
-        return folder
-    staging = out / f".{folder.name}.incoming"
-    shutil.rmtree(staging, ignore_errors=True)
-    for role in ("coarse", "fine"):
-        source = out / names[role] / "model"
+    sources = {role: out / names[role] / "model" for role in ("coarse", "fine")}
+    for role, source in sources.items():
         if not (source / "model.json").exists():
             raise InputError(f"cascade: stage {names[role]!r} has no model yet")
+    if (folder / "model.json").exists():
+        # reuse it only if it holds the stages' current weights (a stage retrained since would be lost)
+        if all(read_card(folder / role).weights_sha256 == read_card(source).weights_sha256
+               for role, source in sources.items()):
+            return folder
+        log.info("cascade %s: a stage was retrained since it was assembled; assembling it again", folder.name)
+        shutil.rmtree(folder)
+    staging = out / f".{folder.name}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    for role, source in sources.items():
         shutil.copytree(source, staging / role)
     card = read_card(staging / "fine")
     card.members = [{"role": "coarse", "path": "coarse"}, {"role": "fine", "path": "fine"}]
