@@ -9,6 +9,8 @@ strategy starts from the same labeled images and the same first model. It runs t
 
     python Testing/benchmarks/bench_active_learning.py                       # UFBA-425, defaults below
     python Testing/benchmarks/bench_active_learning.py --iterations 100 --rounds 2 --test-cases 20  # quick look
+    python Testing/benchmarks/bench_active_learning.py --set model.kwargs.base_channels=16 \
+        --first-iterations 400 --iterations 150 --rounds 3 --out runs/al_ufba           # the committed CPU run
 
 Writes ``OUT/active_learning.json`` (curves and settings) and ``OUT/active_learning.png`` (test Dice
 against corrected cases per strategy), and prints how many corrections each strategy needed to
@@ -57,11 +59,13 @@ def corrections_to_reach(curve: list[tuple[int, float]], target: float) -> int |
 
 
 def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Path, start: int, k: int,
-             rounds: int, recipe: Path, iterations: int, first_iterations: int, device: str, seed: int) -> dict:
+             rounds: int, recipe: Path, iterations: int, first_iterations: int, device: str, seed: int,
+             extra: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     order = [train[i] for i in np.random.default_rng(seed).permutation(len(train))]
     initial = order[:start]
-    overrides = [f"stages.0.iterations={iterations}", "stages.0.validate_every=0"]
+    extra = list(extra or [])
+    overrides = [*extra, f"stages.0.iterations={iterations}", "stages.0.validate_every=0"]
     # one first model for every strategy: trained on the same starting images
     base = out / "start"
     if not (base / "pool.json").exists():
@@ -72,13 +76,14 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
             pool.accept(case.id, case.label)
     pool = CasePool(base)
     if not pool.read().versions:
-        finetune_pool(pool, recipe, None, device, [f"stages.0.iterations={first_iterations}",
+        finetune_pool(pool, recipe, None, device, [*extra, f"stages.0.iterations={first_iterations}",
                                                     "stages.0.validate_every=0"], register=False, holdout_share=0)
     first_model = pool.folder / pool.read().versions[-1].folder
     first_dice = test_dice(first_model, test, device)
     results: dict = {"settings": {"start": start, "k": k, "rounds": rounds, "iterations": iterations,
                                   "first_iterations": first_iterations, "recipe": str(recipe), "seed": seed,
-                                  "train_cases": len(train), "test_cases": len(test), "device": device},
+                                  "train_cases": len(train), "test_cases": len(test), "device": device,
+                                  "recipe_overrides": extra},
                      "curves": {}}
     by_id = {c.id: c for c in train}
     for strategy in strategies:
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
     parser.add_argument("--iterations", type=int, default=300, help="fine-tuning steps per round")
     parser.add_argument("--first-iterations", type=int, default=1000, help="steps of the first model")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for every training run, e.g. model.kwargs.base_channels=16 (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "active_learning_ufba")
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_cases:
         test = test[: args.test_cases]
     results = simulate(train, test, args.strategies.split(","), args.out, args.start, args.k, args.rounds,
-                       args.recipe, args.iterations, args.first_iterations, args.device, args.seed)
+                       args.recipe, args.iterations, args.first_iterations, args.device, args.seed, args.overrides)
     for strategy, count in results.get("corrections_to_reach_random_final", {}).items():
         print(f"{strategy}: reaches random's final Dice {results['random_final_dice']:.4f} after "
               f"{count if count is not None else 'more than ' + str(results['curves'][strategy]['points'][-1][0])} "

@@ -520,8 +520,9 @@ def test_the_simulation_benchmark_runs_end_to_end_on_toy_data(tmp_path):
     assert bench.main(["--train-manifest", str(tmp_path / "train.json"), "--test-manifest", str(tmp_path / "test.json"),
                        "--strategies", "entropy,random", "--start", "2", "-k", "2", "--rounds", "2",
                        "--recipe", str(tmp_path / "recipe.yaml"), "--iterations", "2", "--first-iterations", "3",
-                       "--device", "cpu", "--out", str(out)]) == 0
+                       "--device", "cpu", "--out", str(out), "--set", "seed=3"]) == 0
     results = json.loads((out / "active_learning.json").read_text())
+    assert results["settings"]["recipe_overrides"] == ["seed=3"]
     for strategy in ("entropy", "random"):
         points = results["curves"][strategy]["points"]
         assert [p[0] for p in points] == [2, 4, 6] and all(0.0 <= p[1] <= 1.0 for p in points)
