@@ -49,6 +49,20 @@ def test_parameter_bindings_match_the_parameter_node():
     assert {"inputVolume", "device", "exportFolder", "poolFolder"} <= bound
 
 
+def test_every_logic_member_the_widget_uses_exists():
+    """The widget only calls what ToothSegLogic defines (or inherits from Slicer's
+    ScriptedLoadableModuleLogic: getParameterNode, Base/Python/slicer/ScriptedLoadableModule.py)."""
+    used = set(re.findall(r"self\.logic\.([A-Za-z_][A-Za-z0-9_]*)", (MODULE / "ToothSeg.py").read_text(encoding="utf-8")))
+    tree = ast.parse((MODULE / "ToothSegLib" / "Logic.py").read_text(encoding="utf-8"))
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ToothSegLogic")
+    defined = {n.name for n in logic.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined |= {t.attr for n in ast.walk(logic) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"}
+    assert {"startSegmentation", "cancel", "lastTaskCancelled"} <= used
+    assert used <= defined | {"getParameterNode"}, sorted(used - defined)
+
+
 def test_slicer_util_calls_exist_in_slicer():
     names_file = REPO / "Testing" / "extension" / "data" / "slicer_util_functions.txt"
     known = {line.strip() for line in names_file.read_text(encoding="utf-8").splitlines()

@@ -257,7 +257,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             modelId = self.ui.modelComboBox.currentData
             self.populateModels()
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(modelId))
-        elif "cancel" not in message.lower():
+        elif not self.logic.lastTaskCancelled():
             slicer.util.errorDisplay(message)
         self._updateButtons()
 
@@ -295,7 +295,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume,
                                                  foreground=uncertaintyNode, foregroundOpacity=0.4)
             self.showReviewTable(segmentationNode)
-        elif message and "cancel" not in message.lower():
+        elif message and not self.logic.lastTaskCancelled():
             slicer.util.errorDisplay(message)
         self._updateButtons()
 
@@ -373,7 +373,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if ok:
             self.ui.finetuneProgressBar.value = 100
             self.populateModels()  # a new model version is in the catalogue
-        elif "stopped" not in message:
+        elif not self.logic.lastTaskCancelled():
             slicer.util.errorDisplay(message)
         self.refreshPoolStatus()
         self._updateButtons()

@@ -234,6 +234,11 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         if self.process is not None:
             self.process.cancel()
 
+    def lastTaskCancelled(self) -> bool:
+        """Whether the latest background task ended because Cancel/Stop was pressed: the widget
+        then shows no error dialog (decided by this flag, not by the wording of the message)."""
+        return self.process is not None and bool(self.process.cancelled)
+
     def _loadResult(self, volumeNode, outputPath: Path, uncertaintyPath: Path | None, reportPath: Path):
         name = volumeNode.GetName() + TEETH_SUFFIX
         if outputPath.name.endswith(".seg.nrrd"):
