@@ -9,9 +9,16 @@
    33 FDI classes, at 0.5 mm model spacing: peak resident memory and seconds. Post-processing and
    the numbering checks are left out here: with random weights every label spans the whole scan,
    which says nothing about their cost on real predictions (tooth-sized bounding boxes).
+3. ``cascade``: the default path for a coarse-to-fine model (coarse model at low resolution, fine
+   model only on the region with teeth, windows without teeth skipped) against the same fine model
+   slid over the whole scan at full resolution: seconds, window forward passes and the STS-2024
+   metrics of both against the true labels. Scan: a full-field synthetic CBCT (the whole
+   161 x 161 x 132 mm field of the bundled STS-2024 ``Validation_0002`` label map, SYNTHETIC
+   intensities) at 0.6 mm; model: the bundled ``toothseg-cbct-synthetic-demo`` (or ``--model``).
 
     python Testing/benchmarks/bench_inference.py monai
     python Testing/benchmarks/bench_inference.py large [--size 640 640 400]
+    python Testing/benchmarks/bench_inference.py cascade [--model DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -93,6 +100,41 @@ def child_large(size: list[int], classes: int) -> dict:
             "forward_passes": prediction.report.get("forward_passes")}
 
 
+def full_field_scan(folder: str, spacing_mm: float) -> tuple[str, str]:
+    """The whole field of the bundled STS-2024 label map as a synthetic CBCT (image, labels)."""
+    from pathlib import Path
+
+    from toothseg.core.io.images import write_volume
+    from toothseg.train.synth.sample import make_sample
+
+    labels_path = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "STS2024_Validation_0002_teeth.nii.gz"
+    image, labels = make_sample(labels_path, spacing_mm=spacing_mm, margin_mm=1000.0)  # a margin past every edge
+    paths = str(Path(folder) / "full_field.nii.gz"), str(Path(folder) / "full_field_teeth.nii.gz")
+    write_volume(image, paths[0], overwrite=True)
+    write_volume(labels, paths[1], overwrite=True)
+    return paths
+
+
+def child_cascade(variant: str, model: str, image_path: str, labels_path: str) -> dict:
+    import torch
+
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.io.images import read_label_map, read_volume
+    from toothseg.core.metrics.protocols import sts2024_case
+
+    image, truth = read_volume(image_path), read_label_map(labels_path)
+    predictor = Predictor(model, InferenceOptions(device="cpu", tta=False, use_cascade=(variant == "cascade")))
+    base = _peak_gib()
+    start = time.perf_counter()
+    prediction = predictor.predict(image)
+    seconds = time.perf_counter() - start
+    metrics = sts2024_case(truth.array, prediction.labels.array)
+    return {"variant": variant, "seconds": seconds, "peak_gib": _peak_gib(), "baseline_gib": base,
+            "forward_passes": prediction.report.get("forward_passes"), "coarse": prediction.report.get("coarse"),
+            "threads": torch.get_num_threads(), "shape_zyx": list(image.shape),
+            "metrics": {k: round(float(v), 4) for k, v in metrics.items()}}
+
+
 def _child(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -102,7 +144,11 @@ def _child(args: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=("monai", "large", "_child_monai", "_child_large"))
+    parser.add_argument("which", choices=("monai", "large", "cascade", "_child_monai", "_child_large", "_child_cascade"))
+    parser.add_argument("--model", help="cascade model folder for 'cascade' (default: the bundled 3D model)")
+    parser.add_argument("--spacing", type=float, default=0.6, help="voxel size (mm) of the scan for 'cascade'")
+    parser.add_argument("--image", help=argparse.SUPPRESS)
+    parser.add_argument("--labels", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, nargs=3, default=[640, 640, 400], help="x y z voxels for 'large'")
     parser.add_argument("--shape", type=int, nargs=3, default=[96, 160, 160], help="z y x voxels for 'monai'")
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
@@ -117,7 +163,35 @@ def main() -> int:
     if args.which == "_child_large":
         print(json.dumps(child_large(args.size, args.classes)))
         return 0
-    if args.which == "monai":
+    if args.which == "_child_cascade":
+        print(json.dumps(child_cascade(args.variant, args.model, args.image, args.labels)))
+        return 0
+    if args.which == "cascade":
+        import tempfile
+        from pathlib import Path
+
+        model = args.model or str(Path(__file__).resolve().parents[2] / "Resources" / "Models" /
+                                  "toothseg-cbct-synthetic-demo")
+        with tempfile.TemporaryDirectory(prefix="toothseg-bench-") as folder:
+            image_path, labels_path = full_field_scan(folder, args.spacing)
+            common = ["--model", model, "--image", image_path, "--labels", labels_path]
+            runs = {v: _child(["_child_cascade", "--variant", v, *common]) for v in ("full", "cascade")}
+        full, cascade = runs["full"], runs["cascade"]
+        ratio = full["seconds"] / cascade["seconds"]
+        points = 100 * (cascade["metrics"]["instance_dsc"] - full["metrics"]["instance_dsc"])
+        print(f"# coarse-to-fine vs full-resolution sliding window, full-field SYNTHETIC scan {tuple(full['shape_zyx'])} "
+              f"(z y x) at {args.spacing} mm, CPU, {full['threads']} threads, no TTA, model {Path(model).name}")
+        print("| path | seconds | window passes | peak RSS GiB | instance Dice | IA | image Dice |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, r in (("full-resolution sliding window, whole scan", full), ("cascade (default)", cascade)):
+            m = r["metrics"]
+            print(f"| {name} | {r['seconds']:.1f} | {r['forward_passes']} | {r['peak_gib']:.2f} | "
+                  f"{m['instance_dsc']:.4f} | {m['ia']:.4f} | {m['image_dsc']:.4f} |")
+        print(f"cascade: {ratio:.2f}x less wall time (goal >= 3x); instance Dice {points:+.2f} points (goal within 0.5)")
+        result = {"benchmark": "cascade", "settings": {"model": Path(model).name, "spacing_mm": args.spacing,
+                                                       "intensities": "SYNTHETIC"},
+                  "runs": runs, "time_ratio": ratio, "instance_dice_points": points}
+    elif args.which == "monai":
         common = ["--shape", *map(str, args.shape), "--patch", *map(str, args.patch), "--overlap", str(args.overlap),
                   "--classes", str(args.classes)]
         runs = {v: _child(["_child_monai", "--variant", v, *common]) for v in ("monai", "exact", "ours")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,17 @@ from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
 
 
+def _shown(path: Path) -> str:
+    """A path as the committed JSON shows it: relative to the shared data or the repository,
+    so that results do not carry one machine's folders."""
+    for root, name in ((shared_data_dir(), "shared/data"), (REPO, ".")):
+        try:
+            return f"{name}/{Path(path).resolve().relative_to(Path(root).resolve()).as_posix()}"
+        except ValueError:
+            continue
+    return str(path)
+
+
 def summarise(ct_path: Path, prediction_path: Path, teeth_slices: int) -> dict:
     image, labels = read_volume(ct_path), read_label_map(prediction_path)
     found = labels.array > 0
@@ -39,7 +51,7 @@ def summarise(ct_path: Path, prediction_path: Path, teeth_slices: int) -> dict:
     bright = image.array > 1500
     low = np.zeros_like(found)
     low[:teeth_slices] = True  # array axis 0 is the file's slice axis (inferior first in this scan)
-    return {"ct": str(ct_path), "prediction": str(prediction_path), "labels": [int(v) for v in np.unique(labels.array) if v],
+    return {"ct": _shown(ct_path), "prediction": _shown(prediction_path), "labels": [int(v) for v in np.unique(labels.array) if v],
             "volume_mm3": round(float(found.sum()) * voxel_mm3, 1),
             "slices": [int(slices.min()), int(slices.max())] if slices.size else None, "slice_count": int(image.shape[0]),
             "components": int(components),
@@ -58,16 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     ct = shared_data_dir() / "ct" / "Cranium_ProMED_CT_0051.nii.gz"
     prediction = args.prediction
     run_report = {}
+    scratch = None
     if prediction is None:
         if not args.model:
             parser.error("give --model or --prediction")
-        prediction = Path(tempfile.mkdtemp()) / "ct_teeth.nii.gz"
+        scratch = Path(tempfile.mkdtemp(prefix="toothseg-smoke-"))
+        prediction = scratch / "ct_teeth.nii.gz"
         report = prediction.with_name("report.json")
         subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(ct), "-o", str(prediction), "--model",
                         args.model, "--no-tta", "--report", str(report)], check=True)
         run_report = json.loads(report.read_text())
     summary = {**summarise(ct, prediction, args.teeth_slices), "model": args.model,
                "warnings": run_report.get("warnings"), "seconds": run_report.get("seconds")}
+    if scratch is not None:  # the prediction was only made to be summarised
+        summary["prediction"] = None
+        shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(summary, indent=1)
     print(text)
     if args.json:
