@@ -88,6 +88,14 @@ def test_cascade_runs_the_fine_model_only_near_teeth():
         assert dice(fast.labels.array == value, truth == value) > 0.99
     assert fast.report["forward_passes"] < 0.6 * full.report["forward_passes"]
     assert fast.report["coarse"]["roi_fraction"] < 0.7
+    # the coarse member only locates the teeth: never mirrored, and with less window overlap
+    coarse = loaded(IntensityToClass(3), [0, 11, 21], spacing=[0.8, 0.9, 1.0], model_id="coarse", mirror_axes=[0])
+    fine = loaded(IntensityToClass(3), [0, 11, 21], patch=[16, 16, 16], model_id="fine", mirror_axes=[0])
+    cascade = loaded(None, [0, 11, 21], members=[("coarse", coarse), ("fine", fine)])
+    mirrored = Predictor(cascade, InferenceOptions(tta=True, postprocessing=[])).predict(image)
+    alone = Predictor(coarse, InferenceOptions(tta=False, overlap=0.25, postprocessing=[])).predict(image)
+    assert mirrored.report["coarse"]["forward_passes"] == alone.report["forward_passes"]
+    assert mirrored.report["forward_passes"] == 2 * fast.report["forward_passes"]  # the fine member is mirrored
 
 
 def test_scan_without_teeth_gives_an_empty_result_with_a_warning():

@@ -78,6 +78,9 @@ class InferenceOptions:
             gains little and costs memory).
         use_cascade: for cascade models, run the fine model only where the coarse one found teeth.
         roi_margin_mm: margin around the coarse teeth region.
+        coarse_overlap: window overlap of a cascade's coarse member, which only has to find the
+            region with teeth (its mask is dilated by ``roi_margin_mm``): less overlap than the fine
+            member's, and never mirrored, because it costs as much per window as the fine model.
         uncertainty: also compute the entropy map and per-tooth uncertainty.
         postprocessing: steps (see :mod:`toothseg.core.postprocessing`); None = defaults.
         exact: float32 accumulation (comparisons and tests).
@@ -92,6 +95,7 @@ class InferenceOptions:
     batch_size: int = 0
     use_cascade: bool = True
     roi_margin_mm: float = 6.0
+    coarse_overlap: float = 0.25
     uncertainty: bool = False
     postprocessing: list[dict[str, Any]] | None = None
     exact: bool = False
@@ -194,15 +198,16 @@ class Predictor:
             models = [m for r, m in self.model.members if r == "ensemble"]
         else:
             models = [m for r, m in self.model.members if r == role]
-        tta = self.options.tta and not self.options.fast
+        tta = self.options.tta and not self.options.fast and role != "coarse"
         return _Runner(models, self.device, tta)
 
-    def _window_config(self, runner: _Runner) -> SlidingWindowConfig:
+    def _window_config(self, runner: _Runner, overlap: float | None = None) -> SlidingWindowConfig:
         card = runner.card
         patch = list(card.patch_size or [128] * card.spatial_dims)
         if card.spatial_dims == 2:
             patch = [1, *patch]
-        overlap = 0.25 if self.options.fast else self.options.overlap
+        if overlap is None:
+            overlap = 0.25 if self.options.fast else self.options.overlap
         batch = self.options.batch_size or (2 if self.device.type == "cuda" else 1)
         return SlidingWindowConfig(patch, overlap, batch, self.options.placement, exact=self.options.exact)
 
@@ -216,13 +221,14 @@ class Predictor:
         return resampled_shape(shape, spacing_zyx, target)
 
     def _probabilities(self, runner: _Runner, array: np.ndarray, spacing_zyx: tuple[float, ...],
-                       stats: dict[str, float], progress: Progress, skip=None) -> torch.Tensor:
+                       stats: dict[str, float], progress: Progress, skip=None,
+                       overlap: float | None = None) -> torch.Tensor:
         """Class probabilities (C, *model grid) of a canonical array region."""
         grid = self._model_grid(runner, array.shape, spacing_zyx)
         progress.update(0.0, "resampling")
         image = resample_array(array, grid) if grid != array.shape else torch.from_numpy(array.astype(np.float32))
         normalize_intensities(image, runner.card.intensity, stats)
-        config = self._window_config(runner)
+        config = self._window_config(runner, overlap)
         return sliding_window_predict(image[None], runner, runner.card.num_classes, config, self.device,
                                       progress.sub(0.05, 1.0, progress.prefix), skip)
 
@@ -314,10 +320,12 @@ class Predictor:
         from scipy import ndimage
 
         runner = self._runner("coarse")
-        probs = self._probabilities(runner, array, spacing_zyx, stats, progress)
+        probs = self._probabilities(runner, array, spacing_zyx, stats, progress,
+                                    overlap=min(self.options.coarse_overlap, self._window_config(runner).overlap))
         foreground = (probs.argmax(dim=0) > 0).numpy()
         coarse_shape = foreground.shape
-        report = {"grid": list(coarse_shape), "foreground_voxels": int(foreground.sum())}
+        report = {"grid": list(coarse_shape), "foreground_voxels": int(foreground.sum()),
+                  "forward_passes": runner.forward_passes}
         if not foreground.any():
             return None, None, report
         scale = [n / m for n, m in zip(array.shape, coarse_shape)]  # native voxels per coarse voxel
