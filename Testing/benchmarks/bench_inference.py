@@ -172,6 +172,15 @@ def main() -> int:
 
         model = args.model or str(Path(__file__).resolve().parents[2] / "Resources" / "Models" /
                                   "toothseg-cbct-synthetic-demo")
+        from toothseg.core.errors import InputError
+        from toothseg.core.models.folder import read_card
+
+        try:
+            roles = {m.get("role") for m in read_card(model).members}
+        except InputError as exc:
+            parser.error(str(exc))
+        if not {"coarse", "fine"} <= roles:
+            parser.error(f"{model} is not a coarse-to-fine cascade: there is nothing to compare")
         with tempfile.TemporaryDirectory(prefix="toothseg-bench-") as folder:
             image_path, labels_path = full_field_scan(folder, args.spacing)
             common = ["--model", model, "--image", image_path, "--labels", labels_path]

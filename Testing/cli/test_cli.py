@@ -123,6 +123,12 @@ def test_usage_errors_exit_2(tmp_path):
     assert_clean_error(run("frobnicate"), "invalid choice", code=2)
 
 
+def test_demo_with_an_unknown_model_fails_cleanly_before_writing(tmp_path):
+    result = run("demo", "--out-dir", str(tmp_path / "demo"), "--model", "no-such-model")
+    assert_clean_error(result, "no-such-model", code=1)
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_runs_offline(tmp_path):
     result = run("demo", "--out-dir", str(tmp_path / "demo"), "--fast")
     assert result.returncode == 0, result.stderr

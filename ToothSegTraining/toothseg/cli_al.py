@@ -95,9 +95,8 @@ def cmd_accept(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .train.active_learning.pool import STATUSES
-
     from .core.io.atomic import leftover_temporaries
+    from .train.active_learning.pool import STATUSES
 
     pool = _pool(args.pool)
     state = pool.read()
@@ -106,14 +105,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.clean and leftovers:
         for folder in leftovers:
             shutil.rmtree(folder, ignore_errors=True)
-        print(f"removed {len(leftovers)} temporary folder(s) left by interrupted writes", file=sys.stderr)
-        leftovers = [f for f in leftovers if f.exists()]
+        kept = [f for f in leftovers if f.exists()]
+        print(f"removed {len(leftovers) - len(kept)} temporary folder(s) left by interrupted writes", file=sys.stderr)
+        leftovers = kept
     counts = Counter(c.status for c in state.cases.values())
     if args.json:
         print(json.dumps({"cases": len(state.cases), "status": {s: counts.get(s, 0) for s in STATUSES},
                           "held_out": sorted(c.id for c in state.cases.values() if c.holdout),
-                          "missing_images": missing,
-                          "leftover_temporaries": [pool.relative(f) for f in leftovers], "current_model": state.current_model,
+                          "missing_images": missing, "leftover_temporaries": [pool.relative(f) for f in leftovers],
+                          "current_model": state.current_model,
                           "training_in_progress": state.training,
                           "versions": [v.__dict__ for v in state.versions]}, indent=1))
         return 0

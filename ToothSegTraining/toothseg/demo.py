@@ -85,9 +85,9 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     from .core.resources import sample_scan, sample_scan_labels
 
     progress = progress or Progress()
+    folder = load_catalog().resolve(model) if model else _default_model()  # a bad --model fails before any write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    folder = load_catalog().resolve(model) if model else _default_model()
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
