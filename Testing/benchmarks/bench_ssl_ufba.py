@@ -1,0 +1,157 @@
+"""Semi-supervised methods against their supervised baseline on real panoramic X-rays, one command.
+
+For each labeled fraction (10 % and 25 % of the UFBA-425 training split by default; the subsets are
+nested and fixed by ``ufba_cases``) and each method, train the method's committed recipe
+(``toothseg/train/recipes/<method>_ufba.yaml``; the rest of the training split is its unlabeled
+data) with ``ToothSegTraining/train.py``, then score the final model on the 66 test X-rays exactly as
+``bench_ufba.py`` does. Runs resume: a finished run is only scored again.
+
+    python Testing/benchmarks/bench_ssl_ufba.py                       # full recipes (a GPU's work)
+    python Testing/benchmarks/bench_ssl_ufba.py --fraction 0.1 --scale 0.15 \\
+        --set model.kwargs.base_channels=16 --out Testing/benchmarks/results/ssl_ufba_cpu.json
+
+``--scale`` multiplies every stage's iterations (checkpoint and validation intervals shrink with
+them), so each method keeps its own stage proportions; ``--set`` is applied to every recipe. The JSON
+holds the settings, the exact training command of every run, each model's summary and its gain over
+the supervised baseline at the same fraction; the PNG beside it shows per-tooth Dice box plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "ToothSegTraining"))
+sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
+
+from bench_ufba import plot, score_model  # noqa: E402
+from toothseg.core.errors import ToothSegError  # noqa: E402
+from toothseg.train.config import load_recipe  # noqa: E402
+from toothseg.train.data.cases import ufba_cases  # noqa: E402
+
+RECIPES = REPO / "ToothSegTraining" / "toothseg" / "train" / "recipes"
+METHODS = {  # name in the tables → committed recipe (all: same data block, network family, split)
+    "supervised": "supervised_ufba.yaml",
+    "mean_teacher": "mean_teacher_ufba.yaml",
+    "bcp": "bcp_ufba.yaml",
+    "mim": "mim_ufba.yaml",
+}
+
+
+def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
+    """``--set`` values that multiply every stage's iterations by ``scale`` (at least 10 steps)."""
+    if scale == 1.0:
+        return []
+    recipe, _ = load_recipe(recipe_path)
+    overrides = []
+    for index, stage in enumerate(recipe.stages):
+        steps = max(10, round(stage.iterations * scale))
+        overrides.append(f"stages.{index}.iterations={steps}")
+        overrides.append(f"stages.{index}.checkpoint_every={max(1, min(stage.checkpoint_every, steps // 4))}")
+        if stage.validate_every:
+            overrides.append(f"stages.{index}.validate_every={max(1, min(stage.validate_every, steps // 2))}")
+    return overrides
+
+
+def train_command(method: str, fraction: float, args: argparse.Namespace) -> tuple[list[str], Path]:
+    """The ``train.py`` argument list of one run (no shell) and its run folder."""
+    recipe = RECIPES / METHODS[method]
+    run_dir = args.runs / f"{method}_{round(fraction * 100)}"
+    settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, args.scale), *args.set]
+    command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
+               "--output", str(run_dir), "--device", args.device]
+    for value in settings:
+        command += ["--set", value]
+    return command, run_dir
+
+
+def shown(argument: str) -> str:
+    """A command argument as the JSON records it: paths inside the repository relative to it."""
+    path = Path(argument)
+    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else argument
+
+
+def train(command: list[str], run_dir: Path) -> float:
+    """Run (or resume) one training; its output goes to ``run_dir/bench_train.log``. Returns seconds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(run_dir / "bench_train.log", "a", encoding="utf-8") as log:
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if completed.returncode != 0:
+        raise ToothSegError(f"training failed (exit {completed.returncode}); see {run_dir / 'bench_train.log'}")
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", action="append", choices=sorted(METHODS),
+                        help="a method to run (repeatable; default: all); the supervised baseline is always run")
+    parser.add_argument("--fraction", action="append", type=float,
+                        help="labeled share of the training split (repeatable; default 0.1 and 0.25)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's iterations (CPU runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override applied to every run (repeatable)")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "ssl_ufba", help="run folders")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when scoring")
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N test images")
+    parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ssl_ufba.json")
+    args = parser.parse_args(argv)
+    if args.scale <= 0:
+        parser.error("--scale must be positive")
+    fractions = args.fraction or [0.1, 0.25]
+    if any(not 0 < f < 1 for f in fractions):
+        parser.error("--fraction must lie strictly between 0 and 1")
+    methods = ["supervised"] + [m for m in (args.method or sorted(METHODS)) if m != "supervised"]
+
+    cases = ufba_cases("test")
+    if args.limit:
+        cases = cases[:args.limit]
+    runs, summaries, all_rows, names = {}, {}, [], []
+    for fraction in fractions:
+        for method in methods:
+            name = f"{method} {round(fraction * 100)}%"
+            command, run_dir = train_command(method, fraction, args)
+            try:
+                seconds = train(command, run_dir)
+                summary, rows = score_model(name, str(run_dir / "model"), cases, args.device, args.tta)
+            except ToothSegError as exc:
+                print(f"bench_ssl_ufba: {name}: {exc}", file=sys.stderr)
+                return 1
+            runs[name] = {"method": method, "labeled_fraction": fraction,
+                          "command": ["python", *(shown(c) for c in command[1:])],
+                          "train_seconds_this_call": round(seconds, 1)}
+            summary["folder"] = shown(str(Path(summary["folder"]).resolve()))
+            baseline = summaries.get(f"supervised {round(fraction * 100)}%")
+            if baseline is not None:
+                summary["gain_over_supervised"] = round(summary["mean_tooth_dice"] - baseline["mean_tooth_dice"], 4)
+            summaries[name] = summary
+            all_rows += rows
+            names.append(name)
+            print(f"{name}: {json.dumps(summary)}", flush=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"data": f"UFBA-425 test split (real panoramic X-rays), {len(cases)} images; training on the "
+                      "committed training split, labeled share as named, the rest unlabeled",
+              "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
+              "settings": {"scale": args.scale, "overrides": args.set, "tta": args.tta, "device": args.device,
+                           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
+              "runs": runs, "models": summaries, "teeth": all_rows}
+    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")
+    plot(all_rows, names, args.out.with_suffix(".png"))
+    print("model | mean tooth Dice | gain over supervised | incisors | canines | premolars | molars | IoU>0.5")
+    for name, s in summaries.items():
+        gain = s.get("gain_over_supervised")
+        print(f"{name} | {s['mean_tooth_dice']:.4f} | {'—' if gain is None else f'{gain:+.4f}'} | "
+              f"{s['incisors']} | {s['canines']} | {s['premolars']} | {s['molars']} | {s['teeth_with_iou_over_0.5']}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
