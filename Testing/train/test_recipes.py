@@ -26,3 +26,47 @@ def test_recipe_is_valid(path):
         assert len(data.patch_size) == (2 if data.kind == "2d" else 3)
         if index == 0:
             assert stage.init_from == "none"
+
+
+def _bench_ssl_ufba():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ssl_ufba.py"
+    spec = importlib.util.spec_from_file_location("bench_ssl_ufba", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ssl_benchmark_recipes_differ_only_in_the_method():
+    """bench_ssl_ufba.py compares methods: their recipes must see the same data, split and augmentation."""
+    bench = _bench_ssl_ufba()
+    blocks = {}
+    for method, name in bench.METHODS.items():
+        recipe, raw = load_recipe(bench.RECIPES / name)
+        data = dict(raw["data"])
+        data.pop("labeled_fraction")
+        blocks[method] = data
+        assert raw["model"]["architecture"].startswith("unet2d"), method
+        assert recipe.export.mirror_axes == [1], method
+    reference = blocks.pop("supervised")
+    for method, data in blocks.items():
+        assert data == reference, f"{method}'s data block differs from supervised_ufba.yaml"
+
+
+def test_ssl_benchmark_scales_every_stage_and_sets_the_fraction(tmp_path):
+    import argparse
+
+    bench = _bench_ssl_ufba()
+    args = argparse.Namespace(runs=tmp_path, scale=0.1, set=["model.kwargs.base_channels=8"], device="cpu")
+    command, run_dir = bench.train_command("bcp", 0.25, args)
+    assert run_dir == tmp_path / "bcp_25"
+    overrides = [command[i + 1] for i, c in enumerate(command) if c == "--set"]
+    assert overrides[0] == "data.labeled_fraction=0.25" and overrides[-1] == "model.kwargs.base_channels=8"
+    full, _ = load_recipe(bench.RECIPES / bench.METHODS["bcp"])
+    scaled, _ = load_recipe(bench.RECIPES / bench.METHODS["bcp"], overrides)
+    assert [s.iterations for s in scaled.stages] == [round(s.iterations * 0.1) for s in full.stages]
+    assert all(s.checkpoint_every <= s.iterations // 4 for s in scaled.stages)
+    assert all(s.validate_every <= s.iterations // 2 for s in scaled.stages)
+    assert scaled.data.labeled_fraction == 0.25 and scaled.model.kwargs["base_channels"] == 8
+    assert bench.scaled_overrides(bench.RECIPES / bench.METHODS["bcp"], 1.0) == []
