@@ -11,7 +11,9 @@ data) with ``ToothSegTraining/train.py``, then score the final model on the 66 t
         --set model.kwargs.base_channels=16 --out Testing/benchmarks/results/ssl_ufba_cpu.json
 
 ``--scale`` multiplies every stage's iterations (checkpoint and validation intervals shrink with
-them), so each method keeps its own stage proportions; ``--set`` is applied to every recipe. The JSON
+them), so each method keeps its own stage proportions; ``--method-scale rail=0.075`` gives one method
+its own (RAIL trains four networks per step: half the steps is about the same CPU time); ``--set`` is
+applied to every recipe. The JSON
 holds the settings, the exact training command of every run, each model's summary and its gain over
 the supervised baseline at the same fraction; the PNG beside it shows per-tooth Dice box plots.
 """
@@ -40,11 +42,13 @@ METHODS = {  # name in the tables → committed recipe (all: same data block, ne
     "mean_teacher": "mean_teacher_ufba.yaml",
     "bcp": "bcp_ufba.yaml",
     "mim": "mim_ufba.yaml",
+    "rail": "rail_ufba.yaml",
+    "umamba2_ssl": "umamba2_ssl_ufba.yaml",
 }
 
 
 def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
-    """``--set`` values that multiply every stage's iterations by ``scale`` (at least 10 steps)."""
+    """``--set`` values that multiply every stage's iterations (at least 10) and warm-up by ``scale``."""
     if scale == 1.0:
         return []
     recipe, _ = load_recipe(recipe_path)
@@ -53,16 +57,20 @@ def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
         steps = max(10, round(stage.iterations * scale))
         overrides.append(f"stages.{index}.iterations={steps}")
         overrides.append(f"stages.{index}.checkpoint_every={max(1, min(stage.checkpoint_every, steps // 4))}")
+        if stage.optimizer.warmup_iterations:
+            overrides.append(f"stages.{index}.optimizer.warmup_iterations={round(stage.optimizer.warmup_iterations * scale)}")
         if stage.validate_every:
             overrides.append(f"stages.{index}.validate_every={max(1, min(stage.validate_every, steps // 2))}")
     return overrides
 
 
-def train_command(method: str, fraction: float, args: argparse.Namespace) -> tuple[list[str], Path]:
+def train_command(method: str, fraction: float, args: argparse.Namespace,
+                  scale: float | None = None) -> tuple[list[str], Path]:
     """The ``train.py`` argument list of one run (no shell) and its run folder."""
     recipe = RECIPES / METHODS[method]
     run_dir = args.runs / f"{method}_{round(fraction * 100)}"
-    settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, args.scale), *args.set]
+    scale = args.scale if scale is None else scale
+    settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale), *args.set]
     command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
                "--output", str(run_dir), "--device", args.device]
     for value in settings:
@@ -94,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", action="append", type=float,
                         help="labeled share of the training split (repeatable; default 0.1 and 0.25)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's iterations (CPU runs)")
+    parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
+                        help="another --scale for one method, e.g. rail=0.075 for equal CPU time (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override applied to every run (repeatable)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "ssl_ufba", help="run folders")
@@ -107,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     fractions = args.fraction or [0.1, 0.25]
     if any(not 0 < f < 1 for f in fractions):
         parser.error("--fraction must lie strictly between 0 and 1")
+    scales = {}
+    for text in args.method_scale:
+        method, _, value = text.partition("=")
+        try:
+            scales[method] = float(value)
+        except ValueError:
+            parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
+        if method not in METHODS or scales[method] <= 0:
+            parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
     methods = ["supervised"] + [m for m in (args.method or sorted(METHODS)) if m != "supervised"]
 
     cases = ufba_cases("test")
@@ -116,14 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     for fraction in fractions:
         for method in methods:
             name = f"{method} {round(fraction * 100)}%"
-            command, run_dir = train_command(method, fraction, args)
+            scale = scales.get(method, args.scale)
+            command, run_dir = train_command(method, fraction, args, scale)
             try:
                 seconds = train(command, run_dir)
                 summary, rows = score_model(name, str(run_dir / "model"), cases, args.device, args.tta)
             except ToothSegError as exc:
                 print(f"bench_ssl_ufba: {name}: {exc}", file=sys.stderr)
                 return 1
-            runs[name] = {"method": method, "labeled_fraction": fraction,
+            runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale,
                           "command": ["python", *(shown(c) for c in command[1:])],
                           "train_seconds_this_call": round(seconds, 1)}
             summary["folder"] = shown(str(Path(summary["folder"]).resolve()))
@@ -139,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"data": f"UFBA-425 test split (real panoramic X-rays), {len(cases)} images; training on the "
                       "committed training split, labeled share as named, the rest unlabeled",
               "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
-              "settings": {"scale": args.scale, "overrides": args.set, "tta": args.tta, "device": args.device,
+              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta, "device": args.device,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
               "runs": runs, "models": summaries, "teeth": all_rows}
     args.out.write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")

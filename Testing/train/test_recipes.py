@@ -70,3 +70,7 @@ def test_ssl_benchmark_scales_every_stage_and_sets_the_fraction(tmp_path):
     assert all(s.validate_every <= s.iterations // 2 for s in scaled.stages)
     assert scaled.data.labeled_fraction == 0.25 and scaled.model.kwargs["base_channels"] == 8
     assert bench.scaled_overrides(bench.RECIPES / bench.METHODS["bcp"], 1.0) == []
+    command, _ = bench.train_command("supervised", 0.1, args, scale=0.05)
+    assert "stages.0.iterations=200" in command
+    rail, _ = load_recipe(bench.RECIPES / bench.METHODS["rail"], bench.scaled_overrides(bench.RECIPES / "rail_ufba.yaml", 0.1))
+    assert rail.stages[0].optimizer.warmup_iterations == 50 and rail.stages[0].iterations == 400
