@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -95,6 +96,13 @@ def train(command: list[str], run_dir: Path) -> float:
     return time.perf_counter() - started
 
 
+def logged_training_seconds(run_dir: Path) -> float:
+    """Wall seconds of every stage of a run, summed from its log (runs resumed or only re-scored too)."""
+    log = run_dir / "bench_train.log"
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    return round(sum(float(s) for s in re.findall(r"stage \S+: \d+ steps in ([0-9.]+) s", text)), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", action="append", choices=sorted(METHODS),
@@ -145,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale,
                           "command": ["python", *(shown(c) for c in command[1:])],
-                          "train_seconds_this_call": round(seconds, 1)}
+                          "train_seconds_this_call": round(seconds, 1),
+                          "train_seconds_logged": logged_training_seconds(run_dir)}
             summary["folder"] = shown(str(Path(summary["folder"]).resolve()))
             baseline = summaries.get(f"supervised {round(fraction * 100)}%")
             if baseline is not None:

@@ -74,3 +74,12 @@ def test_ssl_benchmark_scales_every_stage_and_sets_the_fraction(tmp_path):
     assert "stages.0.iterations=200" in command
     rail, _ = load_recipe(bench.RECIPES / bench.METHODS["rail"], bench.scaled_overrides(bench.RECIPES / "rail_ufba.yaml", 0.1))
     assert rail.stages[0].optimizer.warmup_iterations == 50 and rail.stages[0].iterations == 400
+
+
+def test_ssl_benchmark_reads_training_time_from_every_call_of_a_run(tmp_path):
+    bench = _bench_ssl_ufba()
+    (tmp_path / "bench_train.log").write_text(
+        "toothseg: INFO: stage pretrain: 150 steps in 403 s\nnoise\n"
+        "toothseg: INFO: stage self_train: 450 steps in 657.5 s\n")
+    assert bench.logged_training_seconds(tmp_path) == 1060.5
+    assert bench.logged_training_seconds(tmp_path / "missing") == 0.0
