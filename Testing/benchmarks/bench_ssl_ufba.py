@@ -7,8 +7,8 @@ data) with ``ToothSegTraining/train.py``, then score the final model on the 66 t
 ``bench_ufba.py`` does. Runs resume: a finished run is only scored again.
 
     python Testing/benchmarks/bench_ssl_ufba.py                       # full recipes (a GPU's work)
-    python Testing/benchmarks/bench_ssl_ufba.py --fraction 0.1 --scale 0.15 \\
-        --set model.kwargs.base_channels=16 --out Testing/benchmarks/results/ssl_ufba_cpu.json
+    python Testing/benchmarks/bench_ssl_ufba.py --fraction 0.1 --scale 0.15 --method-scale rail=0.075 \\
+        --set model.kwargs.base_channels=16 --device cpu --out Testing/benchmarks/results/ssl_ufba_cpu.json
 
 ``--scale`` multiplies every stage's iterations (checkpoint and validation intervals shrink with
 them), so each method keeps its own stage proportions; ``--method-scale rail=0.075`` gives one method
@@ -92,7 +92,9 @@ def train(command: list[str], run_dir: Path) -> float:
     with open(run_dir / "bench_train.log", "a", encoding="utf-8") as log:
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if completed.returncode != 0:
-        raise ToothSegError(f"training failed (exit {completed.returncode}); see {run_dir / 'bench_train.log'}")
+        lines = (run_dir / "bench_train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        reason = lines[-1] if lines else f"exit {completed.returncode}"
+        raise ToothSegError(f"training failed: {reason} (log: {run_dir / 'bench_train.log'})")
     return time.perf_counter() - started
 
 
@@ -136,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
     methods = ["supervised"] + [m for m in (args.method or sorted(METHODS)) if m != "supervised"]
 
-    cases = ufba_cases("test")
+    try:
+        cases = ufba_cases("test")
+    except ToothSegError as exc:
+        print(f"bench_ssl_ufba: {exc}", file=sys.stderr)
+        return 1
     if args.limit:
         cases = cases[:args.limit]
     runs, summaries, all_rows, names = {}, {}, [], []

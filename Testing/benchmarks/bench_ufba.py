@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if not model:
             parser.error(f"--model {text!r}: expected NAME=ID|DIR")
         models.append((name, model))
-    cases = ufba_cases(args.subset)
+    try:
+        cases = ufba_cases(args.subset)
+    except ToothSegError as exc:  # no shared data folder
+        print(f"bench_ufba: {exc}", file=sys.stderr)
+        return 1
     if args.limit:
         cases = cases[:args.limit]
     summaries, all_rows = {}, []

@@ -83,3 +83,19 @@ def test_ssl_benchmark_reads_training_time_from_every_call_of_a_run(tmp_path):
         "toothseg: INFO: stage self_train: 450 steps in 657.5 s\n")
     assert bench.logged_training_seconds(tmp_path) == 1060.5
     assert bench.logged_training_seconds(tmp_path / "missing") == 0.0
+
+
+def test_ssl_benchmark_reports_a_failed_training_in_one_line_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    """A run folder holding another recipe's run is refused by train.py; the bench says why, writes no
+    result and leaves the earlier run untouched."""
+    bench = _bench_ssl_ufba()
+    monkeypatch.setenv("TOOTHSEG_SHARED_DATA", str(tmp_path / "data"))
+    earlier = tmp_path / "runs" / "supervised_10" / "recipe.yaml"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("name: another run\n")
+    out = tmp_path / "result.json"
+    assert bench.main(["--fraction", "0.1", "--method", "supervised", "--scale", "0.01", "--device", "cpu",
+                       "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "supervised 10%: training failed:" in error and "different recipe" in error
+    assert earlier.read_text() == "name: another run\n" and not out.exists()
