@@ -92,3 +92,24 @@ def test_mean_teacher_ema_is_exact():
     method.after_step(step=100)  # decay = min(1 - 1/102, 0.9) = 0.9
     for t, t0, s in zip(method.nets["teacher"].parameters(), teacher_before, method.nets["student"].parameters()):
         torch.testing.assert_close(t, 0.9 * t0 + 0.1 * s)
+
+
+def test_consistency_strong_view_leaves_batchnorm_statistics_as_a_clean_forward_does():
+    """On a batch-norm network, the perturbed strong-view forward must not become inference statistics."""
+    def build(**overrides):
+        return build_network("unet2d", **{"num_classes": 3, "base_channels": 4, **overrides})
+
+    cls = get_method("consistency")
+    method = cls(cls.validate_settings({}), MethodContext(build, 3, 2, 100))
+    method.nets = method.build_networks()
+    student = method.nets["student"]
+    reference = copy.deepcopy(student)
+    data = batch(size=32)
+    method.train_step(data, step=50)  # forced consistency step: clean target forward + perturbed forward
+    with torch.no_grad():
+        reference(data["unlabeled_image"])  # the clean forward alone
+    stats = [(n, b) for n, b in student.named_buffers() if "running" in n]
+    assert stats, "unet2d is expected to use batch norm"
+    expected = dict(reference.named_buffers())
+    for name, value in stats:
+        torch.testing.assert_close(value, expected[name], msg=f"{name} moved with the perturbed forward")

@@ -9,10 +9,11 @@ really reaches every trainable network. Teachers are updated in ``after_step``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,8 +22,8 @@ from torch import nn
 
 from ...core.errors import InputError
 
-__all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "register_method", "get_method",
-           "method_names"]
+__all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "running_statistics_kept",
+           "register_method", "get_method", "method_names"]
 
 _METHODS: dict[str, type["Method"]] = {}
 
@@ -100,6 +101,26 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, buffers: bo
                 t.lerp_(s.detach(), 1.0 - decay)
             else:
                 t.copy_(s)
+
+
+@contextlib.contextmanager
+def running_statistics_kept(network: nn.Module) -> Iterator[None]:
+    """Batch-norm layers normalise with the batch's statistics, but their running ones are restored after.
+
+    For forward passes on deliberately corrupted inputs or features (U-Mamba2-SSL's strong view with
+    dropped channels): the running statistics that inference uses must describe real images. The
+    original method runs on nnU-Net's instance norm, which keeps none, so this is what it does there.
+    """
+    layers = [m for m in unwrap(network).modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, buffers in zip(layers, saved):
+                for key, value in buffers.items():
+                    getattr(layer, key).copy_(value)
 
 
 class Method:

@@ -15,7 +15,9 @@ weight 0.1, background and unconfident voxels ignored — and otherwise a consis
   ``ω(t) = 50·exp(−5(1 − t/R)²)``, ``R`` = ``rampup_fraction`` of the stage (0.2, then 0.05).
 
 The strong view is :func:`~toothseg.train.data.augment.strong_augment` (blur, noise, brightness,
-contrast, low resolution, gamma, blank rectangles). The upstream gradient-accumulation bug (U1)
+contrast, low resolution, gamma, blank rectangles). Its forward pass leaves batch-norm running
+statistics as they were (the original's instance norm keeps none; on a batch-norm network such as
+the 2D U-Net, the perturbed features would otherwise become the statistics used at inference). The upstream gradient-accumulation bug (U1)
 does not exist here: the engine accumulates then steps.
 """
 
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 
 from ..data.augment import strong_augment
 from ..losses import deep_supervision_weights
-from .base import Method, StepOutput, register_method
+from .base import Method, StepOutput, register_method, running_statistics_kept
 from .mean_teacher import sigmoid_rampup
 from .supervised import supervised_loss
 
@@ -115,7 +117,8 @@ class Consistency(Method):
             target = network(x)
         target = target if isinstance(target, (list, tuple)) else [target]
         strong = strong_augment(x, self.generator)
-        predicted = self._forward_perturbed(strong)
+        with running_statistics_kept(network):  # batch norm's running statistics must describe real images
+            predicted = self._forward_perturbed(strong)
         predicted = predicted if isinstance(predicted, (list, tuple)) else [predicted]
         weights = deep_supervision_weights(len(predicted)) if len(predicted) > 1 else [1.0]
         cr = zero
