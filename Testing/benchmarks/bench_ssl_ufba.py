@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error("--scale must be positive")
-    fractions = args.fraction or [0.1, 0.25]
+    fractions = list(dict.fromkeys(args.fraction or [0.1, 0.25]))
     if any(not 0 < f < 1 for f in fractions):
         parser.error("--fraction must lie strictly between 0 and 1")
     scales = {}
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
         if method not in METHODS or scales[method] <= 0:
             parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
-    methods = ["supervised"] + [m for m in (args.method or sorted(METHODS)) if m != "supervised"]
+    methods = ["supervised"] + [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
 
     try:
         cases = ufba_cases("test")

@@ -99,3 +99,18 @@ def test_ssl_benchmark_reports_a_failed_training_in_one_line_and_keeps_the_run(t
     error = capsys.readouterr().err
     assert "supervised 10%: training failed:" in error and "different recipe" in error
     assert earlier.read_text() == "name: another run\n" and not out.exists()
+
+
+def test_ssl_benchmark_runs_a_method_or_fraction_named_twice_once(tmp_path, monkeypatch):
+    bench = _bench_ssl_ufba()
+    trained = []
+    monkeypatch.setattr(bench, "ufba_cases", lambda subset: [])
+    monkeypatch.setattr(bench, "train", lambda command, run_dir: trained.append(run_dir.name) or 0.0)
+    monkeypatch.setattr(bench, "score_model", lambda name, folder, cases, device, tta: (
+        {"folder": folder, "mean_tooth_dice": 0.5, "incisors": 0.5, "canines": 0.5, "premolars": 0.5, "molars": 0.5,
+         "teeth_with_iou_over_0.5": 0.5}, [{"model": name, "dice": 0.5, "in_gt": True}]))
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+    assert bench.main(["--fraction", "0.1", "--fraction", "0.1", "--method", "bcp", "--method", "bcp",
+                       "--method", "supervised", "--runs", str(tmp_path / "runs"),
+                       "--out", str(tmp_path / "result.json")]) == 0
+    assert trained == ["supervised_10", "bcp_10"]
