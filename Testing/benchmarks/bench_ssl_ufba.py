@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
-from bench_ufba import plot, score_model  # noqa: E402
+from bench_ufba import plot, score_model, shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.train.config import load_recipe  # noqa: E402
 from toothseg.train.data.cases import ufba_cases  # noqa: E402
@@ -77,12 +77,6 @@ def train_command(method: str, fraction: float, args: argparse.Namespace,
     for value in settings:
         command += ["--set", value]
     return command, run_dir
-
-
-def shown(argument: str) -> str:
-    """A command argument as the JSON records it: paths inside the repository relative to it."""
-    path = Path(argument)
-    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else argument
 
 
 def train(command: list[str], run_dir: Path) -> float:
@@ -161,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
                           "command": ["python", *(shown(c) for c in command[1:])],
                           "train_seconds_this_call": round(seconds, 1),
                           "train_seconds_logged": logged_training_seconds(run_dir)}
-            summary["folder"] = shown(str(Path(summary["folder"]).resolve()))
             baseline = summaries.get(f"supervised {round(fraction * 100)}%")
             if baseline is not None:
                 summary["gain_over_supervised"] = round(summary["mean_tooth_dice"] - baseline["mean_tooth_dice"], 4)
@@ -177,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta, "device": args.device,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
               "runs": runs, "models": summaries, "teeth": all_rows}
-    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")
+    write_result(args.out, result)
     plot(all_rows, names, args.out.with_suffix(".png"))
     print("model | mean tooth Dice | gain over supervised | incisors | canines | premolars | molars | IoU>0.5")
     for name, s in summaries.items():

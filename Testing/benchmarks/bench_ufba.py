@@ -27,12 +27,19 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
 from toothseg.core.errors import ToothSegError  # noqa: E402
+from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.protocols import toothseg_case  # noqa: E402
 from toothseg.evaluation_report import TOOTH_GROUPS, tooth_group  # noqa: E402
 from toothseg.train.data.cases import Case, ufba_cases  # noqa: E402
 
 GROUP_NAMES = {"incisor": "incisors", "canine": "canines", "premolar": "premolars", "molar": "molars"}
+
+
+def shown(argument: str) -> str:
+    """A command argument or folder as the JSON records it: paths inside the repository relative to it."""
+    path = Path(argument)
+    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else argument
 
 
 def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool) -> tuple[dict, list[dict]]:
@@ -51,7 +58,7 @@ def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool
             rows.append({"model": name, "case": case.id, "tooth": label,
                          **{k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}})
     seconds = time.perf_counter() - started
-    return summarize(rows, seconds / max(len(cases), 1), str(folder)), rows
+    return summarize(rows, seconds / max(len(cases), 1), shown(str(Path(folder).resolve()))), rows
 
 
 def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
@@ -70,6 +77,15 @@ def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
     summary["false_teeth"] = sum(1 for r in rows if not r["in_gt"])
     summary["seconds_per_case"] = round(seconds_per_case, 2)
     return summary
+
+
+def write_result(path: Path, result: dict) -> None:
+    """The result JSON, indented, with one line per per-tooth row (diffs a reader can follow)."""
+    rows = result.get("teeth", [])
+    head = json.dumps({k: v for k, v in result.items() if k != "teeth"}, indent=1, default=float)
+    body = ",\n".join("  " + json.dumps(row, default=float) for row in rows)
+    text = head[:-2] + (',\n "teeth": [\n' + body + "\n ]\n}" if rows else ',\n "teeth": []\n}')
+    atomic_write_text(path, text + "\n")
 
 
 def plot(rows: list[dict], names: list[str], path: Path) -> None:
@@ -128,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
               "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
               "settings": {"tta": args.tta, "device": args.device, "command": " ".join(sys.argv)},
               "models": summaries, "teeth": all_rows}
-    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n", encoding="utf-8")
+    write_result(args.out, result)
     plot(all_rows, [name for name, _ in models], args.out.with_suffix(".png"))
     header = ["model", "mean", "incisors", "canines", "premolars", "molars", "IoU>0.5", "HD95 px", "false"]
     print(" | ".join(header))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,15 @@ def test_ssl_benchmark_runs_a_method_or_fraction_named_twice_once(tmp_path, monk
                        "--method", "supervised", "--runs", str(tmp_path / "runs"),
                        "--out", str(tmp_path / "result.json")]) == 0
     assert trained == ["supervised_10", "bcp_10"]
+
+
+@pytest.mark.parametrize("rows", [[], [{"model": "a", "tooth": 11, "dice": 0.5, "hd95": float("inf")},
+                                       {"model": "a", "tooth": 12, "dice": 0.25, "hd95": 3.0}]])
+def test_benchmark_result_json_keeps_every_value_with_one_line_per_tooth(tmp_path, rows):
+    bench = _bench_ssl_ufba()
+    result = {"data": "x", "models": {"a": {"mean_tooth_dice": 0.375, "incisors": None}}, "teeth": rows}
+    path = tmp_path / "result.json"
+    bench.write_result(path, result)
+    assert json.loads(path.read_text()) == result
+    lines = path.read_text().splitlines()
+    assert [json.loads(line.strip().rstrip(",")) for line in lines if line.lstrip().startswith('{"model"')] == rows
