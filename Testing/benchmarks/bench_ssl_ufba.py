@@ -10,8 +10,9 @@ data) with ``ToothSegTraining/train.py``, then score the final model on the 66 t
     python Testing/benchmarks/bench_ssl_ufba.py --fraction 0.1 --scale 0.15 --method-scale rail=0.075 \\
         --set model.kwargs.base_channels=16 --device cpu --out Testing/benchmarks/results/ssl_ufba_cpu.json
 
-``--scale`` multiplies every stage's iterations (checkpoint and validation intervals shrink with
-them), so each method keeps its own stage proportions; ``--method-scale rail=0.075`` gives one method
+``--scale`` multiplies every length of every stage's schedule: iterations, warm-up, checkpoint and
+validation intervals, and the methods' own step counts and EMA horizons (RAIL's group turns, BCP's
+static-teacher interval, the teachers' decays), so each method keeps its own proportions; ``--method-scale rail=0.075`` gives one method
 its own (RAIL trains four networks per step: half the steps is about the same CPU time); ``--set`` is
 applied to every recipe. The JSON
 holds the settings, the exact training command of every run, each model's summary and its gain over
@@ -36,6 +37,7 @@ from bench_ufba import plot, score_model, shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.train.config import load_recipe  # noqa: E402
 from toothseg.train.data.cases import ufba_cases  # noqa: E402
+from toothseg.train.methods import get_method, schedule_settings  # noqa: E402
 
 RECIPES = REPO / "ToothSegTraining" / "toothseg" / "train" / "recipes"
 METHODS = {  # name in the tables → committed recipe (all: same data block, network family, split)
@@ -48,13 +50,27 @@ METHODS = {  # name in the tables → committed recipe (all: same data block, ne
 }
 
 
+def scaled_setting(kind: str, value: float, scale: float) -> float:
+    """A method's schedule-length setting on a schedule ``scale`` times as long: a step count is
+    multiplied (at least 1); an EMA decay keeps its horizon 1 / (1 − decay) in proportion."""
+    if kind == "steps":
+        return max(1, round(value * scale))
+    return round(max(0.0, 1.0 - (1.0 - value) / scale), 6)
+
+
 def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
-    """``--set`` values that multiply every stage's iterations (at least 10) and warm-up by ``scale``."""
+    """``--set`` values that multiply every length of every stage's schedule by ``scale``: iterations
+    (at least 10), warm-up, checkpoint and validation intervals, and the method's own step counts and
+    EMA horizons (RAIL's group turns, BCP's static-teacher interval, teachers' decays)."""
     if scale == 1.0:
         return []
     recipe, _ = load_recipe(recipe_path)
     overrides = []
     for index, stage in enumerate(recipe.stages):
+        method = get_method(stage.method)
+        for name, kind in schedule_settings(method.Settings).items():
+            value = stage.settings.get(name, getattr(method.Settings, name))
+            overrides.append(f"stages.{index}.settings.{name}={scaled_setting(kind, value, scale)}")
         steps = max(10, round(stage.iterations * scale))
         overrides.append(f"stages.{index}.iterations={steps}")
         overrides.append(f"stages.{index}.checkpoint_every={max(1, min(stage.checkpoint_every, steps // 4))}")

@@ -105,7 +105,9 @@ def test_consistency_strong_view_leaves_batchnorm_statistics_as_a_clean_forward_
     student = method.nets["student"]
     reference = copy.deepcopy(student)
     data = batch(size=32)
-    method.train_step(data, step=50)  # forced consistency step: clean target forward + perturbed forward
+    output = method.train_step(data, step=50)  # forced consistency step: clean target forward + perturbed forward
+    output.loss.backward()  # the graph is intact
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
     with torch.no_grad():
         reference(data["unlabeled_image"])  # the clean forward alone
     stats = [(n, b) for n, b in student.named_buffers() if "running" in n]

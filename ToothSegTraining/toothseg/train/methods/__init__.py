@@ -1,6 +1,7 @@
 """The method registry: supervised, mean_teacher, and the semi-supervised methods of the papers."""
 
-from .base import Method, MethodContext, StepOutput, get_method, method_names, register_method  # noqa: F401
+from .base import (Method, MethodContext, StepOutput, get_method, method_names, register_method,  # noqa: F401
+                   schedule_settings)
 
 
 def _load_builtins() -> None:

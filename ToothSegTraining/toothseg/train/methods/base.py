@@ -23,7 +23,20 @@ from torch import nn
 from ...core.errors import InputError
 
 __all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "running_statistics_kept",
-           "register_method", "get_method", "method_names"]
+           "register_method", "get_method", "method_names", "STEPS", "EMA_DECAY", "schedule_settings"]
+
+# Field metadata of a setting that is a length of the schedule, so that a shortened or lengthened
+# schedule (a benchmark's ``--scale``) can keep the method's proportions: ``STEPS`` counts optimiser
+# steps; ``EMA_DECAY`` is a decay whose horizon 1 / (1 − decay) counts steps.
+STEPS = {"schedule": "steps"}
+EMA_DECAY = {"schedule": "ema_decay"}
+
+
+def schedule_settings(settings_class: type) -> dict[str, str]:
+    """``{setting: 'steps' | 'ema_decay'}`` for the fields of a method's Settings marked as schedule lengths."""
+    if not dataclasses.is_dataclass(settings_class):
+        return {}
+    return {f.name: f.metadata["schedule"] for f in dataclasses.fields(settings_class) if "schedule" in f.metadata}
 
 _METHODS: dict[str, type["Method"]] = {}
 
@@ -105,7 +118,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, buffers: bo
 
 @contextlib.contextmanager
 def running_statistics_kept(network: nn.Module) -> Iterator[None]:
-    """Batch-norm layers normalise with the batch's statistics, but their running ones are restored after.
+    """Batch-norm layers normalise with the batch's statistics and leave their running ones as they were.
 
     For forward passes on deliberately corrupted inputs or features (U-Mamba2-SSL's strong view with
     dropped channels): the running statistics that inference uses must describe real images. The
@@ -113,14 +126,15 @@ def running_statistics_kept(network: nn.Module) -> Iterator[None]:
     """
     layers = [m for m in unwrap(network).modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
-    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in layers]
+    # Not tracking is how a batch-norm layer in training mode leaves its running statistics alone (they
+    # are then not inputs of the graph; restoring them in place afterwards would break its backward).
+    for layer in layers:
+        layer.track_running_stats = False
     try:
         yield
     finally:
-        with torch.no_grad():
-            for layer, buffers in zip(layers, saved):
-                for key, value in buffers.items():
-                    getattr(layer, key).copy_(value)
+        for layer in layers:
+            layer.track_running_stats = True
 
 
 class Method:

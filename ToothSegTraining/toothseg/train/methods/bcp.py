@@ -21,14 +21,14 @@ validation Dice, which couples the method to the validation loop; a fixed interv
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .base import Method, StepOutput, ema_update, register_method
+from .base import EMA_DECAY, STEPS, Method, StepOutput, ema_update, register_method
 
 __all__ = ["paste_mask", "largest_component_per_class"]
 
@@ -81,9 +81,9 @@ class BCPSettings:
     dynamic_mask: bool = True
     final_fraction: float | None = None  # default: 1/2 in 3D, 1/3 in 2D
     u_weight: float = 0.5
-    ema_decay: float = 0.99
+    ema_decay: float = field(default=0.99, metadata=EMA_DECAY)
     dual_teacher: bool = True
-    static_interval: int = 1000
+    static_interval: int = field(default=1000, metadata=STEPS)
 
 
 class _BCPBase(Method):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..losses import consistency_mse
-from .base import Method, StepOutput, ema_update, register_method
+from .base import EMA_DECAY, Method, StepOutput, ema_update, register_method
 from .supervised import supervised_loss
 
 
@@ -30,7 +30,7 @@ def sigmoid_rampup(step: float, length: float) -> float:
 class MeanTeacherSettings:
     consistency_weight: float = 1.0
     rampup_fraction: float = 0.2  # of the stage's iterations
-    ema_decay: float = 0.99
+    ema_decay: float = field(default=0.99, metadata=EMA_DECAY)
     noise_std: float = 0.1  # input noise of the student's view
 
 

@@ -26,13 +26,13 @@ probabilities. Ramps: ``w_C = 20·r``, ``w_T = 10·r`` with RAIL's sigmoid ramp 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..losses import dice_ce_loss, masked_mean, sharpen, soft_dice_loss
-from .base import Method, StepOutput, ema_update, register_method
+from .base import EMA_DECAY, STEPS, Method, StepOutput, ema_update, register_method
 from .mean_teacher import sigmoid_rampup
 
 STUDENTS = ("g1_a", "g1_b", "g2_a", "g2_b")
@@ -41,14 +41,14 @@ STUDENTS = ("g1_a", "g1_b", "g2_a", "g2_b")
 @dataclass
 class RAILSettings:
     student_b_architecture: str = "auto"  # type-B student: auto = resvnet in 3D, the recipe's in 2D; or a name
-    group_steps: int = 100
+    group_steps: int = field(default=100, metadata=STEPS)
     alpha: float = 0.5
     beta: float = 0.05
     consistency_weight: float = 20.0
     teacher_weight: float = 10.0
     rampup_fraction: float = 0.375
     temperature: float = 0.1
-    ema_decay: float = 0.999
+    ema_decay: float = field(default=0.999, metadata=EMA_DECAY)
 
 
 @register_method("rail")
