@@ -12,10 +12,9 @@ data) with ``ToothSegTraining/train.py``, then score the final model on the 66 t
 
 ``--scale`` multiplies every length of every stage's schedule: iterations, warm-up, checkpoint and
 validation intervals, and the methods' own step counts and EMA horizons (RAIL's group turns, BCP's
-static-teacher interval, the teachers' decays), so each method keeps its own proportions; ``--method-scale rail=0.075`` gives one method
-its own (RAIL trains four networks per step: half the steps is about the same CPU time); ``--set`` is
-applied to every recipe. The JSON
-holds the settings, the exact training command of every run, each model's summary and its gain over
+static-teacher interval, the teachers' decays), so each method keeps its own proportions.
+``--method-scale rail=0.075`` gives one method its own (RAIL trains four networks per step: half the
+steps is about the same CPU time); ``--set`` is applied to every recipe. The JSON holds the settings, the exact training command of every run, each model's summary and its gain over
 the supervised baseline at the same fraction; the PNG beside it shows per-tooth Dice box plots.
 """
 
@@ -75,7 +74,8 @@ def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
         overrides.append(f"stages.{index}.iterations={steps}")
         overrides.append(f"stages.{index}.checkpoint_every={max(1, min(stage.checkpoint_every, steps // 4))}")
         if stage.optimizer.warmup_iterations:
-            overrides.append(f"stages.{index}.optimizer.warmup_iterations={round(stage.optimizer.warmup_iterations * scale)}")
+            warmup = round(stage.optimizer.warmup_iterations * scale)
+            overrides.append(f"stages.{index}.optimizer.warmup_iterations={warmup}")
         if stage.validate_every:
             overrides.append(f"stages.{index}.validate_every={max(1, min(stage.validate_every, steps // 2))}")
     return overrides
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a method to run (repeatable; default: all); the supervised baseline is always run")
     parser.add_argument("--fraction", action="append", type=float,
                         help="labeled share of the training split (repeatable; default 0.1 and 0.25)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's iterations (CPU runs)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every schedule length: iterations, warm-up, intervals, "
+                        "the methods' step counts and EMA horizons (CPU runs)")
     parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
                         help="another --scale for one method, e.g. rail=0.075 for equal CPU time (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"data": f"UFBA-425 test split (real panoramic X-rays), {len(cases)} images; training on the "
                       "committed training split, labeled share as named, the rest unlabeled",
               "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
-              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta, "device": args.device,
+              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta,
+                           "device": args.device,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
               "runs": runs, "models": summaries, "teeth": all_rows}
     write_result(args.out, result)

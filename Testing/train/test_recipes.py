@@ -73,12 +73,14 @@ def test_ssl_benchmark_scales_every_stage_and_sets_the_fraction(tmp_path):
     assert bench.scaled_overrides(bench.RECIPES / bench.METHODS["bcp"], 1.0) == []
     command, _ = bench.train_command("supervised", 0.1, args, scale=0.05)
     assert "stages.0.iterations=200" in command
-    rail, _ = load_recipe(bench.RECIPES / bench.METHODS["rail"], bench.scaled_overrides(bench.RECIPES / "rail_ufba.yaml", 0.1))
+    rail_recipe = bench.RECIPES / bench.METHODS["rail"]
+    rail, _ = load_recipe(rail_recipe, bench.scaled_overrides(rail_recipe, 0.1))
     assert rail.stages[0].optimizer.warmup_iterations == 50 and rail.stages[0].iterations == 400
     # the methods' own schedule lengths follow: RAIL's group turns and EMA horizon, BCP's static teacher
     assert rail.stages[0].settings["group_steps"] == 20  # 195 of 4000 steps
     assert rail.stages[0].settings["ema_decay"] == pytest.approx(0.99)  # horizon 1000 → 100 steps
-    assert scaled.stages[1].settings["static_interval"] == 100 and scaled.stages[1].settings["ema_decay"] == pytest.approx(0.9)
+    assert scaled.stages[1].settings["static_interval"] == 100
+    assert scaled.stages[1].settings["ema_decay"] == pytest.approx(0.9)
     assert bench.scaled_setting("steps", 3, 0.01) == 1 and bench.scaled_setting("ema_decay", 0.5, 0.25) == 0.0
 
 

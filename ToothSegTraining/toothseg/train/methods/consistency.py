@@ -17,8 +17,8 @@ weight 0.1, background and unconfident voxels ignored — and otherwise a consis
 The strong view is :func:`~toothseg.train.data.augment.strong_augment` (blur, noise, brightness,
 contrast, low resolution, gamma, blank rectangles). Its forward pass leaves batch-norm running
 statistics as they were (the original's instance norm keeps none; on a batch-norm network such as
-the 2D U-Net, the perturbed features would otherwise become the statistics used at inference). The upstream gradient-accumulation bug (U1)
-does not exist here: the engine accumulates then steps.
+the 2D U-Net, the perturbed features would otherwise become the statistics used at inference).
+The upstream gradient-accumulation bug (U1) does not exist here: the engine accumulates then steps.
 """
 
 from __future__ import annotations
