@@ -79,12 +79,12 @@ def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
     return summary
 
 
-def write_result(path: Path, result: dict) -> None:
-    """The result JSON, indented, with one line per per-tooth row (diffs a reader can follow)."""
-    rows = result.get("teeth", [])
-    head = json.dumps({k: v for k, v in result.items() if k != "teeth"}, indent=1, default=float)
+def write_result(path: Path, result: dict, rows_key: str = "teeth") -> None:
+    """The result JSON, indented, with one line per row of ``result[rows_key]`` (diffs a reader can follow)."""
+    rows = result.get(rows_key, [])
+    head = json.dumps({k: v for k, v in result.items() if k != rows_key}, indent=1, default=float)
     body = ",\n".join("  " + json.dumps(row, default=float) for row in rows)
-    text = head[:-2] + (',\n "teeth": [\n' + body + "\n ]\n}" if rows else ',\n "teeth": []\n}')
+    text = head[:-2] + f',\n "{rows_key}": [' + ("\n" + body + "\n ]" if rows else "]") + "\n}"
     atomic_write_text(path, text + "\n")
 
 

@@ -134,3 +134,68 @@ def test_benchmark_result_json_keeps_every_value_with_one_line_per_tooth(tmp_pat
     assert json.loads(path.read_text()) == result
     lines = path.read_text().splitlines()
     assert [json.loads(line.strip().rstrip(",")) for line in lines if line.lstrip().startswith('{"model"')] == rows
+
+
+def _bench_ssl_synth3d():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ssl_synth3d.py"
+    spec = importlib.util.spec_from_file_location("bench_ssl_synth3d", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(tmp_path):
+    """bench_ssl_synth3d.py swaps the UFBA recipes' 2D data and network for one 3D block; the method
+    stages (settings, optimiser, schedule proportions) stay the recipe's own."""
+    import argparse
+
+    bench = _bench_ssl_synth3d()
+    manifests = {name: tmp_path / f"{name}.json" for name in ("train", "val", "test")}
+    args = argparse.Namespace(runs=tmp_path, spacing=1.0, set=[], device="cpu")
+    blocks = {}
+    for method, name in bench.METHODS.items():
+        command, run_dir = bench.train_command(method, 0.1, manifests, args, scale=0.05)
+        assert run_dir == tmp_path / f"{method}_10"
+        overrides = [command[i + 1] for i, c in enumerate(command) if c == "--set"]
+        recipe, raw = load_recipe(bench.RECIPES / name, overrides)
+        original, _ = load_recipe(bench.RECIPES / name)
+        assert raw["data"]["kind"] == "3d" and raw["data"]["labeled"] == str(manifests["train"])
+        assert recipe.data.labeled_fraction == 0.1 and recipe.data.spacing == [1.0, 1.0, 1.0]
+        assert recipe.model.architecture == "vnet" and recipe.export.mirror_axes == [2]
+        assert [s.method for s in recipe.stages] == [s.method for s in original.stages]
+        assert [s.optimizer.name for s in recipe.stages] == [s.optimizer.name for s in original.stages]
+        assert [s.iterations for s in recipe.stages] == [max(10, round(s.iterations * 0.05)) for s in original.stages]
+        blocks[method] = raw["data"]
+    assert all(block == blocks["supervised"] for block in blocks.values())
+    assert bench.networks("bcp")["kwargs"]["edge_guided"] and not bench.networks("supervised")["kwargs"]["has_dropout"]
+
+
+def test_3d_benchmark_dataset_is_drawn_once_with_test_draws_unseen_in_training(tmp_path):
+    from toothseg.core.io.images import read_label_map, read_volume
+    from toothseg.core.errors import ToothSegError
+    from toothseg.train.data.cases import read_manifest
+
+    bench = _bench_ssl_synth3d()
+    manifests = bench.make_dataset(tmp_path, scans=2, test=1, spacing=2.0)
+    cases = {name: read_manifest(path, require_labels=True) for name, path in manifests.items()}
+    assert [len(cases[n]) for n in ("train", "val", "test")] == [2, 2, 1]
+    seeds = {name: {c.id.split("_")[1] for c in subset} for name, subset in cases.items()}
+    assert not seeds["test"] & (seeds["train"] | seeds["val"])
+    assert {c.id.split("_")[2] for c in cases["train"]} == {"gt", "pred"}  # both real label maps
+    image, labels = read_volume(cases["test"][0].image), read_label_map(cases["test"][0].label)
+    assert image.shape == labels.shape and image.spacing_zyx == (2.0, 2.0, 2.0)
+    assert len(set(labels.array.ravel().tolist()) - {0}) >= 20  # FDI teeth of the real map (some drawn missing)
+    before = cases["test"][0].image.stat().st_mtime_ns
+    assert bench.make_dataset(tmp_path, scans=2, test=1, spacing=2.0) == manifests  # reused, not redrawn
+    assert cases["test"][0].image.stat().st_mtime_ns == before
+    with pytest.raises(ToothSegError, match="other settings"):
+        bench.make_dataset(tmp_path, scans=3, test=1, spacing=2.0)
+
+
+def test_benchmark_result_json_can_hold_per_case_rows(tmp_path):
+    bench = _bench_ssl_ufba()
+    result = {"models": {"a": {"ia": 0.5}}, "cases": [{"model": "a", "case": "c1", "ia": 0.5}]}
+    bench.write_result(tmp_path / "r.json", result, rows_key="cases")
+    assert json.loads((tmp_path / "r.json").read_text()) == result

@@ -18,13 +18,17 @@ from ...core.inference.preprocessing import resampled_shape, to_canonical
 from ...core.io.images import read_label_map, write_volume
 from ...core.volume import Volume
 from ..data.dataset import nearest_resample
-from .cbct import SynthesisOptions, prepare_anatomy, synthesize
+from .cbct import SynthesisAnatomy, SynthesisOptions, prepare_anatomy, synthesize
 
-__all__ = ["make_sample"]
+__all__ = ["cropped_anatomy", "make_sample"]
 
 
-def make_sample(labels_path: str | Path, spacing_mm: float = 0.6, margin_mm: float = 12.0,
-                seed: int = 2024) -> tuple[Volume, Volume]:
+def cropped_anatomy(labels_path: str | Path, spacing_mm: float = 0.6,
+                    margin_mm: float = 12.0) -> tuple[SynthesisAnatomy, tuple[slice, ...]]:
+    """The synthesis anatomy of a tooth label map resampled to ``spacing_mm``, and the block that
+    holds the teeth with ``margin_mm`` around them (the field a dental CBCT would show).
+
+    Computing the anatomy is the slow part; draw as many scans from it as needed."""
     labels = to_canonical(read_label_map(labels_path))[0]
     shape = resampled_shape(labels.shape, labels.spacing_zyx, [spacing_mm] * 3)
     array = nearest_resample(labels.array, shape)
@@ -33,8 +37,12 @@ def make_sample(labels_path: str | Path, spacing_mm: float = 0.6, margin_mm: flo
     margin = int(round(margin_mm / spacing_mm))
     lo = np.maximum(teeth.min(0) - margin, 0)
     hi = np.minimum(teeth.max(0) + margin + 1, array.shape)
-    region = tuple(slice(a, b) for a, b in zip(lo, hi))
-    anatomy = prepare_anatomy(coarse)
+    return prepare_anatomy(coarse), tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def make_sample(labels_path: str | Path, spacing_mm: float = 0.6, margin_mm: float = 12.0,
+                seed: int = 2024) -> tuple[Volume, Volume]:
+    anatomy, region = cropped_anatomy(labels_path, spacing_mm, margin_mm)
     options = SynthesisOptions(missing_teeth=(0, 0), metal_probability=1.0, ring_probability=1.0)
     return synthesize(anatomy, np.random.default_rng(seed), options, region=region)
 

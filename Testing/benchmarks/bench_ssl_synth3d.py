@@ -1,0 +1,229 @@
+"""The 3D method table: every training method on synthetic CBCT built on real tooth shapes, scored
+with the STS-2024 protocol on synthetic scans never seen in training. INTENSITIES ARE SYNTHETIC.
+
+No real CBCT image is available to this project, so the 3D comparison runs on scans painted by
+``toothseg.train.synth`` onto the real STS-2024 ``Validation_0002`` label maps (its ground truth
+and one participant's prediction of the same patient): random tissue intensities, missing teeth,
+metal streaks, rings, blur and noise. The benchmark
+
+1. draws a fixed dataset (``--scans`` training scans, 2 validation and ``--test`` test scans, each
+   cropped to the teeth with a 12 mm margin at ``--spacing``), every scan with its own seed: the
+   test scans' random draws appear nowhere in training (the anatomy is the same patient's);
+2. trains each method's committed UFBA-425 recipe (its method stages, settings, optimiser and loss
+   weights, as ``bench_ssl_ufba.py``) with a shared 3D data block and network (V-Net; BCP's
+   edge-guided V-Net; RAIL's second pair of students are ResVNets) on the first ``--fraction`` of
+   the training scans as labeled data, the rest unlabeled; the supervised baseline is also trained
+   on all training scans, as the ceiling;
+3. segments the test scans with each final model (the ``toothseg segment`` code path) and reports
+   the ``sts2024`` metrics (``toothseg evaluate --protocol sts2024``).
+
+    python Testing/benchmarks/bench_ssl_synth3d.py --scale 0.1 --method-scale rail=0.05 \\
+        --method-scale bcp=0.05 --device cpu --out Testing/benchmarks/results/ssl_synth3d_cpu.json
+
+Runs resume (a finished run is only scored again). ``--scale`` as in ``bench_ssl_ufba.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "ToothSegTraining"))
+sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
+
+from bench_ssl_ufba import METHODS, RECIPES, logged_training_seconds, scaled_overrides, train  # noqa: E402
+from bench_ufba import shown, write_result  # noqa: E402
+from toothseg.core.errors import ToothSegError  # noqa: E402
+from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
+from toothseg.core.io.images import read_label_map, read_volume, write_volume  # noqa: E402
+from toothseg.core.metrics.protocols import aggregate_sts2024, sts2024_case  # noqa: E402
+from toothseg.train.data.cases import Case, read_manifest, shared_data_dir, write_manifest  # noqa: E402
+
+LABEL_MAPS = {"gt": "Validation_0002_gt.nii.gz", "pred": "Validation_0002_pred.nii.gz"}
+METRICS = ("image_dsc", "image_iou", "image_nsd", "instance_dsc", "instance_iou", "instance_nsd", "ia")
+PATCH = [48, 80, 80]  # at 1 mm: the teeth's whole height and most of the arch, so FDI numbers have context
+AUGMENT = {"rotate_deg": 12, "rotate_probability": 0.3, "scale": [0.85, 1.15], "scale_probability": 0.3,
+           "flip_lr": 0.5}
+
+
+def networks(method: str) -> dict:
+    """The 3D network each method trains (the 3D counterparts of its UFBA recipe's 2D U-Net)."""
+    kwargs = {"n_filters": 8, "has_dropout": method in ("mean_teacher", "rail")}
+    if method == "bcp":
+        kwargs = {"n_filters": 8, "edge_guided": True}
+    return {"architecture": "vnet", "kwargs": kwargs}
+
+
+def make_dataset(folder: Path, scans: int, test: int, spacing: float, seed: int = 3000) -> dict[str, Path]:
+    """Write (or reuse) the synthetic scans and their manifests ``train.json``, ``val.json``, ``test.json``.
+
+    Scan *i* is drawn with seed ``seed + i`` from the ground-truth map (even *i*) or the predicted map
+    (odd *i*) for training; validation and test scans come from the ground truth with later seeds."""
+    from toothseg.train.synth import synthesize
+    from toothseg.train.synth.sample import cropped_anatomy
+
+    stamp = {"scans": scans, "test": test, "spacing": spacing, "seed": seed, "margin_mm": 12.0}
+    manifests = {name: folder / f"{name}.json" for name in ("train", "val", "test")}
+    stamp_file = folder / "dataset.json"
+    if stamp_file.exists() and all(p.exists() for p in manifests.values()):
+        if json.loads(stamp_file.read_text(encoding="utf-8")) == stamp:
+            return manifests
+        raise ToothSegError(f"{folder} holds a dataset drawn with other settings; remove it or choose --runs")
+    anatomies = {key: cropped_anatomy(shared_data_dir() / "sts2024" / name, spacing, 12.0)
+                 for key, name in LABEL_MAPS.items()}
+    plan = {"train": [("gt" if i % 2 == 0 else "pred", seed + i) for i in range(scans)],
+            "val": [("gt", seed + 1000 + i) for i in range(2)],
+            "test": [("gt", seed + 2000 + i) for i in range(test)]}
+    (folder / "scans").mkdir(parents=True, exist_ok=True)
+    for subset, draws in plan.items():
+        cases = []
+        for key, case_seed in draws:
+            anatomy, region = anatomies[key]
+            image, labels = synthesize(anatomy, np.random.default_rng(case_seed), region=region)
+            case_id = f"{subset}_{case_seed}_{key}"
+            image_path, label_path = folder / "scans" / f"{case_id}.nii.gz", folder / "scans" / f"{case_id}_labels.nii.gz"
+            write_volume(image, image_path, overwrite=True)
+            write_volume(labels, label_path, overwrite=True)
+            cases.append(Case(case_id, image_path, label_path))
+        write_manifest(manifests[subset], cases)
+    atomic_write_text(stamp_file, json.dumps(stamp) + "\n")
+    return manifests
+
+
+def train_command(method: str, fraction: float, manifests: dict[str, Path], args: argparse.Namespace,
+                  scale: float) -> tuple[list[str], Path]:
+    """The ``train.py`` argument list of one run (no shell) and its run folder."""
+    recipe = RECIPES / METHODS[method]
+    run_dir = args.runs / f"{method}_{round(fraction * 100)}"
+    data = {"kind": "3d", "source": "files", "labeled": str(manifests["train"]), "validation": str(manifests["val"]),
+            "labeled_fraction": fraction, "label_table": "fdi", "spacing": [args.spacing] * 3, "patch_size": PATCH,
+            "intensity": {"mode": "percentile_zscore"}, "foreground_oversample": 0.8, "augment": AUGMENT}
+    settings = [f"data={json.dumps(data)}", f"model={json.dumps(networks(method))}",
+                "export.mirror_axes=[2]", *scaled_overrides(recipe, scale), *args.set]
+    command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
+               "--output", str(run_dir), "--device", args.device]
+    for value in settings:
+        command += ["--set", value]
+    return command, run_dir
+
+
+def score_model(name: str, model: Path, cases: list[Case], device: str) -> tuple[dict, list[dict]]:
+    """Segment every test scan with ``model``; the mean ``sts2024`` metrics and one row per case."""
+    from toothseg.core.inference.predictor import InferenceOptions, Predictor
+
+    predictor = Predictor(model, InferenceOptions(device=device, tta=False))
+    rows, started = [], time.perf_counter()
+    for case in cases:
+        truth = read_label_map(case.label).array
+        predicted = predictor.predict(read_volume(case.image)).labels.array
+        metrics = sts2024_case(truth, predicted)
+        rows.append({"model": name, "case": case.id, **{k: round(float(metrics[k]), 4) for k in METRICS}})
+    summary = {k: round(float(v), 4) for k, v in aggregate_sts2024(
+        [{k: r[k] for k in METRICS} for r in rows]).items()}
+    summary["seconds_per_case"] = round((time.perf_counter() - started) / max(len(cases), 1), 2)
+    summary["folder"] = shown(str(model.resolve()))
+    return summary, rows
+
+
+def plot(rows: list[dict], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(2.0 + 2.2 * len(names), 4), sharey=True)
+    for axis, key, title in zip(axes, ("instance_dsc", "image_dsc"), ("instance Dice", "image Dice")):
+        axis.boxplot([[r[key] for r in rows if r["model"] == name] for name in names], showfliers=True)
+        axis.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+        axis.set_title(f"{title} (STS-2024 protocol)")
+        axis.set_ylim(0, 1)
+    figure.suptitle("Synthetic CBCT on real STS-2024 tooth shapes — intensities are SYNTHETIC", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", action="append", choices=sorted(METHODS),
+                        help="a method to run (repeatable; default: all); the supervised runs are always made")
+    parser.add_argument("--fraction", type=float, default=0.1, help="labeled share of the training scans (default 0.1)")
+    parser.add_argument("--scans", type=int, default=20, help="training scans (default 20)")
+    parser.add_argument("--test", type=int, default=6, help="test scans (default 6)")
+    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic spacing of scans and networks, mm")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every schedule length (see bench_ssl_ufba.py)")
+    parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
+                        help="another --scale for one method (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override applied to every run (repeatable)")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "ssl_synth3d", help="dataset and run folders")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ssl_synth3d.json")
+    args = parser.parse_args(argv)
+    if args.scale <= 0 or not 0 < args.fraction < 1 or args.scans < 2 or args.test < 1 or args.spacing <= 0:
+        parser.error("need --scale > 0, 0 < --fraction < 1, --scans ≥ 2, --test ≥ 1, --spacing > 0")
+    scales = {}
+    for text in args.method_scale:
+        method, _, value = text.partition("=")
+        try:
+            scales[method] = float(value)
+        except ValueError:
+            parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
+        if method not in METHODS or scales[method] <= 0:
+            parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
+    methods = [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
+    plan = [("supervised", 1.0), ("supervised", args.fraction)] + [(m, args.fraction) for m in methods]
+
+    try:
+        manifests = make_dataset(args.runs / "data", args.scans, args.test, args.spacing)
+        test_cases = read_manifest(manifests["test"], require_labels=True)
+    except ToothSegError as exc:
+        print(f"bench_ssl_synth3d: {exc}", file=sys.stderr)
+        return 1
+    runs, summaries, all_rows, names = {}, {}, [], []
+    for method, fraction in plan:
+        name = f"{method} {'all' if fraction >= 1 else f'{round(fraction * 100)}%'}"
+        scale = scales.get(method, args.scale)
+        command, run_dir = train_command(method, fraction, manifests, args, scale)
+        try:
+            seconds = train(command, run_dir)
+            summary, rows = score_model(name, run_dir / "model", test_cases, args.device)
+        except ToothSegError as exc:
+            print(f"bench_ssl_synth3d: {name}: {exc}", file=sys.stderr)
+            return 1
+        runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale,
+                      "command": ["python", *(shown(c) for c in command[1:])],
+                      "train_seconds_this_call": round(seconds, 1),
+                      "train_seconds_logged": logged_training_seconds(run_dir)}
+        baseline = summaries.get(f"supervised {round(args.fraction * 100)}%")
+        if baseline is not None and method != "supervised":
+            summary["instance_dsc_gain_over_supervised"] = round(summary["instance_dsc"] - baseline["instance_dsc"], 4)
+        summaries[name], names = summary, names + [name]
+        all_rows += rows
+        print(f"{name}: {json.dumps(summary)}", flush=True)
+
+    result = {"data": f"SYNTHETIC intensities on the real STS-2024 Validation_0002 tooth shapes: {args.scans} training "
+                      f"scans (labeled share as named, the rest unlabeled), {args.test} test scans with unseen random "
+                      f"draws, {args.spacing} mm",
+              "protocol": "sts2024 (binary image metrics and instance metrics with spacing taken as 1, NSD tolerance 2)",
+              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "device": args.device,
+                           "patch_size": PATCH, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
+              "runs": runs, "models": summaries, "cases": all_rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_result(args.out, result, rows_key="cases")
+    plot(all_rows, names, args.out.with_suffix(".png"))
+    print("model | " + " | ".join(METRICS))
+    for name, s in summaries.items():
+        print(f"{name} | " + " | ".join(f"{s[k]:.4f}" for k in METRICS))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
