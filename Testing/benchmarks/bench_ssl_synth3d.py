@@ -102,8 +102,10 @@ def train_command(method: str, fraction: float, manifests: dict[str, Path], args
     recipe = RECIPES / METHODS[method]
     run_dir = args.runs / f"{method}_{round(fraction * 100)}"
     data = {"kind": "3d", "source": "files", "labeled": str(manifests["train"]), "validation": str(manifests["val"]),
-            "labeled_fraction": fraction, "label_table": "fdi", "spacing": [args.spacing] * 3, "patch_size": PATCH,
+            "labeled_fraction": fraction, "label_table": args.labels, "spacing": [args.spacing] * 3, "patch_size": PATCH,
             "intensity": {"mode": "percentile_zscore"}, "foreground_oversample": 0.8, "augment": AUGMENT}
+    if args.labels == "binary":
+        data["class_values"] = [0, 1]
     settings = [f"data={json.dumps(data)}", f"model={json.dumps(networks(method))}",
                 "export.mirror_axes=[2]", *scaled_overrides(recipe, scale), *args.set]
     command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
@@ -113,19 +115,23 @@ def train_command(method: str, fraction: float, manifests: dict[str, Path], args
     return command, run_dir
 
 
-def score_model(name: str, model: Path, cases: list[Case], device: str) -> tuple[dict, list[dict]]:
-    """Segment every test scan with ``model``; the mean ``sts2024`` metrics and one row per case."""
+def score_model(name: str, model: Path, cases: list[Case], device: str,
+                metrics: tuple[str, ...] = METRICS) -> tuple[dict, list[dict]]:
+    """Segment every test scan with ``model``; the mean ``sts2024`` metrics and one row per case.
+
+    A binary model (``--labels binary``) numbers no teeth: only the image-level metrics apply to it."""
     from toothseg.core.inference.predictor import InferenceOptions, Predictor
 
     predictor = Predictor(model, InferenceOptions(device=device, tta=False))
-    rows, started = [], time.perf_counter()
+    rows, per_case, started = [], [], time.perf_counter()
     for case in cases:
         truth = read_label_map(case.label).array
         predicted = predictor.predict(read_volume(case.image)).labels.array
-        metrics = sts2024_case(truth, predicted)
-        rows.append({"model": name, "case": case.id, **{k: round(float(metrics[k]), 4) for k in METRICS}})
-    summary = {k: round(float(v), 4) for k, v in aggregate_sts2024(
-        [{k: r[k] for k in METRICS} for r in rows]).items()}
+        values = sts2024_case(truth, predicted)
+        per_case.append(values)
+        rows.append({"model": name, "case": case.id, **{k: round(float(values[k]), 4) for k in metrics}})
+    means = aggregate_sts2024(per_case)  # the official averaging (NaN cases ignored)
+    summary = {k: round(means[k], 4) for k in metrics}
     summary["seconds_per_case"] = round((time.perf_counter() - started) / max(len(cases), 1), 2)
     summary["folder"] = shown(str(model.resolve()))
     return summary, rows
@@ -139,6 +145,9 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(2.0 + 2.2 * len(names), 4), sharey=True)
     for axis, key, title in zip(axes, ("instance_dsc", "image_dsc"), ("instance Dice", "image Dice")):
+        if not any(key in r for r in rows):
+            axis.set_axis_off()
+            continue
         axis.boxplot([[r[key] for r in rows if r["model"] == name] for name in names], showfliers=True)
         axis.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
         axis.set_title(f"{title} (STS-2024 protocol)")
@@ -156,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.1, help="labeled share of the training scans (default 0.1)")
     parser.add_argument("--scans", type=int, default=20, help="training scans (default 20)")
     parser.add_argument("--test", type=int, default=6, help="test scans (default 6)")
+    parser.add_argument("--labels", default="fdi", choices=("fdi", "binary"),
+                        help="fdi: one class per FDI tooth (all sts2024 metrics); binary: tooth vs background, as the "
+                        "RAIL and BCP papers train on CBCT (image-level metrics only)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic spacing of scans and networks, mm")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every schedule length (see bench_ssl_ufba.py)")
     parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
@@ -178,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         if method not in METHODS or scales[method] <= 0:
             parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
     methods = [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
-    plan = [("supervised", 1.0), ("supervised", args.fraction)] + [(m, args.fraction) for m in methods]
+    # the ceiling (supervised on every training scan) comes last: it is the least needed row
+    plan = [("supervised", args.fraction)] + [(m, args.fraction) for m in methods] + [("supervised", 1.0)]
+    metrics = METRICS if args.labels == "fdi" else METRICS[:3]
 
     try:
         manifests = make_dataset(args.runs / "data", args.scans, args.test, args.spacing)
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         command, run_dir = train_command(method, fraction, manifests, args, scale)
         try:
             seconds = train(command, run_dir)
-            summary, rows = score_model(name, run_dir / "model", test_cases, args.device)
+            summary, rows = score_model(name, run_dir / "model", test_cases, args.device, metrics)
         except ToothSegError as exc:
             print(f"bench_ssl_synth3d: {name}: {exc}", file=sys.stderr)
             return 1
@@ -202,27 +216,34 @@ def main(argv: list[str] | None = None) -> int:
                       "train_seconds_this_call": round(seconds, 1),
                       "train_seconds_logged": logged_training_seconds(run_dir)}
         baseline = summaries.get(f"supervised {round(args.fraction * 100)}%")
+        headline = "instance_dsc" if args.labels == "fdi" else "image_dsc"
         if baseline is not None and method != "supervised":
-            summary["instance_dsc_gain_over_supervised"] = round(summary["instance_dsc"] - baseline["instance_dsc"], 4)
+            summary[f"{headline}_gain_over_supervised"] = round(summary[headline] - baseline[headline], 4)
         summaries[name], names = summary, names + [name]
         all_rows += rows
         print(f"{name}: {json.dumps(summary)}", flush=True)
-
-    result = {"data": f"SYNTHETIC intensities on the real STS-2024 Validation_0002 tooth shapes: {args.scans} training "
-                      f"scans (labeled share as named, the rest unlabeled), {args.test} test scans with unseen random "
-                      f"draws, {args.spacing} mm",
-              "protocol": "sts2024 (binary image metrics and instance metrics with spacing taken as 1, NSD tolerance 2)",
-              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "device": args.device,
-                           "patch_size": PATCH, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
-              "runs": runs, "models": summaries, "cases": all_rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_result(args.out, result, rows_key="cases")
-    plot(all_rows, names, args.out.with_suffix(".png"))
-    print("model | " + " | ".join(METRICS))
+        write_outputs(args, scales, runs, summaries, all_rows, names)  # after every model: a stopped run keeps its rows
+    print("model | " + " | ".join(metrics))
     for name, s in summaries.items():
-        print(f"{name} | " + " | ".join(f"{s[k]:.4f}" for k in METRICS))
+        print(f"{name} | " + " | ".join(f"{s[k]:.4f}" for k in metrics))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
+
+
+def write_outputs(args: argparse.Namespace, scales: dict, runs: dict, summaries: dict, rows: list[dict],
+                  names: list[str]) -> None:
+    """The result JSON (settings, exact training commands, per-model means, one row per test case) and PNG."""
+    result = {"data": f"SYNTHETIC intensities on the real STS-2024 Validation_0002 tooth shapes: {args.scans} training "
+                      f"scans (labeled share as named, the rest unlabeled), {args.test} test scans with unseen random "
+                      f"draws, {args.spacing} mm, {args.labels} labels",
+              "protocol": "sts2024 (binary image metrics and instance metrics with spacing taken as 1, NSD tolerance 2)",
+              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "device": args.device,
+                           "labels": args.labels, "patch_size": PATCH,
+                           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
+              "runs": runs, "models": summaries, "cases": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_result(args.out, result, rows_key="cases")
+    plot(rows, names, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
 
     bench = _bench_ssl_synth3d()
     manifests = {name: tmp_path / f"{name}.json" for name in ("train", "val", "test")}
-    args = argparse.Namespace(runs=tmp_path, spacing=1.0, set=[], device="cpu")
+    args = argparse.Namespace(runs=tmp_path, spacing=1.0, set=[], device="cpu", labels="fdi")
     blocks = {}
     for method, name in bench.METHODS.items():
         command, run_dir = bench.train_command(method, 0.1, manifests, args, scale=0.05)
@@ -169,6 +169,11 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
         assert [s.iterations for s in recipe.stages] == [max(10, round(s.iterations * 0.05)) for s in original.stages]
         blocks[method] = raw["data"]
     assert all(block == blocks["supervised"] for block in blocks.values())
+    args.labels = "binary"  # tooth vs background, as RAIL and BCP train on CBCT
+    command, _ = bench.train_command("rail", 0.1, manifests, args, scale=0.05)
+    overrides = [command[i + 1] for i, c in enumerate(command) if c == "--set"]
+    recipe, _ = load_recipe(bench.RECIPES / bench.METHODS["rail"], overrides)
+    assert recipe.data.label_table == "binary" and recipe.data.class_values == [0, 1]
     assert bench.networks("bcp")["kwargs"]["edge_guided"] and not bench.networks("supervised")["kwargs"]["has_dropout"]
 
 
