@@ -87,7 +87,8 @@ def make_dataset(folder: Path, scans: int, test: int, spacing: float, seed: int 
             anatomy, region = anatomies[key]
             image, labels = synthesize(anatomy, np.random.default_rng(case_seed), region=region)
             case_id = f"{subset}_{case_seed}_{key}"
-            image_path, label_path = folder / "scans" / f"{case_id}.nii.gz", folder / "scans" / f"{case_id}_labels.nii.gz"
+            image_path = folder / "scans" / f"{case_id}.nii.gz"
+            label_path = folder / "scans" / f"{case_id}_labels.nii.gz"
             write_volume(image, image_path, overwrite=True)
             write_volume(labels, label_path, overwrite=True)
             cases.append(Case(case_id, image_path, label_path))
@@ -102,7 +103,8 @@ def train_command(method: str, fraction: float, manifests: dict[str, Path], args
     recipe = RECIPES / METHODS[method]
     run_dir = args.runs / f"{method}_{round(fraction * 100)}"
     data = {"kind": "3d", "source": "files", "labeled": str(manifests["train"]), "validation": str(manifests["val"]),
-            "labeled_fraction": fraction, "label_table": args.labels, "spacing": [args.spacing] * 3, "patch_size": PATCH,
+            "labeled_fraction": fraction, "label_table": args.labels, "spacing": [args.spacing] * 3,
+            "patch_size": PATCH,
             "intensity": {"mode": "percentile_zscore"}, "foreground_oversample": 0.8, "augment": AUGMENT}
     if args.labels == "binary":
         data["class_values"] = [0, 1]
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fdi: one class per FDI tooth (all sts2024 metrics); binary: tooth vs background, as the "
                         "RAIL and BCP papers train on CBCT (image-level metrics only)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic spacing of scans and networks, mm")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every schedule length (see bench_ssl_ufba.py)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every schedule length (see bench_ssl_ufba.py)")
     parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
                         help="another --scale for one method (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -236,7 +239,7 @@ def write_outputs(args: argparse.Namespace, scales: dict, runs: dict, summaries:
     result = {"data": f"SYNTHETIC intensities on the real STS-2024 Validation_0002 tooth shapes: {args.scans} training "
                       f"scans (labeled share as named, the rest unlabeled), {args.test} test scans with unseen random "
                       f"draws, {args.spacing} mm, {args.labels} labels",
-              "protocol": "sts2024 (binary image metrics and instance metrics with spacing taken as 1, NSD tolerance 2)",
+              "protocol": "sts2024 (binary image metrics and instance metrics, spacing taken as 1, NSD tolerance 2)",
               "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "device": args.device,
                            "labels": args.labels, "patch_size": PATCH,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
