@@ -145,11 +145,10 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(2.0 + 2.2 * len(names), 4), sharey=True)
-    for axis, key, title in zip(axes, ("instance_dsc", "image_dsc"), ("instance Dice", "image Dice")):
-        if not any(key in r for r in rows):
-            axis.set_axis_off()
-            continue
+    panels = [("instance_dsc", "instance Dice"), ("image_dsc", "image Dice"), ("image_nsd", "image NSD")]
+    panels = [(key, title) for key, title in panels if any(key in r for r in rows)][:2]  # binary: image only
+    figure, axes = plt.subplots(1, len(panels), figsize=(2.0 + 2.2 * len(names), 4), squeeze=False)
+    for axis, (key, title) in zip(axes[0], panels):
         axis.boxplot([[r[key] for r in rows if r["model"] == name] for name in names], showfliers=True)
         axis.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
         axis.set_title(f"{title} (STS-2024 protocol)")
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_ssl_synth3d: {name}: {exc}", file=sys.stderr)
             return 1
         runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale,
-                      "command": ["python", *(shown(c) for c in command[1:])],
+                      "command": ["python", *(shown(c).replace(f"{REPO}/", "") for c in command[1:])],
                       "train_seconds_this_call": round(seconds, 1),
                       "train_seconds_logged": logged_training_seconds(run_dir)}
         baseline = summaries.get(f"supervised {round(args.fraction * 100)}%")
