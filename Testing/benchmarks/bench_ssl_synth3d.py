@@ -17,8 +17,9 @@ metal streaks, rings, blur and noise. The benchmark
 3. segments the test scans with each final model (the ``toothseg segment`` code path) and reports
    the ``sts2024`` metrics (``toothseg evaluate --protocol sts2024``).
 
-    python Testing/benchmarks/bench_ssl_synth3d.py --scale 0.1 --method-scale rail=0.05 \\
-        --method-scale bcp=0.05 --device cpu --out Testing/benchmarks/results/ssl_synth3d_cpu.json
+    python Testing/benchmarks/bench_ssl_synth3d.py                       # full recipes, FDI labels: a GPU's work
+    python Testing/benchmarks/bench_ssl_synth3d.py --labels binary --scale 0.05 --method-scale bcp=0.03 \\
+        --method-scale rail=0.015 --device cpu --out Testing/benchmarks/results/ssl_synth3d_cpu.json
 
 Runs resume (a finished run is only scored again). ``--scale`` as in ``bench_ssl_ufba.py``.
 """
