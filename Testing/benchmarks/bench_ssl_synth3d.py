@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=6, help="test scans (default 6)")
     parser.add_argument("--labels", default="fdi", choices=("fdi", "binary"),
                         help="fdi: one class per FDI tooth (all sts2024 metrics); binary: tooth vs background, as the "
-                        "RAIL and BCP papers train on CBCT (image-level metrics only)")
+                        "RAIL and BCP papers train on CBCT (image-level metrics only); give each kind its own --runs")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic spacing of scans and networks, mm")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every schedule length (see bench_ssl_ufba.py)")
