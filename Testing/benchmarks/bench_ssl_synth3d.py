@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
-from bench_ssl_ufba import METHODS, RECIPES, logged_training_seconds, scaled_overrides, train  # noqa: E402
+from bench_ssl_ufba import (  # noqa: E402
+    METHODS, RECIPES, logged_training_seconds, method_scales, scaled_overrides, train)
 from bench_ufba import shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
@@ -183,15 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0 or not 0 < args.fraction < 1 or args.scans < 2 or args.test < 1 or args.spacing <= 0:
         parser.error("need --scale > 0, 0 < --fraction < 1, --scans ≥ 2, --test ≥ 1, --spacing > 0")
-    scales = {}
-    for text in args.method_scale:
-        method, _, value = text.partition("=")
-        try:
-            scales[method] = float(value)
-        except ValueError:
-            parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
-        if method not in METHODS or scales[method] <= 0:
-            parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
+    scales = method_scales(parser, args.method_scale)
     methods = [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
     # the ceiling (supervised on every training scan) comes last: it is the least needed row
     plan = [("supervised", args.fraction)] + [(m, args.fraction) for m in methods] + [("supervised", 1.0)]

@@ -81,6 +81,20 @@ def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
     return overrides
 
 
+def method_scales(parser: argparse.ArgumentParser, texts: list[str]) -> dict[str, float]:
+    """``--method-scale METHOD=SCALE`` values as a dict; a malformed one ends with a usage error."""
+    scales = {}
+    for text in texts:
+        method, _, value = text.partition("=")
+        try:
+            scales[method] = float(value)
+        except ValueError:
+            parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
+        if method not in METHODS or scales[method] <= 0:
+            parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
+    return scales
+
+
 def train_command(method: str, fraction: float, args: argparse.Namespace,
                   scale: float | None = None) -> tuple[list[str], Path]:
     """The ``train.py`` argument list of one run (no shell) and its run folder."""
@@ -138,15 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     fractions = list(dict.fromkeys(args.fraction or [0.1, 0.25]))
     if any(not 0 < f < 1 for f in fractions):
         parser.error("--fraction must lie strictly between 0 and 1")
-    scales = {}
-    for text in args.method_scale:
-        method, _, value = text.partition("=")
-        try:
-            scales[method] = float(value)
-        except ValueError:
-            parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
-        if method not in METHODS or scales[method] <= 0:
-            parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
+    scales = method_scales(parser, args.method_scale)
     methods = ["supervised"] + [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
 
     try:

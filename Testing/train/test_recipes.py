@@ -29,14 +29,19 @@ def test_recipe_is_valid(path):
             assert stage.init_from == "none"
 
 
-def _bench_ssl_ufba():
+def _benchmark(name: str):
+    """A script of Testing/benchmarks imported as a module (they are scripts, not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ssl_ufba.py"
-    spec = importlib.util.spec_from_file_location("bench_ssl_ufba", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench_ssl_ufba():
+    return _benchmark("bench_ssl_ufba")
 
 
 def test_ssl_benchmark_recipes_differ_only_in_the_method():
@@ -137,13 +142,7 @@ def test_benchmark_result_json_keeps_every_value_with_one_line_per_tooth(tmp_pat
 
 
 def _bench_ssl_synth3d():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ssl_synth3d.py"
-    spec = importlib.util.spec_from_file_location("bench_ssl_synth3d", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark("bench_ssl_synth3d")
 
 
 def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(tmp_path):
@@ -204,3 +203,14 @@ def test_benchmark_result_json_can_hold_per_case_rows(tmp_path):
     result = {"models": {"a": {"ia": 0.5}}, "cases": [{"model": "a", "case": "c1", "ia": 0.5}]}
     bench.write_result(tmp_path / "r.json", result, rows_key="cases")
     assert json.loads((tmp_path / "r.json").read_text()) == result
+
+
+def test_both_ssl_benchmarks_read_method_scales_alike():
+    import argparse
+
+    bench = _bench_ssl_ufba()
+    parser = argparse.ArgumentParser()
+    assert bench.method_scales(parser, ["rail=0.05", "bcp=0.1"]) == {"rail": 0.05, "bcp": 0.1}
+    for bad in (["rail"], ["rail=x"], ["nope=1"], ["bcp=0"]):
+        with pytest.raises(SystemExit):
+            bench.method_scales(parser, bad)
