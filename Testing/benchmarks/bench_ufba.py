@@ -31,15 +31,24 @@ from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.protocols import toothseg_case  # noqa: E402
 from toothseg.evaluation_report import TOOTH_GROUPS, tooth_group  # noqa: E402
-from toothseg.train.data.cases import Case, ufba_cases  # noqa: E402
+from toothseg.train.data.cases import Case, shared_data_dir, ufba_cases  # noqa: E402
 
 GROUP_NAMES = {"incisor": "incisors", "canine": "canines", "premolar": "premolars", "molar": "molars"}
 
 
-def shown(argument: str) -> str:
-    """A command argument or folder as the JSON records it: paths inside the repository relative to it."""
+def shown(argument: str | Path) -> str:
+    """A command argument or path as committed JSON records it, without one machine's folders:
+    inside the shared data as ``shared/data/...``, inside the repository relative to it."""
     path = Path(argument)
-    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else argument
+    if not path.is_absolute():
+        return str(argument)
+    try:
+        data = shared_data_dir().resolve()
+    except ToothSegError:
+        data = None
+    if data is not None and path.resolve().is_relative_to(data):
+        return f"shared/data/{path.resolve().relative_to(data).as_posix()}"
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(argument)
 
 
 def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool) -> tuple[dict, list[dict]]:

@@ -26,20 +26,11 @@ from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_ufba import shown  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
-
-
-def _shown(path: Path) -> str:
-    """A path as the committed JSON shows it: relative to the shared data or the repository,
-    so that results do not carry one machine's folders."""
-    for root, name in ((shared_data_dir(), "shared/data"), (REPO, ".")):
-        try:
-            return f"{name}/{Path(path).resolve().relative_to(Path(root).resolve()).as_posix()}"
-        except ValueError:
-            continue
-    return str(path)
 
 
 def summarise(ct_path: Path, prediction_path: Path, teeth_slices: int) -> dict:
@@ -51,7 +42,7 @@ def summarise(ct_path: Path, prediction_path: Path, teeth_slices: int) -> dict:
     bright = image.array > 1500
     low = np.zeros_like(found)
     low[:teeth_slices] = True  # array axis 0 is the file's slice axis (inferior first in this scan)
-    return {"ct": _shown(ct_path), "prediction": _shown(prediction_path), "labels": [int(v) for v in np.unique(labels.array) if v],
+    return {"ct": shown(ct_path), "prediction": shown(prediction_path), "labels": [int(v) for v in np.unique(labels.array) if v],
             "volume_mm3": round(float(found.sum()) * voxel_mm3, 1),
             "slices": [int(slices.min()), int(slices.max())] if slices.size else None, "slice_count": int(image.shape[0]),
             "components": int(components),

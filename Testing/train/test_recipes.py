@@ -214,3 +214,16 @@ def test_both_ssl_benchmarks_read_method_scales_alike():
     for bad in (["rail"], ["rail=x"], ["nope=1"], ["bcp=0"]):
         with pytest.raises(SystemExit):
             bench.method_scales(parser, bad)
+
+
+def test_benchmark_json_shows_paths_without_this_machines_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOTHSEG_SHARED_DATA", str(tmp_path / "data"))
+    (tmp_path / "data" / "ct").mkdir(parents=True)
+    bench = _benchmark("bench_ufba")
+    assert bench.shown(tmp_path / "data" / "ct" / "head.nii.gz") == "shared/data/ct/head.nii.gz"
+    assert bench.shown(str(bench.REPO / "runs" / "m" / "model")) == "runs/m/model"
+    assert bench.shown("runs/relative") == "runs/relative"
+    outside = tmp_path / "elsewhere" / "model"
+    assert bench.shown(outside) == str(outside)
+    monkeypatch.setenv("TOOTHSEG_SHARED_DATA", str(tmp_path / "missing"))  # no shared data: repository paths still shown
+    assert bench.shown(str(bench.REPO / "runs" / "m")) == "runs/m"
