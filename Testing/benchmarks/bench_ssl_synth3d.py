@@ -11,15 +11,16 @@ metal streaks, rings, blur and noise. The benchmark
    test scans' random draws appear nowhere in training (the anatomy is the same patient's);
 2. trains each method's committed UFBA-425 recipe (its method stages, settings, optimiser and loss
    weights, as ``bench_ssl_ufba.py``) with a shared 3D data block and network (V-Net; BCP's
-   edge-guided V-Net; RAIL's second pair of students are ResVNets) on the first ``--fraction`` of
-   the training scans as labeled data, the rest unlabeled; the supervised baseline is also trained
-   on all training scans, as the ceiling;
+   edge-guided V-Net, and BCP once more on the plain V-Net as ``bcp_plain``; RAIL's second pair of
+   students are ResVNets) on the first ``--fraction`` of the training scans as labeled data, the
+   rest unlabeled; the supervised baseline is also trained on all training scans, as the ceiling;
 3. segments the test scans with each final model (the ``toothseg segment`` code path) and reports
    the ``sts2024`` metrics (``toothseg evaluate --protocol sts2024``).
 
     python Testing/benchmarks/bench_ssl_synth3d.py                       # full recipes, FDI labels: a GPU's work
     python Testing/benchmarks/bench_ssl_synth3d.py --labels binary --scale 0.05 --method-scale bcp=0.03 \\
-        --method-scale rail=0.015 --device cpu --out Testing/benchmarks/results/ssl_synth3d_cpu.json
+        --method-scale bcp_plain=0.03 --method-scale rail=0.015 --device cpu \\
+        --out Testing/benchmarks/results/ssl_synth3d_cpu.json
 
 Runs resume (a finished run is only scored again). ``--scale`` as in ``bench_ssl_ufba.py``.
 """
@@ -52,6 +53,12 @@ METRICS = ("image_dsc", "image_iou", "image_nsd", "instance_dsc", "instance_iou"
 PATCH = [48, 80, 80]  # at 1 mm: the teeth's whole height and most of the arch, so FDI numbers have context
 AUGMENT = {"rotate_deg": 12, "rotate_probability": 0.3, "scale": [0.85, 1.15], "scale_probability": 0.3,
            "flip_lr": 0.5}
+
+
+# The 3D table's methods: the UFBA recipes, and BCP's recipe once more on the plain V-Net of Bai et
+# al. (its row with the edge-guided V-Net of Hsu & Hua is "bcp"), which separates the copy-paste
+# training from the edge-guided network.
+METHODS_3D = {**METHODS, "bcp_plain": METHODS["bcp"]}
 
 
 def networks(method: str) -> dict:
@@ -102,7 +109,7 @@ def make_dataset(folder: Path, scans: int, test: int, spacing: float, seed: int 
 def train_command(method: str, fraction: float, manifests: dict[str, Path], args: argparse.Namespace,
                   scale: float) -> tuple[list[str], Path]:
     """The ``train.py`` argument list of one run (no shell) and its run folder."""
-    recipe = RECIPES / METHODS[method]
+    recipe = RECIPES / METHODS_3D[method]
     run_dir = args.runs / f"{method}_{round(fraction * 100)}"
     data = {"kind": "3d", "source": "files", "labeled": str(manifests["train"]), "validation": str(manifests["val"]),
             "labeled_fraction": fraction, "label_table": args.labels, "spacing": [args.spacing] * 3,
@@ -163,7 +170,7 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", action="append", choices=sorted(METHODS),
+    parser.add_argument("--method", action="append", choices=sorted(METHODS_3D),
                         help="a method to run (repeatable; default: all); the supervised runs are always made")
     parser.add_argument("--fraction", type=float, default=0.1, help="labeled share of the training scans (default 0.1)")
     parser.add_argument("--scans", type=int, default=20, help="training scans (default 20)")
@@ -184,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0 or not 0 < args.fraction < 1 or args.scans < 2 or args.test < 1 or args.spacing <= 0:
         parser.error("need --scale > 0, 0 < --fraction < 1, --scans ≥ 2, --test ≥ 1, --spacing > 0")
-    scales = method_scales(parser, args.method_scale)
-    methods = [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
+    scales = method_scales(parser, args.method_scale, METHODS_3D)
+    methods = [m for m in dict.fromkeys(args.method or sorted(METHODS_3D)) if m != "supervised"]
     # the ceiling (supervised on every training scan) comes last: it is the least needed row
     plan = [("supervised", args.fraction)] + [(m, args.fraction) for m in methods] + [("supervised", 1.0)]
     metrics = METRICS if args.labels == "fdi" else METRICS[:3]

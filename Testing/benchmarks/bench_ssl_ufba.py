@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,8 +82,10 @@ def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
     return overrides
 
 
-def method_scales(parser: argparse.ArgumentParser, texts: list[str]) -> dict[str, float]:
-    """``--method-scale METHOD=SCALE`` values as a dict; a malformed one ends with a usage error."""
+def method_scales(parser: argparse.ArgumentParser, texts: list[str],
+                  known: Iterable[str] = METHODS) -> dict[str, float]:
+    """``--method-scale METHOD=SCALE`` values as a dict; a malformed one, or a method not in ``known``,
+    ends with a usage error."""
     scales = {}
     for text in texts:
         method, _, value = text.partition("=")
@@ -90,7 +93,7 @@ def method_scales(parser: argparse.ArgumentParser, texts: list[str]) -> dict[str
             scales[method] = float(value)
         except ValueError:
             parser.error(f"--method-scale {text!r}: expected METHOD=SCALE")
-        if method not in METHODS or scales[method] <= 0:
+        if method not in known or scales[method] <= 0:
             parser.error(f"--method-scale {text!r}: unknown method or a scale that is not positive")
     return scales
 

@@ -154,7 +154,7 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
     manifests = {name: tmp_path / f"{name}.json" for name in ("train", "val", "test")}
     args = argparse.Namespace(runs=tmp_path, spacing=1.0, set=[], device="cpu", labels="fdi")
     blocks = {}
-    for method, name in bench.METHODS.items():
+    for method, name in bench.METHODS_3D.items():
         command, run_dir = bench.train_command(method, 0.1, manifests, args, scale=0.05)
         assert run_dir == tmp_path / f"{method}_10"
         overrides = [command[i + 1] for i, c in enumerate(command) if c == "--set"]
@@ -174,6 +174,9 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
     recipe, _ = load_recipe(bench.RECIPES / bench.METHODS["rail"], overrides)
     assert recipe.data.label_table == "binary" and recipe.data.class_values == [0, 1]
     assert bench.networks("bcp")["kwargs"]["edge_guided"] and not bench.networks("supervised")["kwargs"]["has_dropout"]
+    # BCP once more on the plain V-Net: the same recipe and stages, only the network differs
+    assert bench.METHODS_3D["bcp_plain"] == bench.METHODS["bcp"]
+    assert not bench.networks("bcp_plain")["kwargs"].get("edge_guided", False)
 
 
 def test_3d_benchmark_dataset_is_drawn_once_with_test_draws_unseen_in_training(tmp_path):
@@ -214,6 +217,10 @@ def test_both_ssl_benchmarks_read_method_scales_alike():
     for bad in (["rail"], ["rail=x"], ["nope=1"], ["bcp=0"]):
         with pytest.raises(SystemExit):
             bench.method_scales(parser, bad)
+    with pytest.raises(SystemExit):  # a 3D-only method is unknown to the panoramic benchmark
+        bench.method_scales(parser, ["bcp_plain=0.03"])
+    bench3d = _bench_ssl_synth3d()
+    assert bench3d.method_scales(parser, ["bcp_plain=0.03"], bench3d.METHODS_3D) == {"bcp_plain": 0.03}
 
 
 def test_benchmark_json_shows_paths_without_this_machines_folders(tmp_path, monkeypatch):
@@ -227,3 +234,35 @@ def test_benchmark_json_shows_paths_without_this_machines_folders(tmp_path, monk
     assert bench.shown(outside) == str(outside)
     monkeypatch.setenv("TOOTHSEG_SHARED_DATA", str(tmp_path / "missing"))  # no shared data: repository paths still shown
     assert bench.shown(str(bench.REPO / "runs" / "m")) == "runs/m"
+
+
+def test_edge_guided_fit_benchmark_ablations_and_dice():
+    """bench_edge_guided_fit.py: its ablations remove what they name, and its Dice is the foreground Dice."""
+    import torch
+    from torch import nn
+
+    bench = _benchmark("bench_edge_guided_fit")
+    no_dropout = bench.NETWORKS["edge-guided, no dropout"]()
+    dropouts = [m for m in no_dropout.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    assert dropouts and all(m.p == 0.0 for m in dropouts)
+    assert any(m.p > 0 for m in bench.NETWORKS["edge-guided V-Net"]().modules()
+               if isinstance(m, nn.modules.dropout._DropoutNd))
+    no_cbam = bench.NETWORKS["edge-guided, no dropout, no CBAM"]()
+    assert len(no_cbam.edge_attention) == 4 and all(isinstance(a.cbam, nn.Identity) for a in no_cbam.edge_attention)
+    mask = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    mask[0, :2] = 1  # 32 tooth voxels
+    logits = torch.zeros(1, 2, 4, 4, 4)
+    logits[0, 1, :1] = 1.0  # 16 voxels found, all inside the tooth
+    assert bench.foreground_dice(logits, mask) == pytest.approx(2 * 16 / (16 + 32))
+
+
+def test_edge_guided_fit_benchmark_trains_and_reports_both_modes():
+    import torch
+
+    bench = _benchmark("bench_edge_guided_fit")
+    image = torch.randn(2, 1, 16, 16, 16)
+    mask = (image[:, 0] > 0.5).long()
+    result = bench.fit(bench.NETWORKS["plain V-Net"], image, mask, steps=2, seed=0)
+    assert set(result) == {"seconds", "loss_train", "dice_train", "loss_eval", "dice_eval"}
+    assert all(0.0 <= result[k] <= 1.0 for k in ("dice_train", "dice_eval"))
+    assert bench.fit(bench.NETWORKS["plain V-Net"], image, mask, steps=2, seed=0)["loss_eval"] == result["loss_eval"]
