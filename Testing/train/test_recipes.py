@@ -242,13 +242,15 @@ def test_edge_guided_fit_benchmark_ablations_and_dice():
     from torch import nn
 
     bench = _benchmark("bench_edge_guided_fit")
-    no_dropout = bench.NETWORKS["edge-guided, no dropout"]()
+    no_dropout = bench.NETWORKS["edge-guided, Kaiming init, no dropout"]()
     dropouts = [m for m in no_dropout.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     assert dropouts and all(m.p == 0.0 for m in dropouts)
     assert any(m.p > 0 for m in bench.NETWORKS["edge-guided V-Net"]().modules()
                if isinstance(m, nn.modules.dropout._DropoutNd))
-    no_cbam = bench.NETWORKS["edge-guided, no dropout, no CBAM"]()
+    no_cbam = bench.NETWORKS["edge-guided, Kaiming init, no dropout/CBAM"]()
     assert len(no_cbam.edge_attention) == 4 and all(isinstance(a.cbam, nn.Identity) for a in no_cbam.edge_attention)
+    default, kaiming = bench.NETWORKS["edge-guided V-Net"](), bench.NETWORKS["edge-guided, Kaiming init"]()
+    assert kaiming.block_five.conv[0].weight.std() > 2 * default.block_five.conv[0].weight.std()
     mask = torch.zeros(1, 4, 4, 4, dtype=torch.long)
     mask[0, :2] = 1  # 32 tooth voxels
     logits = torch.zeros(1, 2, 4, 4, 4)

@@ -219,3 +219,13 @@ def test_vnet_initialisation_is_kaiming():
     fan_in = weight.shape[1] * 27
     assert weight.std().item() == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.05)
     assert torch.all(model.block_five.conv[1].weight == 1)
+
+
+def test_edge_guided_vnet_keeps_pytorch_default_initialisation():
+    """As the public edge-guided V-Net code: with RAIL's Kaiming initialisation it does not learn."""
+    model = build_network("vnet", edge_guided=True)
+    weight = model.block_five.conv[0].weight
+    fan_in = weight.shape[1] * 27
+    assert weight.std().item() == pytest.approx((1.0 / (3 * fan_in)) ** 0.5, rel=0.05)  # kaiming_uniform(a=√5)
+    model.kaiming_init()
+    assert model.block_five.conv[0].weight.std().item() == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.05)

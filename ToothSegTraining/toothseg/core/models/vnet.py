@@ -5,7 +5,8 @@ Module names follow the public RAIL/SSL4MIS code (``block_one``, ``block_one_dw`
 
 V-Net (``n_filters`` = 16): five encoder levels 16/32/64/128/256 channels with 1/2/3/3/3 conv
 blocks (3³ conv → BatchNorm → ReLU) and 2³ strided-conv down-sampling; the decoder up-samples with
-2³ transposed convs and **adds** the skip (no concatenation); Kaiming-normal initialisation; optional
+2³ transposed convs and **adds** the skip (no concatenation); Kaiming-normal initialisation (the
+edge-guided variant keeps PyTorch's default, as its code does); optional
 channel dropout 0.5 on the bottleneck and before the output convolution. The edge-guided variant
 (seed 003) adds Sobel edge features and an :class:`EdgeGuidedAttention` after each up-sampling,
 with channel dropout 0.4 on the fourth encoder level as in that code.
@@ -121,9 +122,14 @@ class VNet(_VNetDecoder):
             self.edge_attention = nn.ModuleList(
                 EdgeGuidedAttention(c, dims, edge_channels=8 * f, dropout=0.4, norm=norm)
                 for c in (8 * f, 4 * f, 2 * f, f))
-        self._init_weights()
+        else:
+            # Kaiming for RAIL's V-Net only: the edge-guided V-Net's public code keeps PyTorch's
+            # default initialisation, and with Kaiming's it does not learn (its CBAM-gated decoder
+            # still predicts background only after 160 steps on one batch; bench_edge_guided_fit.py).
+            self.kaiming_init()
 
-    def _init_weights(self) -> None:
+    def kaiming_init(self) -> None:
+        """RAIL's initialisation: Kaiming-normal conv weights, BatchNorm weight 1 and bias 0."""
         for module in self.modules():
             if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(module.weight)
