@@ -146,6 +146,9 @@ def test_demo_runs_offline(tmp_path):
     assert len(report["teeth_expected"]) == 30
     if report["model"] != "none":  # a bundled model was used: its score on the sample is reported
         assert 0.0 <= report["metrics"]["instance_dsc"] <= 1.0
+    for warning in report["warnings"]:  # the sample's mirrored labels are named as the cause, not the model
+        if warning.startswith("left/right appear swapped"):
+            assert "the sample's true labels raise this too" in warning
     # a rerun replaces its own files: an STL the earlier run wrote and this one does not is removed,
     # a file the demo never wrote is kept
     stale, users = tmp_path / "demo" / "stl" / "18_from_an_earlier_run.stl", tmp_path / "demo" / "stl" / "mine.stl"
@@ -157,3 +160,16 @@ def test_demo_runs_offline(tmp_path):
     assert again.returncode == 0, again.stderr
     assert not stale.exists() and users.read_text() == "solid mine"
     assert not picture.exists()  # the earlier run's picture would be taken for this run's
+
+
+def test_demo_names_numbering_warnings_its_sample_raises_itself():
+    from toothseg.core.io.images import read_label_map
+    from toothseg.core.postprocessing.numbering import check_numbering
+    from toothseg.core.resources import sample_scan_labels
+    from toothseg.demo import _explain_sample_warnings
+
+    truth = check_numbering(read_label_map(sample_scan_labels()))
+    assert any(w.startswith("left/right appear swapped") for w in truth)  # the documented property of the sample
+    explained = _explain_sample_warnings([truth[0], "tooth 11 appears as 2 separate objects"], truth)
+    assert explained[0].startswith(truth[0]) and "Resources/SampleData/README.md" in explained[0]
+    assert explained[1] == "tooth 11 appears as 2 separate objects"  # the model's own problem stays as it is

@@ -47,6 +47,14 @@ NO_MODEL_NOTE = ("no bundled 3D model yet (train one with ToothSegTraining/tooth
                  "demo3d_synthetic.yaml, or pass --model): the sample's true labels are exported instead")
 
 
+def _explain_sample_warnings(warnings: list[str], truth_warnings: list[str]) -> list[str]:
+    """A numbering warning that the sample's own true labels raise too is a property of the sample
+    (its STS-2024 labels are mirrored against its header), not of the model: say so beside it."""
+    known = set(truth_warnings)
+    return [f"{w} (the sample's true labels raise this too: see Resources/SampleData/README.md)" if w in known
+            else w for w in warnings]
+
+
 def _default_model() -> Path | None:
     """The bundled 3D default (not whatever the user installed), or None while none is bundled."""
     from .core.models.catalog import load_catalog
@@ -82,6 +90,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     from .core.io.segmentation import write_segmentation
     from .core.metrics.protocols import sts2024_case
     from .core.models.catalog import load_catalog
+    from .core.postprocessing.numbering import check_numbering
     from .core.resources import sample_scan, sample_scan_labels
 
     progress = progress or Progress()
@@ -141,7 +150,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
                         stl_dir=str(out / "stl"), stl_files=len(written), stl_names=stl_names,
                         picture=str(picture_path) if picture_path else None, report=str(out / "demo_report.json"),
                         teeth_found=found, teeth_expected=expected, metrics=metrics, seconds=seconds,
-                        warnings=list(prediction.warnings))
+                        warnings=_explain_sample_warnings(list(prediction.warnings), check_numbering(truth)))
     payload: dict[str, Any] = {"note": "the sample's intensities are SYNTHETIC (painted onto real STS-2024 tooth "
                                        "shapes); metrics use the STS-2024 protocol against those shapes",
                                **asdict(result)}
