@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ssl_synth3d import LABEL_MAPS  # noqa: E402
 from bench_ufba import write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
-from toothseg.core.models.card import IntensityNormalization  # noqa: E402
 from toothseg.core.inference.preprocessing import image_statistics, normalize_intensities  # noqa: E402
+from toothseg.core.models.card import IntensityNormalization  # noqa: E402
 from toothseg.core.models.vnet import VNet  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
 from toothseg.train.methods.bcp import weighted_mix_loss  # noqa: E402
