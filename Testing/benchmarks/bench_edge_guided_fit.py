@@ -37,6 +37,7 @@ from bench_ssl_synth3d import LABEL_MAPS  # noqa: E402
 from bench_ufba import write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.inference.preprocessing import image_statistics, normalize_intensities  # noqa: E402
+from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.core.models.card import IntensityNormalization  # noqa: E402
 from toothseg.core.models.vnet import VNet  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     try:
+        if args.out:  # before minutes of training, not after
+            check_writable_output(args.out, overwrite=True)
         image, mask = fixed_batch()
     except ToothSegError as exc:
         print(f"bench_edge_guided_fit: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ssl_ufba import (  # noqa: E402
-    METHODS, RECIPES, logged_training_seconds, method_scales, scaled_overrides, train)
+    METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, scaled_overrides, train)
 from bench_ufba import shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
@@ -179,14 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fdi: one class per FDI tooth (all sts2024 metrics); binary: tooth vs background, as the "
                         "RAIL and BCP papers train on CBCT (image-level metrics only); give each kind its own --runs")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic spacing of scans and networks, mm")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every schedule length (see bench_ssl_ufba.py)")
-    parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
-                        help="another --scale for one method (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override applied to every run (repeatable)")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "ssl_synth3d", help="dataset and run folders")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_run_arguments(parser, REPO / "runs" / "ssl_synth3d",
+                      "the drawn dataset (data/) and run folders (resumed; a finished run is only scored)")
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ssl_synth3d.json")
     args = parser.parse_args(argv)
     if args.scale <= 0 or not 0 < args.fraction < 1 or args.scans < 2 or args.test < 1 or args.spacing <= 0:

@@ -82,6 +82,19 @@ def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
     return overrides
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, runs: Path,
+                      runs_help: str = "run folders (resumed; a finished run is only scored)") -> None:
+    """The options both SSL benchmarks share: schedule scaling, recipe overrides, run folders, device."""
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every schedule length: iterations, "
+                        "warm-up, intervals, the methods' step counts and EMA horizons (CPU runs)")
+    parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
+                        help="another --scale for one method, e.g. rail=0.075 for equal CPU time (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override applied to every run (repeatable)")
+    parser.add_argument("--runs", type=Path, default=runs, help=runs_help)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
 def method_scales(parser: argparse.ArgumentParser, texts: list[str],
                   known: Iterable[str] = METHODS) -> dict[str, float]:
     """``--method-scale METHOD=SCALE`` values as a dict; a malformed one, or a method not in ``known``,
@@ -138,14 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a method to run (repeatable; default: all); the supervised baseline is always run")
     parser.add_argument("--fraction", action="append", type=float,
                         help="labeled share of the training split (repeatable; default 0.1 and 0.25)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every schedule length: iterations, warm-up, intervals, "
-                        "the methods' step counts and EMA horizons (CPU runs)")
-    parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
-                        help="another --scale for one method, e.g. rail=0.075 for equal CPU time (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override applied to every run (repeatable)")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "ssl_ufba", help="run folders")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_run_arguments(parser, REPO / "runs" / "ssl_ufba")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when scoring")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N test images")
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ssl_ufba.json")
