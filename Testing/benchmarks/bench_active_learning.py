@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="recipe override for every training run, e.g. model.kwargs.base_channels=16 (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "active_learning_ufba")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "Testing" / "benchmarks" / "results" / "active_learning_ufba")
     args = parser.parse_args(argv)
     train = read_manifest(args.train_manifest, require_labels=True) if args.train_manifest else ufba_cases("train")
     test = read_manifest(args.test_manifest, require_labels=True) if args.test_manifest else ufba_cases("test")

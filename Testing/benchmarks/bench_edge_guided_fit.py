@@ -18,7 +18,6 @@ foreground Dice of its argmax on that batch, in training mode and in evaluation 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -149,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"settings": {"steps": args.steps, "seed": args.seed, "crop": list(CROP), "optimizer": "AdamW 1e-3",
                                "loss": "BCP (CE + Dice)/2", "data": "2 synthetic scans (seeds 3000, 3001), "
                                "STS-2024 Validation_0002 shapes, SYNTHETIC intensities",
-                               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()},
+                               "threads": torch.get_num_threads(),
+                               "machine": platform.processor() or platform.machine()},
                   "networks": rows}
         write_result(args.out, result, rows_key="networks")
         print(f"wrote {args.out}")

@@ -107,7 +107,8 @@ def full_field_scan(folder: str, spacing_mm: float) -> tuple[str, str]:
     from toothseg.core.io.images import write_volume
     from toothseg.train.synth.sample import make_sample
 
-    labels_path = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "STS2024_Validation_0002_teeth.nii.gz"
+    sample_data = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+    labels_path = sample_data / "STS2024_Validation_0002_teeth.nii.gz"
     image, labels = make_sample(labels_path, spacing_mm=spacing_mm, margin_mm=1000.0)  # a margin past every edge
     paths = str(Path(folder) / "full_field.nii.gz"), str(Path(folder) / "full_field_teeth.nii.gz")
     write_volume(image, paths[0], overwrite=True)
@@ -144,7 +145,8 @@ def _child(args: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=("monai", "large", "cascade", "_child_monai", "_child_large", "_child_cascade"))
+    parser.add_argument("which",
+                        choices=("monai", "large", "cascade", "_child_monai", "_child_large", "_child_cascade"))
     parser.add_argument("--model", help="cascade model folder for 'cascade' (default: the bundled 3D model)")
     parser.add_argument("--spacing", type=float, default=0.6, help="voxel size (mm) of the scan for 'cascade'")
     parser.add_argument("--image", help=argparse.SUPPRESS)
@@ -188,15 +190,17 @@ def main() -> int:
         full, cascade = runs["full"], runs["cascade"]
         ratio = full["seconds"] / cascade["seconds"]
         points = 100 * (cascade["metrics"]["instance_dsc"] - full["metrics"]["instance_dsc"])
-        print(f"# coarse-to-fine vs full-resolution sliding window, full-field SYNTHETIC scan {tuple(full['shape_zyx'])} "
-              f"(z y x) at {args.spacing} mm, CPU, {full['threads']} threads, no TTA, model {Path(model).name}")
+        print(f"# coarse-to-fine vs full-resolution sliding window, full-field SYNTHETIC scan "
+              f"{tuple(full['shape_zyx'])} (z y x) at {args.spacing} mm, CPU, {full['threads']} threads, no TTA, "
+              f"model {Path(model).name}")
         print("| path | seconds | window passes | peak RSS GiB | instance Dice | IA | image Dice |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, r in (("full-resolution sliding window, whole scan", full), ("cascade (default)", cascade)):
             m = r["metrics"]
             print(f"| {name} | {r['seconds']:.1f} | {r['forward_passes']} | {r['peak_gib']:.2f} | "
                   f"{m['instance_dsc']:.4f} | {m['ia']:.4f} | {m['image_dsc']:.4f} |")
-        print(f"cascade: {ratio:.2f}x less wall time (goal >= 3x); instance Dice {points:+.2f} points (goal within 0.5)")
+        print(f"cascade: {ratio:.2f}x less wall time (goal >= 3x); "
+              f"instance Dice {points:+.2f} points (goal within 0.5)")
         result = {"benchmark": "cascade", "settings": {"model": Path(model).name, "spacing_mm": args.spacing,
                                                        "intensities": "SYNTHETIC"},
                   "runs": runs, "time_ratio": ratio, "instance_dice_points": points}
@@ -215,8 +219,9 @@ def main() -> int:
         for name, label, diff in (("monai", "MONAI 1.x", 0.0), ("exact", "ToothSeg float32", diff_exact),
                                   ("ours", "ToothSeg default (float16 accumulators)", diff_fp16)):
             r = runs[name]
+            memory_ratio = (r["peak_gib"] - r["baseline_gib"]) / max(1e-9, m["peak_gib"] - m["baseline_gib"])
             print(f"| {label} | {r['seconds']:.2f} | {r['seconds'] / m['seconds']:.2f} | {r['peak_gib']:.2f} | "
-                  f"{(r['peak_gib'] - r['baseline_gib']) / max(1e-9, m['peak_gib'] - m['baseline_gib']):.2f} | {diff:.2e} |")
+                  f"{memory_ratio:.2f} | {diff:.2e} |")
         result = {"benchmark": "monai", "settings": vars(args), "runs": runs, "max_abs_diff_float32": diff_exact,
                   "max_abs_diff_float16": diff_fp16}
     else:

@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ssl_ufba import (  # noqa: E402
-    METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, scaled_overrides, train)
+    METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, prepare_output, scaled_overrides,
+    train)
 from bench_ufba import shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = METRICS if args.labels == "fdi" else METRICS[:3]
 
     try:
+        prepare_output(args.out)
         manifests = make_dataset(args.runs / "data", args.scans, args.test, args.spacing)
         test_cases = read_manifest(manifests["test"], require_labels=True)
     except ToothSegError as exc:
@@ -238,7 +240,6 @@ def write_outputs(args: argparse.Namespace, scales: dict, runs: dict, summaries:
                            "labels": args.labels, "patch_size": PATCH,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
               "runs": runs, "models": summaries, "cases": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_result(args.out, result, rows_key="cases")
     plot(rows, names, args.out.with_suffix(".png"))
 

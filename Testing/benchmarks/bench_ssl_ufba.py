@@ -14,8 +14,9 @@ data) with ``ToothSegTraining/train.py``, then score the final model on the 66 t
 validation intervals, and the methods' own step counts and EMA horizons (RAIL's group turns, BCP's
 static-teacher interval, the teachers' decays), so each method keeps its own proportions.
 ``--method-scale rail=0.075`` gives one method its own (RAIL trains four networks per step: half the
-steps is about the same CPU time); ``--set`` is applied to every recipe. The JSON holds the settings, the exact training command of every run, each model's summary and its gain over
-the supervised baseline at the same fraction; the PNG beside it shows per-tooth Dice box plots.
+steps is about the same CPU time); ``--set`` is applied to every recipe. The JSON holds the settings,
+the exact training command of every run, each model's summary and its gain over the supervised baseline
+at the same fraction; the PNG beside it shows per-tooth Dice box plots.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ufba import plot, score_model, shown, write_result  # noqa: E402
-from toothseg.core.errors import ToothSegError  # noqa: E402
+from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
+from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.train.config import load_recipe  # noqa: E402
 from toothseg.train.data.cases import ufba_cases  # noqa: E402
 from toothseg.train.methods import get_method, schedule_settings  # noqa: E402
@@ -93,6 +95,17 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs: Path,
                         help="recipe override applied to every run (repeatable)")
     parser.add_argument("--runs", type=Path, default=runs, help=runs_help)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def prepare_output(out: Path) -> None:
+    """Create ``--out``'s folder and check that it and its PNG can be written: before hours of training,
+    not after. Raises OutputWriteError."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create folder {out.parent}: {exc.strerror}") from exc
+    for path in (out, out.with_suffix(".png")):
+        check_writable_output(path, overwrite=True)
 
 
 def method_scales(parser: argparse.ArgumentParser, texts: list[str],
@@ -165,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = ["supervised"] + [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
 
     try:
+        prepare_output(args.out)
         cases = ufba_cases("test")
     except ToothSegError as exc:
         print(f"bench_ssl_ufba: {exc}", file=sys.stderr)
@@ -195,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
             names.append(name)
             print(f"{name}: {json.dumps(summary)}", flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"data": f"UFBA-425 test split (real panoramic X-rays), {len(cases)} images; training on the "
                       "committed training split, labeled share as named, the rest unlabeled",
               "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",

@@ -20,7 +20,8 @@ CASES = [
      {"features_per_stage": [32, 64, 128, 256, 320], "strides": [1, 2, 2, 2, 2], "n_blocks_per_stage": [1, 3, 4, 6, 6],
       "deep_supervision": True}, 2, 0, (80, 160, 160), "CFP stage 1 patch; paper batch 8"),
     ("mean teacher, V-Net", "mean_teacher", {}, "vnet", {"has_dropout": True}, 1, 1, (80, 112, 112), "RAIL/LA patch"),
-    ("BCP self-training, V-Net", "bcp", {}, "vnet", {"has_dropout": True}, 2, 2, (80, 112, 112), "LA patch; paper batch 4+4"),
+    ("BCP self-training, V-Net", "bcp", {}, "vnet", {"has_dropout": True}, 2, 2, (80, 112, 112),
+     "LA patch; paper batch 4+4"),
     ("BCP, edge-guided V-Net", "bcp", {}, "vnet", {"has_dropout": True, "edge_guided": True}, 2, 2, (80, 112, 112),
      "LA patch; paper batch 4+4"),
     ("RAIL (2 V-Net + 2 ResVNet)", "rail", {"group_steps": 1}, "vnet", {"has_dropout": True}, 1, 1, (80, 112, 112),
@@ -108,7 +109,8 @@ def main() -> int:
             proc = subprocess.run([sys.executable, __file__, "--child", str(index), "--child-device", device,
                                    "--steps", str(args.steps)], capture_output=True, text=True)
             if proc.returncode != 0:
-                print(f"| {case[0]} | {case[7]} | | {device} | failed | | | {proc.stderr.strip().splitlines()[-1][:80]} |")
+                last_line = proc.stderr.strip().splitlines()[-1][:80]
+                print(f"| {case[0]} | {case[7]} | | {device} | failed | | | {last_line} |")
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)

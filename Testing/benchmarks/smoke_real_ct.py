@@ -42,9 +42,11 @@ def summarise(ct_path: Path, prediction_path: Path, teeth_slices: int) -> dict:
     bright = image.array > 1500
     low = np.zeros_like(found)
     low[:teeth_slices] = True  # array axis 0 is the file's slice axis (inferior first in this scan)
-    return {"ct": shown(ct_path), "prediction": shown(prediction_path), "labels": [int(v) for v in np.unique(labels.array) if v],
+    return {"ct": shown(ct_path), "prediction": shown(prediction_path),
+            "labels": [int(v) for v in np.unique(labels.array) if v],
             "volume_mm3": round(float(found.sum()) * voxel_mm3, 1),
-            "slices": [int(slices.min()), int(slices.max())] if slices.size else None, "slice_count": int(image.shape[0]),
+            "slices": [int(slices.min()), int(slices.max())] if slices.size else None,
+            "slice_count": int(image.shape[0]),
             "components": int(components),
             "share_in_lowest_slices": round(float((found & low).sum()) / max(1, int(found.sum())), 4),
             "bright_voxels_covered": round(float((found & bright).sum()) / max(1, int(bright.sum())), 4),

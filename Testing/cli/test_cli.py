@@ -14,7 +14,7 @@ import slicerio
 
 from toothseg import __version__
 from toothseg.cli import main
-from toothseg.core import LabelTable, Volume
+from toothseg.core import Volume
 from toothseg.core.io import read_label_map, write_volume
 
 from ..conftest import ellipsoid_teeth

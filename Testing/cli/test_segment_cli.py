@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slicerio
 import torch
 
 from toothseg.core import LabelTable, Volume
@@ -124,7 +123,8 @@ def test_batch_shards_by_rank(tmp_path, model3d):
         write_volume(scan(), cases / f"{name}.nii.gz")
     out = tmp_path / "out"
     for rank in (0, 1):
-        result = run("segment", cases, "-o", out, "--model", model3d, "--fast", env={"RANK": str(rank), "WORLD_SIZE": "2"})
+        result = run("segment", cases, "-o", out, "--model", model3d, "--fast",
+                     env={"RANK": str(rank), "WORLD_SIZE": "2"})
         assert result.returncode == 0, result.stderr
     rank0 = json.loads((out / "summary.rank0.json").read_text())
     rank1 = json.loads((out / "summary.rank1.json").read_text())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gzip
-import os
 import random
 from pathlib import Path
 

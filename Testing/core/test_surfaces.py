@@ -101,7 +101,8 @@ def test_smoothing_and_decimation_keep_surfaces_closed(tmp_path, teeth_volume):
     for before, after in zip(plain, results):
         assert after.watertight
         assert after.triangles < 0.6 * before.triangles
-        assert after.surface_volume_mm3 == pytest.approx(before.surface_volume_mm3, rel=0.10)  # small blobs shrink a little
+        # small blobs shrink a little
+        assert after.surface_volume_mm3 == pytest.approx(before.surface_volume_mm3, rel=0.10)
 
 
 def test_obj_merged_and_subset(tmp_path, teeth_volume):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from toothseg.core import GeometryMismatchError, InputError, Volume, check_same_geometry
 from toothseg.core.io.images import volume_from_sitk, volume_to_sitk

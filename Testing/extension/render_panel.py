@@ -22,7 +22,8 @@ def main(out: str) -> int:
     for box in panel.findChildren(QtWidgets.QGroupBox):
         box.setVisible(True)
     combo = panel.findChild(QtWidgets.QComboBox, "modelComboBox")
-    combo.addItems(["RAIL, 4-student ensemble [3D] — weights not installed", "U-Mamba2-SSL [3D] — weights not installed"])
+    combo.addItems(["RAIL, 4-student ensemble [3D] — weights not installed",
+                    "U-Mamba2-SSL [3D] — weights not installed"])
     panel.findChild(QtWidgets.QComboBox, "inputVolumeSelector").addItem("ToothSeg sample (synthetic CBCT)")
     panel.findChild(QtWidgets.QLabel, "inputInfoLabel").setText("149 x 130 x 112 voxels, 0.6 x 0.6 x 0.6 mm")
     panel.findChild(QtWidgets.QLabel, "modelCardLabel").setText(

@@ -36,7 +36,8 @@ def test_the_case_pool_the_gui_imports_needs_no_torch():
 
 def test_core_sources_never_import_slicer_or_training_code():
     pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|toothseg\.train)\b", re.MULTILINE)
-    offenders = [str(p) for p in (PACKAGE / "toothseg" / "core").rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    offenders = [str(p) for p in (PACKAGE / "toothseg" / "core").rglob("*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
 
 
@@ -50,7 +51,7 @@ def test_top_level_layout():
         names = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
     required = {"ToothSegExtension", "ToothSegTraining", "Resources", "Testing", "CMakeLists.txt", "README.md"}
     assert required <= names
-    assert names - required <= {"Makefile", "pytest.ini", "demo-output", "toothseg-demo"}
+    assert names - required <= {"Makefile", "pytest.ini", "ruff.toml", "demo-output", "toothseg-demo"}
 
 
 def test_extension_cmake_has_slicer_metadata():

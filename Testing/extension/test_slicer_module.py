@@ -52,7 +52,8 @@ def test_parameter_bindings_match_the_parameter_node():
 def test_every_logic_member_the_widget_uses_exists():
     """The widget only calls what ToothSegLogic defines (or inherits from Slicer's
     ScriptedLoadableModuleLogic: getParameterNode, Base/Python/slicer/ScriptedLoadableModule.py)."""
-    used = set(re.findall(r"self\.logic\.([A-Za-z_][A-Za-z0-9_]*)", (MODULE / "ToothSeg.py").read_text(encoding="utf-8")))
+    widget_code = (MODULE / "ToothSeg.py").read_text(encoding="utf-8")
+    used = set(re.findall(r"self\.logic\.([A-Za-z_][A-Za-z0-9_]*)", widget_code))
     tree = ast.parse((MODULE / "ToothSegLib" / "Logic.py").read_text(encoding="utf-8"))
     logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ToothSegLogic")
     defined = {n.name for n in logic.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
@@ -108,8 +109,22 @@ def test_progress_protocol_and_python_executable():
     assert Path(pythonSlicerExecutable()).exists()
 
 
+def test_the_writer_of_progress_lines_speaks_the_modules_protocol(capsys):
+    """Every ``--progress-lines`` command prints through print_progress_line; the module parses it back."""
+    from toothseg.core.progress import print_progress_line
+
+    sys.path.insert(0, str(MODULE))
+    try:
+        from ToothSegLib.Commands import parseProgressLine
+    finally:
+        sys.path.remove(str(MODULE))
+    print_progress_line(0.25, "fine model: window 2/8")
+    print_progress_line(1.0, "")
+    lines = capsys.readouterr().out.splitlines()
+    assert [parseProgressLine(line) for line in lines] == [(0.25, "fine model: window 2/8"), (1.0, "")]
+
+
 def test_geometry_adapter_agrees_with_the_core_and_simpleitk():
-    import SimpleITK as sitk
 
     from toothseg.core import Volume
     from toothseg.core.io.images import volume_to_sitk

@@ -9,7 +9,8 @@ import pytest
 
 from toothseg.train.config import load_recipe, stage_data
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "ToothSegTraining" / "toothseg" / "train" / "recipes").glob("*.yaml"))
+RECIPE_FOLDER = Path(__file__).resolve().parents[2] / "ToothSegTraining" / "toothseg" / "train" / "recipes"
+RECIPES = sorted(RECIPE_FOLDER.glob("*.yaml"))
 
 
 def test_every_method_family_has_a_recipe():
@@ -232,7 +233,8 @@ def test_benchmark_json_shows_paths_without_this_machines_folders(tmp_path, monk
     assert bench.shown("runs/relative") == "runs/relative"
     outside = tmp_path / "elsewhere" / "model"
     assert bench.shown(outside) == str(outside)
-    monkeypatch.setenv("TOOTHSEG_SHARED_DATA", str(tmp_path / "missing"))  # no shared data: repository paths still shown
+    # no shared data: repository paths are still shown
+    monkeypatch.setenv("TOOTHSEG_SHARED_DATA", str(tmp_path / "missing"))
     assert bench.shown(str(bench.REPO / "runs" / "m")) == "runs/m"
 
 
@@ -268,3 +270,18 @@ def test_edge_guided_fit_benchmark_trains_and_reports_both_modes():
     assert set(result) == {"seconds", "loss_train", "dice_train", "loss_eval", "dice_eval"}
     assert all(0.0 <= result[k] <= 1.0 for k in ("dice_train", "dice_eval"))
     assert bench.fit(bench.NETWORKS["plain V-Net"], image, mask, steps=2, seed=0)["loss_eval"] == result["loss_eval"]
+
+
+@pytest.mark.parametrize("bench_name", ["bench_ssl_ufba", "bench_ssl_synth3d"])
+def test_ssl_benchmarks_refuse_an_unwritable_output_before_training(tmp_path, monkeypatch, capsys, bench_name):
+    """The result is written after hours of training; a folder that cannot take it is refused first."""
+    bench = _benchmark(bench_name)
+    trained = []
+    monkeypatch.setattr(bench, "train", lambda command, run_dir: trained.append(run_dir) or 0.0)
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    out = blocker / "result.json"
+    assert bench.main(["--scale", "0.01", "--device", "cpu", "--runs", str(tmp_path / "runs"),
+                       "--out", str(out)]) == 1
+    assert "cannot create folder" in capsys.readouterr().err
+    assert trained == [] and blocker.read_text() == "not a folder" and not (tmp_path / "runs").exists()

@@ -168,7 +168,8 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, toy_dataset):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(data))
     single = subprocess.run([sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe), "--output",
-                             str(tmp_path / "one"), "--device", "cpu", "-q"], capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "one"), "--device", "cpu", "-q"],
+                            capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     env = dict(os.environ, OMP_NUM_THREADS="1")
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -218,11 +219,12 @@ def test_coarse_to_fine_recipe_with_pseudo_labels_exports_a_cascade(tmp_path, to
     shutil.rmtree(tmp_path / "run" / "fine_pl" / "model")
     shutil.copytree(tmp_path / "run" / "fine" / "model", tmp_path / "run" / "fine_pl" / "model")
     again = load_model_folder(train(base, tmp_path / "run").model)
-    assert again.members[1][1].card.weights_sha256 == load_model_folder(tmp_path / "run" / "fine" / "model").card.weights_sha256
+    fine = load_model_folder(tmp_path / "run" / "fine" / "model")
+    assert again.members[1][1].card.weights_sha256 == fine.card.weights_sha256
     assert again.members[1][1].card.weights_sha256 != model.members[1][1].card.weights_sha256
-    proc = subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(toy_dataset / "images" / "validation0.png"),
-                           "-o", str(tmp_path / "p.png"), "--model", str(result.model)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "toothseg.cli", "segment",
+                           str(toy_dataset / "images" / "validation0.png"), "-o", str(tmp_path / "p.png"),
+                           "--model", str(result.model)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -250,6 +252,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_curve(tmp_path, toy_dataset):
     process.wait(timeout=60)
     assert (tmp_path / "killed" / "0_supervised" / "checkpoint.pt").exists()
     assert not (tmp_path / "killed" / "model").exists(), "the run finished before it could be killed"
-    rerun = subprocess.run(command + ["--output", str(tmp_path / "killed")], capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command + ["--output", str(tmp_path / "killed")],
+                           capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     np.testing.assert_allclose(losses(tmp_path / "killed"), losses(tmp_path / "straight"), rtol=1e-5, atol=1e-6)

@@ -311,7 +311,8 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRenumber(self) -> None:
         segmentId = self.ui.segmentEditorWidget.currentSegmentID()
         with slicer.util.tryWithErrorDisplay(_("Could not renumber the tooth.")):
-            name = self.logic.renumberTooth(self._parameterNode.segmentation, segmentId, int(self.ui.renumberSpinBox.value))
+            newNumber = int(self.ui.renumberSpinBox.value)
+            name = self.logic.renumberTooth(self._parameterNode.segmentation, segmentId, newNumber)
             self.ui.statusLabel.text = _("Renamed to {name}").format(name=name)
 
     def onSaveCorrected(self) -> None:

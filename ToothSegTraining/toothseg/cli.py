@@ -21,6 +21,12 @@ EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 70, 130
 
 
 # --------------------------------------------------------------------------- helpers
+def add_progress_lines_option(parser: argparse.ArgumentParser) -> None:
+    """``--progress-lines``: the machine-readable progress the Slicer module reads (one option text everywhere)."""
+    parser.add_argument("--progress-lines", action="store_true",
+                        help="print 'progress FRACTION STAGE' lines on stdout (for the Slicer module)")
+
+
 def _progress_bar(description: str, quiet: bool):
     """A :class:`Progress` that drives a tqdm bar on stderr.
 
@@ -239,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    convert = sub.add_parser("convert", parents=[common], help="convert images and label maps (incl. to/from .seg.nrrd)",
+    convert = sub.add_parser("convert", parents=[common],
+                             help="convert images and label maps (incl. to/from .seg.nrrd)",
                              description="Convert NIfTI/NRRD/MHA/DICOM/HDF5/PNG images; a label map to a Slicer "
                                          ".seg.nrrd with one named, coloured segment per tooth, and back.")
     convert.add_argument("input", help="image/label file or DICOM folder")

@@ -45,13 +45,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .cli import _progress_bar
-    from .core.progress import CancelToken, Progress, cancel_on_sigterm
+    from .core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
     from .train.active_learning.loop import predict_pool
 
     pool = _pool(args.pool)
     token = CancelToken()
     if args.progress_lines:
-        progress, closer = Progress(lambda f, stage: print(f"progress {f:.4f} {stage}", flush=True), token), None
+        progress, closer = Progress(print_progress_line, token), None
     else:
         progress, closer = _progress_bar("predict", args.quiet)
         progress.token = token
@@ -132,14 +132,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .core.progress import CancelToken, Progress, cancel_on_sigterm
+    from .core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
     from .train.active_learning.loop import finetune_pool
 
     pool = _pool(args.pool)
     token = CancelToken()
     progress = None
     if args.progress_lines:  # the GUI's progress; Cancel (SIGTERM) checkpoints and exits, resumable
-        progress = Progress(lambda fraction, stage: print(f"progress {fraction:.4f} {stage}", flush=True))
+        progress = Progress(print_progress_line)
     with cancel_on_sigterm(token):
         result = finetune_pool(pool, args.recipe, args.start_from, args.device, args.set or [],
                                register=not args.no_register, quiet=args.quiet or args.progress_lines,
@@ -151,6 +151,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
+    from .cli import add_progress_lines_option
+
     al = sub.add_parser("al", parents=[common], help="active learning: case pool, review order, fine-tuning",
                         description="Active-learning loop on a pool folder: predict the cases, review the most "
                                     "uncertain first, accept corrections, fine-tune and promote a new model "
@@ -172,7 +174,7 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     predict.add_argument("--scores", default="entropy", metavar="LIST",
                          help="acquisition scores to compute: entropy,tta,ensemble (default: entropy)")
     predict.add_argument("--redo", action="store_true", help="predict again cases this model already predicted")
-    predict.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
+    add_progress_lines_option(predict)
     predict.set_defaults(func=cmd_predict)
 
     nxt = al_sub.add_parser("next", parents=[common], help="the cases to correct next (marked in_review)")
@@ -200,7 +202,8 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
                         help="remove temporary folders that interrupted writes left behind (untouched for an hour)")
     status.set_defaults(func=cmd_status)
 
-    finetune = al_sub.add_parser("finetune", parents=[common], help="fine-tune on corrected cases; promote if not worse",
+    finetune = al_sub.add_parser("finetune", parents=[common],
+                                 help="fine-tune on corrected cases; promote if not worse",
                                  description="Train RECIPE with the corrected cases as labeled data and the other "
                                              "images as unlabeled data, starting from the current model. The new "
                                              "version is promoted only if its mean tooth Dice on held-out corrected "
@@ -217,5 +220,5 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     finetune.add_argument("--no-register", action="store_true", help="do not add the version to the model catalogue")
     finetune.add_argument("--restart", action="store_true",
                           help="discard an interrupted fine-tuning run instead of resuming it")
-    finetune.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
+    add_progress_lines_option(finetune)
     finetune.set_defaults(func=cmd_finetune)

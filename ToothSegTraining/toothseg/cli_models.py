@@ -68,12 +68,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     from .core.models.download import download_model
-    from .core.progress import CancelToken, Progress, cancel_on_sigterm
+    from .core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
 
     token = CancelToken()
     if args.progress_lines:
-        def callback(fraction: float, stage: str) -> None:
-            print(f"progress {fraction:.4f} {stage}", flush=True)
+        callback = print_progress_line
     else:
         def callback(fraction: float, stage: str) -> None:
             if not args.quiet:
@@ -106,8 +105,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
             raise InputError("nnunet import needs " + ", ".join(f"--{m}" for m in missing))
         out = importers.import_nnunet_checkpoint(args.checkpoint, args.plans, args.dataset, args.out,
-                                                 configuration=args.configuration, model_id=args.id or "nnunet-imported",
-                                                 overwrite=args.overwrite)
+                                                 configuration=args.configuration,
+                                                 model_id=args.id or "nnunet-imported", overwrite=args.overwrite)
     print(f"wrote model folder {out}; check it with 'toothseg models verify {out}', install with "
           f"'toothseg models add {out}'")
     return 0
@@ -125,6 +124,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) -> None:
+    from .cli import add_progress_lines_option
+
     models = sub.add_parser("models", parents=[common], help="list, show, add, verify and import models",
                             description="The model catalogue (Resources/Models/catalog.json) and your model folders "
                                         "($TOOTHSEG_MODELS_DIR, default ~/.toothseg/models).")
@@ -138,17 +139,19 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("path")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_add)
-    p = verbs.add_parser("get", parents=[common], help="download a catalogue model's archive, check its SHA-256, install",
+    p = verbs.add_parser("get", parents=[common],
+                         help="download a catalogue model's archive, check its SHA-256, install",
                          description="Only entries with source.archive (url + sha256) can be downloaded; the others "
                                      "say how to obtain and import their weights ('toothseg models show ID').")
     p.add_argument("id")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--progress-lines", action="store_true", help="print 'progress FRACTION STAGE' lines (for the GUI)")
+    add_progress_lines_option(p)
     p.set_defaults(func=cmd_get)
     p = verbs.add_parser("verify", parents=[common], help="check a model's card, SHA-256 and weights")
     p.add_argument("id", help="catalogue ID or model folder")
     p.set_defaults(func=cmd_verify)
-    p = verbs.add_parser("pack", parents=[common], help="copy a model folder for bundling or sharing (optionally float16)",
+    p = verbs.add_parser("pack", parents=[common],
+                         help="copy a model folder for bundling or sharing (optionally float16)",
                          description="Copy a verified model folder, members included, to a new folder; --half stores "
                                      "the weights as float16 (half the size; the network still runs in float32).")
     p.add_argument("source", help="catalogue ID or model folder")
@@ -158,7 +161,8 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.set_defaults(func=cmd_pack)
     p = verbs.add_parser("import-checkpoint", parents=[common],
                          help="convert RAIL or nnU-Net/U-Mamba2 checkpoints into a model folder",
-                         description="Checkpoints are read with torch.load(weights_only=True): pickled code is refused.")
+                         description="Checkpoints are read with torch.load(weights_only=True): pickled code is "
+                                     "refused.")
     p.add_argument("format", choices=("rail", "nnunet"))
     p.add_argument("--out", required=True, help="new model folder")
     p.add_argument("--id", help="model ID for the card")

@@ -68,13 +68,10 @@ def _write_result(prediction, output: Path, overwrite: bool) -> None:
 
 
 def _progress(args, label: str, token):
-    from .core.progress import Progress
+    from .core.progress import Progress, print_progress_line
 
     if args.progress_lines:
-        def callback(fraction: float, stage: str) -> None:
-            print(f"progress {fraction:.4f} {stage}", flush=True)
-
-        return Progress(callback, token), None
+        return Progress(print_progress_line, token), None
     from .cli import _progress_bar
 
     progress, bar = _progress_bar(label, args.quiet)
@@ -154,7 +151,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                    Path(args.uncertainty) if args.uncertainty else None,
                                    Path(args.overlay) if args.overlay else None)
             count = len(summary["labels"])
-            print(f"wrote {output}: {count} label{'' if count == 1 else 's'} ({', '.join(map(str, summary['labels']))})")
+            listed = ", ".join(map(str, summary["labels"]))
+            print(f"wrote {output}: {count} label{'' if count == 1 else 's'} ({listed})")
             if "overlay" in summary:
                 print(f"wrote {summary['overlay']}: picture of the labels over the image")
             for warning in summary["warnings"]:
@@ -207,6 +205,8 @@ def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
 
 
 def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
+    from .cli import add_progress_lines_option
+
     p = sub.add_parser("segment", parents=[common], help="segment teeth in a scan, a DICOM folder or a folder of cases",
                        description="Segment teeth. INPUT is an image file, a DICOM folder, or a folder of cases "
                                    "(batch: one output per case id, resumable; shards across processes under "
@@ -220,7 +220,8 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="mirrored test-time augmentation on the axes the model allows (default on)")
     p.add_argument("--fast", action="store_true", help="no TTA and less window overlap")
-    p.add_argument("--batch-size", type=int, default=0, help="windows per forward pass (default: 2 on a GPU, 1 on a CPU)")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="windows per forward pass (default: 2 on a GPU, 1 on a CPU)")
     p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")
@@ -230,6 +231,5 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=OUTPUT_FORMATS, help="output type in batch mode")
     p.add_argument("--report", metavar="JSON", help="write what was found (labels, warnings, timings)")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--progress-lines", action="store_true",
-                   help="print 'progress FRACTION STAGE' lines on stdout (for the Slicer module)")
+    add_progress_lines_option(p)
     p.set_defaults(func=cmd_segment)

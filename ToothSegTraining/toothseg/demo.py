@@ -113,7 +113,8 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     else:
         predictor = Predictor(folder, InferenceOptions(device=device, tta=not fast, fast=fast))
         if predictor.card.input_kind != "3d":
-            raise InputError(f"the demo needs a 3D model; {predictor.card.id} is for {predictor.card.input_kind} images")
+            raise InputError(f"the demo needs a 3D model; {predictor.card.id} is for "
+                             f"{predictor.card.input_kind} images")
         prediction = predictor.predict(image, progress.sub(0.0, 0.8, "segment"))
         model_name = f"{predictor.card.id} ({folder})"
     seconds["segment"] = round(time.perf_counter() - start, 2)

@@ -27,7 +27,8 @@ from .core.errors import InputError, OutputWriteError
 from .core.io.atomic import atomic_output, atomic_write_text, describe_os_error
 from .core.labels import fdi_name, is_fdi_tooth
 
-__all__ = ["CaseView", "ReportData", "crop_to_content", "prepare_report_folder", "worst_slice", "tooth_group", "write_report"]
+__all__ = ["CaseView", "ReportData", "crop_to_content", "prepare_report_folder", "worst_slice", "tooth_group",
+           "write_report"]
 
 #: Dental chart as seen facing the patient: upper jaw 18…11 | 21…28, lower jaw 48…41 | 31…38.
 CHART_ROWS = ([18, 17, 16, 15, 14, 13, 12, 11, 21, 22, 23, 24, 25, 26, 27, 28],
@@ -277,7 +278,8 @@ def write_report(data: ReportData, folder: str | Path, worst: int = 3, note: str
         sections += ["<h2>Problems</h2>", _table(("case", "problem"),
                                                    [(p["case"], p["problem"]) for p in data.problems])]
     sections += ["<h2>Per tooth</h2>", _image("dental_chart.png", _chart_png(per_tooth), folder, "dental chart"),
-                 _image("dice_by_tooth_type.png", _box_png({data.method: data.tooth_rows, **data.other_methods}), folder, "box plot"),
+                 _image("dice_by_tooth_type.png", _box_png({data.method: data.tooth_rows, **data.other_methods}),
+                        folder, "box plot"),
                  "<p>Means over the cases whose ground truth has the tooth; NSD at 1 mm; HD95 and ASD in "
                  "millimetres, averaged over the detected teeth only (a missed tooth has no distance and is "
                  "counted in <i>detected</i> instead).</p>",

@@ -67,7 +67,8 @@ def test_small_image_is_padded_and_skipped_windows_count_as_background():
 
     probs = sliding_window_predict(torch.zeros(1, 3, 5, 5), predictor, 2, SlidingWindowConfig((8, 8, 8), exact=True))
     assert probs.shape == (2, 3, 5, 5)
-    probs = sliding_window_predict(torch.zeros(1, 8, 8, 16), predictor, 2, SlidingWindowConfig((8, 8, 8), 0.0, exact=True),
+    probs = sliding_window_predict(torch.zeros(1, 8, 8, 16), predictor, 2,
+                                   SlidingWindowConfig((8, 8, 8), 0.0, exact=True),
                                    skip=lambda window: window[2].start >= 8)
     assert torch.all(probs[0, :, :, 8:] == 1) and torch.all(probs[1, :, :, :8] > 0.7)
 
@@ -128,6 +129,6 @@ def test_blending_equals_monai_sliding_window_inference():
     with torch.no_grad():
         expected = monai_inferers.sliding_window_inference(image, (8, 12, 10), 3, predictor, overlap=0.4,
                                                            mode="gaussian", sigma_scale=0.125)[0]
-        ours = sliding_window_predict(image[0], predictor, 4,
-                                      SlidingWindowConfig((8, 12, 10), 0.4, batch_size=3, placement="monai", exact=True))
+        config = SlidingWindowConfig((8, 12, 10), 0.4, batch_size=3, placement="monai", exact=True)
+        ours = sliding_window_predict(image[0], predictor, 4, config)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)

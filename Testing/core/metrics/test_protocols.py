@@ -44,7 +44,8 @@ def test_cli_json_has_the_challenge_keys(tmp_path):
     assert {k: round(data[k], 4) for k in OFFICIAL_VALIDATION_0002} == OFFICIAL_VALIDATION_0002
 
 
-@pytest.mark.parametrize("spacing, tolerance", [((1.0, 1.0, 1.0), 2.0), ((0.3, 0.25, 0.25), 0.5), ((2.0, 0.7, 0.7), 1.0)])
+@pytest.mark.parametrize("spacing, tolerance",
+                         [((1.0, 1.0, 1.0), 2.0), ((0.3, 0.25, 0.25), 0.5), ((2.0, 0.7, 0.7), 1.0)])
 def test_nsd_equals_monai_subvoxel_surface_dice(spacing, tolerance):
     import torch
     from monai.metrics import compute_surface_dice

@@ -25,8 +25,9 @@ def vnet_formula(n=16, classes=2, cin=1):
     """RAIL's V-Net table in methods.md §1.1, counted by hand (conv bias + BatchNorm γ/β)."""
     f = n
     total = 0
-    for stages, c_in, c_out in [(1, cin, f), (2, 2 * f, 2 * f), (3, 4 * f, 4 * f), (3, 8 * f, 8 * f), (3, 16 * f, 16 * f),
-                                (3, 8 * f, 8 * f), (3, 4 * f, 4 * f), (2, 2 * f, 2 * f), (1, f, f)]:
+    for stages, c_in, c_out in [(1, cin, f), (2, 2 * f, 2 * f), (3, 4 * f, 4 * f), (3, 8 * f, 8 * f),
+                                (3, 16 * f, 16 * f), (3, 8 * f, 8 * f), (3, 4 * f, 4 * f), (2, 2 * f, 2 * f),
+                                (1, f, f)]:
         for i in range(stages):
             total += conv(c_in if i == 0 else c_out, c_out, 3) + 2 * c_out
     for c_in, c_out in [(f, 2 * f), (2 * f, 4 * f), (4 * f, 8 * f), (8 * f, 16 * f),  # strided down convs
@@ -182,7 +183,8 @@ def test_forward_backward_and_feature_split(name, kwargs, shape):
     assert out.shape == (shape[0], 3, *shape[2:])
     out.square().mean().backward()
     # nnU-Net always builds every deep-supervision head; without deep supervision only the last is used
-    heads = {f"decoder.seg_layers.{i}." for i in range(8)} - {f"decoder.seg_layers.{len(kwargs.get('strides', [])) - 2}."}
+    last_head = len(kwargs.get("strides", [])) - 2
+    heads = {f"decoder.seg_layers.{i}." for i in range(8)} - {f"decoder.seg_layers.{last_head}."}
     grads = {n: p.grad for n, p in model.named_parameters() if not any(n.startswith(h) for h in heads)}
     assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
     assert any(g.abs().sum() > 0 for g in grads.values())

@@ -55,7 +55,8 @@ def _nnunet_files(tmp_path, class_name="UMambaBot2"):
                        "normalization_schemes": ["CTNormalization"],
                        "architecture": {"network_class_name": "x.y.ResidualEncoderUNet", "arch_kwargs": arch_kwargs}},
         "3d_mamba": {"inherits_from": "3d_fullres",
-                     "architecture": {"network_class_name": f"nnunetv2.nets.{class_name}", "arch_kwargs": arch_kwargs}}},
+                     "architecture": {"network_class_name": f"nnunetv2.nets.{class_name}",
+                                      "arch_kwargs": arch_kwargs}}},
         "foreground_intensity_properties_per_channel": {"0": {"mean": 1254.8, "std": 530.0,
                                                               "percentile_00_5": -200.0, "percentile_99_5": 3000.0}}}
     dataset = {"name": "STSR25", "channel_names": {"0": "CBCT"},

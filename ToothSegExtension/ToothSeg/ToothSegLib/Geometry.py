@@ -24,7 +24,10 @@ def ijkToRasFromGeometry(spacing, origin, direction) -> np.ndarray:
     return RAS_FROM_LPS @ ijkToLps
 
 
-def geometryFromIjkToRas(ijkToRas: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float], np.ndarray]:
+Vector3 = tuple[float, float, float]
+
+
+def geometryFromIjkToRas(ijkToRas: np.ndarray) -> tuple[Vector3, Vector3, np.ndarray]:
     """(spacing, origin, direction) in the core's LPS convention from a node's IJK→RAS matrix."""
     ijkToLps = RAS_FROM_LPS @ np.asarray(ijkToRas, dtype=float)
     columns = ijkToLps[:3, :3]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -192,7 +191,9 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, volumeNode, modelId: str, device: str = "auto", fast: bool = False, tta: bool = True,
                           uncertainty: bool = False, onProgress=None, onFinished=None) -> ToothSegProcess:
-        """Segment ``volumeNode`` in a background process; ``onFinished(segmentationNode, uncertaintyNode, message)``."""
+        """Segment ``volumeNode`` in a background process.
+
+        ``onFinished(segmentationNode, uncertaintyNode, message)`` is called when it ends."""
         if volumeNode is None:
             raise ValueError("Select an input volume first.")
         if self.process is not None and self.process.isRunning():

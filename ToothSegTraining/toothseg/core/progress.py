@@ -79,3 +79,9 @@ def cancel_on_sigterm(token: CancelToken) -> Iterator[CancelToken]:
         yield token
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def print_progress_line(fraction: float, stage: str) -> None:
+    """Print one ``progress FRACTION STAGE`` line on stdout (flushed): the protocol of ``--progress-lines``,
+    which the Slicer module's background-process runner parses."""
+    print(f"progress {fraction:.4f} {stage}", flush=True)

@@ -150,7 +150,8 @@ def check_same_geometry(a: Volume, b: Volume, what_a: str = "image", what_b: str
     if a.shape != b.shape:
         problems.append(f"size {a.size_xyz} vs {b.size_xyz}")
     if not np.allclose(a.spacing, b.spacing, rtol=_GEOMETRY_RTOL, atol=0):
-        problems.append(f"spacing {tuple(round(s, 5) for s in a.spacing)} vs {tuple(round(s, 5) for s in b.spacing)} mm")
+        problems.append(f"spacing {tuple(round(s, 5) for s in a.spacing)} vs "
+                        f"{tuple(round(s, 5) for s in b.spacing)} mm")
     tol = max(_GEOMETRY_ATOL_MM, _GEOMETRY_RTOL * max(a.spacing))
     if not np.allclose(a.origin, b.origin, atol=tol, rtol=0):
         problems.append(f"origin {tuple(round(o, 3) for o in a.origin)} vs {tuple(round(o, 3) for o in b.origin)} mm")

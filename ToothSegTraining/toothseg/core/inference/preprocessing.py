@@ -126,7 +126,8 @@ def axis_weights(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, tor
     return lower, upper, (position - lower).float()
 
 
-def _interp_axis(block: torch.Tensor, axis: int, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _interp_axis(block: torch.Tensor, axis: int,
+                 weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     lower, upper, frac = weights
     if torch.equal(lower, upper) and not frac.any():
         return block if block.shape[axis] == len(lower) else block.index_select(axis, lower)

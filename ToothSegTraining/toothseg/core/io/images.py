@@ -310,7 +310,8 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], overwrite: bool =
     path = Path(path)
     suffix = _suffix(path)
     if suffix not in WRITABLE_SUFFIXES:
-        raise InputError(f"{path}: cannot write '{suffix or path.name}' files (supported: {', '.join(WRITABLE_SUFFIXES)})")
+        raise InputError(f"{path}: cannot write '{suffix or path.name}' files "
+                         f"(supported: {', '.join(WRITABLE_SUFFIXES)})")
     as_2d = suffix == ".png"
     if as_2d and volume.array.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(volume.array.dtype, np.integer) and volume.array.min() >= 0 and volume.array.max() < 65536:

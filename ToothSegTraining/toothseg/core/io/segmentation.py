@@ -188,7 +188,8 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
     overlaps = 0
     for layer_index in range(layers.shape[0]):
         layer = layers[layer_index]
-        in_layer = [(int(seg.get("labelValue", 1)), value) for seg, value in plan if int(seg.get("layer", 0)) == layer_index]
+        in_layer = [(int(seg.get("labelValue", 1)), value) for seg, value in plan
+                    if int(seg.get("layer", 0)) == layer_index]
         if not in_layer:
             continue
         lut = np.zeros(max(int(layer.max()), *(stored for stored, _ in in_layer)) + 1, dtype=dtype)

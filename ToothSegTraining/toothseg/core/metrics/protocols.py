@@ -87,7 +87,7 @@ def sts2024_case(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     gt_labels = sorted(present_gt - {0})
     dsc, iou, nsd = [], [], []
     true_positives = 0
-    for label, (a, b) in label_crops(gt, pred, gt_labels, objects_gt, objects_pred).items():
+    for a, b in label_crops(gt, pred, gt_labels, objects_gt, objects_pred).values():
         dsc.append(_dice(a, b))
         value = _iou(a, b)
         iou.append(value)
@@ -141,7 +141,7 @@ def stsr2025_cases(pairs: Iterable[tuple[np.ndarray, np.ndarray | None, Sequence
         present_gt, present_pred = present_labels(gt, objects_gt), present_labels(pred, objects_pred)
         gt_labels = sorted(present_gt - {0})
         hits = 0
-        for label, (a, b) in label_crops(gt, pred, gt_labels, objects_gt, objects_pred).items():
+        for a, b in label_crops(gt, pred, gt_labels, objects_gt, objects_pred).values():
             value = _iou(a, b)
             s.instance_dsc.append(_dice(a, b))
             s.instance_iou.append(value)

@@ -30,7 +30,7 @@ def crop_to_union(a: np.ndarray, b: np.ndarray, margin: int = 3) -> tuple[np.nda
         present = np.flatnonzero(union.any(axis=other))
         lo.append(present[0])
         hi.append(present[-1] + 1)
-    box = tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
+    box = tuple(slice(int(low), int(high)) for low, high in zip(lo, hi))
     pad = [(margin, margin)] * union.ndim
     return np.pad(a[box], pad), np.pad(b[box], pad)
 

@@ -110,7 +110,8 @@ def check_state_dict_fits(network, state: dict[str, Any], architecture: str) -> 
         return
     if mismatched:
         key = mismatched[0]
-        first = f"'{key}' has shape {tuple(state[key].shape)} in the weights but {tuple(expected[key].shape)} in the network"
+        first = (f"'{key}' has shape {tuple(state[key].shape)} in the weights but {tuple(expected[key].shape)} "
+                 "in the network")
     elif missing:
         first = f"'{missing[0]}' is missing from the weights"
     else:

@@ -112,7 +112,8 @@ class ResidualEncoder(nn.Module):
         stages = []
         channels = features[0]
         for s, n_blocks in enumerate(blocks):
-            stages.append(StackedResidualBlocks(n_blocks, dims, channels, features[s], kernels[s], strides[s], bias, norm))
+            stages.append(StackedResidualBlocks(n_blocks, dims, channels, features[s], kernels[s], strides[s], bias,
+                                                norm))
             channels = features[s]
         self.stages = nn.Sequential(*stages)
 

@@ -83,7 +83,8 @@ class _VNetDecoder(SegmentationNetwork):
         return self.out_conv(x)
 
 
-@register_architecture("vnet", dims=(3,), summary="RAIL's V-Net student (additive skips, optional dropout, edge guidance)")
+@register_architecture("vnet", dims=(3,),
+                       summary="RAIL's V-Net student (additive skips, optional dropout, edge guidance)")
 class VNet(_VNetDecoder):
     """V-Net of RAIL/SSL4MIS.
 

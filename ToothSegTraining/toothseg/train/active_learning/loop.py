@@ -281,7 +281,8 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
         parent = start_from or state.current_model
         if parent:
             parent_folder, parent = resolve_model(pool, parent, _kind_of(pool))
-        run = {"version": version, "run": f"runs/{version}", "recipe": str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
+        run = {"version": version, "run": f"runs/{version}",
+               "recipe": str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
                "parent": parent, "parent_folder": str(parent_folder) if parent_folder else None,
                "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
         run_dir = pool.folder / run["run"]

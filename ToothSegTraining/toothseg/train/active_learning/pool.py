@@ -240,7 +240,8 @@ class CasePool:
         """The next unused revision file: above every revision named in the manifest *or* on disk."""
         folder = self.folder / "labels" / record.id
         numbers = [0]
-        for name in [Path(p).name for p in record.labels] + ([p.name for p in folder.iterdir()] if folder.is_dir() else []):
+        on_disk = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        for name in [Path(p).name for p in record.labels] + on_disk:
             match = _REVISION.match(name)
             if match:
                 numbers.append(int(match.group(1)))

@@ -60,7 +60,8 @@ def spatial_augment(image: np.ndarray, labels: np.ndarray | None, config: Augmen
         displacement = []
         for axis in range(ndim):
             field = rng.standard_normal(coarse) * config.elastic_mm / spacing[axis]
-            displacement.append(ndimage.zoom(field, shape / np.array(coarse), order=3)[tuple(slice(0, s) for s in shape)])
+            smooth = ndimage.zoom(field, shape / np.array(coarse), order=3)
+            displacement.append(smooth[tuple(slice(0, s) for s in shape)])
         changed = True
     if changed:
         centre = (shape - 1) / 2.0
@@ -79,7 +80,8 @@ def spatial_augment(image: np.ndarray, labels: np.ndarray | None, config: Augmen
             labels = np.flip(labels, axis=axis)
             if lr_classes is not None:  # class indices beyond the table (255 = ignore) stay as they are
                 inside = labels < len(lr_classes)
-                labels = np.where(inside, lr_classes[np.minimum(labels, len(lr_classes) - 1)], labels).astype(labels.dtype)
+                swapped = lr_classes[np.minimum(labels, len(lr_classes) - 1)]
+                labels = np.where(inside, swapped, labels).astype(labels.dtype)
     for axis in config.other_flip_axes:
         if rng.random() < 0.5:
             image = np.flip(image, axis=axis + 1)

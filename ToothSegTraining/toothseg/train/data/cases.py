@@ -80,7 +80,8 @@ def _stable_key(case_id: str) -> str:
     return hashlib.sha256(f"toothseg-ufba425-{case_id}".encode()).hexdigest()
 
 
-def make_ufba_split(case_ids: list[str], fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict[str, list[str]]:
+def make_ufba_split(case_ids: list[str],
+                    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict[str, list[str]]:
     """Train/val/test split stratified by UFBA category (``cateN``), ordered by a fixed hash."""
     by_category: dict[str, list[str]] = defaultdict(list)
     for case_id in case_ids:

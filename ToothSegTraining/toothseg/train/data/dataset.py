@@ -129,7 +129,8 @@ class TrainingData:
             return labeled, [Case(c.id, c.image) for c in unlabeled], validation
         if d.source == "ufba425":
             labeled = ufba_cases(d.labeled or "train", d.labeled_fraction, "labeled")
-            unlabeled = ufba_cases(d.labeled or "train", d.labeled_fraction, "unlabeled") if d.unlabeled != "none" else []
+            unlabeled = (ufba_cases(d.labeled or "train", d.labeled_fraction, "unlabeled")
+                         if d.unlabeled != "none" else [])
             validation = ufba_cases(d.validation or "val") if d.validation != "none" else []
             return labeled, unlabeled, validation
         if d.source == "synthetic":
@@ -214,7 +215,8 @@ class TrainingData:
         if centre is None:
             centre = [rng.integers(0, max(1, s)) for s in spatial]
         start = [int(c) - p // 2 for c, p in zip(centre, size)]
-        start = [min(max(s, min(0, n - p)), max(0, n - p)) if n >= p else (n - p) // 2 for s, n, p in zip(start, spatial, size)]
+        start = [min(max(s, min(0, n - p)), max(0, n - p)) if n >= p else (n - p) // 2
+                 for s, n, p in zip(start, spatial, size)]
         return start
 
     @staticmethod
@@ -309,7 +311,8 @@ class TrainingData:
         tensor = torch.from_numpy(image.array.astype(np.float32))
         normalize_intensities(tensor, IntensityNormalization(**self.config.intensity), stats)
         classes = self._labels_to_classes(labels.array, case.id)
-        prepared = PreparedCase(case.id, tensor.numpy()[None], classes, image.spacing_zyx, self._foreground(classes, 4000))
+        prepared = PreparedCase(case.id, tensor.numpy()[None], classes, image.spacing_zyx,
+                                self._foreground(classes, 4000))
         return self._sample(prepared, rng, labeled=True)
 
     def reference_values(self, labels: np.ndarray) -> np.ndarray:

@@ -140,8 +140,9 @@ class Trainer:
                 self.method.nets[name] = DistributedDataParallel(self.method.nets[name], device_ids=ids,
                                                                  find_unused_parameters=True)
         groups = getattr(self.method, "optimizer_groups", lambda: [list(self.trainable)])()
-        self.optimizers = [build_optimizer(self.stage.optimizer, [p for n in group for p in self.method.nets[n].parameters()
-                                                                  if p.requires_grad]) for group in groups]
+        self.optimizers = [build_optimizer(self.stage.optimizer,
+                                           [p for n in group for p in self.method.nets[n].parameters()
+                                            if p.requires_grad]) for group in groups]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     # ------------------------------------------------------------------ checkpoints
@@ -272,9 +273,9 @@ class Trainer:
             if hasattr(net, "deep_supervision"):
                 net.deep_supervision = False
         try:
-            predictor = Predictor(self._loaded(), InferenceOptions(device=str(self.device.type), tta=False, overlap=0.25,
-                                                                   postprocessing=self.recipe.export.postprocessing or [],
-                                                                   numbering_checks=False))
+            options = InferenceOptions(device=str(self.device.type), tta=False, overlap=0.25,
+                                       postprocessing=self.recipe.export.postprocessing or [], numbering_checks=False)
+            predictor = Predictor(self._loaded(), options)
             scores = [mean_dice(self.data.reference_values(labels.array), predictor.predict(image).labels.array)
                       for _, image, labels in volumes]
         finally:
@@ -338,7 +339,7 @@ class Trainer:
                 for optimizer in self.optimizers:
                     optimizer.zero_grad(set_to_none=True)
                 logs: dict[str, float] = {}
-                for micro in range(accumulate):  # accumulate, then one optimiser step (U-Mamba2's bug U1 fixed)
+                for _ in range(accumulate):  # accumulate, then one optimiser step (U-Mamba2's bug U1 fixed)
                     batch = next(batches)
                     with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
                         output = self.method.train_step(batch, step)
@@ -371,7 +372,8 @@ class Trainer:
                 done = step + 1
                 if self.on_step is not None and self.rank == 0:
                     self.on_step(done, total, loss)
-                if self.stage.validate_every and done % self.stage.validate_every == 0 and done < total and self.rank == 0:
+                validate_now = bool(self.stage.validate_every) and done % self.stage.validate_every == 0
+                if validate_now and done < total and self.rank == 0:
                     metrics = self.validate()
                     if metrics:
                         _append_csv(self.out_dir / "validation.csv", {"step": done, **metrics})

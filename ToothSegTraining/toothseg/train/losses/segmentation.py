@@ -18,7 +18,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_backgroun
     """``1 - mean_c (2 Σ p y + s) / (Σ p + Σ y + s)`` over the classes present in target or prediction."""
     probs = torch.softmax(logits.float(), dim=1)
     classes = logits.shape[1]
-    valid = torch.ones_like(target, dtype=probs.dtype) if ignore_index is None else (target != ignore_index).to(probs.dtype)
+    valid = (torch.ones_like(target, dtype=probs.dtype) if ignore_index is None
+             else (target != ignore_index).to(probs.dtype))
     safe_target = target.clamp(0, classes - 1) if ignore_index is not None else target
     onehot = F.one_hot(safe_target.long(), classes).movedim(-1, 1).to(probs.dtype)
     probs = probs * valid[:, None]

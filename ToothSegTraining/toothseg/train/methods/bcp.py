@@ -120,7 +120,8 @@ class BCPPretrain(_BCPBase):
         xa, xb, ya, yb = image[:half], image[half:2 * half], label[:half], label[half:2 * half]
         mixed = xa * m + xb * (1 - m)
         target = torch.where(m.bool(), ya, yb)
-        loss = weighted_mix_loss(self.main_output(self.nets["student"](mixed)), target, torch.ones_like(target, dtype=torch.float))
+        loss = weighted_mix_loss(self.main_output(self.nets["student"](mixed)), target,
+                                 torch.ones_like(target, dtype=torch.float))
         return StepOutput(loss, {"supervised": loss})
 
 

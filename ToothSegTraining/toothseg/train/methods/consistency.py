@@ -127,7 +127,8 @@ class Consistency(Method):
                 cr = cr + w * F.mse_loss(torch.softmax(p.float(), 1), torch.softmax(t.float(), 1))
         loss = self.weight(step) * cr
         return StepOutput(loss, {"supervised": zero, "consistency": loss, "pseudo": zero},
-                          unsupervised=("consistency", "pseudo"), logs={"unlabeled_step": 1.0, "w_cr": self.weight(step)})
+                          unsupervised=("consistency", "pseudo"),
+                          logs={"unlabeled_step": 1.0, "w_cr": self.weight(step)})
 
 
 @dataclass

@@ -131,7 +131,8 @@ class RAIL(Method):
         if first_turn:
             for name in names:
                 terms["supervised"] = terms["supervised"] + dice_ce_loss(logits[name][:n_l], y)
-                terms["teacher"] = terms["teacher"] + w_t * F.mse_loss(torch.softmax(logits[name][n_l:], 1), teacher_target)
+                student = torch.softmax(logits[name][n_l:], 1)
+                terms["teacher"] = terms["teacher"] + w_t * F.mse_loss(student, teacher_target)
             return self._output(terms)
         dice = {n: float(soft_dice_loss(logits[n][:n_l].detach(), y)) for n in STUDENTS}
         best = min(dice, key=dice.get)

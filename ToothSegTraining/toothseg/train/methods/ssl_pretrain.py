@@ -38,7 +38,7 @@ def block_mask(shape: tuple[int, ...], cube: int, ratio: float, generator: torch
         chosen = torch.zeros(cells, dtype=torch.bool)
         chosen[torch.randperm(cells, generator=generator)[:count]] = True
         cell_mask = chosen.view(grid)
-        for axis, s in enumerate(spatial):
+        for axis in range(len(spatial)):
             cell_mask = cell_mask.repeat_interleave(cube, dim=axis)
         masks.append(cell_mask[tuple(slice(0, s) for s in spatial)])
     return torch.stack(masks)

@@ -124,7 +124,8 @@ def prepare_anatomy(labels: Volume, bone_margin_mm: float = 4.0, soft_margin_mm:
     tissue[tooth_mask & (depth >= 0.55 * max_depth) & (max_depth > 1.2)] = PULP
     # bone around the roots (not the crowns), cortical outer shell; soft tissue envelope; air
     roots = tooth_mask & ~crown
-    dist_roots = _downsampled_distance(roots, spacing, inside=False) if roots.any() else np.full(array.shape, 1e9, np.float32)
+    dist_roots = (_downsampled_distance(roots, spacing, inside=False) if roots.any()
+                  else np.full(array.shape, 1e9, np.float32))
     dist_teeth = _downsampled_distance(tooth_mask, spacing, inside=False) if tooth_mask.any() else dist_roots
     near_crown = crown_neighbourhood(crown, spacing, 1.5)
     bone = (dist_roots <= bone_margin_mm) & ~tooth_mask & ~(near_crown & (dist_roots > 1.0))  # crowns stand free
