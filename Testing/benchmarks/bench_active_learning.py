@@ -14,7 +14,13 @@ strategy starts from the same labeled images and the same first model. It runs t
 
 Writes ``OUT/active_learning.json`` (curves and settings) and ``OUT/active_learning.png`` (test Dice
 against corrected cases per strategy), and prints how many corrections each strategy needed to
-reach the random strategy's final Dice.
+reach the random strategy's final Dice. Runs with other ``--seed`` values (other starting images,
+other random picks) are averaged by
+
+    python Testing/benchmarks/bench_active_learning.py --combine RUN0.json RUN1.json --out DIR
+
+which writes ``DIR/active_learning_seeds.json`` and ``.png``: the mean curve per strategy, each seed's
+curve, and the corrections each strategy needs on the mean curve.
 """
 
 from __future__ import annotations
@@ -120,6 +126,39 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
     return results
 
 
+def combine(runs: list[dict]) -> dict:
+    """Mean curve per strategy over runs with different seeds (same settings otherwise).
+
+    Raises ValueError when the runs do not share strategies, rounds and settings other than the seed:
+    averaging unlike curves would give a figure that means nothing."""
+    if len(runs) < 2:
+        raise ValueError("--combine needs at least two result files")
+    settings = [{k: v for k, v in r["settings"].items() if k != "seed"} for r in runs]
+    if any(s != settings[0] for s in settings[1:]):
+        raise ValueError("the runs differ in more than the seed: " + json.dumps(settings))
+    seeds = [r["settings"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the same seed appears twice: {seeds}")
+    strategies = list(runs[0]["curves"])
+    combined: dict = {"settings": {**runs[0]["settings"], "seed": seeds}, "curves": {}}
+    for strategy in strategies:
+        curves = [r["curves"].get(strategy, {}).get("points") for r in runs]
+        if any(c is None or [p[0] for p in c] != [p[0] for p in curves[0]] for c in curves):
+            raise ValueError(f"strategy {strategy!r} is missing from a run or has other rounds")
+        dice = np.array([[p[1] for p in c] for c in curves], dtype=float)
+        counts = [p[0] for p in curves[0]]
+        combined["curves"][strategy] = {
+            "points": [(n, round(float(d), 4)) for n, d in zip(counts, dice.mean(axis=0))],
+            "std": [round(float(d), 4) for d in dice.std(axis=0)],
+            "per_seed": {str(seed): c for seed, c in zip(seeds, curves)}}
+    if "random" in combined["curves"]:
+        target = combined["curves"]["random"]["points"][-1][1]
+        combined["random_final_dice"] = target
+        combined["corrections_to_reach_random_final"] = {
+            s: corrections_to_reach(v["points"], target) for s, v in combined["curves"].items()}
+    return combined
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -129,8 +168,13 @@ def plot(results: dict, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     for strategy, curve in results["curves"].items():
         points = np.array(curve["points"], dtype=float)
-        axes.plot(points[:, 0], points[:, 1], marker="o", label=strategy,
-                  linestyle="--" if strategy == "random" else "-")
+        label = f"{strategy} (mean of {len(curve['per_seed'])} seeds)" if "per_seed" in curve else strategy
+        line, = axes.plot(points[:, 0], points[:, 1], marker="o", linestyle="--" if strategy == "random" else "-",
+                          label=label)
+        for seed_points in curve.get("per_seed", {}).values():  # each seed, thin, in the strategy's colour
+            seed_points = np.array(seed_points, dtype=float)
+            axes.plot(seed_points[:, 0], seed_points[:, 1], color=line.get_color(), alpha=0.35, linewidth=0.8,
+                      linestyle=line.get_linestyle())
     s = results["settings"]
     axes.set_xlabel("corrected cases")
     axes.set_ylabel(f"mean per-tooth Dice ({s['test_cases']} test images)")
@@ -160,18 +204,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path,
                         default=REPO / "Testing" / "benchmarks" / "results" / "active_learning_ufba")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                        help="average the result files of runs with different --seed into OUT (no training)")
     args = parser.parse_args(argv)
+    if args.combine:
+        try:
+            results = combine([json.loads(path.read_text(encoding="utf-8")) for path in args.combine])
+        except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
+            parser.error(f"--combine: {exc}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "active_learning_seeds.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        plot(results, args.out / "active_learning_seeds.png")
+        _print_summary(results)
+        return 0
     train = read_manifest(args.train_manifest, require_labels=True) if args.train_manifest else ufba_cases("train")
     test = read_manifest(args.test_manifest, require_labels=True) if args.test_manifest else ufba_cases("test")
     if args.test_cases:
         test = test[: args.test_cases]
     results = simulate(train, test, args.strategies.split(","), args.out, args.start, args.k, args.rounds,
                        args.recipe, args.iterations, args.first_iterations, args.device, args.seed, args.overrides)
+    _print_summary(results)
+    return 0
+
+
+def _print_summary(results: dict) -> None:
     for strategy, count in results.get("corrections_to_reach_random_final", {}).items():
         print(f"{strategy}: reaches random's final Dice {results['random_final_dice']:.4f} after "
               f"{count if count is not None else 'more than ' + str(results['curves'][strategy]['points'][-1][0])} "
               "corrected cases")
-    return 0
 
 
 if __name__ == "__main__":

@@ -505,12 +505,7 @@ def test_a_cascade_parent_gives_a_cascade_version_with_its_coarse_member_kept(tm
 
 def test_the_simulation_benchmark_runs_end_to_end_on_toy_data(tmp_path):
     """The UFBA-425 benchmark's code path, on 12 toy images with a few training steps (figures meaningless)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_active_learning", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_active_learning.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_active_learning()
     cases = make_cases(tmp_path / "data", 12)
     write_manifest(tmp_path / "train.json", [Case(c, i, lab) for c, (i, lab) in list(cases.items())[:9]])
     write_manifest(tmp_path / "test.json", [Case(c, i, lab) for c, (i, lab) in list(cases.items())[9:]])
@@ -535,3 +530,50 @@ def test_the_simulation_benchmark_runs_end_to_end_on_toy_data(tmp_path):
     assert (out / "active_learning.png").stat().st_size > 1000
     assert bench.corrections_to_reach([(5, 0.5), (10, 0.7), (15, 0.8)], 0.7) == 10
     assert bench.corrections_to_reach([(5, 0.5)], 0.7) is None
+
+
+def _bench_active_learning():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_active_learning", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_active_learning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def _simulation_result(seed: int, curves: dict[str, list[float]], **settings) -> dict:
+    return {"settings": {"start": 5, "k": 5, "rounds": 2, "iterations": 150, "seed": seed, "test_cases": 66,
+                         **settings},
+            "curves": {s: {"points": [[5 + 5 * i, d] for i, d in enumerate(dice)], "seconds": 1.0}
+                       for s, dice in curves.items()}}
+
+
+def test_simulation_runs_with_other_seeds_are_averaged_and_unlike_runs_refused(tmp_path, capsys):
+    bench = _bench_active_learning()
+    a = _simulation_result(0, {"entropy": [0.2, 0.3, 0.4], "random": [0.2, 0.4, 0.5]})
+    b = _simulation_result(1, {"entropy": [0.4, 0.5, 0.7], "random": [0.4, 0.5, 0.6]})
+    combined = bench.combine([a, b])
+    assert combined["settings"]["seed"] == [0, 1]
+    assert combined["curves"]["entropy"]["points"] == [(5, 0.3), (10, 0.4), (15, 0.55)]
+    assert combined["curves"]["random"]["std"] == [0.1, 0.05, 0.05]
+    assert combined["random_final_dice"] == 0.55
+    assert combined["corrections_to_reach_random_final"] == {"entropy": 15, "random": 15}
+    files = []
+    for i, run in enumerate((a, b)):
+        files.append(tmp_path / f"run{i}.json")
+        files[-1].write_text(json.dumps(run))
+    assert bench.main(["--combine", *map(str, files), "--out", str(tmp_path / "both")]) == 0
+    written = json.loads((tmp_path / "both" / "active_learning_seeds.json").read_text())
+    assert written["curves"]["entropy"]["per_seed"]["1"] == b["curves"]["entropy"]["points"]
+    assert (tmp_path / "both" / "active_learning_seeds.png").stat().st_size > 1000
+    assert "entropy: reaches random's final Dice 0.5500 after 15" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="more than the seed"):
+        bench.combine([a, _simulation_result(1, {"entropy": [0.4, 0.5, 0.7], "random": [0.4, 0.5, 0.6]},
+                                             iterations=300)])
+    with pytest.raises(ValueError, match="same seed"):
+        bench.combine([a, a])
+    with pytest.raises(ValueError, match="other rounds"):
+        bench.combine([a, _simulation_result(1, {"entropy": [0.4, 0.5], "random": [0.4, 0.5, 0.6]})])
+    with pytest.raises(SystemExit):  # a file that is not there: a usage error, not a traceback
+        bench.main(["--combine", str(files[0]), str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")])
