@@ -36,7 +36,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
+sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
+from bench_ufba import shown  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.overlap import mean_dice  # noqa: E402
 from toothseg.train.active_learning.acquisition import rank_cases  # noqa: E402
@@ -87,7 +89,7 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
     first_model = pool.folder / pool.read().versions[-1].folder
     first_dice = test_dice(first_model, test, device)
     results: dict = {"settings": {"start": start, "k": k, "rounds": rounds, "iterations": iterations,
-                                  "first_iterations": first_iterations, "recipe": str(recipe), "seed": seed,
+                                  "first_iterations": first_iterations, "recipe": shown(recipe), "seed": seed,
                                   "train_cases": len(train), "test_cases": len(test), "device": device,
                                   "recipe_overrides": extra},
                      "curves": {}}
