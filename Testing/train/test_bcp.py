@@ -1,0 +1,92 @@
+"""Bidirectional copy-paste: the paste box, its dynamic schedule, and that every mixed image is
+supervised by the labels of the very pixels it shows (true labels on the labeled part, the teachers'
+pseudo-labels on the unlabeled part). The generic method contract cannot see a mix-up of halves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toothseg.train.methods import MethodContext, get_method
+from toothseg.train.methods.bcp import paste_mask
+
+CLASSES = 3
+
+
+class ImageIsTheAnswer(nn.Module):
+    """Confident logits for class ``round(image)``: a perfect network when the image shows its labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = x[:, 0].round().long().clamp(0, CLASSES - 1)
+        return F.one_hot(values, CLASSES).movedim(-1, 1).float() * self.scale
+
+
+def method(name: str, dims: int = 2, iterations: int = 100):
+    cls = get_method(name)
+    bcp = cls(cls.validate_settings({}), MethodContext(lambda **_: ImageIsTheAnswer(), CLASSES, dims, iterations))
+    bcp.nets = bcp.build_networks()
+    return bcp
+
+
+def combs(shift: int, size: int = 24) -> torch.Tensor:
+    """(size, size) labels in which every 3 adjacent columns show all classes, and classes 1 and 2 are
+    each one connected piece (columns joined by the top and bottom rows): so any paste box holds every
+    class, and BCP's largest-component cleaning of pseudo-labels keeps them whole."""
+    columns = (torch.arange(size) + shift) % CLASSES
+    label = columns.expand(size, size).clone()
+    label[0] = 1  # class 1 joined along the top row ...
+    label[-1] = 2  # ... class 2 along the bottom one
+    return label
+
+
+def test_paste_mask_has_one_zero_box_of_the_given_fraction():
+    g = torch.Generator().manual_seed(0)
+    for shape, fraction in [((24, 30), 2 / 3), ((16, 20, 12), 0.5), ((9, 9), 1 / 3)]:
+        mask = paste_mask(shape, fraction, g)
+        zeros = (mask == 0).nonzero()
+        sides = [int(fraction * s) for s in shape]
+        assert len(zeros) == int(torch.tensor(sides).prod())
+        extent = (zeros.max(0).values - zeros.min(0).values + 1).tolist()
+        assert extent == sides and set(mask.unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("dims, final", [(2, 1 / 3), (3, 1 / 2)])
+def test_dynamic_mask_shrinks_linearly_to_its_final_fraction(dims, final):
+    bcp = method("bcp_pretrain", dims, iterations=100)
+    assert bcp.mask_fraction(0) == pytest.approx(2 / 3)
+    assert bcp.mask_fraction(50) == pytest.approx((2 / 3 + final) / 2)
+    assert bcp.mask_fraction(100) == pytest.approx(final) and bcp.mask_fraction(500) == pytest.approx(final)
+
+
+def test_pretraining_mixes_images_and_labels_with_the_same_box():
+    torch.manual_seed(0)
+    label = torch.stack([combs(0), combs(1), combs(2), combs(1)])
+    image = label.float()[:, None]
+    bcp = method("bcp_pretrain")
+    right = bcp.train_step({"image": image, "label": label}, step=0)
+    assert float(right.loss.detach()) < 0.01  # the perfect network scores perfectly on every mixed image
+    # control: the labels of the other half (a mix-up of a and b) would be caught
+    wrong = bcp.train_step({"image": image, "label": label.roll(2, dims=0)}, step=0)
+    assert float(wrong.loss.detach()) > 0.2
+
+
+def test_self_training_supervises_each_part_of_both_mixes_by_the_right_labels():
+    """X_l = x_a⊙M + u_a⊙(1−M) and X_u = u_b⊙M + x_b⊙(1−M): with teachers that read the classes off the
+    image, true and pseudo-labels agree with the mixed pixels exactly when the halves are paired right."""
+    torch.manual_seed(0)
+    label = torch.stack([combs(0), combs(1)])
+    unlabeled = torch.stack([combs(2), combs(0).flip(-1)]).float()[:, None]  # four different images
+    bcp = method("bcp")
+    out = bcp.train_step({"image": label.float()[:, None], "label": label, "unlabeled_image": unlabeled}, step=0)
+    assert float(out.terms["supervised"].detach()) < 0.02 and float(out.terms["pseudo"].detach()) < 0.02
+    assert out.unsupervised == ("pseudo",)
+    # control: labels that do not belong to the labeled images show up in the supervised term only
+    out = bcp.train_step({"image": label.float()[:, None], "label": label.roll(1, dims=0),
+                          "unlabeled_image": unlabeled}, step=0)
+    assert float(out.terms["supervised"].detach()) > 0.2 and float(out.terms["pseudo"].detach()) < 0.02
