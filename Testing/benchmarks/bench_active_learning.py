@@ -39,6 +39,8 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ufba import shown  # noqa: E402
+from toothseg.core.errors import ToothSegError  # noqa: E402
+from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.overlap import mean_dice  # noqa: E402
 from toothseg.train.active_learning.acquisition import rank_cases  # noqa: E402
@@ -123,7 +125,7 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
         results["random_final_dice"] = target
         results["corrections_to_reach_random_final"] = {
             s: corrections_to_reach(v["points"], target) for s, v in results["curves"].items()}
-    (out / "active_learning.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out / "active_learning.json", json.dumps(results, indent=1) + "\n")
     plot(results, out / "active_learning.png")
     return results
 
@@ -135,6 +137,9 @@ def combine(runs: list[dict]) -> dict:
     averaging unlike curves would give a figure that means nothing."""
     if len(runs) < 2:
         raise ValueError("--combine needs at least two result files")
+    if not all(isinstance(r, dict) and isinstance(r.get("settings"), dict) and isinstance(r.get("curves"), dict)
+               for r in runs):
+        raise ValueError("a file is not a result of this benchmark (no settings and curves)")
     settings = [{k: v for k, v in r["settings"].items() if k != "seed"} for r in runs]
     if any(s != settings[0] for s in settings[1:]):
         raise ValueError("the runs differ in more than the seed: " + json.dumps(settings))
@@ -142,6 +147,8 @@ def combine(runs: list[dict]) -> dict:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"the same seed appears twice: {seeds}")
     strategies = list(runs[0]["curves"])
+    if any(set(r["curves"]) != set(strategies) for r in runs):
+        raise ValueError("the runs compare different strategies: " + json.dumps([sorted(r["curves"]) for r in runs]))
     combined: dict = {"settings": {**runs[0]["settings"], "seed": seeds}, "curves": {}}
     for strategy in strategies:
         curves = [r["curves"].get(strategy, {}).get("points") for r in runs]
@@ -214,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
             results = combine([json.loads(path.read_text(encoding="utf-8")) for path in args.combine])
         except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
             parser.error(f"--combine: {exc}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "active_learning_seeds.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        plot(results, args.out / "active_learning_seeds.png")
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out / "active_learning_seeds.json", json.dumps(results, indent=1) + "\n")
+            plot(results, args.out / "active_learning_seeds.png")
+        except (OSError, ToothSegError) as exc:
+            print(f"bench_active_learning: cannot write to {args.out}: {exc}", file=sys.stderr)
+            return 1
         _print_summary(results)
         return 0
     train = read_manifest(args.train_manifest, require_labels=True) if args.train_manifest else ufba_cases("train")

@@ -575,5 +575,16 @@ def test_simulation_runs_with_other_seeds_are_averaged_and_unlike_runs_refused(t
         bench.combine([a, a])
     with pytest.raises(ValueError, match="other rounds"):
         bench.combine([a, _simulation_result(1, {"entropy": [0.4, 0.5], "random": [0.4, 0.5, 0.6]})])
-    with pytest.raises(SystemExit):  # a file that is not there: a usage error, not a traceback
-        bench.main(["--combine", str(files[0]), str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="different strategies"):
+        bench.combine([a, _simulation_result(1, {"entropy": [0.4, 0.5, 0.7]})])
+    not_a_result = tmp_path / "list.json"
+    not_a_result.write_text("[1, 2]")
+    for other in (tmp_path / "missing.json", not_a_result):  # a usage error, not a traceback
+        with pytest.raises(SystemExit):
+            bench.main(["--combine", str(files[0]), str(other), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    assert bench.main(["--combine", *map(str, files), "--out", str(blocker / "out")]) == 1
+    assert "cannot write to" in capsys.readouterr().err and blocker.read_text() == "not a folder"
+    assert json.loads(files[0].read_text()) == a  # the inputs are never touched
