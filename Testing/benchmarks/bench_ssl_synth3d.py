@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ssl_ufba import (  # noqa: E402
     METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, prepare_output, scaled_overrides,
     train)
-from bench_ufba import shown, write_result  # noqa: E402
+from bench_ufba import save_figure, shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume, write_volume  # noqa: E402
@@ -165,7 +165,7 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
         axis.set_ylim(0, 1)
     figure.suptitle("Synthetic CBCT on real STS-2024 tooth shapes — intensities are SYNTHETIC", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     plt.close(figure)
 
 

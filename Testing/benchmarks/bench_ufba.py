@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
 from toothseg.core.errors import ToothSegError  # noqa: E402
-from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
+from toothseg.core.io.atomic import atomic_output, atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.protocols import toothseg_case  # noqa: E402
 from toothseg.evaluation_report import TOOTH_GROUPS, tooth_group  # noqa: E402
@@ -97,6 +97,12 @@ def write_result(path: Path, result: dict, rows_key: str = "teeth") -> None:
     atomic_write_text(path, text + "\n")
 
 
+def save_figure(figure, path: Path, **savefig_kwargs) -> None:
+    """Save a matplotlib figure as PNG atomically (an interrupted benchmark leaves no half image)."""
+    with atomic_output(path, overwrite=True) as tmp:
+        figure.savefig(tmp, format="png", **savefig_kwargs)
+
+
 def plot(rows: list[dict], names: list[str], path: Path) -> None:
     import matplotlib
 
@@ -111,7 +117,7 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
     axis.set_ylim(0, 1)
     axis.set_title("UFBA-425 test split (real panoramic X-rays)")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     plt.close(figure)
 
 
