@@ -239,25 +239,101 @@ def test_benchmark_json_shows_paths_without_this_machines_folders(tmp_path, monk
 
 
 def test_edge_guided_fit_benchmark_ablations_and_dice():
-    """bench_edge_guided_fit.py: its ablations remove what they name, and its Dice is the foreground Dice."""
+    """bench_edge_guided_fit.py: its ablations remove what they name, and its Dice is the mean tooth Dice."""
     import torch
     from torch import nn
 
     bench = _benchmark("bench_edge_guided_fit")
-    no_dropout = bench.NETWORKS["edge-guided, Kaiming init, no dropout"]()
+    no_dropout = bench.NETWORKS["edge-guided, Kaiming init, no dropout"](2)
     dropouts = [m for m in no_dropout.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     assert dropouts and all(m.p == 0.0 for m in dropouts)
-    assert any(m.p > 0 for m in bench.NETWORKS["edge-guided V-Net"]().modules()
+    assert any(m.p > 0 for m in bench.NETWORKS["edge-guided V-Net"](2).modules()
                if isinstance(m, nn.modules.dropout._DropoutNd))
-    no_cbam = bench.NETWORKS["edge-guided, Kaiming init, no dropout/CBAM"]()
+    no_cbam = bench.NETWORKS["edge-guided, Kaiming init, no dropout/CBAM"](2)
     assert len(no_cbam.edge_attention) == 4 and all(isinstance(a.cbam, nn.Identity) for a in no_cbam.edge_attention)
-    default, kaiming = bench.NETWORKS["edge-guided V-Net"](), bench.NETWORKS["edge-guided, Kaiming init"]()
+    default, kaiming = bench.NETWORKS["edge-guided V-Net"](2), bench.NETWORKS["edge-guided, Kaiming init"](2)
     assert kaiming.block_five.conv[0].weight.std() > 2 * default.block_five.conv[0].weight.std()
     mask = torch.zeros(1, 4, 4, 4, dtype=torch.long)
     mask[0, :2] = 1  # 32 tooth voxels
     logits = torch.zeros(1, 2, 4, 4, 4)
     logits[0, 1, :1] = 1.0  # 16 voxels found, all inside the tooth
-    assert bench.foreground_dice(logits, mask) == pytest.approx(2 * 16 / (16 + 32))
+    assert bench.mean_tooth_dice(logits, mask) == pytest.approx(2 * 16 / (16 + 32))
+    # two tooth classes: class 1 as above, class 2 (16 voxels) missed entirely → mean of 2/3 and 0
+    mask[0, 3] = 2
+    logits = torch.cat([logits, torch.zeros(1, 1, 4, 4, 4)], dim=1)
+    assert bench.mean_tooth_dice(logits, mask) == pytest.approx((2 * 16 / 48 + 0.0) / 2)
+
+
+def test_edge_guided_fit_benchmark_2d_ablations_touch_only_the_cbams_they_name():
+    import torch
+    from torch import nn
+
+    from toothseg.core.models.edge import CBAM
+
+    bench = _benchmark("bench_edge_guided_fit")
+    kinds = {name: [type(a.cbam) for a in build(5).edge_attention]
+             for name, build in bench.NETWORKS_2D.items() if name != "plain U-Net"}
+    assert bench.NETWORKS_2D["plain U-Net"](5).edge_attention is None
+    assert kinds["edge-guided U-Net"] == [CBAM] * 4
+    assert kinds["edge-guided, no CBAM"] == [nn.Identity] * 4
+    assert kinds["edge-guided, CBAM channel gate only"] == [bench._ChannelGateOnly] * 4
+    assert kinds["edge-guided, CBAM spatial gate only"] == [bench._SpatialGateOnly] * 4
+    assert kinds["edge-guided, CBAM reduction 1"] == [CBAM] * 4
+    wide = bench.NETWORKS_2D["edge-guided, CBAM reduction 1"](5).edge_attention
+    assert [a.cbam.mlp[0].out_features for a in wide] == [a.cbam.mlp[0].in_features for a in wide] == [64, 32, 16, 16]
+    seeds = bench.NETWORKS_2D["edge-guided U-Net"](5).edge_attention
+    assert [a.cbam.mlp[0].out_features for a in seeds] == [4, 2, 1, 1]
+    assert kinds["edge-guided, residual CBAM"] == [CBAM] * 4
+    assert {a.cbam_mode for a in bench.NETWORKS_2D["edge-guided, residual CBAM"](5).edge_attention} == {"residual"}
+    assert kinds["edge-guided, no CBAM at the output level"] == [CBAM, CBAM, CBAM, nn.Identity]
+    assert kinds["edge-guided, CBAM at the output level only"] == [nn.Identity, nn.Identity, nn.Identity, CBAM]
+    # the halves are the CBAM's own two gates, and applied in turn they make the whole CBAM
+    torch.manual_seed(0)
+    cbam, x = CBAM(16, 2), torch.randn(2, 16, 8, 8)
+    channel, spatial = bench._ChannelGateOnly(cbam)(x), bench._SpatialGateOnly(cbam)(x)
+    assert not torch.allclose(channel, x) and not torch.allclose(spatial, x) and not torch.allclose(channel, spatial)
+    torch.testing.assert_close(bench._SpatialGateOnly(cbam)(channel), cbam(x))
+    out = bench.NETWORKS_2D["edge-guided, CBAM spatial gate only"](5)(torch.randn(1, 1, 32, 32))
+    assert out.shape == (1, 5, 32, 32)
+
+
+def test_edge_guided_fit_benchmark_counts_the_shut_gates_each_network_applies():
+    import torch
+
+    bench = _benchmark("bench_edge_guided_fit")
+    image = torch.randn(2, 1, 32, 32)
+    nets = {name: bench.NETWORKS_2D[name](3).eval() for name in bench.NETWORKS_2D}
+    assert bench.shut_gates(nets["plain U-Net"], image) == {}
+    assert bench.shut_gates(nets["edge-guided, no CBAM"], image) == {}
+    assert set(bench.shut_gates(nets["edge-guided U-Net"], image)) == {"channel_gates_shut", "spatial_gates_shut"}
+    assert set(bench.shut_gates(nets["edge-guided, CBAM channel gate only"], image)) == {"channel_gates_shut"}
+    assert set(bench.shut_gates(nets["edge-guided, CBAM spatial gate only"], image)) == {"spatial_gates_shut"}
+    net = nets["edge-guided U-Net"]
+    with torch.no_grad():
+        net.edge_attention[3].cbam.mlp[2].bias.fill_(-100.0)  # the output level's channel gates: all shut
+        net.edge_attention[2].cbam.spatial.bias.fill_(100.0)  # one level's spatial gates: all open
+    shut = bench.shut_gates(net, image)
+    # channel gates per (image, channel): levels of 64, 32, 16, 16 channels; the 16 of the last all shut
+    assert shut["channel_gates_shut"] >= 16 / (64 + 32 + 16 + 16)
+    assert shut["spatial_gates_shut"] <= 1 - (16 * 16) / (4 * 4 + 8 * 8 + 16 * 16 + 32 * 32)
+    assert all(a.cbam._forward_hooks == {} for a in net.edge_attention)  # hooks removed
+
+
+def test_edge_guided_fit_benchmark_2d_batch_is_bcp_recipes_real_patches():
+    bench = _benchmark("bench_edge_guided_fit")
+    image, mask, classes = bench.fixed_batch_2d(size=2)
+    assert image.shape == (2, 1, 256, 256) and mask.shape == (2, 256, 256) and classes == 33
+    assert 0 <= int(mask.min()) and int(mask.max()) < classes and len(mask.unique()) > 10  # many teeth per patch
+    again, mask_again, _ = bench.fixed_batch_2d(size=2)
+    assert (again == image).all() and (mask_again == mask).all()  # fixed: the same patches every run
+
+
+def test_edge_guided_fit_benchmark_refuses_an_unknown_network(capsys):
+    bench = _benchmark("bench_edge_guided_fit")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--dims", "2", "--network", "plain V-Net"])
+    assert exit_info.value.code == 2
+    assert "unknown --network 'plain V-Net' for --dims 2" in capsys.readouterr().err
 
 
 def test_edge_guided_fit_benchmark_trains_and_reports_both_modes():
@@ -267,6 +343,9 @@ def test_edge_guided_fit_benchmark_trains_and_reports_both_modes():
     image = torch.randn(2, 1, 16, 16, 16)
     mask = (image[:, 0] > 0.5).long()
     result = bench.fit(bench.NETWORKS["plain V-Net"], image, mask, steps=2, seed=0)
+    result_2d = bench.fit(bench.NETWORKS_2D["edge-guided U-Net"], image[:, :, 0], mask[:, 0], steps=2, seed=0,
+                          classes=2, optimizer="sgd")
+    assert set(result_2d) == set(result) | {"channel_gates_shut", "spatial_gates_shut"}
     assert set(result) == {"seconds", "loss_train", "dice_train", "loss_eval", "dice_eval"}
     assert all(0.0 <= result[k] <= 1.0 for k in ("dice_train", "dice_eval"))
     assert bench.fit(bench.NETWORKS["plain V-Net"], image, mask, steps=2, seed=0)["loss_eval"] == result["loss_eval"]
@@ -285,3 +364,29 @@ def test_ssl_benchmarks_refuse_an_unwritable_output_before_training(tmp_path, mo
                        "--out", str(out)]) == 1
     assert "cannot create folder" in capsys.readouterr().err
     assert trained == [] and blocker.read_text() == "not a folder" and not (tmp_path / "runs").exists()
+
+
+def test_benchmark_figures_are_written_atomically(tmp_path):
+    """save_figure (all benchmark plots): a PNG on success; a failed save leaves the old file as it was."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bench = _benchmark("bench_ufba")
+    figure, axis = plt.subplots()
+    axis.plot([0, 1], [0, 1])
+    path = tmp_path / "plot.png"
+    bench.save_figure(figure, path, dpi=50)
+    first = path.read_bytes()
+    assert first.startswith(b"\x89PNG")
+    plt.close(figure)
+
+    def half_written(target, **kwargs):  # a save interrupted after some bytes
+        Path(target).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    figure.savefig = half_written
+    with pytest.raises(KeyboardInterrupt):
+        bench.save_figure(figure, path)
+    assert path.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]

@@ -171,6 +171,8 @@ CASES = [
     ("unet2d_scag", {"base_channels": 8}, (2, 1, 32, 48)),
     ("unet2d_nac", {"base_channels": 8}, (2, 1, 32, 48)),
     ("unet2d", {"base_channels": 8, "edge_guided": True}, (2, 1, 32, 48)),
+    ("unet2d", {"base_channels": 8, "edge_guided": True, "edge_cbam": "residual"}, (2, 1, 32, 48)),
+    ("vnet", {"n_filters": 8, "edge_guided": True, "edge_cbam": "none"}, (1, 1, 32, 32, 16)),
 ]
 
 
@@ -213,6 +215,28 @@ def test_sobel_and_laplacian():
     assert lap.abs().max() < 1e-5  # true zero interleaving + 2^3 gain preserves a constant map in 3D
     constant2d = torch.full((1, 2, 16, 16), 0.3)
     assert laplacian_level(constant2d)[0, 0, 4:-4, 4:-4].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_edge_module_cbam_modes_share_weights_and_differ_only_in_how_they_end(dims):
+    """``gate``: CBAM(y) (the seed's); ``residual``: y + CBAM(y); ``none``: y — same parameters otherwise."""
+    from toothseg.core.models.edge import EdgeGuidedAttention
+
+    torch.manual_seed(0)
+    modules = {mode: EdgeGuidedAttention(8, dims, cbam=mode).eval() for mode in ("gate", "residual", "none")}
+    modules["residual"].load_state_dict(modules["gate"].state_dict())  # the same keys: checkpoints load either way
+    missing = modules["none"].load_state_dict(modules["gate"].state_dict(), strict=False)
+    assert missing.missing_keys == [] and all(k.startswith("cbam.") for k in missing.unexpected_keys)
+    x = torch.randn((2, 8) + (8,) * dims)
+    edge = torch.rand((2, 1) + (8,) * dims)
+    with torch.no_grad():
+        y = modules["none"](x, edge)
+        cbam = modules["gate"].cbam
+        torch.testing.assert_close(modules["gate"](x, edge), cbam(y))
+        torch.testing.assert_close(modules["residual"](x, edge), y + cbam(y))
+        assert not torch.allclose(cbam(y), y)
+    with pytest.raises(ValueError, match="edge_cbam must be one of gate, residual, none"):
+        EdgeGuidedAttention(8, dims, cbam="sometimes")
 
 
 def test_vnet_initialisation_is_kaiming():

@@ -100,7 +100,7 @@ class UNet2D(SegmentationNetwork):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base_channels: int = 32,
                  attention_gates: bool = False, context_block: bool = False, edge_guided: bool = False,
-                 spatial_dims: int = 2) -> None:
+                 edge_cbam: str = "gate", spatial_dims: int = 2) -> None:
         super().__init__()
         if spatial_dims != 2:
             raise ValueError("the panoramic U-Nets are 2D")
@@ -121,7 +121,7 @@ class UNet2D(SegmentationNetwork):
         self.context = NeighbourAwareContext(8 * b) if context_block else None
         self.edge_attention = None
         if edge_guided:
-            self.edge_attention = nn.ModuleList(EdgeGuidedAttention(c, 2) for c in (4 * b, 2 * b, b, b))
+            self.edge_attention = nn.ModuleList(EdgeGuidedAttention(c, 2, cbam=edge_cbam) for c in (4 * b, 2 * b, b, b))
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         x1 = self.inc(x)

@@ -93,11 +93,13 @@ class VNet(_VNetDecoder):
         n_filters: channels at full resolution (16).
         has_dropout: channel dropout 0.5 on the bottleneck and before the output conv (RAIL's students).
         edge_guided: add the seed-003 edge-guided attention to every decoder level.
+        edge_cbam: how each edge-guided module ends (:data:`~.edge.CBAM_MODES`; ``gate``: the seed's).
         normalization: ``batch`` (paper) or ``instance``.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, n_filters: int = 16, has_dropout: bool = False,
-                 edge_guided: bool = False, normalization: str = "batch", spatial_dims: int = 3) -> None:
+                 edge_guided: bool = False, normalization: str = "batch", spatial_dims: int = 3,
+                 edge_cbam: str = "gate") -> None:
         super().__init__()
         dims = spatial_dims
         self.spatial_dims, self.in_channels, self.num_classes = dims, in_channels, num_classes
@@ -121,7 +123,7 @@ class VNet(_VNetDecoder):
             self.dropout_four = dropout_nd(dims)(0.4)
             self.edge_conv = conv_nd(dims)(1, 8 * f, 1)
             self.edge_attention = nn.ModuleList(
-                EdgeGuidedAttention(c, dims, edge_channels=8 * f, dropout=0.4, norm=norm)
+                EdgeGuidedAttention(c, dims, edge_channels=8 * f, dropout=0.4, norm=norm, cbam=edge_cbam)
                 for c in (8 * f, 4 * f, 2 * f, f))
         else:
             # Kaiming for RAIL's V-Net only: the edge-guided V-Net's public code keeps PyTorch's
