@@ -112,6 +112,8 @@ def test_registry_lists_every_architecture():
         build_network("vnet", spatial_dims=2)
     with pytest.raises(InputError, match="cannot build"):
         build_network("vnet", n_filterz=16)
+    with pytest.raises(InputError, match="cannot build 'unet2d': edge_cbam must be one of"):  # a refused value
+        build_network("unet2d", edge_guided=True, edge_cbam="sometimes")
 
 
 def test_vnet_parameter_count():

@@ -59,8 +59,10 @@ def build_network(name: str, **kwargs: Any):
         raise InputError(f"architecture {name!r} exists in {' and '.join(f'{d}D' for d in spec.dims)}, not {dims}D")
     try:
         return spec.builder(**kwargs)
-    except TypeError as exc:
+    except TypeError as exc:  # an unknown or missing keyword
         raise InputError(f"cannot build {name!r} with {sorted(kwargs)}: {exc}") from exc
+    except ValueError as exc:  # a keyword the constructor refuses (e.g. edge_cbam="sometimes")
+        raise InputError(f"cannot build {name!r}: {exc}") from exc
 
 
 def _load_builtins() -> None:
