@@ -54,6 +54,22 @@ def test_train_export_and_segment(tmp_path, toy_dataset):
     assert set(np.unique(read_label_map(out).array)) <= {0, 11, 21}
 
 
+def test_a_run_refused_before_training_can_be_rerun_corrected_in_the_same_folder(tmp_path, toy_dataset):
+    """A bad model setting stops the run before any training; the corrected recipe then runs in the
+    same folder (it is not 'a different recipe'), while a folder with training in it still refuses one."""
+    bad = toy_recipe(toy_dataset, iterations=2, architecture="unet2d")
+    bad["model"]["kwargs"].update(edge_guided=True, edge_cbam="sometimes")
+    with pytest.raises(InputError, match="edge_cbam must be one of"):
+        train(bad, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["recipe.yaml"]
+    good = toy_recipe(toy_dataset, iterations=2, architecture="unet2d")
+    assert not train(good, tmp_path / "run").interrupted
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["model"] == good["model"]
+    other = toy_recipe(toy_dataset, iterations=3, architecture="unet2d")
+    with pytest.raises(InputError, match="different recipe"):
+        train(other, tmp_path / "run")
+
+
 def test_resume_after_interruption_continues_the_same_curve(tmp_path, toy_dataset):
     data = toy_recipe(toy_dataset, iterations=6)
     train(data, tmp_path / "straight")

@@ -132,6 +132,11 @@ def add_pseudo_labels(data: TrainingData, model_folder: Path, folder: Path, max_
     log.info("pseudo-labels: %d unlabeled cases added from %s", len(added), model_folder)
 
 
+def _has_training(out: Path) -> bool:
+    """Whether a run folder holds anything besides its ``recipe.yaml`` (a stage, pseudo-labels, ...)."""
+    return any(entry.name != "recipe.yaml" for entry in out.iterdir())
+
+
 def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = None, device: str = "auto",
                restart: bool = False, quiet: bool = False, token: CancelToken | None = None,
                progress: Progress | None = None) -> RunResult:
@@ -149,8 +154,10 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(raw, sort_keys=False)
-        if saved.exists() and saved.read_text(encoding="utf-8") != text:
+        if saved.exists() and saved.read_text(encoding="utf-8") != text and _has_training(out):
             raise InputError(f"{out} holds a run of a different recipe; use --restart or another --output")
+        # A folder holding only its recipe (a run refused before any training, e.g. for a bad model
+        # setting) takes the corrected recipe: nothing trained there can be mixed up.
         saved.write_text(text, encoding="utf-8")
     if world > 1:
         import torch.distributed as dist
