@@ -416,7 +416,9 @@ def test_kill_9_during_finetune_resumes_the_same_run(tmp_path, tiny_model):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoints = pool.folder / "runs" / "v001" / "training"
     deadline = time.time() + 240
-    while time.time() < deadline and not list(checkpoints.rglob("checkpoint.pt")):
+    # os.walk, not Path.rglob: the trainer's atomic writes create and remove temporary folders while
+    # this polls, and rglob fails on a folder that vanished between listing and entering it
+    while time.time() < deadline and not any("checkpoint.pt" in files for _, _, files in os.walk(checkpoints)):
         time.sleep(0.2)
     time.sleep(1.0)
     job.send_signal(signal.SIGKILL)
