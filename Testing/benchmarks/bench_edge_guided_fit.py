@@ -138,7 +138,7 @@ class _SpatialGateOnly(_HalfCBAM):
 
 def _wide_cbam(cbam: nn.Module) -> nn.Module:
     """The same CBAM with a channel MLP as wide as its input (reduction 1 instead of 16)."""
-    return CBAM(cbam.mlp[0].in_features, 2, reduction=1)
+    return CBAM(cbam.mlp[0].in_features, cbam.spatial.weight.dim() - 2, reduction=1)
 
 
 def _with_cbam(net: nn.Module, replace: Callable[[nn.Module], nn.Module], levels: tuple[int, ...] = (0, 1, 2, 3)):
@@ -207,8 +207,6 @@ def shut_gates(net: nn.Module, image: torch.Tensor) -> dict[str, float]:
     """Share of the edge-guided modules' CBAM gates that are shut (< :data:`SHUT`) on ``image``, for
     the gates each network applies: channel gates per (image, channel), spatial gates per (image,
     position), pooled over the decoder levels. Empty for networks without CBAM gates."""
-    from toothseg.core.models.edge import CBAM
-
     counts = {"channel": [0, 0], "spatial": [0, 0]}
 
     def record(kind: str, gate: torch.Tensor) -> None:
@@ -218,12 +216,10 @@ def shut_gates(net: nn.Module, image: torch.Tensor) -> dict[str, float]:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         cbam, x = (module if isinstance(module, CBAM) else module.cbam), inputs[0]
         if not isinstance(module, _SpatialGateOnly):
-            flat = x.flatten(2)
-            record("channel", torch.sigmoid(cbam.mlp(flat.mean(-1)) + cbam.mlp(flat.amax(-1))))
+            record("channel", cbam.channel_weights(x))
             x = cbam.channel_gate(x)
         if not isinstance(module, _ChannelGateOnly):
-            pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-            record("spatial", torch.sigmoid(cbam.spatial(pooled)))
+            record("spatial", cbam.spatial_weights(x))
 
     attention = getattr(net, "edge_attention", None) or []
     handles = [a.cbam.register_forward_hook(hook) for a in attention if not isinstance(a.cbam, nn.Identity)]

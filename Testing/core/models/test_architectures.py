@@ -114,6 +114,9 @@ def test_registry_lists_every_architecture():
         build_network("vnet", n_filterz=16)
     with pytest.raises(InputError, match="cannot build 'unet2d': edge_cbam must be one of"):  # a refused value
         build_network("unet2d", edge_guided=True, edge_cbam="sometimes")
+    for name in ("unet2d", "vnet"):  # a setting the network would ignore is refused, not dropped silently
+        with pytest.raises(InputError, match="edge_cbam='residual' needs edge_guided=true"):
+            build_network(name, edge_cbam="residual")
 
 
 def test_vnet_parameter_count():

@@ -32,7 +32,7 @@ from torch import nn
 
 from .blocks import conv_nd, dropout_nd, norm_nd
 
-__all__ = ["sobel_magnitude", "laplacian_level", "CBAM", "EdgeGuidedAttention", "CBAM_MODES"]
+__all__ = ["sobel_magnitude", "laplacian_level", "CBAM", "EdgeGuidedAttention", "CBAM_MODES", "check_edge_options"]
 
 CBAM_MODES = ("gate", "residual", "none")
 """How an edge-guided module ends: the seed's CBAM gate, ``y + CBAM(y)``, or no CBAM."""
@@ -102,19 +102,34 @@ class CBAM(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
         self.spatial = conv_nd(dims)(2, 1, spatial_kernel, padding=spatial_kernel // 2)
 
-    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` scaled per channel by ``σ(MLP(avgpool x) + MLP(maxpool x))``."""
+    def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel gate's weights ``σ(MLP(avgpool x) + MLP(maxpool x))``, shape (B, C)."""
         flat = x.flatten(2)
-        gate = torch.sigmoid(self.mlp(flat.mean(-1)) + self.mlp(flat.amax(-1)))
+        return torch.sigmoid(self.mlp(flat.mean(-1)) + self.mlp(flat.amax(-1)))
+
+    def spatial_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial gate's weights ``σ(conv([max_c x, mean_c x]))``, shape (B, 1, *spatial)."""
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.spatial(pooled))
+
+    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.channel_weights(x)
         return x * gate.reshape(*gate.shape, *([1] * (x.dim() - 2)))
 
     def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` scaled per position by ``σ(conv([max_c x, mean_c x]))``."""
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.spatial(pooled))
+        return x * self.spatial_weights(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial_gate(self.channel_gate(x))
+
+
+def check_edge_options(edge_guided: bool, edge_cbam: str) -> None:
+    """Refuse an unknown ``edge_cbam``, and one set on a network without edge-guided modules (it
+    would be ignored silently). Raises ValueError (an InputError through ``build_network``)."""
+    if edge_cbam not in CBAM_MODES:
+        raise ValueError(f"edge_cbam must be one of {', '.join(CBAM_MODES)}, not {edge_cbam!r}")
+    if edge_cbam != "gate" and not edge_guided:
+        raise ValueError(f"edge_cbam={edge_cbam!r} needs edge_guided=true (it changes the edge-guided modules)")
 
 
 class EdgeGuidedAttention(nn.Module):
@@ -133,8 +148,7 @@ class EdgeGuidedAttention(nn.Module):
     def __init__(self, channels: int, dims: int, edge_channels: int = 1, dropout: float = 0.0,
                  norm: str = "batch", cbam: str = "gate") -> None:
         super().__init__()
-        if cbam not in CBAM_MODES:
-            raise ValueError(f"edge_cbam must be one of {', '.join(CBAM_MODES)}, not {cbam!r}")
+        check_edge_options(True, cbam)
         conv = conv_nd(dims)
         self.dims = dims
         self.project = None if edge_channels in (1, channels) else conv(edge_channels, channels, 1)

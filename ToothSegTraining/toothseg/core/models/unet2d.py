@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import SegmentationNetwork
-from .edge import EdgeGuidedAttention, sobel_magnitude
+from .edge import EdgeGuidedAttention, check_edge_options, sobel_magnitude
 from .registry import register_architecture
 
 __all__ = ["UNet2D", "UNet2DScAG", "UNet2DNAC"]
@@ -104,6 +104,7 @@ class UNet2D(SegmentationNetwork):
         super().__init__()
         if spatial_dims != 2:
             raise ValueError("the panoramic U-Nets are 2D")
+        check_edge_options(edge_guided, edge_cbam)
         b = base_channels
         self.spatial_dims, self.in_channels, self.num_classes = 2, in_channels, num_classes
         self.size_divisor = (16, 16)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .blocks import SegmentationNetwork, conv_nd, conv_transpose_nd, dropout_nd, norm_nd
-from .edge import EdgeGuidedAttention, sobel_magnitude
+from .edge import EdgeGuidedAttention, check_edge_options, sobel_magnitude
 from .registry import register_architecture
 
 __all__ = ["VNet", "ResVNet"]
@@ -102,6 +102,7 @@ class VNet(_VNetDecoder):
                  edge_cbam: str = "gate") -> None:
         super().__init__()
         dims = spatial_dims
+        check_edge_options(edge_guided, edge_cbam)
         self.spatial_dims, self.in_channels, self.num_classes = dims, in_channels, num_classes
         self.size_divisor = (16,) * dims
         self.has_dropout, self.edge_guided = has_dropout, edge_guided
