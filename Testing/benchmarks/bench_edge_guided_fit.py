@@ -4,7 +4,8 @@ with RAIL's Kaiming initialisation, with and without the edge-guided modules' CB
 and with residual CBAMs (``edge_cbam: residual``);
 in 2D (``--dims 2``) the plain 2D U-Net against the edge-guided one, with its CBAM gates whole, halved
 (channel or spatial gate alone), widened (reduction 1), made residual (``edge_cbam: residual``),
-removed, and removed at the output level only or everywhere else.
+removed, and removed at the output level only or everywhere else; and both U-Nets with LeakyReLU
+features, as the public edge-guided 2D U-Net has them.
 
 A control for the BCP rows of ``bench_ssl_synth3d.py``: the edge-guided BCP model trained with the
 Kaiming initialisation of RAIL's V-Net still predicted background only after its pretraining, while
@@ -51,7 +52,7 @@ from toothseg.core.inference.preprocessing import image_statistics, normalize_in
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.core.models.card import IntensityNormalization  # noqa: E402
 from toothseg.core.models.edge import CBAM  # noqa: E402
-from toothseg.core.models.unet2d import UNet2D  # noqa: E402
+from toothseg.core.models.unet2d import DoubleConv, UNet2D  # noqa: E402
 from toothseg.core.models.vnet import VNet  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
 from toothseg.train.methods.bcp import weighted_mix_loss  # noqa: E402
@@ -167,6 +168,17 @@ def _unet2d(classes: int, edge_guided: bool = False, edge_cbam: str = "gate") ->
     return UNet2D(num_classes=classes, base_channels=16, edge_guided=edge_guided, edge_cbam=edge_cbam)
 
 
+def _leaky_features(net: UNet2D, slope: float = 0.01) -> UNet2D:
+    """The U-Net's feature blocks with LeakyReLU (slope 0.01) instead of ReLU, as the public edge-guided
+    2D U-Net (``unet_ega.py``, an SSL4MIS U-Net) has them; the edge modules and CBAMs are untouched."""
+    for block in net.modules():
+        if isinstance(block, DoubleConv):
+            for index, layer in enumerate(block.double_conv):
+                if isinstance(layer, nn.ReLU):
+                    block.double_conv[index] = nn.LeakyReLU(slope, inplace=True)
+    return net
+
+
 NETWORKS_2D: dict[str, Callable[[int], nn.Module]] = {
     "plain U-Net": lambda classes: _unet2d(classes),
     "edge-guided U-Net": lambda classes: _unet2d(classes, True),
@@ -179,6 +191,8 @@ NETWORKS_2D: dict[str, Callable[[int], nn.Module]] = {
         _unet2d(classes, True), lambda cbam: nn.Identity(), levels=(3,)),
     "edge-guided, CBAM at the output level only": lambda classes: _with_cbam(
         _unet2d(classes, True), lambda cbam: nn.Identity(), levels=(0, 1, 2)),
+    "plain U-Net, LeakyReLU features": lambda classes: _leaky_features(_unet2d(classes)),
+    "edge-guided, LeakyReLU features": lambda classes: _leaky_features(_unet2d(classes, True)),
 }
 """2D U-Nets (16 base channels, as the 2D benchmark); the edge-guided ones differ only in their CBAMs."""
 

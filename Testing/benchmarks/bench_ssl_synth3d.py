@@ -11,7 +11,8 @@ metal streaks, rings, blur and noise. The benchmark
    test scans' random draws appear nowhere in training (the anatomy is the same patient's);
 2. trains each method's committed UFBA-425 recipe (its method stages, settings, optimiser and loss
    weights, as ``bench_ssl_ufba.py``) with a shared 3D data block and network (V-Net; BCP's
-   edge-guided V-Net, and BCP once more on the plain V-Net as ``bcp_plain``; RAIL's second pair of
+   edge-guided V-Net, BCP once more on the plain V-Net as ``bcp_plain`` and on the edge-guided V-Net
+   with residual CBAMs as ``bcp_residual``; RAIL's second pair of
    students are ResVNets) on the first ``--fraction`` of the training scans as labeled data, the
    rest unlabeled; the supervised baseline is also trained on all training scans, as the ceiling;
 3. segments the test scans with each final model (the ``toothseg segment`` code path) and reports
@@ -58,8 +59,9 @@ AUGMENT = {"rotate_deg": 12, "rotate_probability": 0.3, "scale": [0.85, 1.15], "
 
 # The 3D table's methods: the UFBA recipes, and BCP's recipe once more on the plain V-Net of Bai et
 # al. (its row with the edge-guided V-Net of Hsu & Hua is "bcp"), which separates the copy-paste
-# training from the edge-guided network.
-METHODS_3D = {**METHODS, "bcp_plain": METHODS["bcp"]}
+# training from the edge-guided network; "bcp_residual" trains it on the edge-guided V-Net with residual
+# CBAMs (``edge_cbam: residual``, the form that rescues the 2D edge-guided U-Net).
+METHODS_3D = {**METHODS, "bcp_plain": METHODS["bcp"], "bcp_residual": METHODS["bcp"]}
 
 
 def networks(method: str) -> dict:
@@ -67,6 +69,8 @@ def networks(method: str) -> dict:
     kwargs = {"n_filters": 8, "has_dropout": method in ("mean_teacher", "rail")}
     if method == "bcp":
         kwargs = {"n_filters": 8, "edge_guided": True}
+    if method == "bcp_residual":
+        kwargs = {"n_filters": 8, "edge_guided": True, "edge_cbam": "residual"}
     return {"architecture": "vnet", "kwargs": kwargs}
 
 

@@ -178,6 +178,13 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
     # BCP once more on the plain V-Net: the same recipe and stages, only the network differs
     assert bench.METHODS_3D["bcp_plain"] == bench.METHODS["bcp"]
     assert not bench.networks("bcp_plain")["kwargs"].get("edge_guided", False)
+    # and on the edge-guided V-Net with residual CBAMs: a network the recipe's model block builds
+    assert bench.METHODS_3D["bcp_residual"] == bench.METHODS["bcp"]
+    residual = bench.networks("bcp_residual")
+    assert residual["kwargs"]["edge_guided"] and residual["kwargs"]["edge_cbam"] == "residual"
+    assert "edge_cbam" not in bench.networks("bcp")["kwargs"]
+    from toothseg.core.models.registry import build_network
+    build_network(residual["architecture"], num_classes=2, in_channels=1, **residual["kwargs"])
 
 
 def test_3d_benchmark_dataset_is_drawn_once_with_test_draws_unseen_in_training(tmp_path):
@@ -272,8 +279,10 @@ def test_edge_guided_fit_benchmark_2d_ablations_touch_only_the_cbams_they_name()
 
     bench = _benchmark("bench_edge_guided_fit")
     kinds = {name: [type(a.cbam) for a in build(5).edge_attention]
-             for name, build in bench.NETWORKS_2D.items() if name != "plain U-Net"}
+             for name, build in bench.NETWORKS_2D.items() if name.startswith("edge-guided")}
     assert bench.NETWORKS_2D["plain U-Net"](5).edge_attention is None
+    assert bench.NETWORKS_2D["plain U-Net, LeakyReLU features"](5).edge_attention is None
+    assert kinds["edge-guided, LeakyReLU features"] == [CBAM] * 4
     assert kinds["edge-guided U-Net"] == [CBAM] * 4
     assert kinds["edge-guided, no CBAM"] == [nn.Identity] * 4
     assert kinds["edge-guided, CBAM channel gate only"] == [bench._ChannelGateOnly] * 4
@@ -295,6 +304,33 @@ def test_edge_guided_fit_benchmark_2d_ablations_touch_only_the_cbams_they_name()
     torch.testing.assert_close(bench._SpatialGateOnly(cbam)(channel), cbam(x))
     out = bench.NETWORKS_2D["edge-guided, CBAM spatial gate only"](5)(torch.randn(1, 1, 32, 32))
     assert out.shape == (1, 5, 32, 32)
+
+
+def test_edge_guided_fit_benchmark_leaky_variants_change_only_the_feature_activations():
+    import torch
+    from torch import nn
+
+    bench = _benchmark("bench_edge_guided_fit")
+
+    def activations(net: nn.Module) -> dict[str, str]:
+        return {name: type(m).__name__ for name, m in net.named_modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))}
+
+    for base, leaky in (("plain U-Net", "plain U-Net, LeakyReLU features"),
+                        ("edge-guided U-Net", "edge-guided, LeakyReLU features")):
+        torch.manual_seed(0)
+        relu_net = bench.NETWORKS_2D[base](5)
+        torch.manual_seed(0)
+        leaky_net = bench.NETWORKS_2D[leaky](5)
+        before, after = activations(relu_net), activations(leaky_net)
+        changed = {name for name in before if before[name] != after[name]}
+        assert changed and all(".double_conv." in name for name in changed)
+        assert all(after[name] == "LeakyReLU" for name in after if ".double_conv." in name)
+        assert all(before[name] == after[name] == "ReLU" for name in before if ".double_conv." not in name)
+        # the same weights (same seed, same parameters), so only the activation separates the two
+        for (n1, p1), (n2, p2) in zip(relu_net.state_dict().items(), leaky_net.state_dict().items(), strict=True):
+            assert n1 == n2 and torch.equal(p1, p2)
+        x = torch.randn(1, 1, 32, 32)
+        assert not torch.allclose(relu_net.eval()(x), leaky_net.eval()(x))
 
 
 def test_edge_guided_fit_benchmark_counts_the_shut_gates_each_network_applies():
