@@ -31,6 +31,13 @@ def _moduleDir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def _saveNode(node, path: Path) -> Path:
+    """Write a node with Slicer's own writer; a failed write is an error here, not a missing file later."""
+    if not slicer.util.saveNode(node, str(path)):
+        raise RuntimeError(f"Could not write {node.GetName()!r} to {path}.")
+    return path
+
+
 def _packageDir() -> str:
     """Folder that holds the ``toothseg`` package (the scripted-modules folder of the extension)."""
     import toothseg
@@ -200,9 +207,7 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("A segmentation is already running.")
         runDir = self.workDir / time.strftime("run-%Y%m%d-%H%M%S")
         runDir.mkdir(parents=True, exist_ok=True)
-        inputPath = runDir / "input.nrrd"
-        if not slicer.util.saveNode(volumeNode, str(inputPath)):
-            raise RuntimeError(f"Could not write the volume to {inputPath}.")
+        inputPath = _saveNode(volumeNode, runDir / "input.nrrd")
         is2d = volumeNode.GetImageData().GetDimensions()[2] == 1
         outputPath = runDir / ("labels.nrrd" if is2d else "teeth.seg.nrrd")
         arguments = ["segment", inputPath, "-o", outputPath, "--model", modelId, "--device", device,
@@ -274,28 +279,23 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ correction
     @staticmethod
     def renumberTooth(segmentationNode, segmentId: str, newNumber: int) -> str:
-        """Give a segment a new FDI number (name, colour, terminology); swap with the tooth that had it."""
-        from toothseg.core.labels import LabelTable, is_fdi_tooth
+        """Give a segment a new FDI number (name, colour, terminology); the tooth that had the number
+        takes the old one (a swap), so no number is used twice. The plan is ``toothseg.core``'s."""
+        from toothseg.core.errors import LabelError
+        from toothseg.core.renumbering import renumbering_plan
 
-        if not is_fdi_tooth(newNumber):
-            raise ValueError(f"{newNumber} is not an FDI tooth number (11-48, 51-85).")
-        table = LabelTable.fdi(deciduous=True)
         segmentation = segmentationNode.GetSegmentation()
-        target = table[newNumber]
-        segment = segmentation.GetSegment(segmentId)
-        if segment is None:
-            raise ValueError("Select a tooth segment first.")
-        oldName = segment.GetName()
-        otherId = segmentation.GetSegmentIdBySegmentName(target.segment_name)
-        if otherId and otherId != segmentId:
-            oldNumber = int(oldName.split()[1]) if oldName.startswith("Tooth ") else None
-            other = segmentation.GetSegment(otherId)
-            if oldNumber is not None and is_fdi_tooth(oldNumber):
-                ToothSegLogic._applyLabel(other, table[oldNumber])
+        names = {sid: segmentation.GetSegment(sid).GetName() for sid in segmentation.GetSegmentIDs()}
+        try:
+            plan = renumbering_plan(names, segmentId, int(newNumber))
+        except LabelError as exc:
+            raise ValueError(str(exc)[:1].upper() + str(exc)[1:] + ".") from exc
+        for sid, change in plan.items():
+            if isinstance(change, str):
+                segmentation.GetSegment(sid).SetName(change)
             else:
-                other.SetName(other.GetName() + " (was " + target.segment_name + ")")
-        ToothSegLogic._applyLabel(segment, target)
-        return target.segment_name
+                ToothSegLogic._applyLabel(segmentation.GetSegment(sid), change)
+        return plan[segmentId].segment_name
 
     @staticmethod
     def _applyLabel(segment, info) -> None:
@@ -316,9 +316,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
         staging = Path(tempfile.mkdtemp(prefix="corrected-", dir=self.workDir))
         try:
-            imagePath, segPath = staging / "image.nrrd", staging / "labels.seg.nrrd"
-            slicer.util.saveNode(volumeNode, str(imagePath))
-            slicer.util.saveNode(segmentationNode, str(segPath))
+            imagePath = _saveNode(volumeNode, staging / "image.nrrd")
+            segPath = _saveNode(segmentationNode, staging / "labels.seg.nrrd")
             labels = read_segmentation(segPath, reference=read_volume(imagePath)).labels
             labelsPath = write_volume(labels, staging / "labels.nii.gz")
             return save_corrected_case(poolDir, volumeNode.GetName(), imagePath, labelsPath)
@@ -428,9 +427,11 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         out = Path(outDir)
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="export-", dir=self.workDir))
-        slicer.util.saveNode(volumeNode, str(staging / "image.nrrd"))
-        slicer.util.saveNode(segmentationNode, str(staging / "labels.seg.nrrd"))
-        seg = read_segmentation(staging / "labels.seg.nrrd", reference=read_volume(staging / "image.nrrd"))
+        try:
+            image = read_volume(_saveNode(volumeNode, staging / "image.nrrd"))
+            seg = read_segmentation(_saveNode(segmentationNode, staging / "labels.seg.nrrd"), reference=image)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         base = segmentationNode.GetName().replace(" ", "_")
         written = []
         options = SurfaceOptions(smoothing=smoothing, decimate=decimate, coordinate_system=coordinateSystem,
@@ -441,6 +442,5 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             written.append(str(write_volume(seg.labels, out / f"{base}_labels.nii.gz", overwrite=True)))
         if segNrrd:
             written.append(str(write_segmentation(seg.labels, seg.table, out / f"{base}.seg.nrrd", overwrite=True)))
-        shutil.rmtree(staging, ignore_errors=True)
         logging.info("ToothSeg export: %d files in %s", len(written), out)
         return written
