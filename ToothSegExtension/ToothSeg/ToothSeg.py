@@ -434,6 +434,13 @@ class ToothSegTest(ScriptedLoadableModuleTest):
         names = [node.GetSegmentation().GetNthSegment(i).GetName()
                  for i in range(node.GetSegmentation().GetNumberOfSegments())]
         self.assertTrue(names and all(n.startswith("Tooth ") for n in names), names)
+        if len(names) >= 2:  # Renumber tooth: giving the first tooth the second's number swaps the two
+            segmentation = node.GetSegmentation()
+            firstId, secondId = segmentation.GetNthSegmentID(0), segmentation.GetNthSegmentID(1)
+            secondNumber = int(names[1].split()[1])
+            logic.renumberTooth(node, firstId, secondNumber)
+            self.assertEqual(segmentation.GetSegment(firstId).GetName(), names[1])
+            self.assertEqual(segmentation.GetSegment(secondId).GetName(), names[0])
         with tempfile.TemporaryDirectory() as folder:
             written = logic.export(volume, node, folder)
             self.assertTrue(any(p.endswith(".stl") for p in written))
