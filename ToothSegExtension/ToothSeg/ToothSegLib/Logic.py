@@ -291,8 +291,9 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         except LabelError as exc:
             raise ValueError(str(exc)[:1].upper() + str(exc)[1:] + ".") from exc
         for sid, change in plan.items():
-            if isinstance(change, str):
+            if isinstance(change, str):  # the tooth lost its number: no key may give it back on saving
                 segmentation.GetSegment(sid).SetName(change)
+                segmentation.GetSegment(sid).RemoveTag("ToothSeg.LabelKey")
             else:
                 ToothSegLogic._applyLabel(segmentation.GetSegment(sid), change)
         return plan[segmentId].segment_name

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "LabelInfo",
     "LabelTable",
     "fdi_name",
+    "fdi_of_segment_name",
     "is_fdi_tooth",
     "TERMINOLOGY_CONTEXT",
 ]
@@ -172,6 +174,19 @@ def is_fdi_tooth(value: int) -> bool:
     if 5 <= quadrant <= 8:
         return 1 <= position <= 5
     return False
+
+
+_FDI_SEGMENT_NAME = re.compile(r"^\s*(?:tooth|fdi)\s*(\d{2})\b", re.IGNORECASE)
+
+
+def fdi_of_segment_name(name: str) -> int | None:
+    """The FDI tooth number a segment's name gives (``Tooth 36 (lower left first molar)``, ``tooth 36``,
+    ``FDI 36``), else None (pulp, jaws, a user's own segment). The one reading of names that the
+    ``.seg.nrrd`` reader and *Renumber tooth* share."""
+    match = _FDI_SEGMENT_NAME.match(name)
+    if match is None or not is_fdi_tooth(int(match.group(1))):
+        return None
+    return int(match.group(1))
 
 
 def fdi_name(fdi: int) -> str:

@@ -14,23 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GeometryMismatchError, InputError, OutputWriteError
-from ..labels import PULP_OFFSET, LabelInfo, LabelTable, is_fdi_tooth
+from ..labels import PULP_OFFSET, LabelInfo, LabelTable, fdi_of_segment_name, is_fdi_tooth
 from ..volume import Volume, check_same_geometry
 from .atomic import atomic_output
 
 __all__ = ["Segmentation", "write_segmentation", "read_segmentation", "segment_dicts"]
 
 log = logging.getLogger(__name__)
-
-_FDI_NAME = re.compile(r"^\s*(?:tooth|fdi)\s*(\d{2})\b", re.IGNORECASE)
-
 
 @dataclass
 class Segmentation:
@@ -130,25 +126,49 @@ def _info_from_segment(segment: dict, value: int) -> LabelInfo:
     return LabelInfo(value, key, name, color)  # type: ignore[arg-type]
 
 
-def _intended_value(segment: dict) -> int:
-    """The label value a segment stands for: its FDI number when its key or name says so
-    (segments drawn by hand in Slicer get arbitrary layer values), else its stored value."""
+def _named_value(segment: dict) -> int | None:
+    """The label value a segment's key or name says it stands for (its FDI number, or pulp's), else
+    None. Segments drawn by hand in Slicer get arbitrary layer values, so these take precedence."""
     key = str(segment.get("tags", {}).get("ToothSeg.LabelKey", ""))
     for prefix, offset in (("tooth_", 0), ("pulp_", PULP_OFFSET)):
         if key.startswith(prefix) and key[len(prefix):].isdigit() and is_fdi_tooth(int(key[len(prefix):])):
             return int(key[len(prefix):]) + offset
-    match = _FDI_NAME.match(str(segment.get("name", "")))
-    if match and is_fdi_tooth(int(match.group(1))):
-        return int(match.group(1))
-    return int(segment.get("labelValue", 1))
+    return fdi_of_segment_name(str(segment.get("name", "")))
+
+
+def _assign_values(segments: list[dict]) -> list[int]:
+    """One label value per segment: first the values that keys and names claim (in segment order),
+    then each other segment keeps its stored value if it is free. A segment whose value is taken gets
+    a new one that no standard class uses, so it can never pass for a tooth it is not (e.g. a tooth
+    renumbered away from a number another segment took)."""
+    reserved = set(LabelTable.fdi(deciduous=True, pulp=True, jaws=True).values)
+    named = [_named_value(segment) for segment in segments]
+    used: set[int] = set()
+    values: list[int | None] = [None] * len(segments)
+    for index, value in enumerate(named):
+        if value is not None and value not in used:
+            values[index] = value
+            used.add(value)
+    for index, segment in enumerate(segments):
+        if values[index] is not None:
+            continue
+        value = int(segment.get("labelValue", 1))
+        if value in used or value <= 0:
+            value = max(used | {0}) + 1
+            while value in used or value in reserved:
+                value += 1
+        values[index] = value
+        used.add(value)
+    return [int(v) for v in values]  # type: ignore[arg-type]
 
 
 def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = None) -> Segmentation:
     """Read a ``.seg.nrrd`` into a single label map plus the label table of its segments.
 
     A segment named or tagged as an FDI tooth (``Tooth 36 …``) gets that number, whatever value
-    Slicer stored; other segments keep their stored value, or get a new one if it is taken (segments
-    on extra layers). Overlaps are resolved in segment order (later wins), with a warning.
+    Slicer stored; other segments keep their stored value, or, if it is taken (segments on extra
+    layers, a tooth renumbered away), get a new one that no standard class uses. Overlaps are
+    resolved in segment order (later wins), with a warning.
 
     Args:
         reference: the image the segmentation belongs to. A segmentation cropped to its extent
@@ -175,14 +195,8 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
     else:
         raise InputError(f"{path}: segmentation voxels have {voxels.ndim} dimensions")
     segments = data.get("segments", [])
-    used: set[int] = set()
-    plan: list[tuple[dict, int]] = []
-    for segment in segments:
-        value = _intended_value(segment)
-        if value in used:
-            value = max(used | {0}) + 1
-        used.add(value)
-        plan.append((segment, value))
+    plan: list[tuple[dict, int]] = list(zip(segments, _assign_values(segments), strict=True))
+    used = {value for _, value in plan}
     dtype = np.uint16 if max(used | {0}) > 255 else np.uint8
     out = np.zeros(layers.shape[1:], dtype=dtype)
     overlaps = 0
