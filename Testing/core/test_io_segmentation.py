@@ -117,3 +117,72 @@ def test_truncated_segmentation(tmp_path, sts_segmentation):
         read_segmentation(tmp_path / "cut.seg.nrrd")
     with pytest.raises(InputError, match=".seg.nrrd"):
         write_segmentation(Volume(np.zeros((2, 2, 2), np.uint8)), LabelTable.fdi(), tmp_path / "x.nrrd")
+
+
+STANDARD = LabelTable.fdi(deciduous=True, pulp=True, jaws=True)
+
+
+def _with_hand_drawn_segments(tmp_path, teeth_volume, table: LabelTable) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A ToothSeg file of ``teeth_volume`` plus two segments painted in Slicer's way (slicerio's
+    ``add_segment`` stores them as Slicer does): one overlapping tooth 11 (a new layer, stored value 1,
+    the maxilla's value) and one in the background (layer 0, the next free value)."""
+    path = write_segmentation(teeth_volume, table, tmp_path / "teeth.seg.nrrd")
+    data = slicerio.read_segmentation(str(path))
+    over_tooth = (teeth_volume.array == 11).transpose(2, 1, 0).copy()
+    background = np.zeros_like(over_tooth)
+    background[0:3, 0:3, 0:3] = True
+    assert not np.any(data["voxels"][background])
+    slicerio.add_segment(data, over_tooth, {"id": "Segment_1", "name": "Segment_1"})
+    slicerio.add_segment(data, background, {"id": "Segment_2", "name": "Segment_2"})
+    return data, over_tooth.transpose(2, 1, 0), background.transpose(2, 1, 0)
+
+
+def test_hand_drawn_segments_never_pass_for_a_standard_class(tmp_path, teeth_volume):
+    """Slicer stores a new segment on a new layer as 1 (= maxilla) or as the next layer value, which
+    can be a deciduous tooth (51); read as those, a corrected case would teach the model wrong classes."""
+    data, over_tooth, background = _with_hand_drawn_segments(tmp_path, teeth_volume, LabelTable.fdi())
+    stored = {s["name"]: (s["layer"], s["labelValue"]) for s in data["segments"]}
+    assert stored["Segment_1"] == (1, 1)
+    data["segments"][-1]["labelValue"] = 51  # as Slicer would store it after teeth up to 48 and 49, 50
+    data["voxels"][0][background.transpose(2, 1, 0)] = 51
+    slicerio.write_segmentation(str(tmp_path / "edited.seg.nrrd"), data)
+    result = read_segmentation(tmp_path / "edited.seg.nrrd")
+    array = result.labels.array
+    teeth = set(np.unique(teeth_volume.array).tolist()) - {0}
+    assert set(np.unique(array[(teeth_volume.array > 0) & ~over_tooth]).tolist()) == teeth - {11}
+    drawn = {int(np.unique(array[over_tooth])[0]), int(np.unique(array[background])[0])}
+    assert len(drawn) == 2 and not drawn & set(STANDARD.values)
+    assert {result.table[value].name for value in drawn} == {"Segment_1", "Segment_2"}
+    assert result.unrecognised == ["Segment_1", "Segment_2"]
+
+
+def test_a_hand_drawn_segment_named_as_a_tooth_is_that_tooth(tmp_path, teeth_volume):
+    data, _, background = _with_hand_drawn_segments(tmp_path, teeth_volume, LabelTable.fdi())
+    data["segments"][-1]["name"] = "Tooth 38"
+    slicerio.write_segmentation(str(tmp_path / "edited.seg.nrrd"), data)
+    result = read_segmentation(tmp_path / "edited.seg.nrrd")
+    assert set(np.unique(result.labels.array[background]).tolist()) == {38}
+    assert result.unrecognised == ["Segment_1"]
+
+
+def test_classes_of_a_custom_table_keep_their_values(tmp_path, teeth_volume):
+    """A binary model's 'tooth' class is stored as 1, the maxilla's value in the standard table; the
+    segment carries ToothSeg's key, so its value is kept (a fine-tuned binary model needs it)."""
+    binary = LabelTable.custom({1: "tooth"})
+    mask = teeth_volume.with_array((teeth_volume.array > 0).astype(np.uint8))
+    path = write_segmentation(mask, binary, tmp_path / "binary.seg.nrrd")
+    result = read_segmentation(path)
+    np.testing.assert_array_equal(result.labels.array, mask.array)
+    assert result.unrecognised == []
+
+
+def test_a_label_map_imported_into_slicer_keeps_its_values(tmp_path, teeth_volume):
+    """Slicer names the segments of a label map imported without a colour table ``Label_<value>`` and
+    keeps the values; such a file from another FDI tool reads back with its tooth numbers."""
+    data = slicerio.read_segmentation(str(write_segmentation(teeth_volume, LabelTable.fdi(), tmp_path / "t.seg.nrrd")))
+    for segment in data["segments"]:
+        segment["name"] = f"Label_{segment['labelValue']}"
+        segment["tags"] = {}
+    slicerio.write_segmentation(str(tmp_path / "imported.seg.nrrd"), data)
+    np.testing.assert_array_equal(read_segmentation(tmp_path / "imported.seg.nrrd").labels.array,
+                                  teeth_volume.array)

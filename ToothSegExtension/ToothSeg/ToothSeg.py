@@ -318,9 +318,15 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSaveCorrected(self) -> None:
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not save the corrected case."), waitCursor=True):
-            path = self.logic.saveCorrectedCase(node.inputVolume, node.segmentation, self._poolDir())
+            path, unrecognised = self.logic.saveCorrectedCase(node.inputVolume, node.segmentation, self._poolDir())
             self.ui.statusLabel.text = _("Corrected labels saved as {path}").format(path=path)
             self.refreshPoolStatus()
+        if unrecognised:
+            slicer.util.warningDisplay(
+                _("Saved, but these segments are no tooth: {names}.\n\nFine-tuning refuses them until each is "
+                  "named as a tooth (Renumber tooth) or removed; then save the case again.").format(
+                    names=", ".join(unrecognised)),
+                windowTitle=_("ToothSeg"))
 
     # ------------------------------------------------------------------ fine-tune (active learning)
     def _poolFolderText(self) -> str:

@@ -308,9 +308,11 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             segment.SetTag("TerminologyEntry", slicerio.terminology_entry_to_string(info.terminology.to_slicer()))
         segment.SetTag("ToothSeg.LabelKey", info.key)
 
-    def saveCorrectedCase(self, volumeNode, segmentationNode, poolDir: str) -> Path:
+    def saveCorrectedCase(self, volumeNode, segmentationNode, poolDir: str) -> tuple[Path, list[str]]:
         """Store the corrected labels in the active-learning case pool as a new revision (the volume is
-        copied in the first time); an earlier correction is never overwritten."""
+        copied in the first time); an earlier correction is never overwritten. Returns the revision file
+        and the names of segments that are no class (e.g. ``Segment_1`` drawn by hand), which the
+        user should name as teeth before fine-tuning."""
         from toothseg.core.io.images import read_volume, write_volume
         from toothseg.core.io.segmentation import read_segmentation
         from toothseg.train.active_learning.pool import save_corrected_case
@@ -319,9 +321,9 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         try:
             imagePath = _saveNode(volumeNode, staging / "image.nrrd")
             segPath = _saveNode(segmentationNode, staging / "labels.seg.nrrd")
-            labels = read_segmentation(segPath, reference=read_volume(imagePath)).labels
-            labelsPath = write_volume(labels, staging / "labels.nii.gz")
-            return save_corrected_case(poolDir, volumeNode.GetName(), imagePath, labelsPath)
+            corrected = read_segmentation(segPath, reference=read_volume(imagePath))
+            labelsPath = write_volume(corrected.labels, staging / "labels.nii.gz")
+            return save_corrected_case(poolDir, volumeNode.GetName(), imagePath, labelsPath), corrected.unrecognised
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GeometryMismatchError, InputError, OutputWriteError
-from ..labels import PULP_OFFSET, LabelInfo, LabelTable, fdi_of_segment_name, is_fdi_tooth
+from ..labels import LabelInfo, LabelTable, fdi_of_segment_name, is_fdi_tooth
 from ..volume import Volume, check_same_geometry
 from .atomic import atomic_output
 
@@ -28,12 +29,16 @@ __all__ = ["Segmentation", "write_segmentation", "read_segmentation", "segment_d
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Segmentation:
     """A label map with the label table that names its values."""
 
     labels: Volume
     table: LabelTable
+    #: names of segments that are no class: neither named/keyed as a standard class nor written by
+    #: ToothSeg (e.g. ``Segment_1`` drawn by hand); fine-tuning refuses their values until renamed.
+    unrecognised: list[str] = field(default_factory=list)
 
 
 def segment_dicts(labels: np.ndarray, table: LabelTable, values: list[int]) -> list[dict]:
@@ -126,26 +131,42 @@ def _info_from_segment(segment: dict, value: int) -> LabelInfo:
     return LabelInfo(value, key, name, color)  # type: ignore[arg-type]
 
 
-def _named_value(segment: dict) -> int | None:
-    """The label value a segment's key or name says it stands for (its FDI number, or pulp's), else
-    None. Segments drawn by hand in Slicer get arbitrary layer values, so these take precedence."""
+_STANDARD = LabelTable.fdi(deciduous=True, pulp=True, jaws=True)
+_STANDARD_KEYS = {info.key: value for value, info in _STANDARD.entries.items()}
+#: Slicer names the segments of a label map imported without a colour table ``Label_<value>``.
+_IMPORTED_LABEL_NAME = re.compile(r"^Label_(\d+)$")
+
+
+def _claimed_value(segment: dict) -> int | None:
+    """The label value a segment's key or name says it stands for, else None: a standard key
+    (``tooth_36``, ``pulp_36``, ``mandible``), a tooth name (``Tooth 36 …``), or Slicer's name for a
+    segment imported from a label map (``Label_36`` stored as 36). Hand-drawn segments get arbitrary
+    layer values, so claims take precedence over stored values."""
     key = str(segment.get("tags", {}).get("ToothSeg.LabelKey", ""))
-    for prefix, offset in (("tooth_", 0), ("pulp_", PULP_OFFSET)):
-        if key.startswith(prefix) and key[len(prefix):].isdigit() and is_fdi_tooth(int(key[len(prefix):])):
-            return int(key[len(prefix):]) + offset
-    return fdi_of_segment_name(str(segment.get("name", "")))
+    if key in _STANDARD_KEYS:
+        return _STANDARD_KEYS[key]
+    name = str(segment.get("name", ""))
+    by_name = fdi_of_segment_name(name)
+    if by_name is not None:
+        return by_name
+    imported = _IMPORTED_LABEL_NAME.match(name)
+    if imported is not None and int(imported.group(1)) == int(segment.get("labelValue", -1)) > 0:
+        return int(imported.group(1))
+    return None
 
 
 def _assign_values(segments: list[dict]) -> list[int]:
-    """One label value per segment: first the values that keys and names claim (in segment order),
-    then each other segment keeps its stored value if it is free. A segment whose value is taken gets
-    a new one that no standard class uses, so it can never pass for a tooth it is not (e.g. a tooth
-    renumbered away from a number another segment took)."""
-    reserved = set(LabelTable.fdi(deciduous=True, pulp=True, jaws=True).values)
-    named = [_named_value(segment) for segment in segments]
-    used: set[int] = set()
+    """One label value per segment. First the values that keys and names claim (in segment order).
+    A segment ToothSeg wrote (it carries a ``ToothSeg.LabelKey``, e.g. a custom table's class) then
+    keeps its stored value if that is free. Any other segment, such as one drawn by hand
+    (``Segment_1``) or a tooth renumbered to "Unnumbered", keeps its stored value only if it is free
+    and no standard class uses it; otherwise it gets a value no standard class uses. So a segment can
+    never pass for a tooth, pulp or jaw it was not named as (Slicer stores a new segment as the next
+    free layer value, e.g. 1 = maxilla, or 51 = a deciduous tooth)."""
+    reserved = set(_STANDARD.values)
     values: list[int | None] = [None] * len(segments)
-    for index, value in enumerate(named):
+    used: set[int] = set()
+    for index, value in enumerate(_claimed_value(segment) for segment in segments):
         if value is not None and value not in used:
             values[index] = value
             used.add(value)
@@ -153,10 +174,13 @@ def _assign_values(segments: list[dict]) -> list[int]:
         if values[index] is not None:
             continue
         value = int(segment.get("labelValue", 1))
-        if value in used or value <= 0:
+        written_by_us = "ToothSeg.LabelKey" in segment.get("tags", {})
+        if value in used or value <= 0 or (value in reserved and not written_by_us):
             value = max(used | {0}) + 1
             while value in used or value in reserved:
                 value += 1
+            log.warning("segment %r is no standard class; it is stored as label value %d (name it "
+                        "'Tooth NN' to make it a tooth)", segment.get("name", ""), value)
         values[index] = value
         used.add(value)
     return [int(v) for v in values]  # type: ignore[arg-type]
@@ -165,10 +189,11 @@ def _assign_values(segments: list[dict]) -> list[int]:
 def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = None) -> Segmentation:
     """Read a ``.seg.nrrd`` into a single label map plus the label table of its segments.
 
-    A segment named or tagged as an FDI tooth (``Tooth 36 …``) gets that number, whatever value
-    Slicer stored; other segments keep their stored value, or, if it is taken (segments on extra
-    layers, a tooth renumbered away), get a new one that no standard class uses. Overlaps are
-    resolved in segment order (later wins), with a warning.
+    A segment named or tagged as a standard class (``Tooth 36 …``, key ``pulp_36`` or ``mandible``)
+    gets that class's value, whatever value Slicer stored. Other segments keep their stored value when
+    it is free and cannot be mistaken for a standard class; otherwise (segments on extra layers, a
+    segment drawn by hand, a tooth renumbered to "Unnumbered") they get a new value that no standard
+    class uses, with a warning. Overlaps are resolved in segment order (later wins), with a warning.
 
     Args:
         reference: the image the segmentation belongs to. A segmentation cropped to its extent
@@ -221,13 +246,15 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
     spacing, origin, direction = _geometry_from_matrix(data["ijkToLPS"])
     labels = Volume(np.ascontiguousarray(out.transpose(2, 1, 0)), spacing, origin, direction)
     labels.metadata["source"] = str(path)
+    unrecognised = [str(segment.get("name", "")) for segment in segments
+                    if _claimed_value(segment) is None and "ToothSeg.LabelKey" not in segment.get("tags", {})]
     table = LabelTable({value: _info_from_segment(segment, value) for segment, value in plan},
                        name=str(data.get("ToothSeg_LabelTable", "from-file")))
     standard = LabelTable.fdi(deciduous=True, pulp=True, jaws=True)
     table.swap_pairs = {a: b for a, b in standard.swap_pairs.items() if a in table and b in table}
     if reference is not None:
         labels = paste_onto_grid(labels, reference)
-    return Segmentation(labels, table)
+    return Segmentation(labels, table, unrecognised)
 
 
 def paste_onto_grid(labels: Volume, reference: Volume) -> Volume:
