@@ -95,6 +95,30 @@ def test_bundled_panoramic_model_on_a_test_split_xray(tmp_path):
     assert (tmp_path / "overlay.png").stat().st_size > 1000
 
 
+def test_an_xray_saved_by_slicer_gets_the_panoramic_model_and_named_teeth(tmp_path):
+    """The Slicer module saves a loaded X-ray as a one-slice NRRD and asks for a .seg.nrrd: the default
+    model must be the panoramic one (the file's extension says 3D, its header 2D), and the segments
+    must carry FDI names and keys on the X-ray's own one-slice grid."""
+    import slicerio
+
+    split = json.loads((Path(__file__).resolve().parents[2] / "ToothSegTraining" / "toothseg" / "train" / "splits"
+                        / "ufba425.json").read_text())
+    shared = Path(os.environ.get("TOOTHSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    xray = read_volume(shared / "ufba425" / "images" / f"{split['test'][0]}.png")
+    source = write_volume(Volume(xray.array.astype(np.int16), origin=(-20.0, 30.0, 5.0), kind="2d"),
+                          tmp_path / "input.nrrd")
+    result = run("segment", source, "-o", tmp_path / "teeth.seg.nrrd", "--fast", "--report", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["model"] == "toothseg-panoramic-demo"
+    seg = slicerio.read_segmentation(str(tmp_path / "teeth.seg.nrrd"))
+    assert len(seg["segments"]) >= 8
+    for segment in seg["segments"]:
+        fdi = int(segment["labelValue"])
+        assert segment["name"].startswith(f"Tooth {fdi} (") and segment["tags"]["ToothSeg.LabelKey"] == f"tooth_{fdi}"
+    labels = read_label_map(tmp_path / "teeth.seg.nrrd")
+    assert labels.shape == xray.shape and labels.origin == (-20.0, 30.0, 5.0)
+
+
 def test_batch_is_resumable_and_isolates_failures(tmp_path, model3d):
     cases = tmp_path / "cases"
     cases.mkdir()

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from toothseg.core import InputError, OutputExistsError, OutputWriteError, Volume, VolumeKind
 from toothseg.core.io import read_label_map, read_volume, write_volume
-from toothseg.core.io.images import volume_to_sitk
+from toothseg.core.io.images import input_kind, volume_to_sitk
 
 from ..conftest import oblique_direction, shared_data_dir
 
@@ -229,6 +229,23 @@ def test_a_panoramic_image_saved_in_a_3d_container_reads_back_as_2d(tmp_path, su
     """3D Slicer saves a loaded X-ray as a one-slice NRRD; the case pool stores images as NIfTI.
     Either way it is still a 2D image, which a 2D model must accept."""
     image = Volume(np.arange(64 * 80, dtype=np.uint8).reshape(1, 64, 80), kind="2d")
-    back = read_volume(write_volume(image, tmp_path / f"xray{suffix}"))
+    path = write_volume(image, tmp_path / f"xray{suffix}")
+    back = read_volume(path)
     assert back.kind == VolumeKind.PANORAMIC_2D and back.shape == (1, 64, 80)
     np.testing.assert_array_equal(back.array, image.array)
+    assert input_kind(path) == "2d"  # from the header alone, as read_volume will read it
+
+
+def test_input_kind_from_the_header(tmp_path):
+    """The default model is chosen before the image is read: the header must give the same answer."""
+    scan = write_volume(Volume(np.zeros((2, 8, 8), np.int16)), tmp_path / "scan.nrrd")
+    png = write_volume(Volume(np.zeros((1, 8, 8), np.uint8), kind="2d"), tmp_path / "xray.png")
+    plain_2d = tmp_path / "xray2d.nrrd"
+    sitk.WriteImage(sitk.Image(8, 6, sitk.sitkUInt8), str(plain_2d))
+    for path in (scan, png, plain_2d):
+        assert input_kind(path) == ("3d" if read_volume(path).kind == VolumeKind.CBCT_3D else "2d"), path
+    assert [input_kind(p) for p in (scan, png, plain_2d)] == ["3d", "2d", "2d"]
+    truncated = tmp_path / "cut.nrrd"
+    truncated.write_bytes(scan.read_bytes()[:40])
+    with pytest.raises(InputError, match="truncated"):
+        input_kind(truncated)

@@ -130,15 +130,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.model:
         model_folder = catalog.resolve(args.model)
     else:
-        from .core.io.images import file_format
+        from .core.io.images import input_kind
 
-        kind = "3d"
-        if not batch and file_format(source) == "2d":
-            kind = "2d"
-        elif batch:
-            cases = list_cases(source)
-            if cases and all(file_format(path) == "2d" for _, path in cases):
-                kind = "2d"
+        def kind_of(path: Path) -> str | None:
+            try:
+                return input_kind(path)
+            except InputError:  # that case fails on its own when it is read; the others go on
+                return None
+
+        kinds = {kind_of(path) for path in ([p for _, p in list_cases(source)] if batch else [source])} - {None}
+        kind = "2d" if kinds == {"2d"} else "3d"
         model_folder = catalog.resolve(catalog.default(kind).id)
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
                                batch_size=args.batch_size)

@@ -23,6 +23,7 @@ from .atomic import atomic_output
 
 __all__ = [
     "read_volume",
+    "input_kind",
     "read_label_map",
     "write_volume",
     "volume_from_sitk",
@@ -68,6 +69,28 @@ def file_format(path: str | os.PathLike[str]) -> str:
         f"{path}: unsupported file type '{suffix or path.name}' "
         f"(supported: {', '.join(READABLE_SUFFIXES)}, or a DICOM folder)"
     )
+
+
+def input_kind(path: str | os.PathLike[str]) -> str:
+    """``2d`` (panoramic X-ray) or ``3d`` (scan) as :func:`read_volume` will read ``path``, from the
+    file's header only: a 2D file, or a volume of one slice (Slicer saves X-rays as such NRRDs), is 2D;
+    DICOM folders and HDF5 crops are scans. Picks the default model before the image is read."""
+    import SimpleITK as sitk
+
+    fmt = file_format(path)
+    if fmt == "2d":
+        return "2d"
+    if fmt != "itk":
+        return "3d"
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: cannot read image header ({_first_line(exc)}); the file may be truncated "
+                         "or corrupt") from exc
+    size = reader.GetSize()
+    return "2d" if len(size) == 2 or (len(size) == 3 and size[2] == 1) else "3d"
 
 
 def _first_line(exc: BaseException) -> str:
