@@ -208,8 +208,9 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         runDir = self.workDir / time.strftime("run-%Y%m%d-%H%M%S")
         runDir.mkdir(parents=True, exist_ok=True)
         inputPath = _saveNode(volumeNode, runDir / "input.nrrd")
-        is2d = volumeNode.GetImageData().GetDimensions()[2] == 1
-        outputPath = runDir / ("labels.nrrd" if is2d else "teeth.seg.nrrd")
+        # a .seg.nrrd for panoramic X-rays too (one slice): FDI names, colours and terminology come with
+        # it, where a label map imported into Slicer would take its names from a generic colour table
+        outputPath = runDir / "teeth.seg.nrrd"
         arguments = ["segment", inputPath, "-o", outputPath, "--model", modelId, "--device", device,
                      "--progress-lines", "--report", runDir / "report.json", "--tta" if tta else "--no-tta"]
         if fast:
@@ -247,13 +248,7 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
     def _loadResult(self, volumeNode, outputPath: Path, uncertaintyPath: Path | None, reportPath: Path):
         name = volumeNode.GetName() + TEETH_SUFFIX
-        if outputPath.name.endswith(".seg.nrrd"):
-            segmentationNode = slicer.util.loadSegmentation(str(outputPath))
-        else:
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            labelNode = slicer.util.loadLabelVolume(str(outputPath))
-            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
-            slicer.mrmlScene.RemoveNode(labelNode)
+        segmentationNode = slicer.util.loadSegmentation(str(outputPath))
         segmentationNode.SetName(name)
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         segmentationNode.CreateClosedSurfaceRepresentation()
