@@ -497,6 +497,13 @@ def test_a_cascade_parent_gives_a_cascade_version_with_its_coarse_member_kept(tm
     (tmp_path / "run").mkdir()
     settings, trained_from = _parent_settings(parent, tmp_path / "run")
     assert trained_from == parent / "fine" and "model.architecture=unet2d" in settings
+    assert not any(s.startswith("data.image_extent") for s in settings)
+    shutil.copytree(parent / "fine", tmp_path / "extent-parent")
+    fine = read_card(parent / "fine")
+    fine.image_extent_yx = [512.0, 512.0]
+    (tmp_path / "extent-parent" / "model.json").write_text(fine.to_json())
+    extent_settings, _ = _parent_settings(tmp_path / "extent-parent", tmp_path / "run")
+    assert "data.image_extent=[512.0, 512.0]" in extent_settings  # a fine-tuned version keeps the X-ray scale
     _assemble_version(tiny_model, parent, tmp_path / "version")
     card = read_card(tmp_path / "version")
     assert [m["role"] for m in card.members] == ["coarse", "fine"]

@@ -28,6 +28,8 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"stages": [{"iterations": "many"}]}, "expected int"),
     ({"stages": []}, "no stages"),
     ({"data": {"kind": "4d"}}, "data.kind"),
+    ({"data": {"image_extent": [512]}}, "image_extent"),
+    ({"data": {"kind": "3d", "patch_size": [8, 8, 8], "image_extent": [512, 512]}}, "image_extent"),
 ])
 def test_bad_recipes_name_the_problem(toy_dataset, change, message):
     data = toy_recipe(toy_dataset)
@@ -46,3 +48,23 @@ def test_overrides_report_bad_paths(toy_dataset):
         apply_overrides(data, ["stages.0.iterations"])
     with pytest.raises(InputError, match="does not exist"):
         apply_overrides(data, ["stages.3.iterations=2"])
+
+
+def test_image_extent_puts_every_xray_on_the_training_scale():
+    """With data.image_extent, an X-ray of any size and pixel spacing reaches the network at the size the
+    training X-rays did; without it, its own spacing decides (a 0.1 mm X-ray would shrink to a few pixels)."""
+    import numpy as np
+
+    from toothseg.core import Volume
+    from toothseg.train.config import DataConfig
+    from toothseg.train.data.dataset import prepare_volume
+
+    data = DataConfig(kind="2d", spacing=[2.0, 2.0], image_extent=[512.0, 512.0], patch_size=[256, 256])
+    rng = np.random.default_rng(0)
+    for shape, spacing in (((512, 512), 1.0), ((700, 1400), 0.1), ((300, 900), 1.0)):
+        xray = Volume(rng.integers(0, 255, (1, *shape), dtype=np.uint8), (spacing, spacing, 1.0), kind="2d")
+        image, target, grid = prepare_volume(xray, data)
+        assert grid == (256, 256) and image.shape == (1, 256, 256) and target == (2.0, 2.0)
+    data.image_extent = None
+    _, _, grid = prepare_volume(Volume(np.zeros((1, 700, 1400), np.uint8), (0.1, 0.1, 1.0), kind="2d"), data)
+    assert grid == (35, 70)

@@ -17,6 +17,7 @@ from toothseg.core.inference.preprocessing import (
     resample_array,
     restore_orientation,
     to_canonical,
+    whole_image_spacing,
 )
 from toothseg.core.inference.sliding_window import SlidingWindowConfig, sliding_window_predict
 from toothseg.core.inference.windows import gaussian_importance, window_starts
@@ -132,3 +133,13 @@ def test_blending_equals_monai_sliding_window_inference():
         config = SlidingWindowConfig((8, 12, 10), 0.4, batch_size=3, placement="monai", exact=True)
         ours = sliding_window_predict(image[0], predictor, 4, config)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_whole_image_spacing_by_hand():
+    """A 512 x 512 training X-ray keeps its 1 mm pixels; a 1400 x 2800 one spans the same 512 x 512."""
+    assert whole_image_spacing((512, 512), (512.0, 512.0)) == (1.0, 1.0)
+    rows, cols = whole_image_spacing((1400, 2800), (512.0, 512.0))
+    assert rows == pytest.approx(512 / 1400) and cols == pytest.approx(512 / 2800)
+    assert 1400 * rows == pytest.approx(512) and 2800 * cols == pytest.approx(512)
+    with pytest.raises(Exception, match="2D shape"):
+        whole_image_spacing((1, 512, 512), (512.0, 512.0))

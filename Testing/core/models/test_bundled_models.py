@@ -66,3 +66,36 @@ def test_the_3d_default_says_its_intensities_are_synthetic():
     members = [read_card(entry.folder / m["path"]) for m in card.members] or [card]
     assert all(m.provenance.get("synthetic_intensities") for m in members)
     assert "synthetic" in (entry.description + entry.name).lower()
+
+
+def test_the_panoramic_default_finds_teeth_on_an_xray_at_clinical_size():
+    """UFBA-425 X-rays are 512 x 512 px without spacing; a clinic's panoramic is thousands of px wide at ~0.1 mm.
+    With its card's image_extent_yx the bundled model segments such an X-ray as it does the 512 px one;
+    read at its own pixel spacing (the behaviour before the field) it found no tooth at all."""
+    import json
+
+    import numpy as np
+
+    from toothseg.core import Volume
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.inference.preprocessing import resample_array
+    from toothseg.core.io import read_label_map, read_volume
+    from toothseg.train.data.cases import shared_data_dir
+
+    from ...benchmarks.bench_xray_size import tooth_dice
+
+    split = json.loads((Path(__file__).resolve().parents[3] / "ToothSegTraining" / "toothseg" / "train" / "splits"
+                        / "ufba425.json").read_text())
+    case = split["test"][1]
+    xray = read_volume(shared_data_dir() / "ufba425" / "images" / f"{case}.png")
+    truth = read_label_map(shared_data_dir() / "ufba425" / "labels" / f"{case}.png")
+    predictor = Predictor(load_catalog().resolve("toothseg-panoramic-demo"), InferenceOptions(device="cpu", tta=False))
+    assert predictor.card.image_extent_yx == [512.0, 512.0]
+    at_512 = tooth_dice(truth.array, predictor.predict(xray).labels.array)
+    big = np.round(resample_array(xray.array.astype(np.float32), (1, 700, 1400)).numpy()).astype(np.uint8)
+    big_truth = truth.array[:, np.arange(700) * 512 // 700][:, :, np.arange(1400) * 512 // 1400]
+    clinical = Volume(big, (0.2, 0.2, 1.0), kind="2d")  # half the benchmark's 1400 x 2800 at 0.1 mm: faster
+    at_clinical = tooth_dice(big_truth, predictor.predict(clinical).labels.array)
+    assert at_512 > 0.3 and abs(at_clinical - at_512) < 0.02, (at_512, at_clinical)
+    predictor.card.image_extent_yx = None
+    assert tooth_dice(big_truth, predictor.predict(clinical).labels.array) < 0.05

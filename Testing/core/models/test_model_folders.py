@@ -154,6 +154,8 @@ def test_2d_model_refuses_a_3d_volume_and_the_reverse(saved):
     ({"mirror_axes": [2]}, "mirror_axes"),
     ({"patch_size": [32, 48, 4]}, "patch_size"),
     ({"schema_version": 99}, "newer"),
+    ({"image_extent_yx": [512.0]}, "image_extent_yx"),
+    ({"image_extent_yx": [512.0, 0.0]}, "image_extent_yx"),
 ])
 def test_card_validation(change, message):
     data = tiny_card().to_dict()

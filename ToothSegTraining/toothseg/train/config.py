@@ -61,6 +61,10 @@ class DataConfig:
     label_table: str = "fdi"  # fdi, fdi-deciduous, binary (every tooth → 1), or a JSON file
     class_values: list[int] | None = None  # output channels' label values; default: all in the table
     spacing: list[float] | None = None
+    # 2D only: the extent (y, x), in the units of ``spacing``, that a whole X-ray is taken to span,
+    # whatever its size and pixel spacing (UFBA-425's X-rays come resized to 512 x 512 px without
+    # spacing: [512, 512]); None: the image's own pixel spacing
+    image_extent: list[float] | None = None
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
     intensity: dict[str, Any] = field(default_factory=lambda: {"mode": "percentile_zscore"})
     foreground_oversample: float = 0.33
@@ -189,6 +193,9 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         raise InputError(f"data.kind must be 2d or 3d, got {recipe.data.kind!r}")
     if len(recipe.data.patch_size) != (2 if recipe.data.kind == "2d" else 3):
         raise InputError(f"data.patch_size needs {2 if recipe.data.kind == '2d' else 3} values")
+    extent = recipe.data.image_extent
+    if extent is not None and (recipe.data.kind != "2d" or len(extent) != 2 or min(extent) <= 0):
+        raise InputError("data.image_extent is for 2D X-rays: two values (y, x) > 0")
     from .methods import get_method
 
     for index, stage in enumerate(recipe.stages):

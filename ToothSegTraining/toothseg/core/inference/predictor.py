@@ -38,6 +38,7 @@ from .preprocessing import (
     resampled_shape,
     restore_orientation,
     to_canonical,
+    whole_image_spacing,
 )
 from .sliding_window import SlidingWindowConfig, sliding_window_predict
 
@@ -246,6 +247,9 @@ class Predictor:
         self.model.check_input(volume)
         canonical, orientation = to_canonical(volume)
         array = canonical.array
+        spacing_zyx = canonical.spacing_zyx
+        if self.card.image_extent_yx and canonical.is_2d:  # X-rays as the model saw them: whole-image scale
+            spacing_zyx = (spacing_zyx[0], *whole_image_spacing(array.shape[1:], self.card.image_extent_yx))
         stats = image_statistics(array)
         report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
                                   "tta": self.options.tta and not self.options.fast}
@@ -257,7 +261,7 @@ class Predictor:
         roi = tuple(slice(0, n) for n in array.shape)
         skip = None
         if self.is_cascade and self.options.use_cascade:
-            roi, skip, coarse_report = self._coarse_stage(array, canonical.spacing_zyx, stats,
+            roi, skip, coarse_report = self._coarse_stage(array, spacing_zyx, stats,
                                                           progress.sub(0.0, 0.25, "locating teeth"))
             report["coarse"] = coarse_report
             fine_progress = progress.sub(0.25, 0.9, "segmenting teeth")
@@ -266,7 +270,7 @@ class Predictor:
         runner = self._runner("fine" if self.is_cascade else None)
         if roi is not None:
             region = array[roi]
-            probs = self._probabilities(runner, region, canonical.spacing_zyx, stats, fine_progress, skip)
+            probs = self._probabilities(runner, region, spacing_zyx, stats, fine_progress, skip)
             report["forward_passes"] = runner.forward_passes
             self._probabilities_to_labels(probs, region.shape, class_values, labels, entropy, roi,
                                           progress.sub(0.9, 0.95, "mapping back"))
@@ -278,7 +282,7 @@ class Predictor:
         if steps and labels.any():
             from ..postprocessing import apply_steps
 
-            labels = apply_steps(labels, canonical.spacing_zyx, steps)
+            labels = apply_steps(labels, spacing_zyx, steps)
         result = Volume(labels, canonical.spacing, canonical.origin, canonical.direction, canonical.kind)
         from ..postprocessing import check_numbering
 

@@ -26,7 +26,8 @@ from ..models.card import IntensityNormalization
 from ..volume import Volume
 
 __all__ = ["Orientation", "to_canonical", "restore_orientation", "resampled_shape", "axis_weights",
-           "iter_resampled_slabs", "resample_array", "normalize_intensities", "image_statistics"]
+           "iter_resampled_slabs", "resample_array", "normalize_intensities", "image_statistics",
+           "whole_image_spacing"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,21 @@ def restore_orientation(array: np.ndarray, orientation: Orientation) -> np.ndarr
         array = np.flip(array, axis=flip_axes)
     inverse = np.argsort(orientation.perm)
     return np.ascontiguousarray(np.transpose(array, tuple(range(lead)) + tuple(lead + int(i) for i in inverse)))
+
+
+def whole_image_spacing(shape_yx: Sequence[int], extent_yx: Sequence[float]) -> tuple[float, float]:
+    """The pixel spacing (y, x) that makes a whole 2D image of ``shape_yx`` pixels span ``extent_yx``.
+
+    Panoramic X-ray sets are often published resized to one size, without pixel spacing (UFBA-425:
+    512 x 512 px, read as 1 mm pixels). A model trained on them has learnt teeth as a fraction of
+    the image, not in millimetres: a clinical X-ray of 2900 x 1400 px at 0.1 mm would otherwise be
+    resampled to a few pixels per tooth, or kept 5x larger than any tooth the model saw. Such a model
+    declares the extent (its card's ``image_extent_yx``), and every X-ray is read as spanning it, in
+    training and at inference alike. For the training images themselves the spacing is unchanged.
+    """
+    if len(shape_yx) != 2 or len(extent_yx) != 2:
+        raise InputError(f"whole-image spacing needs a 2D shape and extent, got {shape_yx} and {extent_yx}")
+    return (float(extent_yx[0]) / int(shape_yx[0]), float(extent_yx[1]) / int(shape_yx[1]))
 
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]) -> tuple[int, ...]:

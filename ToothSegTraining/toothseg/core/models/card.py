@@ -64,6 +64,10 @@ class ModelCard:
     name: str = ""
     description: str = ""
     spacing_zyx: list[float] | None = None
+    #: 2D only: the extent (y, x), in the units of ``spacing_zyx``, a whole X-ray is taken to span,
+    #: whatever its size and pixel spacing (models trained on X-rays resized to one size); None: the
+    #: image's own pixel spacing. See :func:`toothseg.core.inference.preprocessing.whole_image_spacing`.
+    image_extent_yx: list[float] | None = None
     intensity: IntensityNormalization = field(default_factory=IntensityNormalization)
     patch_size: list[int] | None = None
     mirror_axes: list[int] = field(default_factory=list)
@@ -92,6 +96,9 @@ class ModelCard:
         for name, values in (("spacing_zyx", self.spacing_zyx), ("patch_size", self.patch_size)):
             if values is not None and len(values) != self.spatial_dims:
                 problems.append(f"{name} needs {self.spatial_dims} entries (z, y, x order), got {values}")
+        extent = self.image_extent_yx
+        if extent is not None and (self.spatial_dims != 2 or len(extent) != 2 or min(extent) <= 0):
+            problems.append(f"image_extent_yx is for 2D models: two values (y, x) > 0, got {extent}")
         if any(a < 0 or a >= self.spatial_dims for a in self.mirror_axes):
             problems.append(f"mirror_axes must be array axes 0..{self.spatial_dims - 1}, got {self.mirror_axes}")
         for member in self.members:

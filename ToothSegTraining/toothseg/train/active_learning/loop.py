@@ -209,6 +209,8 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
                 f"export.mirror_axes={dump(card.mirror_axes)}", "export.cascade=null"]
     if card.spacing_zyx:
         settings.append(f"data.spacing={dump(card.spacing_zyx)}")
+    if card.image_extent_yx:
+        settings.append(f"data.image_extent={dump(card.image_extent_yx)}")
     if card.patch_size:
         settings.append(f"data.patch_size={dump(card.patch_size)}")
     return settings, trained

@@ -29,6 +29,7 @@ from ...core.inference.preprocessing import (
     resample_array,
     resampled_shape,
     to_canonical,
+    whole_image_spacing,
 )
 from ...core.io.images import read_label_map, read_volume
 from ...core.labels import LabelTable
@@ -85,6 +86,8 @@ def prepare_volume(volume: Volume, data: DataConfig) -> tuple[np.ndarray, tuple[
     spacing = canonical.spacing_zyx
     if data.kind == "2d":
         array, spacing = array[0], spacing[1:]
+        if data.image_extent:
+            spacing = whole_image_spacing(array.shape, data.image_extent)
     target = data.spacing or list(spacing)
     shape = resampled_shape(array.shape, spacing, target) if data.spacing else array.shape
     stats = image_statistics(array)

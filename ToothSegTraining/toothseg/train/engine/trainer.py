@@ -222,7 +222,7 @@ class Trainer:
             id=export.id or recipe.name, name=export.name or recipe.name, description=export.description,
             architecture=recipe.model.architecture, kwargs=kwargs, spatial_dims=dims,
             label_table=self.table.subset(self.class_values[1:]), class_values=self.class_values,
-            input_kind=data.kind, spacing_zyx=data.spacing,
+            input_kind=data.kind, spacing_zyx=data.spacing, image_extent_yx=data.image_extent,
             intensity=IntensityNormalization(**data.intensity), patch_size=list(data.patch_size),
             mirror_axes=list(export.mirror_axes), license=export.license,
             provenance={"recipe": recipe.name, "method": self.stage.method, "stage": self.stage.name,
