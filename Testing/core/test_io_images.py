@@ -151,7 +151,7 @@ def test_panoramic_png_is_a_2d_volume(tmp_path):
     np.testing.assert_array_equal(read_label_map(out).array, labels.array)
 
 
-def test_rgb_png_becomes_grey_and_rgb_volume_is_refused(tmp_path):
+def test_rgb_xrays_become_grey_and_rgb_volumes_are_refused(tmp_path):
     grey = np.random.default_rng(2).integers(0, 255, (20, 30)).astype(np.uint8)
     rgb = sitk.GetImageFromArray(np.stack([grey] * 3, axis=-1), isVector=True)
     sitk.WriteImage(rgb, str(tmp_path / "xray.png"))
@@ -161,6 +161,12 @@ def test_rgb_png_becomes_grey_and_rgb_volume_is_refused(tmp_path):
     sitk.WriteImage(vector_volume, str(tmp_path / "rgb.nrrd"))
     with pytest.raises(InputError, match="colour"):
         read_volume(tmp_path / "rgb.nrrd")
+    # 3D Slicer loads a colour X-ray as a vector volume and saves it as a one-slice vector NRRD
+    one_slice = sitk.GetImageFromArray(np.stack([grey[None]] * 3, axis=-1), isVector=True)
+    sitk.WriteImage(one_slice, str(tmp_path / "xray_from_slicer.nrrd"))
+    from_slicer = read_volume(tmp_path / "xray_from_slicer.nrrd")
+    assert from_slicer.kind == VolumeKind.PANORAMIC_2D and from_slicer.shape == (1, 20, 30)
+    np.testing.assert_allclose(from_slicer.array[0], grey, atol=1)
 
 
 def test_four_d_file_is_refused(tmp_path):

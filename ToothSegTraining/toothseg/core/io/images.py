@@ -112,7 +112,8 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
     if dimension not in (2, 3):
         raise InputError(f"{source or 'image'}: {dimension}D images are not supported (expected 3D, or 2D X-ray)")
     if components > 1:
-        if dimension == 3:
+        # a colour X-ray saved by 3D Slicer is a one-slice vector volume: grey like a colour PNG
+        if dimension == 3 and image.GetSize()[2] != 1:
             raise InputError(f"{source or 'image'}: colour/vector volumes ({components} components) are not supported")
         array = sitk.GetArrayFromImage(image).astype(np.float64)
         if components in (3, 4):  # RGB(A) X-ray export: ITU-R BT.601 luma
