@@ -116,6 +116,18 @@ def test_dicom_series_is_sorted_by_position(tmp_path):
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-5)
 
 
+def test_a_dicom_folder_of_one_image_is_an_xray(tmp_path):
+    """A panoramic X-ray exported as DICOM is one image: 2D, for the panoramic model (by header too)."""
+    (tmp_path / "xray").mkdir()
+    (tmp_path / "scan").mkdir()
+    _write_dicom_series(tmp_path / "xray", Volume(np.arange(40 * 60, dtype=np.int16).reshape(1, 40, 60), (0.1, 0.1, 1.0)))
+    _write_dicom_series(tmp_path / "scan", Volume(np.zeros((3, 8, 8), np.int16)))
+    xray = read_volume(tmp_path / "xray")
+    assert xray.kind == VolumeKind.PANORAMIC_2D and xray.shape == (1, 40, 60)
+    assert input_kind(tmp_path / "xray") == "2d" and input_kind(tmp_path / "scan") == "3d"
+    assert read_volume(tmp_path / "scan").kind == VolumeKind.CBCT_3D
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match="no DICOM series"):

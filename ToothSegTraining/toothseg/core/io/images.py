@@ -73,16 +73,22 @@ def file_format(path: str | os.PathLike[str]) -> str:
 
 def input_kind(path: str | os.PathLike[str]) -> str:
     """``2d`` (panoramic X-ray) or ``3d`` (scan) as :func:`read_volume` will read ``path``, from the
-    file's header only: a 2D file, or a volume of one slice (Slicer saves X-rays as such NRRDs), is 2D;
-    DICOM folders and HDF5 crops are scans. Picks the default model before the image is read."""
+    headers only: a 2D file, a volume of one slice (Slicer saves X-rays as such NRRDs) or a DICOM
+    folder whose series is one single-frame image is 2D; HDF5 crops are scans. Picks the default model
+    before the image is read."""
     import SimpleITK as sitk
 
     fmt = file_format(path)
     if fmt == "2d":
         return "2d"
-    if fmt != "itk":
+    if fmt not in ("itk", "dicom"):
         return "3d"
     reader = sitk.ImageFileReader()
+    if fmt == "dicom":
+        _, files, _ = _largest_dicom_series(Path(path))
+        if len(files) > 1:
+            return "3d"
+        path = files[0]  # one image: a 2D X-ray, or a single multi-frame file (its header says which)
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
@@ -165,11 +171,10 @@ def volume_to_sitk(volume: Volume, as_2d: bool = False):
     return image
 
 
-def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
-    """Read the largest DICOM series in ``folder`` (GDCM sorts slices by image position)."""
+def _largest_dicom_series(folder: Path) -> tuple[str, tuple[str, ...], int]:
+    """(UID, sorted files, number of series) of the DICOM series in ``folder`` with the most files."""
     import SimpleITK as sitk
 
-    folder = Path(folder)
     reader = sitk.ImageSeriesReader()
     try:
         series_ids = reader.GetGDCMSeriesIDs(str(folder))
@@ -179,15 +184,25 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
         raise InputError(f"{folder}: no DICOM series found in this folder")
     files_by_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
     series_id = max(files_by_series, key=lambda sid: len(files_by_series[sid]))
-    if len(series_ids) > 1:
+    return series_id, tuple(files_by_series[series_id]), len(series_ids)
+
+
+def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
+    """Read the largest DICOM series in ``folder`` (GDCM sorts slices by image position)."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    series_id, files, count = _largest_dicom_series(folder)
+    if count > 1:
         log.warning("%s holds %d DICOM series; reading the largest (%d slices, UID %s)",
-                    folder, len(series_ids), len(files_by_series[series_id]), series_id)
-    reader.SetFileNames(files_by_series[series_id])
+                    folder, count, len(files), series_id)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{folder}: cannot read the DICOM series: {_first_line(exc)}") from exc
-    volume = volume_from_sitk(image, VolumeKind.CBCT_3D, str(folder))
+    volume = volume_from_sitk(image, None, str(folder))  # one image (a panoramic X-ray) is 2D
     volume.metadata["dicom_series_uid"] = series_id
     return volume
 
