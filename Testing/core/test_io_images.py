@@ -120,7 +120,8 @@ def test_a_dicom_folder_of_one_image_is_an_xray(tmp_path):
     """A panoramic X-ray exported as DICOM is one image: 2D, for the panoramic model (by header too)."""
     (tmp_path / "xray").mkdir()
     (tmp_path / "scan").mkdir()
-    _write_dicom_series(tmp_path / "xray", Volume(np.arange(40 * 60, dtype=np.int16).reshape(1, 40, 60), (0.1, 0.1, 1.0)))
+    pixels = np.arange(40 * 60, dtype=np.int16).reshape(1, 40, 60)
+    _write_dicom_series(tmp_path / "xray", Volume(pixels, (0.1, 0.1, 1.0)))
     _write_dicom_series(tmp_path / "scan", Volume(np.zeros((3, 8, 8), np.int16)))
     xray = read_volume(tmp_path / "xray")
     assert xray.kind == VolumeKind.PANORAMIC_2D and xray.shape == (1, 40, 60)
