@@ -405,8 +405,12 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             written = self.logic.export(node.inputVolume, node.segmentation, str(node.exportFolder), node.exportFormat,
                                         node.coordinateSystem, node.smoothing, node.decimation, node.mergedSurfaces,
                                         node.exportLabelMap, node.exportSegmentationFile)
-            self.ui.exportReportLabel.text = _("{count} files written to {folder} (mm, {system})").format(
+            report = _("{count} files written to {folder} (mm, {system})").format(
                 count=len(written), folder=node.exportFolder, system=node.coordinateSystem)
+            if node.inputVolume.GetImageData().GetDimensions()[2] == 1:
+                report = _("{count} files written to {folder}; a 2D X-ray has no surfaces to export").format(
+                    count=len(written), folder=node.exportFolder)
+            self.ui.exportReportLabel.text = report
 
 
 class ToothSegTest(ScriptedLoadableModuleTest):

@@ -417,7 +417,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     def export(self, volumeNode, segmentationNode, outDir: str, fileFormat: str = "stl", coordinateSystem: str = "LPS",
                smoothing: float = 0.3, decimate: float = 0.0, merged: bool = False, labelMap: bool = True,
                segNrrd: bool = True) -> list[str]:
-        """Surfaces per tooth (or merged), label map and .seg.nrrd; returns the files written."""
+        """Surfaces per tooth (or merged), label map and .seg.nrrd; returns the files written. A panoramic
+        X-ray (one slice) has no volume to mesh: its label map is a PNG of FDI values, and no surfaces."""
         from toothseg.core.export.surfaces import SurfaceOptions, export_surfaces
         from toothseg.core.io.images import read_volume, write_volume
         from toothseg.core.io.segmentation import read_segmentation, write_segmentation
@@ -434,10 +435,12 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         written = []
         options = SurfaceOptions(smoothing=smoothing, decimate=decimate, coordinate_system=coordinateSystem,
                                  file_format=fileFormat)
-        results = export_surfaces(seg.labels, seg.table, out / "surfaces", options, merged=merged, overwrite=True)
-        written += sorted({str(r.path) for r in results})
+        if not seg.labels.is_2d:
+            results = export_surfaces(seg.labels, seg.table, out / "surfaces", options, merged=merged, overwrite=True)
+            written += sorted({str(r.path) for r in results})
         if labelMap:
-            written.append(str(write_volume(seg.labels, out / f"{base}_labels.nii.gz", overwrite=True)))
+            suffix = ".png" if seg.labels.is_2d else ".nii.gz"
+            written.append(str(write_volume(seg.labels, out / f"{base}_labels{suffix}", overwrite=True)))
         if segNrrd:
             written.append(str(write_segmentation(seg.labels, seg.table, out / f"{base}.seg.nrrd", overwrite=True)))
         logging.info("ToothSeg export: %d files in %s", len(written), out)
