@@ -16,9 +16,13 @@
    161 x 161 x 132 mm field of the bundled STS-2024 ``Validation_0002`` label map, SYNTHETIC
    intensities) at 0.6 mm; model: the bundled ``toothseg-cbct-synthetic-demo`` (or ``--model``).
 
+4. ``xray``: the whole ``Predictor`` pipeline with the bundled panoramic model (uncertainty on) on a
+   random X-ray of clinical size (default 3000 x 6000 px at 0.1 mm): peak resident memory and seconds.
+
     python Testing/benchmarks/bench_inference.py monai
     python Testing/benchmarks/bench_inference.py large [--size 640 640 400]
     python Testing/benchmarks/bench_inference.py cascade [--model DIR] [--json OUT]
+    python Testing/benchmarks/bench_inference.py xray [--xray-size 3000 6000]
 """
 
 from __future__ import annotations
@@ -136,6 +140,24 @@ def child_cascade(variant: str, model: str, image_path: str, labels_path: str) -
             "metrics": {k: round(float(v), 4) for k, v in metrics.items()}}
 
 
+def child_xray(rows: int, cols: int) -> dict:
+    import torch
+
+    from toothseg.core import Volume
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.models.catalog import load_catalog
+
+    rng = np.random.default_rng(0)
+    xray = Volume(rng.integers(0, 255, (1, rows, cols), dtype=np.uint8), (0.1, 0.1, 1.0), kind="2d")
+    predictor = Predictor(load_catalog().resolve("toothseg-panoramic-demo"),
+                          InferenceOptions(device="cpu", tta=False, uncertainty=True))
+    base = _peak_gib()
+    start = time.perf_counter()
+    predictor.predict(xray)
+    return {"size_rows_cols": [rows, cols], "seconds": time.perf_counter() - start, "peak_gib": _peak_gib(),
+            "baseline_gib": base, "threads": torch.get_num_threads()}
+
+
 def _child(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -146,7 +168,8 @@ def _child(args: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which",
-                        choices=("monai", "large", "cascade", "_child_monai", "_child_large", "_child_cascade"))
+                        choices=("monai", "large", "cascade", "xray", "_child_monai", "_child_large", "_child_cascade",
+                                 "_child_xray"))
     parser.add_argument("--model", help="cascade model folder for 'cascade' (default: the bundled 3D model)")
     parser.add_argument("--spacing", type=float, default=0.6, help="voxel size (mm) of the scan for 'cascade'")
     parser.add_argument("--image", help=argparse.SUPPRESS)
@@ -156,6 +179,8 @@ def main() -> int:
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--classes", type=int, default=33)
+    parser.add_argument("--xray-size", type=int, nargs=2, default=[3000, 6000], metavar=("ROWS", "COLS"),
+                        help="X-ray size for 'xray'")
     parser.add_argument("--variant", default="ours")
     parser.add_argument("--json", help="append the figures to this JSON file")
     args = parser.parse_args()
@@ -164,6 +189,9 @@ def main() -> int:
         return 0
     if args.which == "_child_large":
         print(json.dumps(child_large(args.size, args.classes)))
+        return 0
+    if args.which == "_child_xray":
+        print(json.dumps(child_xray(*args.xray_size)))
         return 0
     if args.which == "_child_cascade":
         print(json.dumps(child_cascade(args.variant, args.model, args.image, args.labels)))
@@ -224,6 +252,14 @@ def main() -> int:
                   f"{memory_ratio:.2f} | {diff:.2e} |")
         result = {"benchmark": "monai", "settings": vars(args), "runs": runs, "max_abs_diff_float32": diff_exact,
                   "max_abs_diff_float16": diff_fp16}
+    elif args.which == "xray":
+        r = _child(["_child_xray", "--xray-size", *map(str, args.xray_size)])
+        rows, cols = args.xray_size
+        print(f"# bundled panoramic model on a {rows} x {cols} px X-ray at 0.1 mm, CPU, {r['threads']} threads, "
+              "uncertainty on, no TTA")
+        print(f"peak resident memory {r['peak_gib']:.2f} GiB (before predicting {r['baseline_gib']:.2f} GiB), "
+              f"{r['seconds']:.1f} s")
+        result = {"benchmark": "xray", "settings": vars(args), "run": r}
     else:
         r = _child(["_child_large", "--size", *map(str, args.size), "--classes", str(args.classes)])
         print(f"# whole pipeline on a {tuple(args.size)} scan at 0.25 mm (x y z), CPU, {r['threads']} threads, "

@@ -137,6 +137,29 @@ def test_2d_panoramic_path():
     np.testing.assert_array_equal(prediction.labels.array, np.choose(labels.astype(int), [0, 11, 21]))
 
 
+def test_a_one_slice_xray_maps_back_row_by_row_with_the_same_numbers():
+    """A panoramic X-ray is one slice: its probabilities go back to the native grid in slabs of rows
+    (a single slab held every class at full resolution: 9 GB for 3000 x 6000 px). The labels and the
+    entropy must equal the whole-array interpolation."""
+    from toothseg.core.inference.preprocessing import resample_array
+
+    model = loaded(IntensityToClass(5, dims=2), [0, 11, 12, 21, 22], dims=2, patch=[32, 32])
+    predictor = Predictor(model, InferenceOptions(tta=False, postprocessing=[], uncertainty=True))
+    probs = torch.softmax(torch.randn(5, 1, 17, 23, generator=torch.Generator().manual_seed(0)) * 3, dim=0)
+    shape = (1, 301, 6007)  # wide enough for two row slabs at 5 classes
+    labels = np.zeros(shape, np.uint8)
+    entropy = np.zeros(shape, np.float32)
+    steps = []
+    predictor._probabilities_to_labels(probs, shape, np.array([0, 11, 12, 21, 22]), labels, entropy,
+                                       tuple(slice(0, n) for n in shape),
+                                       Progress(lambda fraction, stage: steps.append(fraction)))
+    whole = resample_array(probs, shape)
+    np.testing.assert_array_equal(labels, np.array([0, 11, 12, 21, 22])[whole.argmax(dim=0).numpy()])
+    expected = -(whole.clamp_min(1e-8) * whole.clamp_min(1e-8).log()).sum(dim=0) / np.log(5)
+    np.testing.assert_allclose(entropy, expected.numpy(), atol=1e-6)
+    assert len(steps) > 1  # row slabs, reported as they go
+
+
 def test_cancel_mid_run():
     image, _ = teeth_as_intensity()
     token = CancelToken()

@@ -306,13 +306,24 @@ class Predictor:
     def _probabilities_to_labels(self, probs: torch.Tensor, region_shape: tuple[int, ...], class_values: np.ndarray,
                                  labels: np.ndarray, entropy: np.ndarray | None, roi: tuple[slice, ...],
                                  progress: Progress) -> None:
-        """Interpolate probabilities onto the region's native grid slab by slab; arg-max into labels."""
+        """Interpolate probabilities onto the region's native grid slab by slab; arg-max into labels.
+
+        Slabs are slices of a scan and rows of a one-slice X-ray (its only slice would otherwise be one
+        slab: every class's probabilities at full resolution at once, 9 GB for a 3000 x 6000 px X-ray).
+        Linear interpolation is separable, so both orders give the same numbers."""
         lut = torch.from_numpy(class_values.astype(np.int64))
         log_c = math.log(max(2, probs.shape[0]))
-        slab = max(1, int(2**23 // max(1, probs.shape[0] * region_shape[1] * region_shape[2])))
-        for z0, z1, block in iter_resampled_slabs(probs, region_shape, slab=slab):
-            progress.update(z0 / region_shape[0], "mapping back")
-            target = (slice(roi[0].start + z0, roi[0].start + z1), roi[1], roi[2])
+        by_rows = region_shape[0] == 1 and probs.shape[1] == 1
+        source = probs.transpose(1, 2) if by_rows else probs
+        shape = (region_shape[1], 1, region_shape[2]) if by_rows else tuple(region_shape)
+        slab = max(1, int(2**23 // max(1, probs.shape[0] * shape[1] * shape[2])))
+        for a0, a1, block in iter_resampled_slabs(source, shape, slab=slab):
+            progress.update(a0 / shape[0], "mapping back")
+            if by_rows:
+                block = block.transpose(1, 2)
+                target = (roi[0], slice(roi[1].start + a0, roi[1].start + a1), roi[2])
+            else:
+                target = (slice(roi[0].start + a0, roi[0].start + a1), roi[1], roi[2])
             labels[target] = lut[block.argmax(dim=0)].numpy().astype(labels.dtype)
             if entropy is not None:
                 p = block.clamp_min(1e-8)
