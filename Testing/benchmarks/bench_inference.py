@@ -253,6 +253,8 @@ def main() -> int:
         result = {"benchmark": "monai", "settings": vars(args), "runs": runs, "max_abs_diff_float32": diff_exact,
                   "max_abs_diff_float16": diff_fp16}
     elif args.which == "xray":
+        if min(args.xray_size) < 2:
+            parser.error("--xray-size: an X-ray needs at least 2 x 2 pixels")
         r = _child(["_child_xray", "--xray-size", *map(str, args.xray_size)])
         rows, cols = args.xray_size
         print(f"# bundled panoramic model on a {rows} x {cols} px X-ray at 0.1 mm, CPU, {r['threads']} threads, "

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "xray_size_cpu.json")
     args = parser.parse_args(argv)
 
+    if min(args.size) < 2:
+        parser.error(f"--size {args.size[0]} {args.size[1]}: an X-ray needs at least 2 x 2 pixels")
     predictor = Predictor(load_catalog().resolve(args.model), InferenceOptions(device=args.device, tta=False))
     extent = predictor.card.image_extent_yx
     if not extent:

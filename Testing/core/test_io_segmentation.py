@@ -186,3 +186,14 @@ def test_a_label_map_imported_into_slicer_keeps_its_values(tmp_path, teeth_volum
     slicerio.write_segmentation(str(tmp_path / "imported.seg.nrrd"), data)
     np.testing.assert_array_equal(read_segmentation(tmp_path / "imported.seg.nrrd").labels.array,
                                   teeth_volume.array)
+
+
+def test_a_tooth_number_used_twice_is_reported(tmp_path, teeth_volume):
+    """Two segments named "Tooth 11": the second cannot be tooth 11 too, so it gets a value of its own
+    and is listed, or Save as corrected case would say nothing until fine-tuning refuses the value."""
+    data, _, background = _with_hand_drawn_segments(tmp_path, teeth_volume, LabelTable.fdi())
+    data["segments"][-1]["name"] = "Tooth 11"
+    slicerio.write_segmentation(str(tmp_path / "edited.seg.nrrd"), data)
+    result = read_segmentation(tmp_path / "edited.seg.nrrd")
+    value = int(np.unique(result.labels.array[background])[0])
+    assert value not in STANDARD and result.unrecognised == ["Segment_1", "Tooth 11"]

@@ -155,16 +155,19 @@ def _claimed_value(segment: dict) -> int | None:
     return None
 
 
-def _assign_values(segments: list[dict]) -> list[int]:
-    """One label value per segment. First the values that keys and names claim (in segment order).
+def _assign_values(segments: list[dict]) -> tuple[list[int], list[int]]:
+    """One label value per segment, and the indices of the segments that are no class. First the
+    values that keys and names claim (in segment order).
     A segment ToothSeg wrote (it carries a ``ToothSeg.LabelKey``, e.g. a custom table's class) then
     keeps its stored value if that is free. Any other segment, such as one drawn by hand
     (``Segment_1``) or a tooth renumbered to "Unnumbered", keeps its stored value only if it is free
     and no standard class uses it; otherwise it gets a value no standard class uses. So a segment can
     never pass for a tooth, pulp or jaw it was not named as (Slicer stores a new segment as the next
-    free layer value, e.g. 1 = maxilla, or 51 = a deciduous tooth)."""
+    free layer value, e.g. 1 = maxilla, or 51 = a deciduous tooth). A segment is a class if it got the
+    value it claims (a second "Tooth 11" does not) or ToothSeg wrote it and it kept its value."""
     reserved = set(_STANDARD.values)
     values: list[int | None] = [None] * len(segments)
+    unrecognised: list[int] = []
     used: set[int] = set()
     for index, value in enumerate(_claimed_value(segment) for segment in segments):
         if value is not None and value not in used:
@@ -175,7 +178,10 @@ def _assign_values(segments: list[dict]) -> list[int]:
             continue
         value = int(segment.get("labelValue", 1))
         written_by_us = "ToothSeg.LabelKey" in segment.get("tags", {})
-        if value in used or value <= 0 or (value in reserved and not written_by_us):
+        fresh = value in used or value <= 0 or (value in reserved and not written_by_us)
+        if fresh or not written_by_us:
+            unrecognised.append(index)
+        if fresh:
             value = max(used | {0}) + 1
             while value in used or value in reserved:
                 value += 1
@@ -183,7 +189,7 @@ def _assign_values(segments: list[dict]) -> list[int]:
                         "'Tooth NN' to make it a tooth)", segment.get("name", ""), value)
         values[index] = value
         used.add(value)
-    return [int(v) for v in values]  # type: ignore[arg-type]
+    return [int(v) for v in values], unrecognised  # type: ignore[misc]
 
 
 def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = None) -> Segmentation:
@@ -220,7 +226,8 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
     else:
         raise InputError(f"{path}: segmentation voxels have {voxels.ndim} dimensions")
     segments = data.get("segments", [])
-    plan: list[tuple[dict, int]] = list(zip(segments, _assign_values(segments), strict=True))
+    values, unrecognised = _assign_values(segments)
+    plan: list[tuple[dict, int]] = list(zip(segments, values, strict=True))
     used = {value for _, value in plan}
     dtype = np.uint16 if max(used | {0}) > 255 else np.uint8
     out = np.zeros(layers.shape[1:], dtype=dtype)
@@ -246,15 +253,12 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
     spacing, origin, direction = _geometry_from_matrix(data["ijkToLPS"])
     labels = Volume(np.ascontiguousarray(out.transpose(2, 1, 0)), spacing, origin, direction)
     labels.metadata["source"] = str(path)
-    unrecognised = [str(segment.get("name", "")) for segment in segments
-                    if _claimed_value(segment) is None and "ToothSeg.LabelKey" not in segment.get("tags", {})]
     table = LabelTable({value: _info_from_segment(segment, value) for segment, value in plan},
                        name=str(data.get("ToothSeg_LabelTable", "from-file")))
-    standard = LabelTable.fdi(deciduous=True, pulp=True, jaws=True)
-    table.swap_pairs = {a: b for a, b in standard.swap_pairs.items() if a in table and b in table}
+    table.swap_pairs = {a: b for a, b in _STANDARD.swap_pairs.items() if a in table and b in table}
     if reference is not None:
         labels = paste_onto_grid(labels, reference)
-    return Segmentation(labels, table, unrecognised)
+    return Segmentation(labels, table, [str(segments[i].get("name", "")) for i in unrecognised])
 
 
 def paste_onto_grid(labels: Volume, reference: Volume) -> Volume:
