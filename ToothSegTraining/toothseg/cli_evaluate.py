@@ -15,14 +15,29 @@ __all__ = ["add_evaluate_parser"]
 log = logging.getLogger("toothseg")
 
 
-def _pairs(gt: Path, pred: Path):
-    """(case id, gt path, pred path or None) — folders are matched by case id."""
+def _label_maps(folder: Path) -> dict[str, Path]:
+    """A folder's label maps by case id (``.seg.nrrd`` included: ``toothseg segment`` writes them).
+    Two files of one case (``a.nii.gz`` and ``a.seg.nrrd``) are an error: which one to score is the
+    user's choice, not ours."""
     from .cli_segment import list_cases
 
+    files: dict[str, list[Path]] = {}
+    for case_id, path in list_cases(folder, segmentations=True):
+        files.setdefault(case_id, []).append(path)
+    clashes = {case_id: paths for case_id, paths in files.items() if len(paths) > 1}
+    if clashes:
+        shown = "; ".join(", ".join(p.name for p in paths) for paths in list(clashes.values())[:3])
+        raise InputError(f"{folder}: {len(clashes)} case(s) have more than one file ({shown}); "
+                         "keep one label map per case")
+    return {case_id: paths[0] for case_id, paths in files.items()}
+
+
+def _pairs(gt: Path, pred: Path):
+    """(case id, gt path, pred path or None) — folders are matched by case id."""
     if gt.is_file():
         return [(gt.name, gt, pred)]
-    predictions = dict(list_cases(pred)) if pred.is_dir() else {}
-    return [(case_id, path, predictions.get(case_id)) for case_id, path in list_cases(gt)]
+    predictions = _label_maps(pred) if pred.is_dir() else {}
+    return [(case_id, path, predictions.get(case_id)) for case_id, path in _label_maps(gt).items()]
 
 
 def _load(path: Path, reference, strict: bool):
@@ -116,11 +131,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     compared = {name: {case_id: path for case_id, _, path in _pairs(gt_root, Path(folder))}
                 for name, folder in args.compare}
     other_rows: dict[str, list[dict]] = {name: [] for name in compared}
+    # One pair: any problem is the user's to fix, so it is an error and nothing is scored. Folders: a
+    # bad case is reported and the others are scored (an unusable prediction scores as an empty one,
+    # as in the challenges; an unreadable ground truth cannot be scored and is skipped).
+    single = gt_root.is_file()
+    if single and not pred_root.is_file():
+        raise InputError(f"{pred_root}: no such file (the ground truth {gt_root.name} is one file, so PRED must be)")
+    if not single and not pred_root.is_dir():
+        raise InputError(f"{pred_root}: no such folder (the ground truth {gt_root} is a folder, so PRED must be)")
     for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
         try:
             gt = read_label_map(gt_path)
         except ToothSegError as exc:
-            problems.append({"case": case_id, "problem": str(exc)})
+            if single:
+                raise
+            problems.append({"case": case_id, "problem": f"ground truth skipped: {exc}"})
             continue
         pred = None
         if pred_path is None or not Path(pred_path).exists():
@@ -129,7 +154,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             try:
                 pred = _load(Path(pred_path), gt, args.strict)
             except ToothSegError as exc:
-                problems.append({"case": case_id, "problem": str(exc)})
+                if single:
+                    raise
+                problems.append({"case": case_id, "problem": f"{exc} (counted as empty)"})
         pred_array = pred.array if pred is not None else np.zeros_like(gt.array)
         if args.protocol == "sts2024":
             rows.append({"case": case_id, **sts2024_case(gt.array, pred_array)})
@@ -150,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 try:
                     other_array = _load(Path(other), gt, args.strict).array
                 except ToothSegError as exc:
-                    problems.append({"case": case_id, "problem": f"[{name}] {exc}"})
+                    problems.append({"case": case_id, "problem": f"[{name}] {exc} (counted as empty)"})
             other_rows[name] += _tooth_rows(case_id, gt, np.zeros_like(gt.array) if other_array is None
                                             else other_array)
     if args.protocol == "sts2024":
@@ -178,6 +205,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {page}")
     for key, value in summary.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if problems:
+        print(f"problems ({len(problems)}):")
     for problem in problems:
         print(f"  {problem['case']}: {problem['problem']}")
     return 0
@@ -185,14 +214,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_evaluate_parser(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("evaluate", parents=[common], help="challenge-exact metrics (STS-2024, STSR-2025, per tooth)",
-                       description="Compare predictions with ground truth: one pair of label maps, or two folders "
-                                   "matched by case id (a missing prediction counts as empty and is reported).")
+                       description="Compare predictions with ground truth: one pair of label maps (a missing or "
+                                   "unreadable file is an error), or two folders matched by case id (a missing or "
+                                   "unreadable prediction counts as empty, an unreadable ground truth is skipped; "
+                                   "both are reported).")
     p.add_argument("gt", metavar="GT")
     p.add_argument("pred", metavar="PRED")
     p.add_argument("--protocol", choices=("sts2024", "stsr2025", "toothseg"), default="toothseg")
     p.add_argument("--json", metavar="OUT")
     p.add_argument("--csv", metavar="OUT")
-    p.add_argument("--strict", action="store_true", help="refuse predictions on another grid instead of resampling")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse predictions on another grid instead of resampling them (nearest neighbour): for "
+                        "one pair an error, for folders the case counts as empty and is reported")
     p.add_argument("--report", metavar="DIR",
                    help="write DIR/index.html (self-contained: per-tooth table, dental chart, box plot by tooth "
                         "type, worst cases) and its PNG plots; needs matplotlib")

@@ -19,8 +19,11 @@ log = logging.getLogger("toothseg")
 OUTPUT_FORMATS = ("seg.nrrd", "nii.gz", "nrrd", "png")
 
 
-def list_cases(folder: Path) -> list[tuple[str, Path]]:
-    """``(case id, path)`` for every readable image file and every DICOM sub-folder of ``folder``."""
+def list_cases(folder: Path, segmentations: bool = False) -> list[tuple[str, Path]]:
+    """``(case id, path)`` for every readable image file and every DICOM sub-folder of ``folder``.
+
+    ``.seg.nrrd`` files are results, not scans, so they are left out unless ``segmentations`` is set
+    (label-map folders: ground truth and predictions to evaluate)."""
     from .core.io.images import READABLE_SUFFIXES, _suffix
 
     cases = []
@@ -29,7 +32,7 @@ def list_cases(folder: Path) -> list[tuple[str, Path]]:
             continue
         if path.is_dir():
             cases.append((path.name, path))
-        elif _suffix(path) in READABLE_SUFFIXES and not path.name.lower().endswith(".seg.nrrd"):
+        elif _suffix(path) in READABLE_SUFFIXES and (segmentations or _suffix(path) != ".seg.nrrd"):
             cases.append((case_id_for(path), path))
     return cases
 
