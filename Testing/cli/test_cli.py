@@ -96,7 +96,7 @@ def test_label_map_that_does_not_match_its_image(tmp_path, labels_file):
 
 
 def test_export_stl_subset_ras_and_progress(tmp_path, labels_file):
-    result = run("export-stl", str(labels_file), "--out-dir", str(tmp_path / "stl"), "--labels", "21",
+    result = run("export-stl", str(labels_file), "-o", str(tmp_path / "stl"), "--labels", "21",
                  "--coordinate-system", "ras", "--smoothing", "0.2")
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "stl").iterdir()] == ["21_upper_left_central_incisor.stl"]

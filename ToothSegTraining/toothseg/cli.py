@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Export one watertight surface per label, in millimetres; file names start "
                                      "with the label value (11_upper_right_central_incisor.stl).")
     stl.add_argument("labels_file", metavar="LABELS", help="label map or .seg.nrrd")
-    stl.add_argument("--out-dir", required=True, help="folder for the surface files")
+    stl.add_argument("-o", "--out-dir", required=True, help="folder for the surface files")
     stl.add_argument("--coordinate-system", choices=("LPS", "RAS"), default="LPS", type=str.upper,
                      help="LPS (default; DICOM, ITK, Slicer STL files) or RAS")
     stl.add_argument("--smoothing", type=float, default=0.0, help="0 (none) to 1 (strong), Slicer's scale")
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Segment the bundled sample CBCT (synthetic intensities on real tooth shapes) "
                                       "with the bundled 3D model; write a .seg.nrrd, one STL per tooth, an overview "
                                       "picture and a JSON report that scores the result against the sample's labels.")
-    demo.add_argument("--out-dir", default="toothseg-demo", help="output folder (its demo files are replaced)")
+    demo.add_argument("-o", "--out-dir", default="toothseg-demo", help="output folder (its demo files are replaced)")
     demo.add_argument("--model", metavar="ID|DIR", help="another 3D model (default: the bundled one)")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     demo.add_argument("--fast", action="store_true", help="no TTA and less window overlap (the CI setting)")
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from .cli_al import add_al_parser
+    from .cli_data import add_data_parser
     from .cli_evaluate import add_evaluate_parser
     from .cli_models import add_models_parser
     from .cli_segment import add_segment_parser
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub, common)
     add_models_parser(sub, common, _Parser)
     add_al_parser(sub, common, _Parser)
+    add_data_parser(sub, common, _Parser)
     return parser
 
 

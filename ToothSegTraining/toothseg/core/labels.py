@@ -32,6 +32,7 @@ __all__ = [
     "LabelTable",
     "fdi_name",
     "fdi_of_segment_name",
+    "standard_value_of_class_name",
     "is_fdi_tooth",
     "TERMINOLOGY_CONTEXT",
 ]
@@ -187,6 +188,44 @@ def fdi_of_segment_name(name: str) -> int | None:
     if match is None or not is_fdi_tooth(int(match.group(1))):
         return None
     return int(match.group(1))
+
+
+_JAW_AND_CANAL_NAMES = {
+    "maxilla": MAXILLA, "upper jaw": MAXILLA, "upper jawbone": MAXILLA,
+    "mandible": MANDIBLE, "lower jaw": MANDIBLE, "lower jawbone": MANDIBLE,
+    "left mandibular canal": CANAL_LEFT, "left inferior alveolar canal": CANAL_LEFT,
+    "right mandibular canal": CANAL_RIGHT, "right inferior alveolar canal": CANAL_RIGHT,
+}
+
+
+def _normalised_class_name(name: str) -> str:
+    text = re.sub(r"\(wisdom tooth\)|\(wisdom\)", " ", name.lower().replace("_", " "))
+    text = re.sub(r"\b1st\b", "first", re.sub(r"\b2nd\b", "second", re.sub(r"\b3rd\b", "third", text)))
+    text = re.sub(r"\bprimary\b", "deciduous", text)
+    return " ".join(text.split())
+
+
+def standard_value_of_class_name(name: str) -> int | None:
+    """The value of ToothSeg's standard table that a dataset's class name stands for, else None.
+
+    Reads the English names public datasets give their classes (ToothFairy2/3's ``dataset.json``:
+    ``Upper Right Third Molar (Wisdom Tooth)``, ``Upper Right Central Incisor Pulp``, ``Lower
+    Jawbone``, ``Left Inferior Alveolar Canal``), ours (``upper right central incisor``, ``pulp of
+    …``, ``maxilla``) and ``Tooth 36``-style segment names. Datasets number these classes their own
+    way (ToothFairy's lower jaw is 1, our maxilla is 1), so values are matched through names only."""
+    text = _normalised_class_name(name)
+    if text in _JAW_AND_CANAL_NAMES:
+        return _JAW_AND_CANAL_NAMES[text]
+    pulp = text.startswith("pulp of ") or text.endswith(" pulp")
+    tooth = text.removeprefix("pulp of ").removesuffix(" pulp").strip()
+    fdi = fdi_of_segment_name(tooth)
+    if fdi is None:
+        fdi = _FDI_BY_NAME.get(tooth)
+    if fdi is None:
+        return None
+    if pulp:
+        return PULP_OFFSET + fdi if fdi < 50 else None
+    return fdi
 
 
 def fdi_name(fdi: int) -> str:
@@ -422,3 +461,6 @@ class LabelTable:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise InputError(f"label table is not valid JSON: {exc}") from exc
+
+
+_FDI_BY_NAME = {fdi_name(q * 10 + p): q * 10 + p for q in range(1, 9) for p in range(1, 9) if is_fdi_tooth(q * 10 + p)}

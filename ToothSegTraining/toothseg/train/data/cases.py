@@ -2,6 +2,8 @@
 
 A manifest is JSON ``{"cases": [{"id": "A", "image": "images/A.nii.gz", "label": "labels/A.nii.gz"}, …]}``
 (paths relative to the manifest's folder unless absolute; ``label`` omitted for unlabeled cases).
+An optional ``"label_values": {"1": 2, "2": 1, "5": 0}`` maps the dataset's label values to ToothSeg's
+(0: background) for datasets that number classes their own way; values it does not name are kept.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 
 from ...core.errors import InputError
 
-__all__ = ["Case", "read_manifest", "write_manifest", "ufba_cases", "make_ufba_split", "shared_data_dir",
-           "UFBA_SPLIT_FILE"]
+__all__ = ["Case", "read_manifest", "write_manifest", "apply_label_values", "ufba_cases", "make_ufba_split",
+           "shared_data_dir", "UFBA_SPLIT_FILE"]
 
 UFBA_SPLIT_FILE = Path(__file__).resolve().parents[1] / "splits" / "ufba425.json"
 
@@ -26,6 +28,7 @@ class Case:
     id: str
     image: Path
     label: Path | None = None
+    label_values: tuple[tuple[int, int], ...] = ()  # (dataset value, ToothSeg value) pairs, from the manifest
 
 
 def shared_data_dir() -> Path:
@@ -48,6 +51,7 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read manifest ({exc})") from exc
     base = Path(root) if root else path.parent
+    label_values = _label_values(path, data.get("label_values") or {})
     cases = []
     for item in data.get("cases", []):
         if "id" not in item or "image" not in item:
@@ -57,23 +61,65 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
         label = (Path(label) if Path(label).is_absolute() else base / label) if label else None
         if require_labels and label is None:
             raise InputError(f"{path}: case {item['id']} has no label")
-        cases.append(Case(str(item["id"]), image, label))
+        cases.append(Case(str(item["id"]), image, label, label_values))
     if not cases:
         raise InputError(f"{path}: the manifest lists no cases")
     return cases
 
 
-def write_manifest(path: str | os.PathLike[str], cases: list[Case]) -> None:
+def _label_values(path: Path, mapping: object) -> tuple[tuple[int, int], ...]:
+    """A manifest's ``label_values`` as sorted (dataset value, ToothSeg value) pairs; a malformed one is
+    an InputError (a silently ignored mapping would train on wrongly numbered teeth)."""
+    if not isinstance(mapping, dict):
+        raise InputError(f"{path}: 'label_values' must map dataset values to ToothSeg values, e.g. {{\"1\": 2}}")
+    pairs = []
+    for key, value in mapping.items():
+        try:
+            source, target = int(key), int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: label_values {key!r}: {value!r} is not a pair of integers") from None
+        if not (0 <= source <= 65535 and 0 <= target <= 255):
+            raise InputError(f"{path}: label_values {key!r}: {value!r} is out of range")
+        pairs.append((source, target))
+    return tuple(sorted(pairs))
+
+
+def apply_label_values(array, label_values: tuple[tuple[int, int], ...]):
+    """``array`` with a manifest's value mapping applied (values it does not name are kept)."""
+    if not label_values:
+        return array
+    import numpy as np
+
+    top = max(int(array.max(initial=0)), *(source for source, _ in label_values)) + 1
+    lut = np.arange(top, dtype=np.int64)
+    for source, target in label_values:
+        lut[source] = target
+    return lut[array].astype(array.dtype, copy=False)  # targets are at most 255: any label dtype holds them
+
+
+def write_manifest(path: str | os.PathLike[str], cases: list[Case], notes: str | None = None) -> None:
+    """Write a manifest (paths relative to its folder); the cases' ``label_values`` (all the same, or
+    none) go with it, ``notes`` too (a sentence saying where it came from)."""
     from ...core.io.atomic import atomic_write_text
 
     path = Path(path)
+    mappings = {case.label_values for case in cases}
+    if len(mappings) > 1:
+        raise InputError(f"{path}: the cases have different label_values; write one manifest per mapping")
     items = []
     for case in cases:
         item = {"id": case.id, "image": os.path.relpath(case.image, path.parent)}
         if case.label is not None:
             item["label"] = os.path.relpath(case.label, path.parent)
         items.append(item)
-    atomic_write_text(path, json.dumps({"cases": items}, indent=1) + "\n")
+    data: dict = {}
+    if notes:
+        data["notes"] = notes
+    mapping = mappings.pop() if mappings else ()
+    if mapping:
+        data["label_values"] = {str(source): target for source, target in mapping}
+    data["cases"] = items
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _stable_key(case_id: str) -> str:

@@ -37,13 +37,23 @@ from ...core.models.card import IntensityNormalization
 from ...core.volume import Volume, check_same_geometry
 from ..config import DataConfig
 from .augment import intensity_augment, spatial_augment
-from .cases import Case, read_manifest, shared_data_dir, ufba_cases
+from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
 __all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for"]
 
 log = logging.getLogger(__name__)
 
 IGNORE = 255  # label value (and class index) of voxels that give no loss: unconfident pseudo-labels
+
+
+def _read_case_labels(case: Case) -> Volume:
+    """A case's label map with its manifest's ``label_values`` applied (datasets that number classes
+    their own way, e.g. ToothFairy's lower jaw 1 → our mandible 2)."""
+    labels = read_label_map(case.label)
+    if not case.label_values:
+        return labels
+    return Volume(apply_label_values(labels.array, case.label_values), labels.spacing, labels.origin,
+                  labels.direction, labels.kind)
 
 
 def label_table_for(name: str) -> LabelTable:
@@ -178,7 +188,7 @@ class TrainingData:
         image, spacing, shape = prepare_volume(volume, self.config)
         labels = foreground = None
         if with_labels and case.label is not None:
-            label_volume = read_label_map(case.label)
+            label_volume = _read_case_labels(case)
             check_same_geometry(volume, label_volume, f"image of {case.id}", "label map")
             canonical, _ = to_canonical(label_volume)
             array = canonical.array[0] if self.dims == 2 else canonical.array
@@ -277,7 +287,7 @@ class TrainingData:
         if case.id not in self._anatomy:
             from ..synth import prepare_anatomy
 
-            labels = read_label_map(case.label)
+            labels = _read_case_labels(case)
             canonical, _ = to_canonical(labels)
             if self.config.spacing:
                 shape = resampled_shape(canonical.shape, canonical.spacing_zyx, self.config.spacing)
@@ -329,6 +339,6 @@ class TrainingData:
             if self.config.source == "synthetic":
                 image, labels = self.synthetic_volume(case, np.random.default_rng([self.seed, 99, index]))
             else:
-                image, labels = read_volume(case.image), read_label_map(case.label)
+                image, labels = read_volume(case.image), _read_case_labels(case)
             out.append((case.id, image, labels))
         return out
