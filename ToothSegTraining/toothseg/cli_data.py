@@ -46,7 +46,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     print(f"{out}: {len(train)} labeled, {len(validation)} validation, {len(listing.unlabeled)} unlabeled case(s)")
     for note in listing.notes:
         print(f"  note: {note}")
-    print("recipe data block (paths relative to where you run train.py):")
+    print("data block for a recipe:")
     print("data:\n  source: files")
     print(f"  labeled: {out / 'labeled.json'}")
     if validation:
