@@ -18,7 +18,7 @@ def _pool(folder: str):
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .cli_segment import _is_case_folder, case_id_for, list_cases
+    from .core.io.case_files import case_id_for, is_case_folder, list_cases
     from .core.errors import InputError
     from .train.active_learning.pool import CasePool
 
@@ -27,7 +27,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         path = Path(item)
         if not path.exists():
             raise InputError(f"{item}: no such file or folder")
-        images.extend(list_cases(path) if _is_case_folder(path) else [(case_id_for(path), path)])
+        images.extend(list_cases(path) if is_case_folder(path) else [(case_id_for(path), path)])
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
     model = args.model

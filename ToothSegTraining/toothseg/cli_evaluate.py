@@ -19,7 +19,7 @@ def _label_maps(folder: Path) -> dict[str, Path]:
     """A folder's label maps by case id (``.seg.nrrd`` included: ``toothseg segment`` writes them).
     Two files of one case (``a.nii.gz`` and ``a.seg.nrrd``) are an error: which one to score is the
     user's choice, not ours."""
-    from .cli_segment import list_cases
+    from .core.io.case_files import list_cases
 
     files: dict[str, list[Path]] = {}
     for case_id, path in list_cases(folder, segmentations=True):

@@ -11,52 +11,13 @@ import time
 from pathlib import Path
 
 from .core.errors import CancelledError, InputError, ToothSegError
+from .core.io.case_files import is_case_folder, list_cases
 
-__all__ = ["add_segment_parser", "list_cases", "case_id_for"]
+__all__ = ["add_segment_parser"]
 
 log = logging.getLogger("toothseg")
 
 OUTPUT_FORMATS = ("seg.nrrd", "nii.gz", "nrrd", "png")
-
-
-def list_cases(folder: Path, segmentations: bool = False) -> list[tuple[str, Path]]:
-    """``(case id, path)`` for every readable image file and every DICOM sub-folder of ``folder``.
-
-    ``.seg.nrrd`` files are results, not scans, so they are left out unless ``segmentations`` is set
-    (label-map folders: ground truth and predictions to evaluate)."""
-    from .core.io.images import READABLE_SUFFIXES, _suffix
-
-    cases = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if path.is_dir():
-            cases.append((path.name, path))
-        elif _suffix(path) in READABLE_SUFFIXES and (segmentations or _suffix(path) != ".seg.nrrd"):
-            cases.append((case_id_for(path), path))
-    return cases
-
-
-def case_id_for(path: Path) -> str:
-    """A case's ID: its file name without the image suffix (``.nii.gz``, ``.nrrd`` …), or its folder name."""
-    from .core.io.images import READABLE_SUFFIXES
-
-    name = path.name
-    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _is_case_folder(path: Path) -> bool:
-    """A folder of cases (as opposed to one DICOM series): it holds image files or sub-folders."""
-    if not path.is_dir():
-        return False
-    from .core.io.images import READABLE_SUFFIXES, _suffix
-
-    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    return any(p.is_dir() or _suffix(p) in READABLE_SUFFIXES for p in entries) and \
-        not any(p.suffix.lower() == ".dcm" for p in entries if p.is_file())
 
 
 def _write_result(prediction, output: Path, overwrite: bool) -> None:
@@ -127,7 +88,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
-    batch = _is_case_folder(source)
+    batch = is_case_folder(source)
     output = Path(args.output)
     catalog = load_catalog()
     if args.model:

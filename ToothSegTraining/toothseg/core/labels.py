@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -190,11 +191,10 @@ def fdi_of_segment_name(name: str) -> int | None:
     return int(match.group(1))
 
 
-_JAW_AND_CANAL_NAMES = {
-    "maxilla": MAXILLA, "upper jaw": MAXILLA, "upper jawbone": MAXILLA,
-    "mandible": MANDIBLE, "lower jaw": MANDIBLE, "lower jawbone": MANDIBLE,
-    "left mandibular canal": CANAL_LEFT, "left inferior alveolar canal": CANAL_LEFT,
-    "right mandibular canal": CANAL_RIGHT, "right inferior alveolar canal": CANAL_RIGHT,
+#: Other names public datasets give ToothSeg's non-tooth classes (ToothFairy2/3's dataset.json).
+_CLASS_NAME_ALIASES = {
+    "upper jaw": "maxilla", "upper jawbone": "maxilla", "lower jaw": "mandible", "lower jawbone": "mandible",
+    "left inferior alveolar canal": "left mandibular canal", "right inferior alveolar canal": "right mandibular canal",
 }
 
 
@@ -202,30 +202,27 @@ def _normalised_class_name(name: str) -> str:
     text = re.sub(r"\(wisdom tooth\)|\(wisdom\)", " ", name.lower().replace("_", " "))
     text = re.sub(r"\b1st\b", "first", re.sub(r"\b2nd\b", "second", re.sub(r"\b3rd\b", "third", text)))
     text = re.sub(r"\bprimary\b", "deciduous", text)
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    if text.endswith(" pulp"):  # ToothFairy3: "Upper Right Central Incisor Pulp"
+        text = "pulp of " + text.removesuffix(" pulp")
+    return _CLASS_NAME_ALIASES.get(text, text)
+
+
+@lru_cache(maxsize=1)
+def _standard_values_by_name() -> dict[str, int]:
+    return {info.name: value for value, info in LabelTable.fdi(deciduous=True, pulp=True, jaws=True).entries.items()}
 
 
 def standard_value_of_class_name(name: str) -> int | None:
     """The value of ToothSeg's standard table that a dataset's class name stands for, else None.
 
-    Reads the English names public datasets give their classes (ToothFairy2/3's ``dataset.json``:
-    ``Upper Right Third Molar (Wisdom Tooth)``, ``Upper Right Central Incisor Pulp``, ``Lower
-    Jawbone``, ``Left Inferior Alveolar Canal``), ours (``upper right central incisor``, ``pulp of
-    …``, ``maxilla``) and ``Tooth 36``-style segment names. Datasets number these classes their own
-    way (ToothFairy's lower jaw is 1, our maxilla is 1), so values are matched through names only."""
+    Reads the standard table's own names (``upper right central incisor``, ``pulp of …``,
+    ``maxilla``), ``Tooth 36``-style segment names, and the names public datasets use (ToothFairy2/3's
+    ``dataset.json``: ``Upper Right Third Molar (Wisdom Tooth)``, ``Upper Right Central Incisor Pulp``,
+    ``Lower Jawbone``, ``Left Inferior Alveolar Canal``). Datasets number these classes their own way
+    (ToothFairy's lower jaw is 1, our maxilla is 1), so values are matched through names only."""
     text = _normalised_class_name(name)
-    if text in _JAW_AND_CANAL_NAMES:
-        return _JAW_AND_CANAL_NAMES[text]
-    pulp = text.startswith("pulp of ") or text.endswith(" pulp")
-    tooth = text.removeprefix("pulp of ").removesuffix(" pulp").strip()
-    fdi = fdi_of_segment_name(tooth)
-    if fdi is None:
-        fdi = _FDI_BY_NAME.get(tooth)
-    if fdi is None:
-        return None
-    if pulp:
-        return PULP_OFFSET + fdi if fdi < 50 else None
-    return fdi
+    return fdi_of_segment_name(text) or _standard_values_by_name().get(text)
 
 
 def fdi_name(fdi: int) -> str:
@@ -462,5 +459,3 @@ class LabelTable:
         except json.JSONDecodeError as exc:
             raise InputError(f"label table is not valid JSON: {exc}") from exc
 
-
-_FDI_BY_NAME = {fdi_name(q * 10 + p): q * 10 + p for q in range(1, 9) for p in range(1, 9) if is_fdi_tooth(q * 10 + p)}

@@ -21,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ...core.errors import InputError
+from ...core.io.case_files import case_id_for, list_cases
 from ...core.labels import PULP_OFFSET, LabelTable, is_fdi_tooth, standard_value_of_class_name
 from .cases import Case
 
@@ -53,15 +55,7 @@ class DatasetListing:
     notes: list[str] = field(default_factory=list)
 
 
-def _case_id(path: Path) -> str:
-    from ...cli_segment import case_id_for
-
-    return case_id_for(path)
-
-
 def _files(folder: Path) -> list[Path]:
-    from ...cli_segment import list_cases
-
     return [path for _, path in list_cases(folder, segmentations=True) if path.is_file()]
 
 
@@ -73,7 +67,7 @@ def _subfolder(root: Path, names: tuple[str, ...], what: str) -> Path:
 
 
 def _unlabeled(folder: Path) -> list[Case]:
-    return [Case(_case_id(path), path) for path in _files(folder)]
+    return [Case(case_id_for(path), path) for path in _files(folder)]
 
 
 def scan_folders(images: Path, labels: Path) -> DatasetListing:
@@ -83,13 +77,13 @@ def scan_folders(images: Path, labels: Path) -> DatasetListing:
             raise InputError(f"{folder}: no such folder")
     by_id: dict[str, Path] = {}
     for path in _files(labels):
-        case_id = _LABEL_SUFFIX.sub("", _case_id(path))
+        case_id = _LABEL_SUFFIX.sub("", case_id_for(path))
         if case_id in by_id:
             raise InputError(f"{labels}: two label maps for case {case_id!r}: {by_id[case_id].name}, {path.name}")
         by_id[case_id] = path
     labeled, unlabeled, seen = [], [], set()
     for path in _files(images):
-        case_id = re.sub(r"_0000$", "", _case_id(path))
+        case_id = re.sub(r"_0000$", "", case_id_for(path))
         label = by_id.get(case_id)
         if label is None:
             unlabeled.append(Case(case_id, path))
@@ -144,7 +138,7 @@ def scan_nnunet(root: Path) -> DatasetListing:
     for folder in (images, labels):
         if not folder.is_dir():
             raise InputError(f"{root}: no {folder.name} folder")
-    if any(re.search(r"_0001$", _case_id(p)) for p in _files(images)):
+    if any(re.search(r"_0001$", case_id_for(p)) for p in _files(images)):
         raise InputError(f"{images}: images with a second channel (_0001); ToothSeg trains on one channel")
     listing = scan_folders(images, labels)
     listing.values, listing.notes = values, notes + listing.notes
@@ -182,8 +176,7 @@ def scan_dataset(layout: str, root: Path, images: Path | None = None, labels: Pa
         if not Path(folder).is_dir():
             raise InputError(f"--unlabeled {folder}: no such folder")
         listing.unlabeled += _unlabeled(Path(folder))
-    ids = [c.id for c in listing.labeled + listing.unlabeled]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    repeated = sorted(i for i, n in Counter(c.id for c in listing.labeled + listing.unlabeled).items() if n > 1)
     if repeated:
         raise InputError(f"case id(s) listed twice: {', '.join(repeated[:5])}; rename them or leave a folder out")
     return listing

@@ -1,0 +1,47 @@
+"""Folders of cases: which files are scans or label maps, and the case id each one stands for.
+
+Shared by batch segmentation, evaluation, the active-learning pool and the training manifests, so
+that a case is called the same everywhere (``A.nii.gz``, ``A.seg.nrrd`` and the DICOM folder ``A/``
+are all case ``A``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .images import READABLE_SUFFIXES, _suffix
+
+__all__ = ["list_cases", "case_id_for", "is_case_folder"]
+
+
+def list_cases(folder: Path, segmentations: bool = False) -> list[tuple[str, Path]]:
+    """``(case id, path)`` for every readable image file and every DICOM sub-folder of ``folder``.
+
+    ``.seg.nrrd`` files are results, not scans, so they are left out unless ``segmentations`` is set
+    (label-map folders: ground truth and predictions to evaluate, training labels)."""
+    cases = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            cases.append((path.name, path))
+        elif _suffix(path) in READABLE_SUFFIXES and (segmentations or _suffix(path) != ".seg.nrrd"):
+            cases.append((case_id_for(path), path))
+    return cases
+
+
+def case_id_for(path: Path) -> str:
+    """A case's ID: its file name without the image suffix (``.nii.gz``, ``.nrrd`` …), or its folder name."""
+    name = path.name
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_case_folder(path: Path) -> bool:
+    """A folder of cases (as opposed to one DICOM series): it holds image files or sub-folders."""
+    if not path.is_dir():
+        return False
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return any(p.is_dir() or _suffix(p) in READABLE_SUFFIXES for p in entries) and \
+        not any(p.suffix.lower() == ".dcm" for p in entries if p.is_file())
