@@ -103,3 +103,23 @@ def test_a_case_with_two_prediction_files_is_refused(tmp_path, capsys):
     write_volume(ellipsoid_teeth(), pred_dir / "a.nrrd")
     assert main(["evaluate", str(gt_dir), str(pred_dir)]) == 1
     assert "a.nii.gz, a.nrrd" in capsys.readouterr().err
+
+
+def test_a_compared_method_is_the_same_kind_of_path_as_the_ground_truth(tmp_path, capsys):
+    """A folder given with one ground-truth file (or a file with a folder) would be scored as an empty
+    prediction: refused before any metric, nothing written."""
+    write_volume(ellipsoid_teeth(), tmp_path / "gt.nii.gz")
+    write_volume(ellipsoid_teeth(), tmp_path / "pred.nii.gz")
+    (tmp_path / "other").mkdir()
+    write_volume(ellipsoid_teeth(), tmp_path / "other" / "gt.nii.gz")
+    report = tmp_path / "report"
+    assert main(["evaluate", str(tmp_path / "gt.nii.gz"), str(tmp_path / "pred.nii.gz"), "--report", str(report),
+                 "--compare", f"other={tmp_path / 'other'}"]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert not (report / "index.html").exists()
+    assert main(["evaluate", str(tmp_path / "other"), str(tmp_path / "other"), "--report", str(report),
+                 "--compare", f"other={tmp_path / 'pred.nii.gz'}"]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "gt.nii.gz"), str(tmp_path / "pred.nii.gz"), "--report", str(report),
+                 "--compare", f"other={tmp_path / 'other' / 'gt.nii.gz'}"]) == 0
+    assert (report / "index.html").exists()

@@ -102,9 +102,19 @@ def _check_outputs(args: argparse.Namespace) -> None:
         prepare_report_folder(args.report)
     if args.compare and not args.report:
         raise InputError("--compare only adds methods to the report: add --report DIR")
+    single = Path(args.gt).is_file()
     for name, folder in args.compare:
-        if not Path(folder).exists():
+        other = Path(folder)
+        if not other.exists():
             raise InputError(f"--compare {name}: {folder}: no such file or folder")
+        # The same rule as for PRED: a ground-truth file is compared with files, a folder with folders
+        # (a folder given for one case would otherwise be scored as an empty prediction).
+        if single and not other.is_file():
+            raise InputError(f"--compare {name}: {folder} is a folder, but the ground truth {Path(args.gt).name} "
+                             "is one file: give that method's prediction file")
+        if not single and not other.is_dir():
+            raise InputError(f"--compare {name}: {folder} is a file, but the ground truth {args.gt} is a folder: "
+                             "give that method's folder of predictions")
 
 
 def _name_and_folder(text: str) -> tuple[str, str]:
