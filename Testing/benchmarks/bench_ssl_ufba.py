@@ -17,6 +17,12 @@ static-teacher interval, the teachers' decays), so each method keeps its own pro
 steps is about the same CPU time); ``--set`` is applied to every recipe. The JSON holds the settings,
 the exact training command of every run, each model's summary and its gain over the supervised baseline
 at the same fraction; the PNG beside it shows per-tooth Dice box plots.
+
+``--from-supervised`` asks another question: does a method's unlabeled term help a network that already
+finds teeth? The supervised baseline is trained as above, then every method's schedule (the supervised
+one too) runs again from its final weights (``stages.0.init_from``; a network of another architecture
+takes the tensors whose names and shapes match), and each is compared with supervised training
+continued for its schedule: the same start, the same number of steps.
 """
 
 from __future__ import annotations
@@ -125,12 +131,15 @@ def method_scales(parser: argparse.ArgumentParser, texts: list[str],
 
 
 def train_command(method: str, fraction: float, args: argparse.Namespace,
-                  scale: float | None = None) -> tuple[list[str], Path]:
-    """The ``train.py`` argument list of one run (no shell) and its run folder."""
+                  scale: float | None = None, start: Path | None = None) -> tuple[list[str], Path]:
+    """The ``train.py`` argument list of one run (no shell) and its run folder. With ``start`` (a model
+    folder) the run's first stage begins from those weights (``init_from``) in a folder of its own."""
     recipe = RECIPES / METHODS[method]
-    run_dir = args.runs / f"{method}_{round(fraction * 100)}"
+    run_dir = args.runs / f"{'from_start_' if start else ''}{method}_{round(fraction * 100)}"
     scale = args.scale if scale is None else scale
     settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale), *args.set]
+    if start is not None:
+        settings.append(f"stages.0.init_from={start}")
     command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
                "--output", str(run_dir), "--device", args.device]
     for value in settings:
@@ -165,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", action="append", type=float,
                         help="labeled share of the training split (repeatable; default 0.1 and 0.25)")
     add_run_arguments(parser, REPO / "runs" / "ssl_ufba")
+    parser.add_argument("--from-supervised", action="store_true",
+                        help="every method, the supervised one too, trains its schedule again starting from the "
+                             "supervised baseline's final weights; gains are measured against supervised "
+                             "training continued for its schedule (equal steps, the same start)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when scoring")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N test images")
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ssl_ufba.json")
@@ -187,10 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         cases = cases[:args.limit]
     runs, summaries, all_rows, names = {}, {}, [], []
     for fraction in fractions:
-        for method in methods:
-            name = f"{method} {round(fraction * 100)}%"
+        start = None  # --from-supervised: the supervised baseline's model, once it is trained
+        plan = [(m, False) for m in methods]
+        if args.from_supervised:  # only the start and every method's schedule from it
+            plan = [("supervised", False)] + [(m, True) for m in methods]
+        for method, continued in plan:
+            name = f"{method} {round(fraction * 100)}%" + (" from supervised" if continued else "")
             scale = scales.get(method, args.scale)
-            command, run_dir = train_command(method, fraction, args, scale)
+            command, run_dir = train_command(method, fraction, args, scale, start if continued else None)
             try:
                 seconds = train(command, run_dir)
                 summary, rows = score_model(name, str(run_dir / "model"), cases, args.device, args.tta)
@@ -201,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                           "command": ["python", *(shown(c) for c in command[1:])],
                           "train_seconds_this_call": round(seconds, 1),
                           "train_seconds_logged": logged_training_seconds(run_dir)}
-            baseline = summaries.get(f"supervised {round(fraction * 100)}%")
+            if method == "supervised" and not continued:
+                start = run_dir / "model"
+            baseline = summaries.get(f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else ""))
             if baseline is not None:
                 summary["gain_over_supervised"] = round(summary["mean_tooth_dice"] - baseline["mean_tooth_dice"], 4)
             summaries[name] = summary
@@ -213,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                       "committed training split, labeled share as named, the rest unlabeled",
               "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
               "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta,
+                           "from_supervised": args.from_supervised,
                            "device": args.device,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
               "runs": runs, "models": summaries, "teeth": all_rows}

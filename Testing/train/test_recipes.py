@@ -130,6 +130,29 @@ def test_ssl_benchmark_runs_a_method_or_fraction_named_twice_once(tmp_path, monk
     assert trained == ["supervised_10", "bcp_10"]
 
 
+def test_ssl_benchmark_from_supervised_starts_every_method_from_the_baseline(tmp_path, monkeypatch):
+    """--from-supervised: the baseline is trained first; every method (supervised too) then starts from its
+    model folder in a run folder of its own, and gains are measured against supervised continued."""
+    bench = _bench_ssl_ufba()
+    commands = []
+    monkeypatch.setattr(bench, "ufba_cases", lambda subset: [])
+    monkeypatch.setattr(bench, "train", lambda command, run_dir: commands.append((run_dir.name, command)) or 0.0)
+    dice = {"supervised 10%": 0.5, "supervised 10% from supervised": 0.6, "mean_teacher 10% from supervised": 0.65}
+    monkeypatch.setattr(bench, "score_model", lambda name, folder, cases, device, tta: (
+        {"folder": folder, "mean_tooth_dice": dice[name], "incisors": 0.5, "canines": 0.5, "premolars": 0.5,
+         "molars": 0.5, "teeth_with_iou_over_0.5": 0.5}, []))
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+    out = tmp_path / "result.json"
+    assert bench.main(["--fraction", "0.1", "--method", "mean_teacher", "--from-supervised", "--scale", "0.1",
+                       "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert [name for name, _ in commands] == ["supervised_10", "from_start_supervised_10", "from_start_mean_teacher_10"]
+    start = f"stages.0.init_from={tmp_path / 'runs' / 'supervised_10' / 'model'}"
+    assert start not in commands[0][1] and all(start in command for _, command in commands[1:])
+    models = json.loads(out.read_text())["models"]
+    assert "gain_over_supervised" not in models["supervised 10% from supervised"]
+    assert models["mean_teacher 10% from supervised"]["gain_over_supervised"] == pytest.approx(0.05)
+
+
 @pytest.mark.parametrize("rows", [[], [{"model": "a", "tooth": 11, "dice": 0.5, "hd95": float("inf")},
                                        {"model": "a", "tooth": 12, "dice": 0.25, "hd95": 3.0}]])
 def test_benchmark_result_json_keeps_every_value_with_one_line_per_tooth(tmp_path, rows):
