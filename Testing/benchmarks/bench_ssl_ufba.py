@@ -16,7 +16,8 @@ static-teacher interval, the teachers' decays), so each method keeps its own pro
 ``--method-scale rail=0.075`` gives one method its own (RAIL trains four networks per step: half the
 steps is about the same CPU time); ``--set`` is applied to every recipe. The JSON holds the settings,
 the exact training command of every run, each model's summary and its gain over the supervised baseline
-at the same fraction; the PNG beside it shows per-tooth Dice box plots.
+at the same fraction with a 95 % interval (paired bootstrap over the test X-rays); the PNG beside it
+shows per-tooth Dice box plots.
 
 ``--from-supervised`` asks another question: does a method's unlabeled term help a network that already
 finds teeth? The supervised baseline is trained as above, then every method's schedule (the supervised
@@ -40,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
-from bench_ufba import plot, score_model, shown, write_result  # noqa: E402
+from bench_ufba import paired_gain_interval, plot, score_model, shown, write_result  # noqa: E402
 from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.train.config import load_recipe  # noqa: E402
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         cases = cases[:args.limit]
     runs, summaries, all_rows, names = {}, {}, [], []
+    model_rows: dict[str, list[dict]] = {}
     for fraction in fractions:
         start = None  # --from-supervised: the supervised baseline's model, once it is trained
         plan = [(m, False) for m in methods]
@@ -220,10 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                           "train_seconds_logged": logged_training_seconds(run_dir)}
             if method == "supervised" and not continued:
                 start = run_dir / "model"
-            baseline = summaries.get(f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else ""))
+            baseline_name = f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else "")
+            baseline = summaries.get(baseline_name)
             if baseline is not None:
                 summary["gain_over_supervised"] = round(summary["mean_tooth_dice"] - baseline["mean_tooth_dice"], 4)
+                if rows:  # paired by X-ray: an interval that excludes 0 is a gain (or loss) beyond the test set's noise
+                    summary["gain_ci95"] = paired_gain_interval(rows, model_rows[baseline_name])
             summaries[name] = summary
+            model_rows[name] = rows
             all_rows += rows
             names.append(name)
             print(f"{name}: {json.dumps(summary)}", flush=True)
@@ -238,10 +244,13 @@ def main(argv: list[str] | None = None) -> int:
               "runs": runs, "models": summaries, "teeth": all_rows}
     write_result(args.out, result)
     plot(all_rows, names, args.out.with_suffix(".png"))
-    print("model | mean tooth Dice | gain over supervised | incisors | canines | premolars | molars | IoU>0.5")
+    print("model | mean tooth Dice | gain over supervised [95 % interval] | incisors | canines | premolars | molars "
+          "| IoU>0.5")
     for name, s in summaries.items():
-        gain = s.get("gain_over_supervised")
-        print(f"{name} | {s['mean_tooth_dice']:.4f} | {'—' if gain is None else f'{gain:+.4f}'} | "
+        gain, interval = s.get("gain_over_supervised"), s.get("gain_ci95")
+        shown_gain = "—" if gain is None else f"{gain:+.4f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+                                                                 if interval else "")
+        print(f"{name} | {s['mean_tooth_dice']:.4f} | {shown_gain} | "
               f"{s['incisors']} | {s['canines']} | {s['premolars']} | {s['molars']} | {s['teeth_with_iou_over_0.5']}")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

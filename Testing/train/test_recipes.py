@@ -122,7 +122,7 @@ def test_ssl_benchmark_runs_a_method_or_fraction_named_twice_once(tmp_path, monk
     monkeypatch.setattr(bench, "train", lambda command, run_dir: trained.append(run_dir.name) or 0.0)
     monkeypatch.setattr(bench, "score_model", lambda name, folder, cases, device, tta: (
         {"folder": folder, "mean_tooth_dice": 0.5, "incisors": 0.5, "canines": 0.5, "premolars": 0.5, "molars": 0.5,
-         "teeth_with_iou_over_0.5": 0.5}, [{"model": name, "dice": 0.5, "in_gt": True}]))
+         "teeth_with_iou_over_0.5": 0.5}, [{"model": name, "case": "x", "dice": 0.5, "in_gt": True}]))
     monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
     assert bench.main(["--fraction", "0.1", "--fraction", "0.1", "--method", "bcp", "--method", "bcp",
                        "--method", "supervised", "--runs", str(tmp_path / "runs"),
@@ -449,3 +449,22 @@ def test_benchmark_figures_are_written_atomically(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         bench.save_figure(figure, path)
     assert path.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+
+def test_paired_gain_interval_is_the_bootstrap_of_the_difference_over_x_rays():
+    bench = _benchmark("bench_ufba")
+
+    def rows(dice_per_case):
+        return [{"case": case, "tooth": 11 + i, "dice": d, "in_gt": True}
+                for case, values in dice_per_case.items() for i, d in enumerate(values)] + \
+               [{"case": "a", "tooth": 48, "dice": 0.0, "in_gt": False}]  # a false tooth: not in the mean
+
+    baseline = rows({"a": [0.5, 0.7], "b": [0.6], "c": [0.2, 0.4, 0.6]})
+    assert bench.paired_gain_interval(baseline, baseline) == (0.0, 0.0)
+    better = rows({"a": [0.6, 0.8], "b": [0.7], "c": [0.3, 0.5, 0.7]})  # + 0.1 on every tooth
+    assert bench.paired_gain_interval(better, baseline) == pytest.approx((0.1, 0.1))
+    mixed = rows({"a": [0.9, 0.9], "b": [0.1], "c": [0.2, 0.4, 0.6]})  # case-dependent: an interval around 0
+    low, high = bench.paired_gain_interval(mixed, baseline)
+    assert low < 0 < high
+    with pytest.raises(ValueError):
+        bench.paired_gain_interval(rows({"x": [0.5]}), baseline)
