@@ -154,6 +154,14 @@ def test_bad_layouts_say_what_is_missing(tmp_path, capsys):
     assert "dataset.json" in capsys.readouterr().err
     assert main(["data", "manifest", "folders", str(tmp_path / "empty"), "-o", str(tmp_path / "m")]) == 1
     assert "no images folder" in capsys.readouterr().err
+    # options that another layout would ignore are refused before anything is listed or written
+    assert main(["data", "manifest", "folders", str(tmp_path / "empty"), "-o", str(tmp_path / "m"),
+                 "--classes", "teeth+pulp"]) == 1
+    assert "--classes applies to the nnunet layout" in capsys.readouterr().err
+    assert main(["data", "manifest", "sts2024", str(tmp_path / "empty"), "-o", str(tmp_path / "m"),
+                 "--labels", "Masks"]) == 1
+    assert "--images and --labels apply to the folders layout" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
     (tmp_path / "bad.json").write_text(json.dumps({"label_values": {"1": "x"}, "cases": [{"id": "a", "image": "a"}]}))
     with pytest.raises(InputError, match="label_values"):
         read_manifest(tmp_path / "bad.json")

@@ -16,6 +16,14 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from .train.data.cases import write_manifest
     from .train.data.layouts import class_mapping, label_table_for, scan_dataset, split_validation, with_label_values
 
+    # Options another layout would silently ignore are refused: the user expects them to act.
+    if args.classes is not None and args.layout != "nnunet":
+        raise InputError(f"--classes applies to the nnunet layout (its dataset.json names the classes); {args.layout} "
+                         "label maps are read as ToothSeg values as they are")
+    if (args.images or args.labels) and args.layout != "folders":
+        raise InputError(f"--images and --labels apply to the folders layout; the {args.layout} layout has fixed "
+                         "folder names")
+    class_set = args.classes or "teeth"
     out = Path(args.out).resolve()  # the printed recipe block then works from any folder
     if not args.overwrite:
         existing = [name for name in MANIFESTS if (out / name).exists()]
@@ -24,13 +32,13 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     root = Path(args.root)
     listing = scan_dataset(args.layout, root, root / args.images if args.images else None,
                            root / args.labels if args.labels else None, args.unlabeled)
-    mapping = class_mapping(listing.values, args.classes)
-    table_name, table_json = label_table_for(listing.values, args.classes)
+    mapping = class_mapping(listing.values, class_set)
+    table_name, table_json = label_table_for(listing.values, class_set)
     train, validation = split_validation(listing.labeled, args.val_fraction, args.seed)
     out.mkdir(parents=True, exist_ok=True)
     for name in MANIFESTS:
         check_writable_output(out / name, overwrite=True)
-    source = f"toothseg data manifest {args.layout} {args.root} (classes: {args.classes}, seed {args.seed})"
+    source = f"toothseg data manifest {args.layout} {args.root} (classes: {class_set}, seed {args.seed})"
     write_manifest(out / "labeled.json", with_label_values(train, mapping), notes=source)
     if validation:
         write_manifest(out / "validation.json", with_label_values(validation, mapping), notes=source)
@@ -81,7 +89,7 @@ def add_data_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
                           help="folders layout: the label folder, relative to ROOT (default: labels, masks …)")
     manifest.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
                           help="a folder of unlabeled images to add (repeatable)")
-    manifest.add_argument("--classes", choices=CLASS_SETS, default="teeth",
+    manifest.add_argument("--classes", choices=CLASS_SETS,
                           help="classes to keep (nnunet layout): teeth (pulp counted as its tooth; default), "
                                "teeth+pulp, or all (jaws and mandibular canals too); the others become background")
     manifest.add_argument("--val-fraction", type=float, default=0.1, help="share of labeled cases for validation")

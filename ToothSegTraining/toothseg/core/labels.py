@@ -458,4 +458,3 @@ class LabelTable:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise InputError(f"label table is not valid JSON: {exc}") from exc
-
