@@ -89,20 +89,13 @@ def _tooth_rows(case_id: str, gt, pred_array) -> list[dict]:
             for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items()]
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Fail before any metric is computed if an output cannot be written or an input is missing."""
+def _check_outputs(args: argparse.Namespace, single: bool) -> None:
+    """Fail before any metric is computed if an output cannot be written or an input is missing; the
+    inputs first, so that a refused call creates no report folder."""
     from .core.io.atomic import check_writable_output
 
-    for path in (args.json, args.csv):
-        if path:
-            check_writable_output(path, overwrite=True)
-    if args.report:
-        from .evaluation_report import prepare_report_folder
-
-        prepare_report_folder(args.report)
     if args.compare and not args.report:
         raise InputError("--compare only adds methods to the report: add --report DIR")
-    single = Path(args.gt).is_file()
     for name, folder in args.compare:
         other = Path(folder)
         if not other.exists():
@@ -115,6 +108,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
         if not single and not other.is_dir():
             raise InputError(f"--compare {name}: {folder} is a file, but the ground truth {args.gt} is a folder: "
                              "give that method's folder of predictions")
+    for path in (args.json, args.csv):
+        if path:
+            check_writable_output(path, overwrite=True)
+    if args.report:
+        from .evaluation_report import prepare_report_folder
+
+        prepare_report_folder(args.report)
 
 
 def _name_and_folder(text: str) -> tuple[str, str]:
@@ -134,13 +134,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gt_root, pred_root = Path(args.gt), Path(args.pred)
     if not gt_root.exists():
         raise InputError(f"{gt_root}: no such file or folder")
-    _check_outputs(args)
-    rows, problems, stsr_inputs = [], [], []
-    tooth_rows, views = [], []  # for --report only
-    # Other methods (--compare) are scored in the same pass, while each ground truth is in memory.
-    compared = {name: {case_id: path for case_id, _, path in _pairs(gt_root, Path(folder))}
-                for name, folder in args.compare}
-    other_rows: dict[str, list[dict]] = {name: [] for name in compared}
     # One pair: any problem is the user's to fix, so it is an error and nothing is scored. Folders: a
     # bad case is reported and the others are scored (an unusable prediction scores as an empty one,
     # as in the challenges; an unreadable ground truth cannot be scored and is skipped).
@@ -149,6 +142,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"{pred_root}: no such file (the ground truth {gt_root.name} is one file, so PRED must be)")
     if not single and not pred_root.is_dir():
         raise InputError(f"{pred_root}: no such folder (the ground truth {gt_root} is a folder, so PRED must be)")
+    _check_outputs(args, single)
+    rows, problems, stsr_inputs = [], [], []
+    tooth_rows, views = [], []  # for --report only
+    # Other methods (--compare) are scored in the same pass, while each ground truth is in memory.
+    compared = {name: {case_id: path for case_id, _, path in _pairs(gt_root, Path(folder))}
+                for name, folder in args.compare}
+    other_rows: dict[str, list[dict]] = {name: [] for name in compared}
     for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
         try:
             gt = read_label_map(gt_path)
