@@ -23,7 +23,10 @@ shows per-tooth Dice box plots.
 finds teeth? The supervised baseline is trained as above, then every method's schedule (the supervised
 one too) runs again from its final weights (``stages.0.init_from``; a network of another architecture
 takes the tensors whose names and shapes match), and each is compared with supervised training
-continued for its schedule: the same start, the same number of steps.
+continued for its schedule: the same start, the same number of steps. The question fits methods whose
+first stage trains the segmentation (supervised, mean teacher, BCP): RAIL's four students would begin
+identical, and MIM's and U-Mamba2-SSL's first stage is pretraining that overwrites the start, so name
+the methods with ``--method``.
 """
 
 from __future__ import annotations
