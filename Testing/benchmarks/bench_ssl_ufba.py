@@ -23,9 +23,11 @@ shows per-tooth Dice box plots.
 finds teeth? The supervised baseline is trained as above, then every method's schedule (the supervised
 one too) runs again from its final weights (``stages.0.init_from``; a network of another architecture
 takes the tensors whose names and shapes match), and each is compared with supervised training
-continued for its schedule: the same start, the same number of steps. The question fits methods whose
-first stage trains the segmentation (supervised, mean teacher, BCP): RAIL's four students would begin
-identical, and MIM's and U-Mamba2-SSL's first stage is pretraining that overwrites the start, so name
+continued for its schedule: the same start, the same number of steps. A recipe's leading pretraining
+stages (MIM's masked-image modelling, U-Mamba2-SSL's denoising) are dropped, since the start takes
+their place, so count a method's steps without them (``--method-scale`` evens them out). The question
+fits supervised, mean teacher, BCP and U-Mamba2-SSL; not RAIL (its four students would begin
+identical) nor MIM (without its pretraining it is supervised fine-tuning of its own network), so name
 the methods with ``--method``.
 """
 
@@ -143,12 +145,25 @@ def train_command(method: str, fraction: float, args: argparse.Namespace,
     scale = args.scale if scale is None else scale
     settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale), *args.set]
     if start is not None:
-        settings.append(f"stages.0.init_from={start}")
+        settings += start_overrides(recipe, start)
     command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
                "--output", str(run_dir), "--device", args.device]
     for value in settings:
         command += ["--set", value]
     return command, run_dir
+
+
+def start_overrides(recipe_path: Path, start: Path) -> list[str]:
+    """``--set`` values that begin a recipe from trained weights: its leading pretraining stages (those
+    that train no segmentation, e.g. U-Mamba2-SSL's denoising) are dropped, since the start takes their
+    place, and the first remaining stage initialises from ``start``."""
+    recipe, _ = load_recipe(recipe_path)
+    dropped = 0
+    while dropped < len(recipe.stages) and not get_method(recipe.stages[dropped].method).produces_segmentation:
+        dropped += 1
+    if dropped == len(recipe.stages):
+        raise ToothSegError(f"{recipe_path.name}: no stage trains a segmentation, so it cannot start from one")
+    return [*(f"stages.{index}=null" for index in range(dropped)), f"stages.{dropped}.init_from={start}"]
 
 
 def train(command: list[str], run_dir: Path) -> float:

@@ -42,6 +42,19 @@ def test_bad_recipes_name_the_problem(toy_dataset, change, message):
         recipe_from_dict(data)
 
 
+def test_a_stage_set_to_null_is_dropped(tmp_path, toy_dataset):
+    """``--set stages.0=null`` removes a stage; the other overrides still count the stages as written."""
+    data = toy_recipe(toy_dataset)
+    data["stages"] = [{"method": "ssl_pretrain", "name": "pretrain"}, {"method": "supervised", "name": "seg"}]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    recipe, raw = load_recipe(path, ["stages.0=null", "stages.1.iterations=5"])
+    assert [s.name for s in recipe.stages] == ["seg"] and recipe.stages[0].iterations == 5
+    assert [s["name"] for s in raw["stages"]] == ["seg"]  # the saved recipe is the one that ran
+    with pytest.raises(InputError, match="no stages"):
+        load_recipe(path, ["stages.0=null", "stages.1=null"])
+
+
 def test_overrides_report_bad_paths(toy_dataset):
     data = toy_recipe(toy_dataset)
     with pytest.raises(InputError, match="key=value"):

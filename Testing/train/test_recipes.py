@@ -153,6 +153,24 @@ def test_ssl_benchmark_from_supervised_starts_every_method_from_the_baseline(tmp
     assert models["mean_teacher 10% from supervised"]["gain_over_supervised"] == pytest.approx(0.05)
 
 
+def test_ssl_benchmark_from_a_start_drops_the_pretraining_stages(tmp_path):
+    """From trained weights U-Mamba2-SSL's denoising stage is dropped (the start replaces it) and its
+    consistency stage begins from the start; a recipe that starts with segmentation keeps every stage."""
+    from toothseg.train.config import load_recipe
+
+    bench = _bench_ssl_ufba()
+    start = tmp_path / "model"
+    for method, stages in (("umamba2_ssl", ["consistency", "pseudo_label"]), ("mean_teacher", ["mean_teacher"])):
+        recipe = bench.RECIPES / bench.METHODS[method]
+        loaded, _ = load_recipe(recipe, [*bench.scaled_overrides(recipe, 0.2), *bench.start_overrides(recipe, start)])
+        assert [stage.method for stage in loaded.stages] == stages
+        assert loaded.stages[0].init_from == str(start)
+        assert all(stage.init_from == "previous" for stage in loaded.stages[1:])
+    umamba, _ = load_recipe(bench.RECIPES / bench.METHODS["umamba2_ssl"], bench.scaled_overrides(
+        bench.RECIPES / bench.METHODS["umamba2_ssl"], 0.2))
+    assert [stage.iterations for stage in umamba.stages] == [200, 400, 200]  # 600 steps once the 200 are dropped
+
+
 @pytest.mark.parametrize("rows", [[], [{"model": "a", "tooth": 11, "dice": 0.5, "hd95": float("inf")},
                                        {"model": "a", "tooth": 12, "dice": 0.25, "hd95": 3.0}]])
 def test_benchmark_result_json_keeps_every_value_with_one_line_per_tooth(tmp_path, rows):

@@ -4,6 +4,8 @@ The YAML maps onto typed dataclasses; an unknown key is an error that names the 
 and ``--set path.to.key=value`` overrides any field (the value is parsed as YAML, so ``[96, 96]``,
 ``1e-3`` and ``true`` work). Stages run in order; each names a method from the registry, its
 settings, and ``init_from`` (``none``, ``previous``, ``previous.encoder`` or a model folder).
+``--set stages.0=null`` drops a stage (e.g. a pretraining stage when starting from trained weights);
+indices in the other ``--set`` values keep counting the recipe's stages as written.
 """
 
 from __future__ import annotations
@@ -272,6 +274,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
     if not isinstance(data, dict):
         raise InputError(f"{path}: a recipe must be a YAML mapping")
     data = apply_overrides(data, overrides or [])
+    if isinstance(data.get("stages"), list):  # a stage set to null is dropped, after all overrides
+        data["stages"] = [stage for stage in data["stages"] if stage is not None]
     data.setdefault("name", path.stem)
     recipe = recipe_from_dict(data)
     recipe_dir = path.parent

@@ -261,7 +261,7 @@ class Trainer:
         from ...core.inference import InferenceOptions, Predictor
         from ...core.metrics import mean_dice
 
-        if not getattr(self.method, "produces_segmentation", True):
+        if not self.method.produces_segmentation:
             return {}  # pretraining: nothing to segment yet
         volumes = self.data.validation_volumes()
         if not volumes:

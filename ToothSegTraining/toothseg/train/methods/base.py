@@ -143,6 +143,7 @@ class Method:
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = type("Settings", (), {})
     needs_unlabeled: ClassVar[bool] = False
+    produces_segmentation: ClassVar[bool] = True  # False: pretraining only (nothing to validate)
     trainable: tuple[str, ...] = ("student",)
     exported: str = "student"
 
