@@ -182,6 +182,26 @@ def test_rgb_xrays_become_grey_and_rgb_volumes_are_refused(tmp_path):
     np.testing.assert_allclose(from_slicer.array[0], grey, atol=1)
 
 
+def test_grey_and_alpha_png_reads_as_its_grey_channel(tmp_path):
+    """SimpleITK refuses grey + alpha PNGs ("Unknown PixelType"); they read exactly as the same pixels
+    saved without alpha, rows in the file's order; a truncated one fails with one clear line."""
+    from PIL import Image
+
+    grey = np.random.default_rng(3).integers(0, 255, (20, 30)).astype(np.uint8)
+    grey[0, :] = 255  # the first row bright: a flipped read would show it last
+    sitk.WriteImage(sitk.GetImageFromArray(grey), str(tmp_path / "grey.png"))
+    alpha = Image.fromarray(np.full_like(grey, 200))
+    Image.merge("LA", (Image.fromarray(grey), alpha)).save(tmp_path / "grey_alpha.png")
+    with_alpha, without = read_volume(tmp_path / "grey_alpha.png"), read_volume(tmp_path / "grey.png")
+    assert with_alpha.kind == VolumeKind.PANORAMIC_2D and with_alpha.shape == (1, 20, 30)
+    np.testing.assert_array_equal(with_alpha.array, without.array)
+    assert with_alpha.spacing == without.spacing and with_alpha.origin == without.origin
+    data = (tmp_path / "grey_alpha.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.png: cannot read image"):
+        read_volume(tmp_path / "cut.png")
+
+
 def test_four_d_file_is_refused(tmp_path):
     sitk.WriteImage(sitk.Image([4, 4, 4, 3], sitk.sitkInt16), str(tmp_path / "series.nii.gz"))
     with pytest.raises(InputError, match="4D"):

@@ -3,7 +3,8 @@
 Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD, MetaImage (``.mha``, ``.mhd``), a folder with a
 DICOM series (GDCM via SimpleITK, slices sorted by position), RAIL-style HDF5 crops (``.h5`` with
 ``image`` and optional ``label`` datasets, stored ``(x, y, z)``), 2D PNG/JPEG/BMP/TIFF panoramic
-X-rays, and Slicer ``.seg.nrrd`` segmentations (through :mod:`toothseg.core.io.segmentation`).
+X-rays (grey + alpha PNGs, which SimpleITK refuses, through Pillow), and Slicer ``.seg.nrrd``
+segmentations (through :mod:`toothseg.core.io.segmentation`).
 Outputs: NIfTI, NRRD, MetaImage, and PNG for 2D label maps; geometry is kept exactly.
 """
 
@@ -309,14 +310,39 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
             except RuntimeError as exc:
                 if scan is not None:
                     scan.result()  # a corrupt gzip stream explains the failure best
+                image = _read_grey_alpha_png(path) if _suffix(path) == ".png" else None
+                if image is not None:
+                    return _finite(volume_from_sitk(image, VolumeKind.PANORAMIC_2D, str(path)))
                 raise InputError(f"{path}: cannot read image ({_first_line(exc)}); the file may be truncated "
                                  "or corrupt") from exc
             if scan is not None:
                 _check_nifti_complete(path, image, scan.result())
         kind = VolumeKind.PANORAMIC_2D if fmt == "2d" else None
         volume = volume_from_sitk(image, kind, str(path))
+    return _finite(volume)
+
+
+def _finite(volume: Volume) -> Volume:
     volume.check_finite()
     return volume
+
+
+def _read_grey_alpha_png(path: Path):
+    """The grey channel of a grey + alpha PNG (a common export of X-ray viewers), which SimpleITK's PNG
+    reader refuses ("Unknown PixelType"), read with Pillow (VTK's PNG reader would crash the process on
+    a truncated file); ``None`` for any other PNG, or one Pillow cannot read either. Pixels are 1 mm, as
+    SimpleITK gives every PNG."""
+    import SimpleITK as sitk
+    from PIL import Image
+
+    try:
+        with Image.open(path) as png:
+            if png.format != "PNG" or png.mode != "LA":
+                return None
+            grey = np.asarray(png.getchannel("L"))  # decodes the whole file: a truncated one fails here
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return sitk.GetImageFromArray(np.ascontiguousarray(grey))
 
 
 def read_label_map(path: str | os.PathLike[str]) -> Volume:
