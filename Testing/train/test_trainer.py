@@ -272,3 +272,24 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_curve(tmp_path, toy_dataset):
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     np.testing.assert_allclose(losses(tmp_path / "killed"), losses(tmp_path / "straight"), rtol=1e-5, atol=1e-6)
+
+
+def test_log_rows_keep_one_value_per_named_column_when_a_term_starts_later(tmp_path):
+    """A term that appears mid-stage (a consistency weight after its ramp starts) widens the header
+    instead of leaving unnamed cells, and a resumed run's truncation keeps the widened file readable."""
+    from toothseg.train.engine.trainer import _append_csv, _truncate_csv
+
+    path = tmp_path / "log.csv"
+    _append_csv(path, {"step": 0, "loss": 1.5, "supervised": 1.5})
+    _append_csv(path, {"step": 1, "loss": 1.25, "supervised": 1.0, "consistency": 0.25, "weight": 3.0})
+    _append_csv(path, {"step": 2, "loss": 1.0, "supervised": 1.0})
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    assert lines[0] == ["step", "loss", "supervised", "consistency", "weight"]
+    assert all(len(line) == len(lines[0]) for line in lines)
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["consistency"] for row in rows] == ["", "0.25", ""] and rows[1]["weight"] == "3"
+    _truncate_csv(path, 2)
+    with open(path, newline="", encoding="utf-8") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["0", "1"]

@@ -14,6 +14,7 @@ previous one is kept and training goes on with a warning.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -477,12 +478,26 @@ def _truncate_csv(path: Path, step: int) -> None:
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
+    """Append one row; a key the file's header lacks (a term that starts later in a stage, such as a
+    ramped-up consistency weight) widens the header, earlier rows get empty cells, so every line keeps
+    one value per named column."""
     fields = list(row)
-    if not new:
-        with open(path, encoding="utf-8") as handle:
-            header = handle.readline().strip().split(",")
-        fields = header + [k for k in row if k not in header]
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            added = [k for k in row if k not in header]
+            earlier = list(reader) if added else []
+        fields = header + added
+        if added and header:
+            from ...core.io.atomic import atomic_write_text
+
+            text = io.StringIO()
+            rewriter = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+            rewriter.writeheader()
+            rewriter.writerows(earlier)
+            atomic_write_text(path, text.getvalue())
+    new = not path.exists() or path.stat().st_size == 0
     with open(path, "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new:
