@@ -188,6 +188,25 @@ def test_wrong_kind_and_existing_output(tmp_path, model3d):
     assert "toothseg-cbct-synthetic-demo" in (tmp_path / "x.json").read_text()
 
 
+def test_output_types_that_cannot_hold_the_result_are_refused_before_inference(tmp_path, model3d):
+    """A scan's labels as PNG, an output without a file type, an uncertainty map as PNG and batch
+    --format png for a 3D model are refused before the scan is read (here: a file that cannot be read,
+    so an error about reading would mean the check came too late)."""
+    broken = tmp_path / "scan.nii.gz"
+    broken.write_bytes(b"not a scan")
+    for output, extra, message in (("out.png", [], "3D scan's labels are written as .seg.nrrd"),
+                                   ("out", [], "give OUTPUT one of these endings"),
+                                   ("out.seg.nrrd", ["--uncertainty", tmp_path / "u.png"], "uncertainty map")):
+        result = run("segment", broken, "-o", tmp_path / output, "--model", model3d, *extra)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "cannot read" not in result.stderr and not (tmp_path / output).exists()
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    write_volume(scan(), cases / "a.nii.gz")
+    result = run("segment", cases, "-o", tmp_path / "out", "--model", model3d, "--format", "png")
+    assert result.returncode == 1 and "--format png" in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_sigterm_cancels_without_partial_output(tmp_path, model3d):
     big = Volume(np.random.default_rng(0).normal(0, 1, (96, 96, 96)).astype(np.float32), (0.4, 0.4, 0.4))
     source = write_volume(big, tmp_path / "big.nii.gz")

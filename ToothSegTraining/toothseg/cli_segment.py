@@ -108,6 +108,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
                                batch_size=args.batch_size)
     predictor = Predictor(model_folder, options)
+    _check_output_types(args, predictor.card.input_kind, batch)
     token = CancelToken()
     with cancel_on_sigterm(token):
         if not batch:
@@ -128,6 +129,30 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 atomic_write_text(args.report, json.dumps(summary, indent=1))
             return 0
         return _segment_batch(predictor, source, output, args, token)
+
+
+def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool) -> None:
+    """Refuse, before any image is read, an output type that could only fail after inference (minutes
+    on a scan): a label file type that cannot hold the model's result, an uncertainty map as PNG."""
+    from .core.io.images import WRITABLE_SUFFIXES, input_kind
+
+    label_types = (".seg.nrrd", *(s for s in WRITABLE_SUFFIXES if model_kind == "2d" or s != ".png"))
+    if batch:
+        if args.format == "png" and model_kind != "2d":
+            raise InputError("--format png holds a panoramic X-ray's labels; a scan's go to seg.nrrd, nii.gz or nrrd")
+        return
+    try:
+        if input_kind(args.input) != model_kind:
+            return  # the model refuses this input with its own message, which is the one to read first
+    except InputError:
+        pass  # an unreadable input fails when it is read; the output can still be wrong
+    output = Path(args.output)
+    if not output.name.lower().endswith(label_types):
+        kind = "panoramic X-ray" if model_kind == "2d" else "3D scan"
+        raise InputError(f"{output}: a {kind}'s labels are written as {', '.join(label_types)}; give OUTPUT one "
+                         "of these endings")
+    if args.uncertainty and not args.uncertainty.lower().endswith(tuple(s for s in WRITABLE_SUFFIXES if s != ".png")):
+        raise InputError(f"{args.uncertainty}: the uncertainty map holds fractions; write it as .nii.gz, .nrrd or .mha")
 
 
 def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
