@@ -197,3 +197,20 @@ def test_a_tooth_number_used_twice_is_reported(tmp_path, teeth_volume):
     result = read_segmentation(tmp_path / "edited.seg.nrrd")
     value = int(np.unique(result.labels.array[background])[0])
     assert value not in STANDARD and result.unrecognised == ["Segment_1", "Tooth 11"]
+
+
+def test_an_xray_segmentation_reads_back_as_2d(tmp_path):
+    """A one-slice segmentation (a panoramic X-ray's teeth, as Slicer and `convert` save it) is 2D again
+    when read, as a one-slice image is, so that no 3D-only step (surfaces) runs on it; a scan stays 3D."""
+    from toothseg.core import VolumeKind
+
+    xray = np.zeros((1, 40, 60), np.uint8)
+    xray[0, 10:20, 10:20], xray[0, 10:20, 30:40] = 11, 21
+    path = write_segmentation(Volume(xray, (0.1, 0.1, 1.0), kind="2d"), LabelTable.fdi(), tmp_path / "x.seg.nrrd")
+    back = read_segmentation(path).labels
+    assert back.kind == VolumeKind.PANORAMIC_2D and back.shape == (1, 40, 60)
+    np.testing.assert_array_equal(back.array, xray)
+    scan = np.zeros((3, 40, 60), np.uint8)
+    scan[1, 10:20, 10:20] = 11
+    path = write_segmentation(Volume(scan, (0.5, 0.5, 0.5)), LabelTable.fdi(), tmp_path / "s.seg.nrrd")
+    assert read_segmentation(path).labels.kind == VolumeKind.CBCT_3D

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import GeometryMismatchError, InputError, OutputWriteError
 from ..labels import LabelInfo, LabelTable, fdi_of_segment_name, is_fdi_tooth
-from ..volume import Volume, check_same_geometry
+from ..volume import Volume, VolumeKind, check_same_geometry
 from .atomic import atomic_output
 
 __all__ = ["Segmentation", "write_segmentation", "read_segmentation", "segment_dicts"]
@@ -251,7 +251,9 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
     if overlaps:
         log.warning("%s: %d voxels belong to several segments; later segments win", path, overlaps)
     spacing, origin, direction = _geometry_from_matrix(data["ijkToLPS"])
-    labels = Volume(np.ascontiguousarray(out.transpose(2, 1, 0)), spacing, origin, direction)
+    array = np.ascontiguousarray(out.transpose(2, 1, 0))
+    kind = VolumeKind.PANORAMIC_2D if array.shape[0] == 1 else VolumeKind.CBCT_3D  # one slice: an X-ray, as images.py
+    labels = Volume(array, spacing, origin, direction, kind)
     labels.metadata["source"] = str(path)
     table = LabelTable({value: _info_from_segment(segment, value) for segment, value in plan},
                        name=str(data.get("ToothSeg_LabelTable", "from-file")))
