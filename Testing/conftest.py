@@ -34,6 +34,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def text_encoding_is_left_as_found():
+    """A test (or a C library it calls: GDCM's DICOM writer sets LC_CTYPE to "C") that changes the
+    locale's text encoding would turn every later test's text subprocess and ``open()`` into ASCII, and
+    fail some other test far away; the test that does it fails instead."""
+    import locale
+
+    before = locale.getpreferredencoding(False)
+    yield
+    after = locale.getpreferredencoding(False)
+    assert after == before, f"the locale's text encoding changed from {before} to {after} during this test"
+
+
 @pytest.fixture(scope="session")
 def sts_gt_path() -> Path:
     """The real STS-2024 ``Validation_0002`` ground-truth tooth label map (bundled copy)."""

@@ -79,7 +79,19 @@ def test_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def _write_dicom_series(folder: Path, volume: Volume) -> None:
-    """A CT series written slice by slice (SimpleITK's DICOM writer), files in shuffled name order."""
+    """A CT series written slice by slice (SimpleITK's DICOM writer), files in shuffled name order.
+    GDCM's writer leaves the C locale's LC_CTYPE at "C", which would make every later text subprocess and
+    ``open()`` in this test process ASCII; it is put back."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_CTYPE)
+    try:
+        _write_slices(folder, volume)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)
+
+
+def _write_slices(folder: Path, volume: Volume) -> None:
     image = volume_to_sitk(volume)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
