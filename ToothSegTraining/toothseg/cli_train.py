@@ -32,7 +32,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
                                    "recipe stopped. Works under torchrun (one process per GPU or CPU group).")
     p.add_argument("recipe", metavar="RECIPE.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set stages.0.iterations=100 (repeatable)")
+                   help="override a recipe value, e.g. --set stages.0.iterations=100; --set stages.0=null drops "
+                        "a stage (repeatable)")
     p.add_argument("--output", metavar="DIR", help="run folder (default: the recipe's output_dir or runs/NAME)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--restart", action="store_true", help="delete the run folder and start from scratch")
