@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ssl_ufba import (  # noqa: E402
     METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, prepare_output, scaled_overrides,
     train)
-from bench_ufba import save_figure, shown, write_result  # noqa: E402
+from bench_ufba import paired_gain_interval, save_figure, shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume, write_volume  # noqa: E402
@@ -222,13 +222,20 @@ def main(argv: list[str] | None = None) -> int:
         headline = "instance_dsc" if args.labels == "fdi" else "image_dsc"
         if baseline is not None and method != "supervised":
             summary[f"{headline}_gain_over_supervised"] = round(summary[headline] - baseline[headline], 4)
+            baseline_rows = [r for r in all_rows if r["model"] == f"supervised {round(args.fraction * 100)}%"]
+            if rows and baseline_rows:  # over a few synthetic scans of one patient: the draws' noise only
+                summary[f"{headline}_gain_ci95"] = paired_gain_interval(rows, baseline_rows, value=headline)
         summaries[name], names = summary, names + [name]
         all_rows += rows
         print(f"{name}: {json.dumps(summary)}", flush=True)
         write_outputs(args, scales, runs, summaries, all_rows, names)  # after every model: a stopped run keeps its rows
-    print("model | " + " | ".join(metrics))
+    headline = "instance_dsc" if args.labels == "fdi" else "image_dsc"
+    print("model | " + " | ".join(metrics) + f" | {headline} gain over supervised [95 % interval]")
     for name, s in summaries.items():
-        print(f"{name} | " + " | ".join(f"{s[k]:.4f}" for k in metrics))
+        gain, interval = s.get(f"{headline}_gain_over_supervised"), s.get(f"{headline}_gain_ci95")
+        shown_gain = "—" if gain is None else f"{gain:+.4f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+                                                                 if interval else "")
+        print(f"{name} | " + " | ".join(f"{s[k]:.4f}" for k in metrics) + f" | {shown_gain}")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

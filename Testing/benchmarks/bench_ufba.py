@@ -89,22 +89,23 @@ def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
 
 
 def paired_gain_interval(rows: list[dict], baseline: list[dict], resamples: int = 2000,
-                         seed: int = 0) -> tuple[float, float]:
+                         seed: int = 0, value: str = "dice") -> tuple[float, float]:
     """95 % interval of the gain in mean tooth Dice of ``rows`` over ``baseline`` (two models scored on
     the same X-rays), by a paired bootstrap over X-rays: one run's gain can be noise, and how much
     depends on how far the X-rays disagree. Each resample draws X-rays with replacement and takes the
-    difference of the two means over their ground-truth teeth."""
+    difference of the two means over their ground-truth teeth. Rows without ``in_gt`` all count, so
+    one row per case (a scan's ``value="image_dsc"``) gives the interval of the mean over cases."""
     def per_case(model_rows: list[dict]) -> dict[str, tuple[float, int]]:
         sums: dict[str, list[float]] = {}
         for r in model_rows:
-            if r["in_gt"]:
-                sums.setdefault(r["case"], []).append(r["dice"])
+            if r.get("in_gt", True):
+                sums.setdefault(r["case"], []).append(r[value])
         return {case: (float(np.sum(values)), len(values)) for case, values in sums.items()}
 
     ours, theirs = per_case(rows), per_case(baseline)
     cases = sorted(set(ours) & set(theirs))
     if not cases:
-        raise ValueError("the two models share no scored X-ray")
+        raise ValueError("the two models share no scored case")
     ours_sum, theirs_sum = (np.array([table[c][0] for c in cases]) for table in (ours, theirs))
     ours_n, theirs_n = (np.array([table[c][1] for c in cases]) for table in (ours, theirs))
     draws = np.random.default_rng(seed).integers(0, len(cases), size=(resamples, len(cases)))

@@ -187,6 +187,32 @@ def _bench_ssl_synth3d():
     return _benchmark("bench_ssl_synth3d")
 
 
+def test_3d_benchmark_reports_each_gain_with_a_paired_interval_over_the_test_scans(tmp_path, monkeypatch):
+    """Every method's headline gain over supervised 10 % comes with its paired-bootstrap interval over the
+    test scans (here: +0.05 on every scan, so the interval is exactly that); the ceiling row has none."""
+    bench = _bench_ssl_synth3d()
+    manifests = {key: tmp_path / f"{key}.json" for key in ("train", "val", "test")}
+    monkeypatch.setattr(bench, "make_dataset", lambda *a, **k: manifests)
+    monkeypatch.setattr(bench, "read_manifest", lambda path, require_labels: ["s1", "s2", "s3"])
+    monkeypatch.setattr(bench, "train", lambda command, run_dir: 0.0)
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+    shift = {"supervised 10%": 0.0, "mean_teacher 10%": 0.05, "supervised all": 0.1}
+
+    def score(name, model, cases, device, metrics):
+        rows = [{"model": name, "case": c, **{m: 0.5 + 0.1 * i + shift[name] for m in metrics}}
+                for i, c in enumerate(cases)]
+        return {m: sum(r[m] for r in rows) / len(rows) for m in metrics}, rows
+
+    monkeypatch.setattr(bench, "score_model", score)
+    out = tmp_path / "result.json"
+    assert bench.main(["--method", "mean_teacher", "--scale", "0.1", "--runs", str(tmp_path / "runs"),
+                       "--out", str(out)]) == 0
+    models = json.loads(out.read_text())["models"]
+    assert models["mean_teacher 10%"]["instance_dsc_gain_over_supervised"] == pytest.approx(0.05)
+    assert models["mean_teacher 10%"]["instance_dsc_gain_ci95"] == pytest.approx([0.05, 0.05])
+    assert "instance_dsc_gain_ci95" not in models["supervised all"]
+
+
 def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(tmp_path):
     """bench_ssl_synth3d.py swaps the UFBA recipes' 2D data and network for one 3D block; the method
     stages (settings, optimiser, schedule proportions) stay the recipe's own."""
@@ -486,3 +512,7 @@ def test_paired_gain_interval_is_the_bootstrap_of_the_difference_over_x_rays():
     assert low < 0 < high
     with pytest.raises(ValueError):
         bench.paired_gain_interval(rows({"x": [0.5]}), baseline)
+    # one row per case (the 3D bench's scans): the interval of the mean over cases
+    scans = [{"case": c, "image_dsc": d} for c, d in (("s1", 0.80), ("s2", 0.85), ("s3", 0.90))]
+    shifted = [{**r, "image_dsc": r["image_dsc"] - 0.05} for r in scans]
+    assert bench.paired_gain_interval(shifted, scans, value="image_dsc") == pytest.approx((-0.05, -0.05))
