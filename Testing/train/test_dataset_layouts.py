@@ -107,6 +107,30 @@ def test_a_fixed_split_is_not_replaced_by_accident(tmp_path, capsys):
     assert not (out / "validation.json").exists()  # no stale manifest from the first listing
 
 
+def test_a_failed_overwrite_leaves_the_earlier_split_whole(tmp_path, monkeypatch):
+    """--overwrite replaces the manifests as one set: when writing the second one fails (a full disk),
+    every earlier manifest is byte for byte as it was and no half-written file is left."""
+    import toothseg.train.data.cases as cases
+
+    _toothfairy(tmp_path / "tf", cases=("tf_a", "tf_b", "tf_c", "tf_d"))
+    out = tmp_path / "manifests"
+    assert main(["data", "manifest", "nnunet", str(tmp_path / "tf"), "-o", str(out), "--val-fraction", "0.25"]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert {"labeled.json", "validation.json"} <= set(before)
+    real_write, calls = cases.write_manifest, []
+
+    def fail_on_the_second(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(cases, "write_manifest", fail_on_the_second)
+    assert main(["data", "manifest", "nnunet", str(tmp_path / "tf"), "-o", str(out), "--val-fraction", "0.5",
+                 "--seed", "7", "--overwrite"]) != 0
+    assert len(calls) == 2 and {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_sts2024_folders_masks_and_unlabeled(tmp_path, capsys):
     root = tmp_path / "sts"
     for folder in ("Images", "Masks", "Train-Unlabeled-update"):

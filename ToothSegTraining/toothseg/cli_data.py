@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 __all__ = ["add_data_parser"]
@@ -39,16 +40,27 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     for name in MANIFESTS:
         check_writable_output(out / name, overwrite=True)
     source = f"toothseg data manifest {args.layout} {args.root} (classes: {class_set}, seed {args.seed})"
-    write_manifest(out / "labeled.json", with_label_values(train, mapping), notes=source)
+    writers = {"labeled.json": lambda path: write_manifest(path, with_label_values(train, mapping), notes=source)}
     if validation:
-        write_manifest(out / "validation.json", with_label_values(validation, mapping), notes=source)
+        writers["validation.json"] = lambda path: write_manifest(path, with_label_values(validation, mapping),
+                                                                 notes=source)
     if listing.unlabeled:
-        write_manifest(out / "unlabeled.json", listing.unlabeled, notes=source)
+        writers["unlabeled.json"] = lambda path: write_manifest(path, listing.unlabeled, notes=source)
     if table_json:
-        atomic_write_text(out / "label_table.json", table_json + "\n")
-    written = {"labeled.json", *(["validation.json"] if validation else []),
-               *(["unlabeled.json"] if listing.unlabeled else []), *(["label_table.json"] if table_json else [])}
-    for name in set(MANIFESTS) - written:  # --overwrite: no stale manifest of an earlier listing stays
+        writers["label_table.json"] = lambda path: atomic_write_text(path, table_json + "\n")
+    # The manifests are one split: all are written beside the old ones first, then renamed in one go, so a
+    # failure (a full disk) leaves the earlier split whole, never new training cases with old validation.
+    staged = {name: out / f".{name}.new" for name in writers}
+    try:
+        for name, write in writers.items():
+            write(staged[name])
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    for name, path in staged.items():
+        os.replace(path, out / name)
+    for name in set(MANIFESTS) - set(writers):  # --overwrite: no stale manifest of an earlier listing stays
         (out / name).unlink(missing_ok=True)
 
     print(f"{out}: {len(train)} labeled, {len(validation)} validation, {len(listing.unlabeled)} unlabeled case(s)")
