@@ -90,25 +90,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise InputError(f"{source}: no such file or folder")
     batch = is_case_folder(source)
     output = Path(args.output)
+    source_kind = None if batch else _kind_of(source)  # from the headers only: picks the model, checks OUTPUT
     catalog = load_catalog()
     if args.model:
         model_folder = catalog.resolve(args.model)
     else:
-        from .core.io.images import input_kind
-
-        def kind_of(path: Path) -> str | None:
-            try:
-                return input_kind(path)
-            except InputError:  # that case fails on its own when it is read; the others go on
-                return None
-
-        kinds = {kind_of(path) for path in ([p for _, p in list_cases(source)] if batch else [source])} - {None}
-        kind = "2d" if kinds == {"2d"} else "3d"
+        kinds = {_kind_of(path) for _, path in list_cases(source)} if batch else {source_kind}
+        kind = "2d" if kinds - {None} == {"2d"} else "3d"
         model_folder = catalog.resolve(catalog.default(kind).id)
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
                                batch_size=args.batch_size)
     predictor = Predictor(model_folder, options)
-    _check_output_types(args, predictor.card.input_kind, batch)
+    _check_output_types(args, predictor.card.input_kind, batch, source_kind)
     token = CancelToken()
     with cancel_on_sigterm(token):
         if not batch:
@@ -131,21 +124,29 @@ def cmd_segment(args: argparse.Namespace) -> int:
         return _segment_batch(predictor, source, output, args, token)
 
 
-def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool) -> None:
+def _kind_of(path: Path) -> str | None:
+    """``2d`` or ``3d`` from the image's header; None when it cannot be read (that case fails on its own
+    when it is read; in a batch the others go on)."""
+    from .core.io.images import input_kind
+
+    try:
+        return input_kind(path)
+    except InputError:
+        return None
+
+
+def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool, source_kind: str | None) -> None:
     """Refuse, before any image is read, an output type that could only fail after inference (minutes
     on a scan): a label file type that cannot hold the model's result, an uncertainty map as PNG."""
-    from .core.io.images import WRITABLE_SUFFIXES, input_kind
+    from .core.io.images import WRITABLE_SUFFIXES
 
     label_types = (".seg.nrrd", *(s for s in WRITABLE_SUFFIXES if model_kind == "2d" or s != ".png"))
     if batch:
         if args.format == "png" and model_kind != "2d":
             raise InputError("--format png holds a panoramic X-ray's labels; a scan's go to seg.nrrd, nii.gz or nrrd")
         return
-    try:
-        if input_kind(args.input) != model_kind:
-            return  # the model refuses this input with its own message, which is the one to read first
-    except InputError:
-        pass  # an unreadable input fails when it is read; the output can still be wrong
+    if source_kind is not None and source_kind != model_kind:
+        return  # the model refuses this input with its own message, which is the one to read first
     output = Path(args.output)
     if not output.name.lower().endswith(label_types):
         kind = "panoramic X-ray" if model_kind == "2d" else "3D scan"

@@ -311,18 +311,13 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
                 if scan is not None:
                     scan.result()  # a corrupt gzip stream explains the failure best
                 image = _read_grey_alpha_png(path) if _suffix(path) == ".png" else None
-                if image is not None:
-                    return _finite(volume_from_sitk(image, VolumeKind.PANORAMIC_2D, str(path)))
-                raise InputError(f"{path}: cannot read image ({_first_line(exc)}); the file may be truncated "
-                                 "or corrupt") from exc
+                if image is None:
+                    raise InputError(f"{path}: cannot read image ({_first_line(exc)}); the file may be truncated "
+                                     "or corrupt") from exc
             if scan is not None:
                 _check_nifti_complete(path, image, scan.result())
         kind = VolumeKind.PANORAMIC_2D if fmt == "2d" else None
         volume = volume_from_sitk(image, kind, str(path))
-    return _finite(volume)
-
-
-def _finite(volume: Volume) -> Volume:
     volume.check_finite()
     return volume
 
