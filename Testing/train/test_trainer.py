@@ -146,6 +146,10 @@ def test_bad_data_is_reported(tmp_path, toy_dataset):
     data["data"]["class_values"] = [0, 11]  # the labels also hold 21
     with pytest.raises(LabelError, match=r"label value\(s\) \[21\]"):
         train(data, tmp_path / "b")
+    data["data"]["workers"] = 1  # raised in a loader worker: the same error, its one-line message, no traceback
+    with pytest.raises(LabelError, match=r"label value\(s\) \[21\]") as raised:
+        train(data, tmp_path / "b1")
+    assert "Traceback" not in str(raised.value) and "\n" not in str(raised.value)
     data = toy_recipe(toy_dataset, method="mean_teacher")  # no unlabeled batch size
     with pytest.raises(InputError, match="unlabeled_batch_size"):
         train(data, tmp_path / "c")

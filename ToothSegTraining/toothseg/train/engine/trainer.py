@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.errors import InputError, OutputWriteError
+from ...core.errors import InputError, OutputWriteError, ToothSegError
 from ...core.io.atomic import atomic_output
 from ...core.labels import LabelTable
 from ...core.models.card import IntensityNormalization, ModelCard
@@ -63,7 +63,19 @@ def distributed_context() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+class _WorkerFailure:
+    """A user-facing error raised while a loader worker prepared an item (a label value the model has
+    no class for, an unreadable image), carried back whole: torch's own re-raise would put the
+    worker's traceback into the message the user sees."""
+
+    def __init__(self, error: ToothSegError) -> None:
+        self.error = error
+
+
+def _collate(items: list) -> dict[str, torch.Tensor] | _WorkerFailure:
+    failed = next((item for item in items if isinstance(item, _WorkerFailure)), None)
+    if failed is not None:
+        return failed
     return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
@@ -76,8 +88,13 @@ class _Stream(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        return self.fn(self.indices[k])
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor] | _WorkerFailure:
+        try:
+            return self.fn(self.indices[k])
+        except ToothSegError as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            return _WorkerFailure(exc)
 
 
 class Trainer:
@@ -204,6 +221,9 @@ class Trainer:
                 loaders.append(torch.utils.data.DataLoader(_Stream(self.data.unlabeled_item, unl), batch_size=local_u,
                                                            num_workers=workers, collate_fn=_collate))
             for parts in zip(*loaders):
+                failed = next((part for part in parts if isinstance(part, _WorkerFailure)), None)
+                if failed is not None:
+                    raise failed.error
                 batch = dict(parts[0])
                 if len(parts) > 1:
                     batch["unlabeled_image"] = parts[1]["image"]
