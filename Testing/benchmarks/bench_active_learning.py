@@ -87,7 +87,8 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
     pool = CasePool(base)
     if not pool.read().versions:
         finetune_pool(pool, recipe, None, device, [*extra, f"stages.0.iterations={first_iterations}",
-                                                    "stages.0.validate_every=0"], register=False, holdout_share=0)
+                                                    "stages.0.validate_every=0"], register=False, holdout_share=0,
+                      from_scratch=True)
     first_model = pool.folder / pool.read().versions[-1].folder
     first_dice = test_dice(first_model, test, device)
     results: dict = {"settings": {"start": start, "k": k, "rounds": rounds, "iterations": iterations,

@@ -22,7 +22,7 @@ from toothseg.core.inference.predictor import InferenceOptions, Predictor
 from toothseg.core.io import read_label_map, write_volume
 from toothseg.core.models import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
-from toothseg.core.models.folder import save_model_folder
+from toothseg.core.models.folder import read_card, save_model_folder
 from toothseg.train.active_learning.acquisition import (case_score, ensemble_disagreement, rank_cases,
                                                         tta_disagreement)
 from toothseg.train.active_learning.loop import holdout_cases
@@ -435,6 +435,63 @@ def test_kill_9_during_finetune_resumes_the_same_run(tmp_path, tiny_model):
     state = pool.read()
     assert [v.version for v in state.versions] == ["v001"] and state.training is None
     assert not (pool.folder / "runs" / "v002").exists()
+
+
+def test_labels_without_a_class_are_refused_before_a_run_is_recorded(tmp_path, tiny_model):
+    """A segment drawn in Slicer and never named as a tooth reaches the pool as an unknown value; found
+    mid-run it would stop the training, and the recorded run would resume with the same revision."""
+    from toothseg.core.errors import LabelError
+    from toothseg.train.active_learning.loop import finetune_pool
+
+    pool = _corrected_pool(tmp_path, tiny_model, corrected=2, total=3)
+    stray = read_label_map(pool.path(pool.read().cases["c01"].label))
+    stray.array[:3, :3] = 99  # the tiny model's classes are 11 and 21
+    bad = write_volume(stray, tmp_path / "stray.png")
+    pool.accept("c01", bad)
+    with pytest.raises(LabelError, match=r"'c01' \(labels/c01/rev-0002.nii.gz\): label value\(s\) \[99\]"):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False)
+    assert pool.read().training is None and not (pool.folder / "runs" / "v001").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_pool_without_a_model_fine_tunes_the_catalogue_default_not_a_fresh_network(tmp_path, monkeypatch):
+    """The pool's predictions came from the catalogue default; training a new network on a few
+    corrections instead must be asked for (--from-scratch)."""
+    import toothseg.train.engine.pipeline as pipeline
+    from toothseg.core.models.catalog import load_catalog
+    from toothseg.train.active_learning.loop import finetune_pool
+
+    seen = []
+
+    def stop(recipe, *args, **kwargs):
+        seen.append(recipe)
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "run_recipe", stop)
+    cases = make_cases(tmp_path / "data", 2)
+    pool = CasePool.create(tmp_path / "pool")
+    pool.add_images([(c, p[0]) for c, p in cases.items()])
+    for case, (_, label) in cases.items():
+        pool.accept(case, label)
+    default = load_catalog().default("2d")
+    with pytest.raises(_Stop):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False)
+    run = pool.read().training
+    assert run["parent"] == default.id and Path(run["parent_folder"]) == default.folder.resolve()
+    assert run["current_folder"] == run["parent_folder"]  # the judge: the model the pool predicts with
+    assert seen[0].model.architecture == read_card(default.folder).architecture
+    assert seen[0].stages[0].init_from is not None
+    with pytest.raises(_Stop):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False, restart=True,
+                      from_scratch=True)
+    run = pool.read().training
+    assert run["parent"] is None and run["parent_folder"] is None
+    assert seen[1].model.architecture == "resenc_unet" and seen[1].stages[0].init_from in (None, "none")
+    with pytest.raises(InputError, match="not both"):
+        finetune_pool(pool, None, start_from=default.id, restart=True, from_scratch=True)
 
 
 def test_restart_discards_an_interrupted_fine_tune(tmp_path, tiny_model):

@@ -143,7 +143,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     with cancel_on_sigterm(token):
         result = finetune_pool(pool, args.recipe, args.start_from, args.device, args.set or [],
                                register=not args.no_register, quiet=args.quiet or args.progress_lines,
-                               progress=progress, token=token, restart=args.restart)
+                               progress=progress, token=token, restart=args.restart,
+                               from_scratch=args.from_scratch)
     version = result.version
     print(f"{version.version}: model {version.model_id} at {result.folder}")
     print(f"  {version.note}")
@@ -213,8 +214,12 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     finetune.add_argument("--recipe", help="training recipe (YAML) saying how to train (default: the bundled "
                                            "finetune_pool.yaml); the pool supplies the data, the model being "
                                            "fine-tuned its network")
-    finetune.add_argument("--from", dest="start_from", metavar="MODEL",
-                          help="start from this model (default: the pool's current model)")
+    start = finetune.add_mutually_exclusive_group()
+    start.add_argument("--from", dest="start_from", metavar="MODEL",
+                       help="start from this model (default: the pool's current model, else the catalogue default "
+                            "that predicted the pool)")
+    start.add_argument("--from-scratch", action="store_true",
+                       help="train the recipe's own network from random weights instead")
     finetune.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     finetune.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override (repeatable)")
     finetune.add_argument("--no-register", action="store_true", help="do not add the version to the model catalogue")

@@ -4,10 +4,14 @@ Both are resumable: ``predict`` commits each case to the manifest as soon as its
 in place, so a second call continues where a killed one stopped; ``finetune`` records the run it
 started in the manifest and a second call resumes that run from its last checkpoint.
 
+A pool without a model of its own uses the catalogue default (the model its predictions came
+from), for fine-tuning as for prediction; training the recipe's network from scratch must be asked
+for (``from_scratch``).
+
 Promotion rule: a fine-tuned version becomes the pool's current model only if its mean per-tooth
 Dice on the held-out corrected cases is not below the current model's on the same cases (both
 figures are stored with the version). Without held-out cases nothing can be judged, so the version
-is kept but not promoted — unless the pool has no model yet.
+is kept but not promoted.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core.errors import CancelledError, InputError, ToothSegError
+from ...core.errors import CancelledError, InputError, LabelError, ToothSegError
 from ...core.progress import CancelToken, Progress
 from .acquisition import SCORED_STRATEGIES, case_score, ensemble_disagreement, tta_disagreement
 from .pool import CasePool, ModelVersion, now_iso
@@ -237,16 +241,19 @@ def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None
 def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_from: str | None = None,
                   device: str = "auto", overrides: Sequence[str] = (), register: bool = True, quiet: bool = True,
                   progress: Progress | None = None, token: CancelToken | None = None,
-                  holdout_share: float = HOLDOUT_SHARE, restart: bool = False) -> FinetuneResult:
+                  holdout_share: float = HOLDOUT_SHARE, restart: bool = False,
+                  from_scratch: bool = False) -> FinetuneResult:
     """Fine-tune on the corrected cases (the other images as unlabeled data) and judge the result.
 
     The network is the one of the model being fine-tuned (the recipe's model and data geometry are
     replaced by its card's); ``recipe_path`` (default ``finetune_pool.yaml``) says how to train.
     ``holdout_share`` 0 trains on every corrected case (simulations that judge on their own test set).
+    ``from_scratch`` trains the recipe's own network from random weights instead of fine-tuning.
     An interrupted run resumes with its own settings; ``restart`` discards it instead.
 
     Raises:
-        InputError: fewer than one training case, a recipe that does not fit the pool, …
+        InputError: fewer than one training case, a recipe that does not fit the pool, a corrected
+            label map with values the network has no class for (before anything is recorded), …
         CancelledError: interrupted (the run resumes on the next call).
     """
     from ...core.models.folder import read_card, verify_model_folder
@@ -279,13 +286,15 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
         while (pool.folder / "runs" / f"v{number:03d}").exists():
             number += 1
         version = f"v{number:03d}"
-        parent_folder = None
-        parent = start_from or state.current_model
-        if parent:
-            parent_folder, parent = resolve_model(pool, parent, _kind_of(pool))
+        if from_scratch and start_from:
+            raise InputError("start from a model or from scratch, not both")
+        kind = _kind_of(pool)
+        current_folder, _ = resolve_model(pool, None, kind)  # what the pool predicts with now: the judge
+        parent_folder, parent = (None, None) if from_scratch else resolve_model(pool, start_from, kind)
         run = {"version": version, "run": f"runs/{version}",
                "recipe": str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
                "parent": parent, "parent_folder": str(parent_folder) if parent_folder else None,
+               "current_folder": str(current_folder),
                "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
         run_dir = pool.folder / run["run"]
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,6 +308,7 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
                 write_manifest(run_dir / "holdout.json", [Case(c, pool.path(state.cases[c].image),
                                                                pool.path(state.cases[c].label)) for c in holdout])
             recipe, raw = _load_run_recipe(pool, run)  # a bad recipe or parent fails here, before it is recorded
+            _check_corrected_labels(pool, state, train + holdout, recipe)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -334,17 +344,13 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
     held = [(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label)) for c in run["holdout"]
             if c in state.cases and state.cases[c].label]
     promoted, note = False, ""
-    if held:
+    judge = run.get("current_folder") or run["parent_folder"]  # runs recorded before "current_folder" existed
+    if held and judge:
         report["new"] = _mean_tooth_dice(target, held, device)  # type: ignore[arg-type]
-        if run["parent_folder"]:
-            report["current"] = _mean_tooth_dice(Path(run["parent_folder"]), held, device)  # type: ignore[arg-type]
-            new, old = report["new"]["mean_tooth_dice"], report["current"]["mean_tooth_dice"]
-            promoted = new is not None and (old is None or new >= old)
-            note = f"held-out mean tooth Dice {new} vs current {old}: " + ("promoted" if promoted else "not promoted")
-        else:
-            promoted, note = True, "the pool had no model: promoted"
-    elif not run["parent_folder"]:
-        promoted, note = True, "the pool had no model: promoted (no held-out cases to judge it)"
+        report["current"] = _mean_tooth_dice(Path(judge), held, device)  # type: ignore[arg-type]
+        new, old = report["new"]["mean_tooth_dice"], report["current"]["mean_tooth_dice"]
+        promoted = new is not None and (old is None or new >= old)
+        note = f"held-out mean tooth Dice {new} vs current {old}: " + ("promoted" if promoted else "not promoted")
     else:
         note = "no held-out corrected cases to judge it against the current model: kept, not promoted"
     version = ModelVersion(run["version"], pool.relative(target), card.id, run["parent"], promoted, now_iso(),
@@ -362,6 +368,29 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
             fresh.current_model = version.folder
         fresh.training = None
     return FinetuneResult(version, target, report)
+
+
+def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], recipe) -> None:
+    """Refuse, before a run is recorded, corrected labels with values the network has no class for
+    (a segment drawn in Slicer and never named as a tooth): found later, they would stop the training
+    mid-run, and a resumed run would meet the same revision again."""
+    from ...core.io.images import read_label_map
+    from ..config import stage_data
+    from ..data.dataset import IGNORE, label_table_for
+
+    config = stage_data(recipe, 0)
+    if config.label_table == "binary":
+        return
+    classes = set(config.class_values or [0, *label_table_for(config.label_table).values])
+    for case_id in case_ids:
+        revision = pool.path(state.cases[case_id].label)
+        values = np.unique(read_label_map(revision).array)
+        unknown = [int(v) for v in values if int(v) not in classes and int(v) != IGNORE]
+        if unknown:
+            raise LabelError(
+                f"case {case_id!r} ({pool.relative(revision)}): label value(s) {unknown[:10]} are not among the "
+                f"classes of the network being fine-tuned; accept a corrected revision ('toothseg al accept', or "
+                f"in Slicer name the segment 'Tooth NN' and save the case again)")
 
 
 def _load_run_recipe(pool: CasePool, run: dict[str, Any]):
