@@ -159,6 +159,41 @@ def test_accept_adds_a_new_case_with_its_image_copied(tmp_path, tiny_model):
     assert summary.predicted == ["other"] and not summary.failed
 
 
+def test_init_with_an_unreadable_image_adds_none_and_leaves_no_pool(tmp_path):
+    """--copy reads every image; a truncated one used to leave copies no case named, which made the
+    corrected second attempt fail ("already exists"), and an empty pool."""
+    cases = make_cases(tmp_path / "data", 3)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for case_id, (image, _) in cases.items():
+        write_volume(read_label_map(image), folder / f"{case_id}.nii.gz")
+    whole = (folder / "c01.nii.gz").read_bytes()
+    (folder / "c01.nii.gz").write_bytes(whole[: len(whole) // 2])  # the gzip header reads; the voxels do not
+    result = run("al", "init", tmp_path / "pool", "--images", folder, "--copy")
+    assert result.returncode == 1 and "1 of 3 image(s) cannot be read, so none was added" in result.stderr
+    assert "c01.nii.gz" in result.stderr and not (tmp_path / "pool").exists()
+    (folder / "c01.nii.gz").write_bytes(whole)
+    result = run("al", "init", tmp_path / "pool", "--images", folder, "--copy")
+    assert result.returncode == 0, result.stderr
+    assert sorted(CasePool(tmp_path / "pool").read().cases) == ["c00", "c01", "c02"]
+
+
+def test_a_copy_no_case_names_is_replaced_and_two_images_with_one_id_are_refused(tmp_path):
+    cases = make_cases(tmp_path / "data", 2)
+    pool = CasePool.create(tmp_path / "pool")
+    leftover = pool.folder / "images" / "c00.nii.gz"  # what a process killed between copy and manifest leaves
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"half a scan")
+    pool.add_images([("c00", cases["c00"][0])], copy=True)
+    assert read_label_map(leftover).array.shape == read_label_map(cases["c00"][0]).array.shape
+    with pytest.raises(InputError, match=r"'c01' would be given to two images \(.*c01.png and .*c00.png\)"):
+        pool.add_images([("c01", cases["c01"][0]), ("c01", cases["c00"][0])])
+    assert sorted(pool.read().cases) == ["c00"]
+    result = run("al", "init", tmp_path / "other", "--images", cases["c00"][0], cases["c00"][0])
+    assert result.returncode == 1 and "would be given to two images" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
 def test_predicting_ensemble_scores_with_a_single_model_fails_once_and_clearly(tmp_path, tiny_model):
     make_cases(tmp_path / "data", 3)
     pool = tmp_path / "pool"

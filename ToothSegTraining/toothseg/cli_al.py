@@ -20,7 +20,7 @@ def _pool(folder: str):
 def cmd_init(args: argparse.Namespace) -> int:
     from .core.io.case_files import case_id_for, is_case_folder, list_cases
     from .core.errors import InputError
-    from .train.active_learning.pool import CasePool
+    from .train.active_learning.pool import MANIFEST_NAME, CasePool, check_new_images
 
     images: list[tuple[str, Path]] = []
     for item in args.images:
@@ -30,15 +30,21 @@ def cmd_init(args: argparse.Namespace) -> int:
         images.extend(list_cases(path) if is_case_folder(path) else [(case_id_for(path), path)])
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
+    check_new_images(images)  # before a new pool is created
     model = args.model
     if model and (Path(model) / "model.json").is_file():
         model = str(Path(model).resolve())  # a folder: independent of the directory later commands run in
-    pool = CasePool.create(args.pool, current_model=model) if not Path(args.pool, "pool.json").exists() \
-        else CasePool(args.pool)
+    created = not Path(args.pool, MANIFEST_NAME).exists()
+    pool = CasePool.create(args.pool, current_model=model) if created else CasePool(args.pool)
     if args.model and pool.read().current_model != model:
         print(f"note: the pool keeps its current model ({pool.read().current_model or 'catalogue default'}); "
               "--model applies when a pool is created", file=sys.stderr)
-    added = pool.add_images(images, copy=args.copy)
+    try:
+        added = pool.add_images(images, copy=args.copy)
+    except BaseException:
+        if created:  # no empty pool is left behind by a failed init
+            pool.remove_empty()
+        raise
     print(f"{pool.folder}: {len(added)} case(s) added, {len(pool.read().cases)} in the pool")
     return 0
 
@@ -164,7 +170,9 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     init.add_argument("pool", metavar="POOL")
     init.add_argument("--images", nargs="+", required=True, metavar="DIR|FILE",
                       help="image files, DICOM folders or folders of cases")
-    init.add_argument("--copy", action="store_true", help="copy the images into the pool (default: reference them)")
+    init.add_argument("--copy", action="store_true",
+                      help="copy the images into the pool, each read back as it is copied; none is added if one "
+                           "cannot be read (default: reference them)")
     init.add_argument("--model", help="the pool's starting model (catalogue ID or folder; default: catalogue default)")
     init.set_defaults(func=cmd_init)
 

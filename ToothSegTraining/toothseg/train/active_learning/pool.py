@@ -25,7 +25,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 from ...core.errors import InputError, OutputExistsError, OutputWriteError
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
-           "now_iso", "save_corrected_case", "case_id_from_name", "check_case_id"]
+           "now_iso", "save_corrected_case", "case_id_from_name", "check_case_id", "check_new_images"]
 
 MANIFEST_NAME = "pool.json"
 MANIFEST_VERSION = 2
@@ -172,6 +172,18 @@ class CasePool:
         atomic_write_text(folder / MANIFEST_NAME, state.to_json(), overwrite=False)
         return cls(folder)
 
+    def remove_empty(self) -> bool:
+        """Remove a pool that holds no case (its manifest, lock and empty folders), e.g. one a failed
+        ``al init`` just created; a pool with cases, or files of its own, stays. Returns True if removed."""
+        if self.read().cases:
+            return False
+        self.manifest.unlink(missing_ok=True)
+        self._lock_path.unlink(missing_ok=True)
+        for folder in (self.folder / "images", self.folder):
+            with contextlib.suppress(OSError):  # not empty: something else lives there
+                folder.rmdir()
+        return True
+
     # ------------------------------------------------------------------ manifest access
     def _load(self) -> PoolState:
         try:
@@ -255,19 +267,14 @@ class CasePool:
             InputError: a bad or duplicate case ID, or a missing image (checked before anything changes).
         """
         images = list(images)
-        seen: set[str] = set()
-        for case_id, path in images:
-            check_case_id(case_id)
-            if case_id in seen:
-                raise InputError(f"case ID {case_id!r} appears twice in the input")
-            seen.add(case_id)
-            if not Path(path).exists():
-                raise InputError(f"{path}: no such image")
-        clashes = sorted(seen & set(self.read().cases))
+        check_new_images(images)
+        seen = {case_id for case_id, _ in images}
+        snapshot = self.read()
+        clashes = sorted(seen & set(snapshot.cases))
         if clashes:
             raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}")
         # copies (large scans, DICOM conversion) happen before the lock: other writers are not held up
-        stored = {case_id: self._copy_image(case_id, Path(path)) if copy else Path(path) for case_id, path in images}
+        stored = self._copy_images(images, snapshot) if copy else {case_id: Path(path) for case_id, path in images}
         added = []
         with self.transaction() as state:
             clashes = sorted(seen & set(state.cases))
@@ -280,17 +287,48 @@ class CasePool:
                 added.append(case_id)
         return added
 
-    def _copy_image(self, case_id: str, source: Path) -> Path:
+    def _copy_images(self, images: list[tuple[str, Path]], snapshot: PoolState) -> dict[str, Path]:
+        """Copy every image into ``images/`` (all or none): an image that cannot be read (truncated,
+        corrupt) is reported with the others after the copies, and the copies made are removed, so a
+        corrected list can be added again."""
+        referenced = {record.image for record in snapshot.cases.values()}
+        stored: dict[str, Path] = {}
+        problems: list[str] = []
+        try:
+            for case_id, path in images:
+                try:
+                    stored[case_id] = self._copy_image(case_id, Path(path), referenced)
+                except InputError as exc:
+                    problems.append(str(exc))
+        except BaseException:
+            for target in stored.values():
+                target.unlink(missing_ok=True)
+            raise
+        if problems:
+            for target in stored.values():
+                target.unlink(missing_ok=True)
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise InputError(f"{len(problems)} of {len(images)} image(s) cannot be read, so none was added: {shown}")
+        return stored
+
+    def _copy_image(self, case_id: str, source: Path, referenced: set[str]) -> Path:
+        """One image as ``images/CASE.nii.gz``, checked by reading it back. A file there that no case
+        names is what an interrupted earlier attempt left: it is replaced."""
         from ...core.io.atomic import atomic_output
         from ...core.io.images import read_volume, write_volume
 
         target = self.folder / "images" / f"{case_id}.nii.gz"
         target.parent.mkdir(parents=True, exist_ok=True)
+        orphan = target.exists() and self.relative(target) not in referenced
         if source.is_file() and source.name.lower().endswith(".nii.gz"):
-            with atomic_output(target, overwrite=False) as tmp:
+            with atomic_output(target, overwrite=orphan) as tmp:
                 shutil.copyfile(source, tmp)
+                try:
+                    read_volume(tmp)  # a truncated gzip stream shows only when the voxels are read
+                except InputError as exc:
+                    raise InputError(str(exc).replace(str(tmp), str(source))) from None
         else:  # DICOM folders, NRRD, PNG …: one NIfTI in the pool
-            write_volume(read_volume(source), target, overwrite=False)
+            write_volume(read_volume(source), target, overwrite=orphan)
         return target
 
     def accept(self, case_id: str, labels: str | os.PathLike[str], image: str | os.PathLike[str] | None = None,
@@ -344,6 +382,23 @@ class CasePool:
     def missing_images(self, state: PoolState | None = None) -> list[str]:
         state = state or self.read()
         return [c.id for c in state.cases.values() if not self.path(c.image).exists()]  # type: ignore[union-attr]
+
+
+def check_new_images(images: Sequence[tuple[str, str | os.PathLike[str]]]) -> None:
+    """Refuse bad or repeated case IDs and missing images before anything is written.
+
+    Raises:
+        InputError: naming both images that would get the same ID.
+    """
+    first: dict[str, str | os.PathLike[str]] = {}
+    for case_id, path in images:
+        check_case_id(case_id)
+        if case_id in first:
+            raise InputError(f"case ID {case_id!r} would be given to two images ({first[case_id]} and {path}); "
+                             "rename one (case IDs come from file and folder names)")
+        first[case_id] = path
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such image")
 
 
 def case_id_from_name(name: str) -> str:
