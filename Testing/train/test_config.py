@@ -30,6 +30,10 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"data": {"kind": "4d"}}, "data.kind"),
     ({"data": {"image_extent": [512]}}, "image_extent"),
     ({"data": {"kind": "3d", "patch_size": [8, 8, 8], "image_extent": [512, 512]}}, "image_extent"),
+    # names that become folder names are checked when the recipe loads, not at export hours later
+    ({"name": "my run"}, r"recipe's name \(the model ID unless export.id is set\)"),
+    ({"export": {"id": "../x"}}, "recipe's export.id: model ID '../x'"),
+    ({"stages": [{"method": "supervised", "name": "../up"}]}, r"stages\[0\].name '../up'.*names a folder"),
 ])
 def test_bad_recipes_name_the_problem(toy_dataset, change, message):
     data = toy_recipe(toy_dataset)

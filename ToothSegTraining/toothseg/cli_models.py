@@ -117,7 +117,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from .core.models.folder import pack_model_folder
 
     source = load_catalog().resolve(args.source)
-    out = pack_model_folder(source, args.destination, half=args.half, overwrite=args.overwrite)
+    out = pack_model_folder(source, args.destination, half=args.half, overwrite=args.overwrite, new_id=args.id,
+                            new_name=args.name)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote model folder {out} ({size / 1e6:.1f} MB{', float16 weights' if args.half else ''})")
     return 0
@@ -157,6 +158,8 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("source", help="catalogue ID or model folder")
     p.add_argument("destination", help="new model folder")
     p.add_argument("--half", action="store_true", help="store floating-point weights as float16")
+    p.add_argument("--id", help="the copy's model ID (e.g. to install a changed copy of a bundled model)")
+    p.add_argument("--name", help="the copy's display name")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_pack)
     p = verbs.add_parser("import-checkpoint", parents=[common],

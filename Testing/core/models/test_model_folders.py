@@ -182,10 +182,53 @@ def test_composite_folder_loads_members(tmp_path):
     save_model_folder(None, top, tmp_path / "ens")
     loaded = load_model_folder(tmp_path / "ens")
     assert [role for role, _ in loaded.members] == ["ensemble", "ensemble"]
-    bad = tiny_card("escape", members=[{"role": "ensemble", "path": "../../etc"}])
-    save_model_folder(None, bad, tmp_path / "bad")
-    with pytest.raises(InputError, match="leaves the model folder"):
-        load_model_folder(tmp_path / "bad")
+    with pytest.raises(InputError, match="must be a sub-folder"):
+        tiny_card("escape", members=[{"role": "ensemble", "path": "../../etc"}])
+    card = json.loads((tmp_path / "ens" / "model.json").read_text())  # a card edited by hand
+    for path in ("../../etc", "/etc", "a/../../b"):
+        card["members"][0]["path"] = path
+        (tmp_path / "ens" / "model.json").write_text(json.dumps(card))
+        with pytest.raises(InputError, match="must be a sub-folder"):
+            load_model_folder(tmp_path / "ens")
+
+
+@pytest.mark.parametrize("model_id", ["../../evil", "a/b", ".hidden", "", "x" * 129, "has space"])
+def test_a_card_whose_id_is_no_plain_name_is_refused_and_never_installed(tmp_path, saved, model_id, monkeypatch):
+    """``models add`` installs a folder under its card's ID: a shared folder naming ``../..`` would
+    have been written (with --overwrite, replaced) outside the models folder."""
+    from toothseg.core.models.catalog import load_catalog
+
+    _, folder = saved
+    card = json.loads((folder / "model.json").read_text())
+    card["id"] = model_id
+    (folder / "model.json").write_text(json.dumps(card))
+    monkeypatch.setenv("TOOTHSEG_MODELS_DIR", str(tmp_path / "store" / "models"))
+    with pytest.raises(InputError, match="model ID"):
+        load_catalog().add_folder(folder, overwrite=True)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "store").exists()
+    card["id"], card["weights_file"] = "tiny", "../weights.safetensors"
+    (folder / "model.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="weights_file must be a file name"):
+        load_model_folder(folder)
+
+
+def test_pack_under_a_new_id_installs_beside_the_bundled_original(tmp_path, monkeypatch):
+    from toothseg.core.models.catalog import load_catalog
+
+    monkeypatch.setenv("TOOTHSEG_MODELS_DIR", str(tmp_path / "store"))
+    catalog = load_catalog()
+    bundled = catalog.default("2d")
+    with pytest.raises(OutputExistsError, match="--id NEW_ID"):
+        catalog.add_folder(bundled.folder)
+    copy = pack_model_folder(bundled.folder, tmp_path / "mine", new_id="my-pano", new_name="Mine")
+    card = json.loads((copy / "model.json").read_text())
+    assert (card["id"], card["name"], card["provenance"]["packed_from"]) == ("my-pano", "Mine", bundled.id)
+    assert catalog.add_folder(copy).id == "my-pano"
+    with pytest.raises(InputError, match="model ID"):
+        pack_model_folder(bundled.folder, tmp_path / "bad", new_id="../x")
+    with pytest.raises(InputError, match="inside the model folder"):
+        pack_model_folder(copy, copy / "nested")
+    assert not (tmp_path / "bad").exists() and not (copy / "nested").exists()
 
 
 def test_models_cli_add_list_verify(tmp_path, saved):

@@ -206,6 +206,15 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         stage.name = stage.name or f"{index}_{stage.method}"
         stage_data(recipe, index)  # validates the overrides
     names = [stage.name for stage in recipe.stages]
+    from ..core.models.card import model_id_problem
+
+    for index, name in enumerate(names):  # each names the stage's output folder
+        if model_id_problem(name):
+            raise InputError(f"stages[{index}].name {name!r}: use letters, digits, '.', '_' or '-' (it names a folder)")
+    exported = recipe.export.id or recipe.name
+    if model_id_problem(exported):  # found now, not when the trained model is exported hours later
+        where = "export.id" if recipe.export.id else "name (the model ID unless export.id is set)"
+        raise InputError(f"the recipe's {where}: {model_id_problem(exported)}")
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:

@@ -112,7 +112,8 @@ class Catalog:
         card = read_card(folder)
         bundled = [e for e in self.entries if e.id == card.id and e.origin != "user" and e.available]
         if bundled:  # the bundled folder would win on the next start; say so now
-            raise OutputExistsError(f"{card.id!r} is the ID of a bundled model; give the model another ID")
+            raise OutputExistsError(f"{card.id!r} is the ID of a bundled model; give the model another ID "
+                                    f"('toothseg models pack {folder} NEW_FOLDER --id NEW_ID')")
         target = user_models_dir() / card.id
         if target.exists():
             if not overwrite:

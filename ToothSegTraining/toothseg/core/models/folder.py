@@ -159,18 +159,27 @@ def _model_folders(folder: Path) -> list[Path]:
 
 
 def pack_model_folder(source: str | os.PathLike[str], destination: str | os.PathLike[str], half: bool = False,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, new_id: str | None = None, new_name: str | None = None) -> Path:
     """Copy a verified model folder (members included) to ``destination``, for bundling or sharing.
 
     ``half`` stores floating-point weights as float16, which halves the files; the networks still
     run in float32 (``load_state_dict`` casts), so predictions move by float16 rounding only —
     measure the copy's accuracy before publishing it. Each card gets its new SHA-256 and says so in
-    ``provenance.weights_dtype``. The copy is built beside ``destination`` and renamed into place.
+    ``provenance.weights_dtype``. ``new_id``/``new_name`` rename the copy (e.g. a locally changed
+    copy of a bundled model, which cannot be installed under the bundled ID); the card keeps the
+    source's ID in ``provenance.packed_from``. The copy is built beside ``destination`` and renamed
+    into place.
     """
     from safetensors.torch import save_file
 
+    from .card import model_id_problem
+
     source, destination = Path(source), Path(destination)
+    if new_id is not None and model_id_problem(new_id):
+        raise InputError(model_id_problem(new_id))  # type: ignore[arg-type]
     verify_model_folder(source)
+    if destination.resolve().is_relative_to(source.resolve()) and destination.resolve() != source.resolve():
+        raise InputError(f"{destination} lies inside the model folder {source}; choose a folder outside it")
     if destination.exists():
         if not overwrite:
             raise OutputExistsError(f"{destination} already exists (use --overwrite to replace it)")
@@ -192,6 +201,12 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
                 card.weights_sha256 = sha256_file(folder / card.weights_file)
                 card.provenance = {**(card.provenance or {}), "weights_dtype": "float16"}
                 atomic_write_text(folder / CARD_FILE, card.to_json() + "\n")
+        if new_id is not None or new_name is not None:
+            card = read_card(staging)
+            card.provenance = {**(card.provenance or {}), "packed_from": card.id}
+            card.id = new_id if new_id is not None else card.id
+            card.name = new_name if new_name is not None else card.name
+            atomic_write_text(staging / CARD_FILE, card.to_json() + "\n")
         verify_model_folder(staging)
         if destination.exists():
             shutil.rmtree(destination)
