@@ -189,9 +189,9 @@ def test_wrong_kind_and_existing_output(tmp_path, model3d):
 
 
 def test_output_types_that_cannot_hold_the_result_are_refused_before_inference(tmp_path, model3d):
-    """A scan's labels as PNG, an output without a file type, an uncertainty map as PNG and batch
-    --format png for a 3D model are refused before the scan is read (here: a file that cannot be read,
-    so an error about reading would mean the check came too late)."""
+    """A scan's labels as PNG, an output without a file type, an uncertainty map as PNG, batch
+    --format png for a 3D model and --stl-dir for an X-ray are refused before the image is read
+    (here: a file that cannot be read, so an error about reading would mean the check came too late)."""
     broken = tmp_path / "scan.nii.gz"
     broken.write_bytes(b"not a scan")
     for output, extra, message in (("out.png", [], "3D scan's labels are written as .seg.nrrd"),
@@ -205,6 +205,12 @@ def test_output_types_that_cannot_hold_the_result_are_refused_before_inference(t
     write_volume(scan(), cases / "a.nii.gz")
     result = run("segment", cases, "-o", tmp_path / "out", "--model", model3d, "--format", "png")
     assert result.returncode == 1 and "--format png" in result.stderr and not (tmp_path / "out").exists()
+    broken_xray = tmp_path / "xray.png"  # surfaces of a panoramic X-ray: asked for, and silently not written
+    broken_xray.write_bytes(b"not an image")
+    result = run("segment", broken_xray, "-o", tmp_path / "x.png", "--model", "toothseg-panoramic-demo",
+                 "--stl-dir", tmp_path / "stl")
+    assert result.returncode == 1 and "--stl-dir: surfaces need a 3D scan" in result.stderr, result.stderr
+    assert not (tmp_path / "stl").exists() and not (tmp_path / "x.png").exists()
 
 
 def test_sigterm_cancels_without_partial_output(tmp_path, model3d):

@@ -137,10 +137,13 @@ def _kind_of(path: Path) -> str | None:
 
 def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool, source_kind: str | None) -> None:
     """Refuse, before any image is read, an output type that could only fail after inference (minutes
-    on a scan): a label file type that cannot hold the model's result, an uncertainty map as PNG."""
+    on a scan): a label file type that cannot hold the model's result, an uncertainty map as PNG,
+    surfaces of a panoramic X-ray."""
     from .core.io.images import WRITABLE_SUFFIXES
 
     label_types = (".seg.nrrd", *(s for s in WRITABLE_SUFFIXES if model_kind == "2d" or s != ".png"))
+    if args.stl_dir and model_kind == "2d":  # was ignored without a word
+        raise InputError("--stl-dir: surfaces need a 3D scan; a panoramic X-ray's teeth have no depth")
     if batch:
         if args.format == "png" and model_kind != "2d":
             raise InputError("--format png holds a panoramic X-ray's labels; a scan's go to seg.nrrd, nii.gz or nrrd")
@@ -213,7 +216,7 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="no TTA and less window overlap")
     p.add_argument("--batch-size", type=int, default=0,
                    help="windows per forward pass (default: 2 on a GPU, 1 on a CPU)")
-    p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS)")
+    p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS; 3D scans only)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")
     p.add_argument("--overlay", metavar="PNG", help="also write a picture of the labels over the image: the X-ray "
