@@ -34,6 +34,21 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"name": "my run"}, r"recipe's name \(the model ID unless export.id is set\)"),
     ({"export": {"id": "../x"}}, "recipe's export.id: model ID '../x'"),
     ({"stages": [{"method": "supervised", "name": "../up"}]}, r"stages\[0\].name '../up'.*names a folder"),
+    # values no run can use: refused at load, not after the earlier stages trained (or never)
+    ({"stages": [{"iterations": 0}]}, r"stages\[0\]: iterations must be at least 1, got 0"),
+    ({"stages": [{"batch_size": 0}]}, "batch_size must be at least 1"),
+    ({"stages": [{"optimizer": {"lr": -1}}]}, "optimizer.lr must be > 0"),
+    ({"stages": [{}, {"optimizer": {"name": "sgdd"}}]}, r"stages\[1\]: optimizer.name 'sgdd' is not one of"),
+    ({"stages": [{"optimizer": {"schedule": "step"}}]}, "optimizer.schedule 'step'"),
+    ({"stages": [{"optimizer": {"momentum": 1.0}}]}, "momentum must be in"),
+    ({"data": {"workers": -1}}, "workers must be ≥ 0"),
+    ({"data": {"patch_size": [0, 8]}}, "patch_size values must be at least 1"),
+    ({"data": {"labeled_fraction": 0}}, r"labeled_fraction must be in \(0, 1\]"),
+    ({"data": {"augment": {"flip_lr": 2}}}, r"augment.flip_lr must be in \[0, 1\]"),
+    ({"data": {"augment": {"gamma": [1.5, 0.7]}}}, "augment.gamma must be a range"),
+    ({"data": {"intensity": {"mode": "foo"}}}, "unknown intensity normalisation 'foo'"),
+    ({"data": {"source": "ufba"}}, "source 'ufba' is not one of"),
+    ({"stages": [{"data": {"workers": -2}}]}, r"stages\[0\].data: workers"),
 ])
 def test_bad_recipes_name_the_problem(toy_dataset, change, message):
     data = toy_recipe(toy_dataset)

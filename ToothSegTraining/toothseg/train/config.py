@@ -204,7 +204,8 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         method = get_method(stage.method)  # unknown method: error with suggestion
         method.validate_settings(stage.settings, f"stages[{index}].settings")
         stage.name = stage.name or f"{index}_{stage.method}"
-        stage_data(recipe, index)  # validates the overrides
+        _check_stage_values(stage, f"stages[{index}]")
+        _check_data_values(stage_data(recipe, index), f"stages[{index}].data" if stage.data else "data")
     names = [stage.name for stage in recipe.stages]
     from ..core.models.card import model_id_problem
 
@@ -220,6 +221,74 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
             raise InputError(f"export.cascade needs 'coarse' and 'fine' stage names among {names}")
     return recipe
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("poly", "cosine", "constant", "warmup_cosine")
+SOURCES = ("files", "ufba425", "synthetic")
+
+
+def _refuse(problems: list[str], where: str) -> None:
+    if problems:
+        raise InputError(f"{where}: " + "; ".join(problems))
+
+
+def _check_stage_values(stage: StageConfig, where: str) -> None:
+    """Values no run can use, found when the recipe loads: a later stage's typo would otherwise stop
+    the run after the earlier stages trained, and some (iterations 0) would not stop it at all."""
+    problems = []
+    for name, low in (("iterations", 1), ("batch_size", 1), ("unlabeled_batch_size", 0), ("grad_accumulation", 1),
+                      ("checkpoint_every", 1), ("validate_every", 0)):
+        if getattr(stage, name) < low:
+            problems.append(f"{name} must be at least {low}, got {getattr(stage, name)}")
+    if stage.grad_clip < 0:
+        problems.append(f"grad_clip must be ≥ 0 (0: no clipping), got {stage.grad_clip}")
+    opt = stage.optimizer
+    if opt.name not in OPTIMIZERS:
+        problems.append(f"optimizer.name {opt.name!r} is not one of {', '.join(OPTIMIZERS)}")
+    if opt.schedule not in SCHEDULES:
+        problems.append(f"optimizer.schedule {opt.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if not opt.lr > 0:
+        problems.append(f"optimizer.lr must be > 0, got {opt.lr}")
+    for name in ("weight_decay", "min_lr", "warmup_iterations"):
+        if getattr(opt, name) < 0:
+            problems.append(f"optimizer.{name} must be ≥ 0, got {getattr(opt, name)}")
+    if not 0 <= opt.momentum < 1:
+        problems.append(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")
+    if not opt.power > 0:
+        problems.append(f"optimizer.power must be > 0, got {opt.power}")
+    _refuse(problems, where)
+
+
+def _check_data_values(data: DataConfig, where: str) -> None:
+    from ..core.models.card import IntensityNormalization
+
+    problems = []
+    if data.source not in SOURCES:
+        problems.append(f"source {data.source!r} is not one of {', '.join(SOURCES)}")
+    if any(int(p) < 1 for p in data.patch_size):
+        problems.append(f"patch_size values must be at least 1, got {data.patch_size}")
+    if data.spacing is not None and (len(data.spacing) != len(data.patch_size) or min(data.spacing) <= 0):
+        problems.append(f"spacing needs {len(data.patch_size)} values > 0 (z, y, x order), got {data.spacing}")
+    if data.workers < 0:
+        problems.append(f"workers must be ≥ 0 (0: load in the main process), got {data.workers}")
+    if not 0 < data.labeled_fraction <= 1:
+        problems.append(f"labeled_fraction must be in (0, 1], got {data.labeled_fraction}")
+    for name in ("foreground_oversample", "pseudo_max_uncertainty"):
+        if not 0 <= getattr(data, name) <= 1:
+            problems.append(f"{name} must be in [0, 1], got {getattr(data, name)}")
+    for name, value in dataclasses.asdict(data.augment).items():
+        if name.endswith("probability") or name == "flip_lr":
+            if not 0 <= value <= 1:
+                problems.append(f"augment.{name} must be in [0, 1], got {value}")
+        elif isinstance(value, (list, tuple)) and name != "other_flip_axes":
+            if len(value) != 2 or value[0] > value[1] or min(value) < 0:
+                problems.append(f"augment.{name} must be a range [low, high] with 0 ≤ low ≤ high, got {list(value)}")
+    try:
+        IntensityNormalization(**data.intensity)
+    except (InputError, TypeError) as exc:
+        problems.append(f"intensity: {exc}")
+    _refuse(problems, where)
 
 
 def stage_data(recipe: Recipe, index: int) -> DataConfig:
