@@ -7,8 +7,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +299,26 @@ def test_log_rows_keep_one_value_per_named_column_when_a_term_starts_later(tmp_p
     _truncate_csv(path, 2)
     with open(path, newline="", encoding="utf-8") as handle:
         assert [row["step"] for row in csv.DictReader(handle)] == ["0", "1"]
+
+
+def test_sigterm_to_the_whole_process_group_stops_cleanly_with_loader_workers(tmp_path, toy_dataset):
+    """``timeout``, SLURM's ``scancel`` and ``kill -- -PGID`` signal every process of the job: the
+    loader workers died of it and the trainer ended with an internal error instead of its own stop."""
+    data = toy_recipe(toy_dataset, iterations=5000)
+    data["data"]["workers"] = 1
+    data["data"]["validation"] = None
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe), "--device", "cpu", "-q",
+               "--output", str(tmp_path / "run")]
+    log = tmp_path / "run" / "0_supervised" / "log.csv"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert "internal error" not in stderr and "killed by signal" not in stderr, stderr
+    assert "run the same command again to resume" in stderr, stderr
+    assert (tmp_path / "run" / "0_supervised" / "checkpoint.pt").exists()

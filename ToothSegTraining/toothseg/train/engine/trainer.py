@@ -79,6 +79,14 @@ def _collate(items: list) -> dict[str, torch.Tensor] | _WorkerFailure:
     return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """A SIGTERM sent to the whole process group (``timeout``, SLURM's ``scancel``, ``kill -- -PGID``)
+    must reach the trainer only, which checkpoints and stops its workers itself: torch's own worker
+    handler dies of it, and the trainer then fails with "DataLoader worker ... killed by signal"
+    instead of stopping cleanly. (Workers still exit when the trainer is gone: torch watches the parent.)"""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _Stream(torch.utils.data.Dataset):
     """Items ``fn(first + k)``: a finite window of the infinite, deterministic sample stream."""
 
@@ -214,12 +222,13 @@ class Trainer:
         while True:
             steps = range(step, step + chunk)
             lab = [s * stage.batch_size + self.rank * local + k for s in steps for k in range(local)]
-            loaders = [torch.utils.data.DataLoader(_Stream(self.data.labeled_item, lab), batch_size=local,
-                                                   num_workers=workers, collate_fn=_collate)]
+            options = {"num_workers": workers, "collate_fn": _collate,
+                       "worker_init_fn": _worker_ignores_sigterm if workers else None}
+            loaders = [torch.utils.data.DataLoader(_Stream(self.data.labeled_item, lab), batch_size=local, **options)]
             if local_u:
                 unl = [s * stage.unlabeled_batch_size + self.rank * local_u + k for s in steps for k in range(local_u)]
                 loaders.append(torch.utils.data.DataLoader(_Stream(self.data.unlabeled_item, unl), batch_size=local_u,
-                                                           num_workers=workers, collate_fn=_collate))
+                                                           **options))
             for parts in zip(*loaders):
                 failed = next((part for part in parts if isinstance(part, _WorkerFailure)), None)
                 if failed is not None:
