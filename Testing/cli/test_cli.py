@@ -129,6 +129,14 @@ def test_demo_with_an_unknown_model_fails_cleanly_before_writing(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_into_a_file_says_it_needs_a_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run("demo", "--out-dir", str(tmp_path / "notes.txt"), "--model", "toothseg-cbct-synthetic-demo")
+    assert result.returncode == 1 and "notes.txt is a file; the demo writes into a folder" in result.stderr
+    assert "with model toothseg-cbct-synthetic-demo" in result.stdout  # the banner names the model used
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_demo_runs_offline(tmp_path):
     result = run("demo", "--out-dir", str(tmp_path / "demo"), "--fast")
     assert result.returncode == 0, result.stderr

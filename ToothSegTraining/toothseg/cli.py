@@ -174,7 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     print("ToothSeg demo: bundled sample CBCT (SYNTHETIC intensities on the real tooth shapes of STS-2024 "
-          "Validation_0002) with the bundled 3D model")
+          f"Validation_0002) with {'model ' + args.model if args.model else 'the bundled 3D model'}")
     progress, bar = _progress_bar("demo", args.quiet)
     token = CancelToken()
     progress.token = token
