@@ -68,6 +68,13 @@ def test_geometry_mismatch_names_what_differs():
     with pytest.raises(GeometryMismatchError, match="origin"):
         check_same_geometry(a, Volume(np.zeros((4, 4, 4)), (0.3, 0.3, 0.3), (0.0, 0.0, 1.0)))
     check_same_geometry(a, Volume(np.zeros((4, 4, 4)), (0.3, 0.3, 0.30000001)))  # float32 round-off is fine
+    # the values come in the order the sentence names the two volumes: the label map's first
+    labels = Volume(np.zeros((5, 4, 4), np.uint8), (0.3, 0.3, 0.6), (1.0, 2.0, 3.0))
+    with pytest.raises(GeometryMismatchError) as raised:
+        check_same_geometry(a, labels, "image", "label map")
+    assert str(raised.value) == ("the label map does not match the image: size (4, 4, 5) vs (4, 4, 4); "
+                                 "spacing (0.3, 0.3, 0.6) vs (0.3, 0.3, 0.3) mm; "
+                                 "origin (1.0, 2.0, 3.0) vs (0.0, 0.0, 0.0) mm")
 
 
 def test_with_array_keeps_geometry():

@@ -147,14 +147,15 @@ def check_same_geometry(a: Volume, b: Volume, what_a: str = "image", what_b: str
     origins with 1 µm.
     """
     problems = []
+    # each pair is written "<the what_b's> vs <the what_a's>", the order of the sentence that names them
     if a.shape != b.shape:
-        problems.append(f"size {a.size_xyz} vs {b.size_xyz}")
+        problems.append(f"size {b.size_xyz} vs {a.size_xyz}")
     if not np.allclose(a.spacing, b.spacing, rtol=_GEOMETRY_RTOL, atol=0):
-        problems.append(f"spacing {tuple(round(s, 5) for s in a.spacing)} vs "
-                        f"{tuple(round(s, 5) for s in b.spacing)} mm")
+        problems.append(f"spacing {tuple(round(s, 5) for s in b.spacing)} vs "
+                        f"{tuple(round(s, 5) for s in a.spacing)} mm")
     tol = max(_GEOMETRY_ATOL_MM, _GEOMETRY_RTOL * max(a.spacing))
     if not np.allclose(a.origin, b.origin, atol=tol, rtol=0):
-        problems.append(f"origin {tuple(round(o, 3) for o in a.origin)} vs {tuple(round(o, 3) for o in b.origin)} mm")
+        problems.append(f"origin {tuple(round(o, 3) for o in b.origin)} vs {tuple(round(o, 3) for o in a.origin)} mm")
     if not np.allclose(a.direction, b.direction, atol=1e-4):
         problems.append("direction differs")
     if problems:
