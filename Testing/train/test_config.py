@@ -37,7 +37,7 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     # values no run can use: refused at load, not after the earlier stages trained (or never)
     ({"stages": [{"iterations": 0}]}, r"stages\[0\]: iterations must be at least 1, got 0"),
     ({"stages": [{"batch_size": 0}]}, "batch_size must be at least 1"),
-    ({"stages": [{"optimizer": {"lr": -1}}]}, "optimizer.lr must be > 0"),
+    ({"stages": [{"optimizer": {"lr": -1}}]}, "optimizer.lr must be ≥ 0"),
     ({"stages": [{}, {"optimizer": {"name": "sgdd"}}]}, r"stages\[1\]: optimizer.name 'sgdd' is not one of"),
     ({"stages": [{"optimizer": {"schedule": "step"}}]}, "optimizer.schedule 'step'"),
     ({"stages": [{"optimizer": {"momentum": 1.0}}]}, "momentum must be in"),

@@ -248,8 +248,8 @@ def _check_stage_values(stage: StageConfig, where: str) -> None:
         problems.append(f"optimizer.name {opt.name!r} is not one of {', '.join(OPTIMIZERS)}")
     if opt.schedule not in SCHEDULES:
         problems.append(f"optimizer.schedule {opt.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if not opt.lr > 0:
-        problems.append(f"optimizer.lr must be > 0, got {opt.lr}")
+    if not opt.lr >= 0:  # 0 holds the weights (a stage that only exports or checks a start)
+        problems.append(f"optimizer.lr must be ≥ 0, got {opt.lr}")
     for name in ("weight_decay", "min_lr", "warmup_iterations"):
         if getattr(opt, name) < 0:
             problems.append(f"optimizer.{name} must be ≥ 0, got {getattr(opt, name)}")
