@@ -527,6 +527,19 @@ def test_a_pool_without_a_model_fine_tunes_the_catalogue_default_not_a_fresh_net
     assert seen[1].model.architecture == "resenc_unet" and seen[1].stages[0].init_from in (None, "none")
     with pytest.raises(InputError, match="not both"):
         finetune_pool(pool, None, start_from=default.id, restart=True, from_scratch=True)
+    # without an installed default, a from-scratch run still trains (nothing to judge it by)
+    from toothseg.core.models.catalog import Catalog
+
+    def no_default(self, kind):
+        raise InputError(f"no installed default model for {kind} inputs")
+
+    monkeypatch.setattr(Catalog, "default", no_default)
+    with pytest.raises(InputError, match="no installed default"):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False, restart=True)
+    with pytest.raises(_Stop):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False, restart=True,
+                      from_scratch=True)
+    assert pool.read().training["current_folder"] is None
 
 
 def test_restart_discards_an_interrupted_fine_tune(tmp_path, tiny_model):

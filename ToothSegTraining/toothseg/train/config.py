@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.models.card import IntensityNormalization, model_id_problem
+from ..core.names import PLAIN_NAME_RULE, is_plain_name
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "StageConfig", "OptimizerConfig", "AugmentConfig",
            "ExportConfig", "load_recipe", "apply_overrides", "recipe_from_dict", "stage_data"]
@@ -207,11 +209,9 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         _check_stage_values(stage, f"stages[{index}]")
         _check_data_values(stage_data(recipe, index), f"stages[{index}].data" if stage.data else "data")
     names = [stage.name for stage in recipe.stages]
-    from ..core.models.card import model_id_problem
-
     for index, name in enumerate(names):  # each names the stage's output folder
-        if model_id_problem(name):
-            raise InputError(f"stages[{index}].name {name!r}: use letters, digits, '.', '_' or '-' (it names a folder)")
+        if not is_plain_name(name):
+            raise InputError(f"stages[{index}].name {name!r}: {PLAIN_NAME_RULE} (it names a folder)")
     exported = recipe.export.id or recipe.name
     if model_id_problem(exported):  # found now, not when the trained model is exported hours later
         where = "export.id" if recipe.export.id else "name (the model ID unless export.id is set)"
@@ -261,8 +261,6 @@ def _check_stage_values(stage: StageConfig, where: str) -> None:
 
 
 def _check_data_values(data: DataConfig, where: str) -> None:
-    from ..core.models.card import IntensityNormalization
-
     problems = []
     if data.source not in SOURCES:
         problems.append(f"source {data.source!r} is not one of {', '.join(SOURCES)}")

@@ -11,35 +11,24 @@ coarse-to-fine cascade is a card whose ``members`` are sub-folders.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InputError
 from ..labels import LabelTable
+from ..names import PLAIN_NAME_RULE, is_plain_name, is_plain_relative_path
 
 __all__ = ["ModelCard", "IntensityNormalization", "SCHEMA_VERSION", "MEMBER_ROLES"]
 
 SCHEMA_VERSION = 1
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MEMBER_ROLES = ("ensemble", "coarse", "fine")
+_INTENSITY_MODES = ("clip_zscore", "clip_scale", "zscore", "percentile_zscore", "none")
 
 
 def model_id_problem(model_id: str) -> str | None:
     """Why ``model_id`` cannot be a model ID, or None. IDs name folders (``models add`` installs a
     folder under its ID), so a card from elsewhere must not be able to name ``../..``."""
-    if isinstance(model_id, str) and _MODEL_ID.match(model_id):
-        return None
-    return f"model ID {model_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-
-
-def _plain_relative(path: object) -> bool:
-    """A path inside the model folder: relative, without '..' (a shared card must not point elsewhere)."""
-    if not isinstance(path, str) or not path or "\\" in path:
-        return False
-    parts = path.split("/")
-    return not path.startswith("/") and all(part not in ("", ".", "..") for part in parts)
-MEMBER_ROLES = ("ensemble", "coarse", "fine")
-_INTENSITY_MODES = ("clip_zscore", "clip_scale", "zscore", "percentile_zscore", "none")
+    return None if is_plain_name(model_id) else f"model ID {model_id!r}: {PLAIN_NAME_RULE}"
 
 
 @dataclass
@@ -102,7 +91,7 @@ class ModelCard:
         id_problem = model_id_problem(self.id)
         if id_problem:
             problems.append(id_problem)
-        if not _plain_relative(self.weights_file) or "/" in self.weights_file:
+        if not is_plain_relative_path(self.weights_file) or "/" in self.weights_file:
             problems.append(f"weights_file must be a file name in the model folder, got {self.weights_file!r}")
         if self.spatial_dims not in (2, 3):
             problems.append(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
@@ -127,7 +116,7 @@ class ModelCard:
         for member in self.members:
             if member.get("role") not in MEMBER_ROLES or not member.get("path"):
                 problems.append(f"member {member} needs a 'path' and a role in {MEMBER_ROLES}")
-            elif not _plain_relative(member["path"]):
+            elif not is_plain_relative_path(member["path"]):
                 problems.append(f"member path {member['path']!r} must be a sub-folder of the model folder")
         if self.schema_version > SCHEMA_VERSION:
             problems.append(f"schema version {self.schema_version} is newer than this ToothSeg ({SCHEMA_VERSION})")

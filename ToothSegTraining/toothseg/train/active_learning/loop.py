@@ -289,12 +289,17 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
         if from_scratch and start_from:
             raise InputError("start from a model or from scratch, not both")
         kind = _kind_of(pool)
-        current_folder, _ = resolve_model(pool, None, kind)  # what the pool predicts with now: the judge
         parent_folder, parent = (None, None) if from_scratch else resolve_model(pool, start_from, kind)
+        try:  # the judge: what the pool predicts with now (a from-scratch run needs none to train)
+            current_folder: Path | None = resolve_model(pool, None, kind)[0]
+        except InputError:
+            if not from_scratch:
+                raise
+            current_folder = None
         run = {"version": version, "run": f"runs/{version}",
                "recipe": str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
                "parent": parent, "parent_folder": str(parent_folder) if parent_folder else None,
-               "current_folder": str(current_folder),
+               "current_folder": str(current_folder) if current_folder else None,
                "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
         run_dir = pool.folder / run["run"]
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -376,12 +381,12 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
     mid-run, and a resumed run would meet the same revision again."""
     from ...core.io.images import read_label_map
     from ..config import stage_data
-    from ..data.dataset import IGNORE, label_table_for
+    from ..data.dataset import IGNORE, class_values_for, label_table_for
 
     config = stage_data(recipe, 0)
     if config.label_table == "binary":
         return
-    classes = set(config.class_values or [0, *label_table_for(config.label_table).values])
+    classes = set(class_values_for(config, label_table_for(config.label_table)))
     for case_id in case_ids:
         revision = pool.path(state.cases[case_id].label)
         values = np.unique(read_label_map(revision).array)

@@ -41,7 +41,6 @@ MANIFEST_NAME = "pool.json"
 MANIFEST_VERSION = 2
 STATUSES = ("unlabeled", "predicted", "in_review", "corrected")
 LOCK_TIMEOUT_S = 120.0
-_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REVISION = re.compile(r"^rev-(\d{4,})\.nii\.gz$")
 
 
@@ -433,5 +432,7 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
 
 
 def check_case_id(case_id: str) -> None:
-    if not _CASE_ID.match(case_id or ""):
-        raise InputError(f"case ID {case_id!r}: use letters, digits, '.', '_' or '-' (it names files)")
+    from ...core.names import PLAIN_NAME_RULE, is_plain_name
+
+    if not is_plain_name(case_id):
+        raise InputError(f"case ID {case_id!r}: {PLAIN_NAME_RULE} (it names files)")

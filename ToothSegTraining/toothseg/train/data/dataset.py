@@ -56,6 +56,11 @@ def _read_case_labels(case: Case) -> Volume:
                   labels.direction, labels.kind)
 
 
+def class_values_for(config: DataConfig, table: LabelTable) -> list[int]:
+    """The label value of each output channel: the recipe's ``class_values``, else every table entry."""
+    return list(config.class_values or [0, *table.values])
+
+
 def label_table_for(name: str) -> LabelTable:
     if name == "fdi":
         return LabelTable.fdi()

@@ -10,7 +10,7 @@ from typing import Any
 from ...core.errors import InputError
 from ...core.progress import CancelToken, Progress
 from ..config import Recipe, stage_data
-from ..data.dataset import TrainingData, label_table_for
+from ..data.dataset import TrainingData, class_values_for, label_table_for
 from ..methods.base import Method, unwrap
 from .trainer import StageResult, Trainer, distributed_context
 
@@ -170,7 +170,7 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
     for index, stage in enumerate(recipe.stages):
         config = stage_data(recipe, index)
         table = label_table_for(config.label_table)
-        class_values = config.class_values or [0, *table.values]
+        class_values = class_values_for(config, table)
         key = repr(config)
         if key not in datasets:
             datasets[key] = TrainingData(config, table, class_values, recipe.seed)

@@ -1,0 +1,25 @@
+"""Names that become file or folder names: case IDs, model IDs, stage names, paths inside a model.
+
+One rule for all of them, because each is joined to a folder path: a name from a shared model card
+or a manifest must not be able to point elsewhere (``../..``) or hide (``.name``).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["PLAIN_NAME_RULE", "is_plain_name", "is_plain_relative_path"]
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PLAIN_NAME_RULE = "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def is_plain_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_PLAIN_NAME.match(name))
+
+
+def is_plain_relative_path(path: object) -> bool:
+    """A '/'-separated path that stays inside its folder: relative, no '..', '.' or empty parts."""
+    if not isinstance(path, str) or not path or "\\" in path or path.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
