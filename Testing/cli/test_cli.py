@@ -118,6 +118,23 @@ def test_bad_input_gives_one_line(tmp_path, labels_file, args, fragments):
     assert_clean_error(run(*args, cwd=tmp_path), *fragments)
 
 
+def test_convert_output_names_are_checked_before_reading(tmp_path, labels_file, capsys):
+    image = tmp_path / "scan.nii.gz"
+    write_volume(Volume(np.full((3, 4, 5), -1000, np.int16), (0.5, 0.5, 0.5)), image)
+    # the list of writable kinds names .seg.nrrd, which convert writes; a name without extension is said so
+    assert main(["convert", str(tmp_path / "missing.nii.gz"), str(tmp_path / "out.vtk")]) == 1
+    assert "(supported: .nii, .nii.gz, .nrrd, .mha, .mhd, .png, .seg.nrrd)" in capsys.readouterr().err
+    assert main(["convert", str(image), str(tmp_path / "out")]) == 1
+    assert "needs a file extension" in capsys.readouterr().err
+    # a 3-slice volume to PNG: the slices are the problem, not its int16 voxels
+    assert main(["convert", str(image), str(tmp_path / "out.png")]) == 1
+    assert "cannot write a 3-slice volume as a 2D image" in capsys.readouterr().err
+    # an intensity image to .seg.nrrd: the message says why it was read as a label map
+    assert main(["convert", str(image), str(tmp_path / "out.seg.nrrd")]) == 1
+    assert "a .seg.nrrd holds a segmentation, so the input is read as a label map" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "teeth.nii.gz"]
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert_clean_error(run("export-stl", "x.nii.gz"), "--out-dir", code=2)
     assert_clean_error(run("frobnicate"), "invalid choice", code=2)

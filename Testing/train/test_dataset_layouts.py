@@ -178,6 +178,11 @@ def test_bad_layouts_say_what_is_missing(tmp_path, capsys):
     assert "dataset.json" in capsys.readouterr().err
     assert main(["data", "manifest", "folders", str(tmp_path / "empty"), "-o", str(tmp_path / "m")]) == 1
     assert "no images folder" in capsys.readouterr().err
+    # the sts2024 layout has fixed names: its message points to the layout that takes others, not to an option
+    # it refuses
+    assert main(["data", "manifest", "sts2024", str(tmp_path / "empty"), "-o", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "no images folder" in err and "use the folders layout with --images and --labels" in err
     # options that another layout would ignore are refused before anything is listed or written
     assert main(["data", "manifest", "folders", str(tmp_path / "empty"), "-o", str(tmp_path / "m"),
                  "--classes", "teeth+pulp"]) == 1

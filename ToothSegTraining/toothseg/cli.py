@@ -117,15 +117,22 @@ def _read_labels_with_reference(path: str, reference: str | None):
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert between image formats, or a label map to/from a Slicer ``.seg.nrrd``."""
     from .core.io.atomic import check_writable_output
-    from .core.io.images import file_format, read_label_map, read_volume, write_volume
+    from .core.io.images import check_writable_suffix, file_format, read_label_map, read_volume, write_volume
     from .core.io.segmentation import write_segmentation
 
     output = Path(args.output)
+    check_writable_suffix(output, segmentation=True)
     check_writable_output(output, overwrite=args.overwrite)
     to_segmentation = output.name.lower().endswith(".seg.nrrd")
     from_segmentation = file_format(args.input) == "seg.nrrd"
     if to_segmentation or from_segmentation or args.labels or args.reference:
-        labels, file_table = _read_labels_with_reference(args.input, args.reference)
+        try:
+            labels, file_table = _read_labels_with_reference(args.input, args.reference)
+        except InputError as exc:
+            if args.labels or from_segmentation or args.reference:
+                raise
+            # the user asked for a format, not for label reading: say why the input was read as labels
+            raise InputError(f"a .seg.nrrd holds a segmentation, so the input is read as a label map: {exc}") from exc
         table = file_table or _label_table(args.label_table)
         labels, table = _apply_unknown_policy(labels, table, args.unknown_labels)
         present = table.check_array(labels.array)

@@ -33,6 +33,7 @@ __all__ = [
     "read_dicom_series",
     "file_format",
     "WRITABLE_SUFFIXES",
+    "check_writable_suffix",
     "READABLE_SUFFIXES",
 ]
 
@@ -356,6 +357,19 @@ def read_label_map(path: str | os.PathLike[str]) -> Volume:
     return volume
 
 
+def check_writable_suffix(path: str | os.PathLike[str], segmentation: bool = False) -> None:
+    """Refuse an output name no writer handles, before any reading; ``segmentation`` allows ``.seg.nrrd``."""
+    path = Path(path)
+    suffix = _suffix(path)
+    allowed = WRITABLE_SUFFIXES + ((".seg.nrrd",) if segmentation else ())
+    if suffix in allowed:
+        return
+    supported = ", ".join(allowed) + ("" if segmentation else "; .seg.nrrd for label maps")
+    if not suffix:
+        raise InputError(f"{path}: the output name needs a file extension (supported: {supported})")
+    raise InputError(f"{path}: cannot write '{suffix}' files (supported: {supported})")
+
+
 def write_volume(volume: Volume, path: str | os.PathLike[str], overwrite: bool = False,
                  compress: bool = True) -> Path:
     """Write a Volume atomically (temporary file, then rename); geometry is kept exactly.
@@ -369,10 +383,10 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], overwrite: bool =
 
     path = Path(path)
     suffix = _suffix(path)
-    if suffix not in WRITABLE_SUFFIXES:
-        raise InputError(f"{path}: cannot write '{suffix or path.name}' files "
-                         f"(supported: {', '.join(WRITABLE_SUFFIXES)})")
+    check_writable_suffix(path)
     as_2d = suffix == ".png"
+    if as_2d and volume.array.ndim == 3 and volume.array.shape[0] > 1:  # said before a dtype complaint
+        raise InputError(f"{path}: cannot write a {volume.array.shape[0]}-slice volume as a 2D image")
     if as_2d and volume.array.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(volume.array.dtype, np.integer) and volume.array.min() >= 0 and volume.array.max() < 65536:
             volume = volume.with_array(volume.array.astype(np.uint8 if volume.array.max() < 256 else np.uint16))

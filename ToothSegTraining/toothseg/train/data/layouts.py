@@ -59,11 +59,12 @@ def _files(folder: Path) -> list[Path]:
     return [path for _, path in list_cases(folder, segmentations=True) if path.is_file()]
 
 
-def _subfolder(root: Path, names: tuple[str, ...], what: str) -> Path:
+def _subfolder(root: Path, names: tuple[str, ...], what: str, hint: str = "") -> Path:
     for child in sorted(root.iterdir()):
         if child.is_dir() and child.name.lower() in names:
             return child
-    raise InputError(f"{root}: no {what} folder (looked for {', '.join(names)}; name it with --{what})")
+    raise InputError(f"{root}: no {what} folder (looked for {', '.join(names)}; "
+                     f"{hint or f'name it with --{what}'})")
 
 
 def _unlabeled(folder: Path) -> list[Case]:
@@ -146,7 +147,9 @@ def scan_nnunet(root: Path) -> DatasetListing:
 
 
 def scan_sts2024(root: Path) -> DatasetListing:
-    listing = scan_folders(_subfolder(root, ("images",), "images"), _subfolder(root, ("masks",), "labels"))
+    # --images/--labels belong to the folders layout; a differently named copy is listed with it.
+    hint = "for other folder names use the folders layout with --images and --labels"
+    listing = scan_folders(_subfolder(root, ("images",), "images", hint), _subfolder(root, ("masks",), "labels", hint))
     unlabeled_folder = next((c for c in sorted(root.iterdir()) if c.is_dir() and c.name.lower().startswith(
         "train-unlabeled")), None)
     if unlabeled_folder is not None:
