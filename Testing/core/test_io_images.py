@@ -78,6 +78,29 @@ def test_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_folder_replaces_a_folder_only_when_the_new_one_is_whole(tmp_path):
+    from toothseg.core.io.atomic import atomic_folder
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(OutputExistsError):
+        with atomic_folder(target):
+            pass
+    with pytest.raises(InputError, match="second member"):  # a failure half-way: the old folder stays as it was
+        with atomic_folder(target, overwrite=True) as staging:
+            (staging / "new.txt").write_text("new")
+            raise InputError("second member does not fit")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_folder(target, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["new.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputWriteError, match="is a file"):
+        with atomic_folder(tmp_path / "file", overwrite=True):
+            pass
+
+
 def _write_dicom_series(folder: Path, volume: Volume) -> None:
     """A CT series written slice by slice (SimpleITK's DICOM writer), files in shuffled name order.
     GDCM's writer leaves the C locale's LC_CTYPE at "C", which would make every later text subprocess and

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from toothseg.core import InputError
+from toothseg.core.errors import OutputExistsError
 from toothseg.core.models import build_network
 from toothseg.core.models.folder import load_model_folder
 from toothseg.core.models.importers import import_nnunet_checkpoint, import_rail_students
@@ -40,6 +41,27 @@ def test_rail_students_become_an_ensemble(tmp_path):
         network.eval()
         with torch.no_grad():
             torch.testing.assert_close(member.network(x), network(x))
+
+
+def test_a_failed_rail_import_leaves_nothing_and_the_retry_works(tmp_path):
+    good, bad = tmp_path / "vnet.pth", tmp_path / "other.pth"
+    torch.save(build_network("vnet", has_dropout=True).state_dict(), str(good))
+    torch.save({"w": torch.zeros(2)}, str(bad))
+    out = tmp_path / "rail"
+    with pytest.raises(InputError, match="do not fit architecture 'resvnet'"):
+        import_rail_students([good], [bad], out)
+    # the V-Net student converted before the failure is not left behind as a half ensemble
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pth", "vnet.pth"]
+    with pytest.raises(InputError, match="--id: model ID '../x'"):
+        import_rail_students([good], [], out, model_id="../x")
+    assert not out.exists()
+    import_rail_students([good], [], out)
+    assert load_model_folder(out).card.members == [{"role": "ensemble", "path": "vnet_0"}]
+    # --overwrite replaces the whole folder: no student of the earlier import stays
+    import_rail_students([good, good], [], out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "vnet_0", "vnet_1"]
+    with pytest.raises(OutputExistsError):
+        import_rail_students([good], [], out)
 
 
 def _nnunet_files(tmp_path, class_name="UMambaBot2"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -111,6 +112,22 @@ def test_pickled_code_is_never_executed(tmp_path, monkeypatch):
     with pytest.raises(InputError):
         read_state_dict(path)
     assert not (tmp_path / "pwned-by-checkpoint").exists()
+
+
+def test_files_that_are_no_checkpoint_are_not_called_pickled_code(tmp_path):
+    # torch.load words a damaged file like a refused one, or fails with a bare KeyError on text
+    (tmp_path / "text.pth").write_text("not a checkpoint\n")
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    torch.save({"w": torch.zeros(100)}, str(tmp_path / "good.pth"))
+    whole = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    for name in ("text.pth", "noise.pth", "cut.pth"):
+        with pytest.raises(InputError, match="not a readable PyTorch checkpoint") as error:
+            safe_torch_load(tmp_path / name)
+        assert "pickled" not in str(error.value) and "PyTorch 2.6" not in str(error.value)
+    torch.save({"w": _Exploit()}, str(tmp_path / "evil.pth"))
+    with pytest.raises(InputError, match=r"pickled Python objects other than tensors \(.*GLOBAL posix.system"):
+        safe_torch_load(tmp_path / "evil.pth")
 
 
 def test_plain_state_dict_pth_is_accepted(tmp_path):
@@ -251,6 +268,9 @@ def test_models_cli_add_list_verify(tmp_path, saved):
     assert again.returncode == 1 and "already installed" in again.stderr and "Traceback" not in again.stderr
     shown = run("show", "umamba2-ssl")
     assert "expected SHA-256: none published" in shown.stdout
+    # a copy that a killed install left in its hidden staging folder is not listed as a model
+    shutil.copytree(folder, tmp_path / "store" / ".toothseg-tmp-killed")
+    assert [line.split()[0] for line in run("list").stdout.splitlines()].count("tiny") == 1
 
 
 def test_pack_half_halves_the_weights_and_keeps_the_outputs(tmp_path):

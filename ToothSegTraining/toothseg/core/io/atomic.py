@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import OutputExistsError, OutputWriteError
 
-__all__ = ["atomic_output", "check_writable_output", "atomic_write_text", "describe_os_error",
+__all__ = ["atomic_output", "atomic_folder", "check_writable_output", "atomic_write_text", "describe_os_error",
            "leftover_temporaries", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".toothseg-tmp-"
@@ -34,6 +34,7 @@ def _process_umask() -> int:
 # Files get the permissions a plain open() would give them: some writers (safetensors) create
 # owner-only files, which another user of a shared model folder then cannot read.
 _FILE_MODE = 0o666 & ~_process_umask()
+_FOLDER_MODE = 0o777 & ~_process_umask()
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -105,6 +106,48 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
         raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside ``path`` to fill; it becomes ``path`` only when the block succeeds.
+
+    A failure (a bad second checkpoint of an ensemble, a full disk, Ctrl+C) removes the staging folder
+    and leaves ``path`` as it was, so the same command can simply be run again. With ``overwrite`` an
+    existing folder is moved aside first and deleted only after the new one is in place.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputWriteError: ``path`` is a file, its parent is missing or not writable, or the disk is full.
+    """
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise OutputWriteError(f"{final} is a file, expected a folder name")
+    if final.exists() and not overwrite:
+        raise OutputExistsError(f"{final} already exists (use --overwrite to replace it)")
+    parent = final.parent if str(final.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputWriteError(f"cannot write {final}: folder {parent} does not exist")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+        os.chmod(staging, _FOLDER_MODE)  # mkdtemp makes it owner-only
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
+    aside = None
+    try:
+        yield staging
+        if final.exists():
+            aside = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent)) / final.name
+            os.replace(final, aside)
+        os.replace(staging, final)
+    except OSError as exc:
+        if aside is not None and aside.exists() and not final.exists():
+            os.replace(aside, final)  # the rename failed: put the old folder back
+        raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None:
+            shutil.rmtree(aside.parent, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool = True) -> Path:

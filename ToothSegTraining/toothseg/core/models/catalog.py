@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import InputError, OutputExistsError
 from ..resources import resources_dir
 from .card import ModelCard
+from ..io.atomic import atomic_folder
 from .folder import read_card, verify_model_folder
 
 __all__ = ["CatalogEntry", "Catalog", "user_models_dir", "load_catalog"]
@@ -115,15 +116,11 @@ class Catalog:
             raise OutputExistsError(f"{card.id!r} is the ID of a bundled model; give the model another ID "
                                     f"('toothseg models pack {folder} NEW_FOLDER --id NEW_ID')")
         target = user_models_dir() / card.id
-        if target.exists():
-            if not overwrite:
-                raise OutputExistsError(f"a model {card.id!r} is already installed at {target} (use --overwrite)")
-            shutil.rmtree(target)
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"a model {card.id!r} is already installed at {target} (use --overwrite)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{card.id}.incoming"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(folder, staging)
-        os.replace(staging, target)
+        with atomic_folder(target, overwrite=True) as staging:  # the installed copy is replaced only once whole
+            shutil.copytree(folder, staging, dirs_exist_ok=True)
         for known in self.entries:
             if known.id == card.id and known.origin != "user":  # an upstream catalogue model, now installed
                 known.folder, known.origin = target, "user"
@@ -156,8 +153,8 @@ def load_catalog(path: str | os.PathLike[str] | None = None, include_user: bool 
     if include_user and user_models_dir().is_dir():
         by_id = {e.id: e for e in entries}
         for folder in sorted(user_models_dir().iterdir()):
-            if not (folder / "model.json").is_file():
-                continue
+            if folder.name.startswith(".") or not (folder / "model.json").is_file():
+                continue  # hidden: a copy being installed (or left by a killed install), never a model
             known = by_id.get(folder.name)
             if known is not None:
                 if not known.available:  # a catalogue model the user installed (models get / add)

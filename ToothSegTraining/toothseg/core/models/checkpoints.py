@@ -62,12 +62,18 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         with torch.serialization.safe_globals(allowed):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise InputError(
-            f"{path}: refusing to load: the checkpoint contains pickled Python objects other than tensors "
-            f"({str(exc).splitlines()[0][:160]}). Convert it where its code is trusted, or export a state dict."
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from exc
+        # torch words both cases alike; only a refused class or function ("GLOBAL module.name") is pickled code
+        refused = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
+        if refused:
+            raise InputError(f"{path}: refusing to load: the checkpoint contains pickled Python objects other than "
+                             f"tensors ({refused[:160]}). Convert it where its code is trusted, or export a state "
+                             "dict.") from exc
+        raise InputError(f"{path}: not a readable PyTorch checkpoint (damaged, or another kind of file)") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # truncated zip, unreadable file: say which
+        first = str(exc).splitlines()[0].split(". ")[0][:160] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({first})") from exc
+    except Exception as exc:  # noqa: BLE001 - on foreign bytes torch.load fails with any type (KeyError: 174812789)
+        raise InputError(f"{path}: not a readable PyTorch checkpoint (damaged, or another kind of file)") from exc
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:

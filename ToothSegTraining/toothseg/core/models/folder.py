@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, OutputExistsError
-from ..io.atomic import atomic_output, atomic_write_text
+from ..io.atomic import atomic_folder, atomic_output, atomic_write_text
 from ..volume import Volume
 from .card import ModelCard
 from .checkpoints import check_state_dict_fits, read_state_dict, sha256_file
@@ -180,13 +180,8 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
     verify_model_folder(source)
     if destination.resolve().is_relative_to(source.resolve()) and destination.resolve() != source.resolve():
         raise InputError(f"{destination} lies inside the model folder {source}; choose a folder outside it")
-    if destination.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{destination} already exists (use --overwrite to replace it)")
-    staging = destination.with_name(f".{destination.name}.incoming")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    try:
+    with atomic_folder(destination, overwrite=overwrite) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
         for folder in _model_folders(staging):
             card = read_card(folder)
             if half and not card.is_composite:
@@ -208,9 +203,4 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
             card.name = new_name if new_name is not None else card.name
             atomic_write_text(staging / CARD_FILE, card.to_json() + "\n")
         verify_model_folder(staging)
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return destination

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io.atomic import atomic_folder
 from ..labels import LabelTable, is_fdi_tooth
-from .card import IntensityNormalization, ModelCard
+from .card import IntensityNormalization, ModelCard, model_id_problem
 from .checkpoints import (
     check_state_dict_fits,
     map_nnunet_state_dict,
@@ -54,25 +55,37 @@ def import_rail_students(vnets: list[str | os.PathLike[str]], resvnets: list[str
     """
     if not vnets and not resvnets:
         raise InputError("give at least one RAIL student checkpoint")
+    _check_model_id(model_id)
     out_dir = Path(out_dir)
     members = []
     provenance = {"method": "rail", "imported_from": "Tournesol-Saturday/RAIL checkpoints"}
-    for kind, paths in (("vnet", vnets), ("resvnet", resvnets)):
-        for index, path in enumerate(paths):
-            state = map_rail_state_dict(read_state_dict(path), kind)
-            network = build_network(kind, in_channels=1, num_classes=2,
-                                    **({"has_dropout": True} if kind == "vnet" else {}))
-            check_state_dict_fits(network, state, kind)
-            network.load_state_dict(state)
-            name = f"{kind}_{index}"
-            card = rail_card(f"{model_id}-{name}", kind, provenance={**provenance, "file": Path(path).name})
-            if kind == "vnet":
-                card.kwargs["has_dropout"] = True
-            save_model_folder(network, card, out_dir / name, overwrite=overwrite)
-            members.append({"role": "ensemble", "path": name})
-    top = rail_card(model_id, "vnet", name="RAIL (imported)", members=members, provenance=provenance,
-                    description="RAIL dual-group dual-student ensemble: mean softmax of the students")
-    return save_model_folder(None, top, out_dir, overwrite=overwrite)
+    # Built beside out_dir and renamed into place: a student that does not fit leaves nothing behind
+    # (nor a half ensemble that makes the corrected command fail with "already holds a model").
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
+        for kind, paths in (("vnet", vnets), ("resvnet", resvnets)):
+            for index, path in enumerate(paths):
+                state = map_rail_state_dict(read_state_dict(path), kind)
+                network = build_network(kind, in_channels=1, num_classes=2,
+                                        **({"has_dropout": True} if kind == "vnet" else {}))
+                check_state_dict_fits(network, state, kind)
+                network.load_state_dict(state)
+                name = f"{kind}_{index}"
+                card = rail_card(f"{model_id}-{name}", kind, provenance={**provenance, "file": Path(path).name})
+                if kind == "vnet":
+                    card.kwargs["has_dropout"] = True
+                save_model_folder(network, card, staging / name)
+                members.append({"role": "ensemble", "path": name})
+        top = rail_card(model_id, "vnet", name="RAIL (imported)", members=members, provenance=provenance,
+                        description="RAIL dual-group dual-student ensemble: mean softmax of the students")
+        save_model_folder(None, top, staging)
+    return out_dir
+
+
+def _check_model_id(model_id: str) -> None:
+    """Refuse an ID that no card may carry before any checkpoint is read."""
+    problem = model_id_problem(model_id)
+    if problem:
+        raise InputError(f"--id: {problem}")
 
 
 def _label_table_from_dataset(dataset: dict[str, Any]) -> tuple[LabelTable, list[int]]:
@@ -96,6 +109,7 @@ def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str
                              configuration: str = "3d_fullres", model_id: str = "nnunet-imported",
                              overwrite: bool = False) -> Path:
     """Convert an nnU-Net v2 (ResEnc or U-Mamba2) checkpoint into a model folder."""
+    _check_model_id(model_id)
     plans, dataset = read_json(plans_path), read_json(dataset_path)
     architecture, kwargs = nnunet_architecture_kwargs(plans, configuration, dataset)
     table, class_values = _label_table_from_dataset(dataset)
@@ -125,4 +139,6 @@ def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str
         mirror_axes=list(mirror) if mirror is not None else list(range(dims)),
         provenance={"method": "nnunet", "imported_from": Path(checkpoint).name,
                     "trainer": raw.get("trainer_name", "") if isinstance(raw, dict) else ""})
-    return save_model_folder(network, card, out_dir, overwrite=overwrite)
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
+        save_model_folder(network, card, staging)
+    return Path(out_dir)
