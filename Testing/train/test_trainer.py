@@ -139,6 +139,33 @@ def test_keyboard_interrupt_saves_a_resumable_checkpoint(tmp_path, toy_dataset, 
     assert len(losses(tmp_path / "run")) == 5
 
 
+def test_a_run_stopped_while_it_replaces_best_keeps_a_whole_best_model(tmp_path, toy_dataset, monkeypatch):
+    """``best/`` is replaced at every better validation; Ctrl+C (or a full disk) half-way through writing
+    it used to leave new weights under the old card, and the resumed run then failed on the hash."""
+    from toothseg.core.models import folder as model_folder
+    from toothseg.train.engine.trainer import Trainer
+
+    data = toy_recipe(toy_dataset, iterations=4)
+    data["stages"][0]["validate_every"] = 1
+    scores = iter([0.1, 0.2, 0.3, 0.4, 0.5])
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"val_dice": next(scores)})  # every validation is best
+    original, calls = model_folder.atomic_write_text, []
+
+    def stop_before_the_second_card(path, text, overwrite=True):  # the new weights are written by then
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(path, text, overwrite=overwrite)
+
+    monkeypatch.setattr(model_folder, "atomic_write_text", stop_before_the_second_card)
+    assert train(data, tmp_path / "run").interrupted
+    best = tmp_path / "run" / "0_supervised" / "best"
+    assert load_model_folder(best).card.metrics["val_dice"] == 0.1  # the first best, whole
+    assert [p.name for p in best.parent.iterdir() if p.name.startswith(".")] == []  # no staging left
+    monkeypatch.setattr(model_folder, "atomic_write_text", original)
+    assert not train(data, tmp_path / "run").interrupted
+
+
 def test_bad_data_is_reported(tmp_path, toy_dataset):
     data = toy_recipe(toy_dataset, method="mean_teacher", unlabeled_batch=2)
     data["data"]["unlabeled"] = None

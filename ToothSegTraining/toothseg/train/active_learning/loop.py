@@ -227,7 +227,7 @@ def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None
 
     top = read_card(parent) if parent is not None else None
     if top is None or not top.members:
-        shutil.copytree(trained, staging)
+        shutil.copytree(trained, staging, dirs_exist_ok=True)
         return
     roles = {m["role"]: m["path"] for m in top.members}
     shutil.copytree(parent / roles["coarse"], staging / "coarse")  # type: ignore[operator]
@@ -329,21 +329,18 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
         raise CancelledError(f"fine-tuning {run['version']} was interrupted; run the command again to resume")
     # the new version folder, with provenance, staged then renamed into place
     target = pool.folder / "models" / run["version"]
-    staging = target.with_name(f".{run['version']}.incoming")
-    shutil.rmtree(staging, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _assemble_version(result.model, parent_folder, staging)
-    card = read_card(staging)
-    card.name = f"{card.name or recipe.name} ({pool.folder.name} {run['version']})"
-    card.provenance = {**card.provenance, "active_learning": {
-        "pool": str(pool.folder.resolve()), "version": run["version"], "parent": run["parent"],
-        "recipe": run["recipe"], "trained_on": run["train"], "held_out": run["holdout"], "finished": now_iso()}}
-    from ...core.io.atomic import atomic_write_text
+    from ...core.io.atomic import atomic_folder, atomic_write_text
 
-    atomic_write_text(staging / "model.json", card.to_json() + "\n")
-    verify_model_folder(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_folder(target, overwrite=True) as staging:
+        _assemble_version(result.model, parent_folder, staging)
+        card = read_card(staging)
+        card.name = f"{card.name or recipe.name} ({pool.folder.name} {run['version']})"
+        card.provenance = {**card.provenance, "active_learning": {
+            "pool": str(pool.folder.resolve()), "version": run["version"], "parent": run["parent"],
+            "recipe": run["recipe"], "trained_on": run["train"], "held_out": run["holdout"], "finished": now_iso()}}
+        atomic_write_text(staging / "model.json", card.to_json() + "\n")
+        verify_model_folder(staging)
     # judge against the current model on the held-out corrected cases
     report: dict[str, Any] = {"held_out": run["holdout"]}
     held = [(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label)) for c in run["holdout"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import InputError
+from ...core.io.atomic import atomic_folder
 from ...core.progress import CancelToken, Progress
 from ..config import Recipe, stage_data
 from ..data.dataset import TrainingData, class_values_for, label_table_for
@@ -83,18 +84,15 @@ def _cascade_folder(recipe: Recipe, out: Path, fine: str | None = None) -> Path:
                for role, source in sources.items()):
             return folder
         log.info("cascade %s: a stage was retrained since it was assembled; assembling it again", folder.name)
-        shutil.rmtree(folder)
-    staging = out / f".{folder.name}.incoming"
-    shutil.rmtree(staging, ignore_errors=True)
-    for role, source in sources.items():
-        shutil.copytree(source, staging / role)
-    card = read_card(staging / "fine")
-    card.members = [{"role": "coarse", "path": "coarse"}, {"role": "fine", "path": "fine"}]
-    card.id = recipe.export.id or recipe.name
-    card.name = recipe.export.name or recipe.name
-    card.description = (recipe.export.description or "") + " Coarse-to-fine cascade."
-    save_model_folder(None, card, staging, overwrite=True)
-    staging.rename(folder)
+    with atomic_folder(folder, overwrite=True) as staging:
+        for role, source in sources.items():
+            shutil.copytree(source, staging / role)
+        card = read_card(staging / "fine")
+        card.members = [{"role": "coarse", "path": "coarse"}, {"role": "fine", "path": "fine"}]
+        card.id = recipe.export.id or recipe.name
+        card.name = recipe.export.name or recipe.name
+        card.description = (recipe.export.description or "") + " Coarse-to-fine cascade."
+        save_model_folder(None, card, staging, overwrite=True)
     return folder
 
 
@@ -211,9 +209,6 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
     final = out / "model"
     if rank == 0 and previous is not None:
         source = _cascade_folder(recipe, out) if recipe.export.cascade else previous
-        staging = out / ".model.incoming"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
+        with atomic_folder(final, overwrite=True) as staging:  # the previous run's model stays until this is whole
+            shutil.copytree(source, staging, dirs_exist_ok=True)
     return RunResult(final, results, False)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ...core.errors import InputError, OutputWriteError, ToothSegError
-from ...core.io.atomic import atomic_output
+from ...core.io.atomic import atomic_folder, atomic_output
 from ...core.labels import LabelTable
 from ...core.models.card import IntensityNormalization, ModelCard
 from ...core.models.folder import LoadedModel, save_model_folder
@@ -316,16 +316,21 @@ class Trainer:
         return {"val_dice": float(np.nanmean(scores))}
 
     def export(self, folder: Path, metrics: dict[str, Any]) -> Path:
+        """Write the model folder whole or not at all: ``best/`` is replaced during training, and a run
+        killed half-way through that must not leave weights that no longer match their card."""
         members = self._member_cards(metrics)
-        if len(members) == 1:
-            return save_model_folder(members[0][2], members[0][1], folder, overwrite=True)
-        for name, card, network in members:
-            save_model_folder(network, card, folder / name, overwrite=True)
-        top = self.card(metrics)
-        top.members = [{"role": "ensemble", "path": name} for name, _, _ in members]
-        top.description = (top.description + " " if top.description else "") + \
-            f"Ensemble of {len(members)} students (mean softmax)."
-        return save_model_folder(None, top, folder, overwrite=True)
+        with atomic_folder(folder, overwrite=True) as staging:
+            if len(members) == 1:
+                save_model_folder(members[0][2], members[0][1], staging)
+                return folder
+            for name, card, network in members:
+                save_model_folder(network, card, staging / name)
+            top = self.card(metrics)
+            top.members = [{"role": "ensemble", "path": name} for name, _, _ in members]
+            top.description = (top.description + " " if top.description else "") + \
+                f"Ensemble of {len(members)} students (mean softmax)."
+            save_model_folder(None, top, staging)
+        return folder
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = True, init_weights=None) -> StageResult:
