@@ -101,27 +101,31 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
     def modelDescription(self, modelId: str) -> str:
         """HTML model card: classes, spacing, training data, validation metrics, licence, or how to get it."""
+        from html import escape
+
         from toothseg.core.models.folder import read_card
 
+        # every text comes from a model card, possibly a shared one: escaped, so that it shows as written
+        # and cannot bring markup (links, local images) into the panel
         entry = self.catalog().get(modelId)
-        lines = [f"<b>{entry.name}</b> ({entry.status()})"]
+        lines = [f"<b>{escape(entry.name)}</b> ({escape(entry.status())})"]
         if entry.description:
-            lines.append(entry.description)
+            lines.append(escape(entry.description))
         if entry.available:
             card = read_card(entry.folder)
-            lines.append(f"Classes: {card.num_classes - 1} ({card.label_table.name}); "
-                         f"spacing (z, y, x): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}")
+            lines.append(escape(f"Classes: {card.num_classes - 1} ({card.label_table.name}); "
+                                f"spacing (z, y, x): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}"))
             if card.provenance:
                 data = card.provenance.get("data_source", "")
                 synthetic = " (synthetic intensities)" if card.provenance.get("synthetic_intensities") else ""
-                lines.append(f"Training: {card.provenance.get('method', '')} on {data}{synthetic}")
+                lines.append(escape(f"Training: {card.provenance.get('method', '')} on {data}{synthetic}"))
             if card.metrics:
-                lines.append("Validation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                        for k, v in card.metrics.items()))
+                lines.append(escape("Validation: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                               for k, v in card.metrics.items())))
         else:
-            lines.append("Weights not installed: " + entry.source.get("how", ""))
+            lines.append(escape("Weights not installed: " + entry.source.get("how", "")))
         if entry.license:
-            lines.append(f"Licence: {entry.license}")
+            lines.append(escape(f"Licence: {entry.license}"))
         return "<br>".join(lines)
 
     def addModelFolder(self, folder: str) -> str:
@@ -431,7 +435,9 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             seg = read_segmentation(_saveNode(segmentationNode, staging / "labels.seg.nrrd"), reference=image)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        base = segmentationNode.GetName().replace(" ", "_")
+        from toothseg.core.names import plain_name_from
+
+        base = plain_name_from(segmentationNode.GetName(), "segmentation")  # DICOM names hold ':' and '/'
         written = []
         options = SurfaceOptions(smoothing=smoothing, decimate=decimate, coordinate_system=coordinateSystem,
                                  file_format=fileFormat)

@@ -35,7 +35,7 @@ import numpy as np
 from ...core.errors import InputError, OutputExistsError, OutputWriteError
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
-           "now_iso", "save_corrected_case", "case_id_from_name", "check_case_id", "check_new_images"]
+           "now_iso", "save_corrected_case", "check_case_id", "check_new_images"]
 
 MANIFEST_NAME = "pool.json"
 MANIFEST_VERSION = 2
@@ -400,21 +400,16 @@ def check_new_images(images: Sequence[tuple[str, str | os.PathLike[str]]]) -> No
             raise InputError(f"{path}: no such image")
 
 
-def case_id_from_name(name: str) -> str:
-    """A valid case ID from a free name (a Slicer node name such as "CBCT 2024-03 (1)")."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._-")[:128]
-    return cleaned or "case"
-
-
 def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, image: str | os.PathLike[str],
                         labels: str | os.PathLike[str]) -> Path:
     """Slicer's "Save as corrected case": open (or create) the pool, add the case if it is new
     (its image copied in), and store the labels as a new revision. Returns the revision file."""
     from ...core.io.images import read_volume
+    from ...core.names import plain_name_from
 
     folder = Path(pool_folder)
     pool = CasePool(folder) if (folder / MANIFEST_NAME).is_file() else CasePool.create(folder)
-    base = case_id_from_name(case_name)
+    base = plain_name_from(case_name)
     cases = pool.read().cases
     saved = None
     for number in range(1, 10_000):
