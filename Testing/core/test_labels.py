@@ -42,6 +42,11 @@ def test_full_table_sizes_and_segment_names():
     assert table[75].terminology.type.value == "49330006"
     assert table[11].file_stem == "11_upper_right_central_incisor"
     assert table[111].terminology is None  # no standard code: none is invented
+    # a segment named at length in Slicer (any script) still gives a file name within the 255-byte limit
+    long = LabelTable.custom({5: "牙齿" * 200, 6: "Crown / root: " * 40})
+    for value in (5, 6):
+        stem = long[value].file_stem
+        assert stem.startswith(f"{value}_") and len(stem.encode("utf-8")) <= 130 and "/" not in stem
 
 
 def test_colours_are_distinct_and_valid():

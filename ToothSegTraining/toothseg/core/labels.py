@@ -147,6 +147,7 @@ class LabelInfo:
         safe = "".join(c if c.isalnum() else "_" for c in self.name.lower()).strip("_")
         while "__" in safe:
             safe = safe.replace("__", "_")
+        safe = safe.encode("utf-8")[:120].decode("utf-8", errors="ignore").rstrip("_")  # file names: 255 bytes
         return f"{self.value}_{safe}"
 
     def to_dict(self) -> dict[str, Any]:
