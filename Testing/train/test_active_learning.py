@@ -244,6 +244,26 @@ def test_a_newer_or_broken_manifest_is_refused_clearly(tmp_path):
     assert result.returncode == 1 and "not a case pool" in result.stderr
 
 
+
+def test_names_in_a_manifest_that_would_write_or_delete_outside_the_pool_are_refused(tmp_path):
+    """A pool on a shared drive is edited by other hands: a case ID names predictions/<id>.nii.gz (written
+    with overwrite) and the fine-tuning record names the folder 'al finetune --restart' deletes."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "data.txt").write_text("precious")
+    case = {"id": "../keep/data", "image": "x.nii.gz", "status": "unlabeled"}
+    (pool / "pool.json").write_text(json.dumps({"version": MANIFEST_VERSION, "cases": [case]}))
+    with pytest.raises(InputError, match="case ID '../keep/data'"):
+        CasePool(pool).read()
+    training = {"version": "v001", "run": "../keep"}
+    (pool / "pool.json").write_text(json.dumps({"version": MANIFEST_VERSION, "cases": [], "training": training}))
+    result = run("al", "finetune", pool, "--restart")
+    assert result.returncode == 1 and "malformed fine-tuning record" in result.stderr
+    assert (keep / "data.txt").read_text() == "precious"
+
+
 # ---------------------------------------------------------------------------------------- faults
 def test_two_processes_accepting_at_once_both_land(tmp_path):
     cases = make_cases(tmp_path / "data", 3)

@@ -72,6 +72,25 @@ def test_a_run_refused_before_training_can_be_rerun_corrected_in_the_same_folder
         train(other, tmp_path / "run")
 
 
+def test_restart_deletes_run_folders_only(tmp_path, toy_dataset):
+    """``--output ~/cases --restart`` used to delete the user's folder whole."""
+    data = toy_recipe(toy_dataset, iterations=1)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "scan.nii.gz").write_bytes(b"a scan")
+    for restart in (True, False):
+        with pytest.raises(InputError, match="not a ToothSeg run folder"):
+            run_recipe(recipe_from_dict(json.loads(json.dumps(data))), data, cases, device="cpu", quiet=True,
+                       restart=restart)
+        assert [p.name for p in cases.iterdir()] == ["scan.nii.gz"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        train(data, tmp_path / "file")
+    assert not train(data, tmp_path / "run").interrupted  # a run folder is restarted as before
+    run_recipe(recipe_from_dict(json.loads(json.dumps(data))), data, tmp_path / "run", device="cpu", quiet=True,
+               restart=True)
+
+
 def test_resume_after_interruption_continues_the_same_curve(tmp_path, toy_dataset):
     data = toy_recipe(toy_dataset, iterations=6)
     train(data, tmp_path / "straight")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import InputError, OutputExistsError, OutputWriteError
+from ...core.names import PLAIN_NAME_RULE, is_plain_name
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
            "now_iso", "save_corrected_case", "check_case_id", "check_new_images"]
@@ -124,8 +125,17 @@ class PoolState:
             versions = [ModelVersion(**item) for item in data.get("versions", [])]
         except TypeError as exc:
             raise InputError(f"{where}: malformed record ({exc})") from exc
-        return cls({c.id: c for c in cases}, data.get("current_model"), versions, data.get("training"),
-                   data.get("created", ""))
+        # Names that become paths the pool writes to (predictions/<id>.nii.gz, labels/<id>/, the run folder that
+        # --restart deletes) are checked on every read: a pool on a shared drive is edited by other hands too.
+        for case in cases:
+            if not is_plain_name(case.id):
+                raise InputError(f"{where}: case ID {case.id!r}: {PLAIN_NAME_RULE}")
+        training = data.get("training")
+        if training is not None and not (isinstance(training, dict) and is_plain_name(training.get("version"))
+                                         and training.get("run") == f"runs/{training.get('version')}"):
+            raise InputError(f"{where}: malformed fine-tuning record {training!r}; remove its 'training' entry "
+                             "to start the next fine-tune afresh")
+        return cls({c.id: c for c in cases}, data.get("current_model"), versions, training, data.get("created", ""))
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -427,7 +437,5 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
 
 
 def check_case_id(case_id: str) -> None:
-    from ...core.names import PLAIN_NAME_RULE, is_plain_name
-
     if not is_plain_name(case_id):
         raise InputError(f"case ID {case_id!r}: {PLAIN_NAME_RULE} (it names files)")

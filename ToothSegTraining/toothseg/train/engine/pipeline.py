@@ -135,6 +135,17 @@ def _has_training(out: Path) -> bool:
     return any(entry.name != "recipe.yaml" for entry in out.iterdir())
 
 
+def _check_run_folder(out: Path, restart: bool) -> None:
+    """A run folder is new, empty or an earlier run's (it has ``recipe.yaml``): ``--output ~/cases --restart``
+    must not delete a folder of the user's, nor a run mix its stages into one."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; a training run writes into a folder")
+    if out.is_dir() and not (out / "recipe.yaml").exists() and any(out.iterdir()):
+        raise InputError(f"{out} holds files but no recipe.yaml: it is not a ToothSeg run folder, and "
+                         f"{'--restart deletes run folders only' if restart else 'a run does not write among them'}; "
+                         "choose a new or empty folder")
+
+
 def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = None, device: str = "auto",
                restart: bool = False, quiet: bool = False, token: CancelToken | None = None,
                progress: Progress | None = None) -> RunResult:
@@ -148,6 +159,7 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
     out = Path(output or recipe.output_dir or Path("runs") / recipe.name)
     saved = out / "recipe.yaml"
     if rank == 0:
+        _check_run_folder(out, restart)
         if restart and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
