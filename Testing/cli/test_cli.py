@@ -135,6 +135,17 @@ def test_convert_output_names_are_checked_before_reading(tmp_path, labels_file, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "teeth.nii.gz"]
 
 
+def test_a_batch_with_two_files_of_one_case_is_refused_before_anything_runs(tmp_path, labels_file, capsys):
+    """a.nii.gz and a.nrrd were both case 'a': the second was skipped as 'already done'."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("a.nii.gz", "a.nrrd", "b.nii.gz"):
+        write_volume(ellipsoid_teeth(), cases / name)
+    assert main(["segment", str(cases), "-o", str(tmp_path / "out")]) == 1
+    assert "1 case(s) have more than one file (a.nii.gz, a.nrrd)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert_clean_error(run("export-stl", "x.nii.gz"), "--out-dir", code=2)
     assert_clean_error(run("frobnicate"), "invalid choice", code=2)

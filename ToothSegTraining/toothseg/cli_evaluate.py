@@ -16,20 +16,11 @@ log = logging.getLogger("toothseg")
 
 
 def _label_maps(folder: Path) -> dict[str, Path]:
-    """A folder's label maps by case id (``.seg.nrrd`` included: ``toothseg segment`` writes them).
-    Two files of one case (``a.nii.gz`` and ``a.seg.nrrd``) are an error: which one to score is the
-    user's choice, not ours."""
+    """A folder's label maps by case id (``.seg.nrrd`` included: ``toothseg segment`` writes them; two
+    files of one case are refused by ``list_cases``)."""
     from .core.io.case_files import list_cases
 
-    files: dict[str, list[Path]] = {}
-    for case_id, path in list_cases(folder, segmentations=True):
-        files.setdefault(case_id, []).append(path)
-    clashes = {case_id: paths for case_id, paths in files.items() if len(paths) > 1}
-    if clashes:
-        shown = "; ".join(", ".join(p.name for p in paths) for paths in list(clashes.values())[:3])
-        raise InputError(f"{folder}: {len(clashes)} case(s) have more than one file ({shown}); "
-                         "keep one label map per case")
-    return {case_id: paths[0] for case_id, paths in files.items()}
+    return dict(list_cases(folder, segmentations=True))
 
 
 def _pairs(gt: Path, pred: Path):

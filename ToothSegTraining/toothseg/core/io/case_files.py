@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
 from .images import READABLE_SUFFIXES, _suffix
 
 __all__ = ["list_cases", "case_id_for", "is_case_folder"]
@@ -26,6 +27,16 @@ def list_cases(folder: Path, segmentations: bool = False) -> list[tuple[str, Pat
             cases.append((path.name, path))
         elif _suffix(path) in READABLE_SUFFIXES and (segmentations or _suffix(path) != ".seg.nrrd"):
             cases.append((case_id_for(path), path))
+    # Two files of one case (A.nii.gz and A.nrrd) would share an output or a match: one would be skipped as
+    # "already done" or scored in place of the other. Which one counts is the user's choice, not ours.
+    files: dict[str, list[str]] = {}
+    for case_id, path in cases:
+        files.setdefault(case_id, []).append(path.name)
+    clashes = [names for names in files.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(", ".join(names) for names in clashes[:3])
+        raise InputError(f"{folder}: {len(clashes)} case(s) have more than one file ({shown}); keep one file per "
+                         "case (rename or move the others)")
     return cases
 
 
