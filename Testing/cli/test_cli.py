@@ -146,6 +146,21 @@ def test_a_batch_with_two_files_of_one_case_is_refused_before_anything_runs(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_batch_whose_results_lie_inside_the_scan_folder(tmp_path, labels_file, capsys):
+    """-o cases/out: the next run took out/ for a DICOM series and failed; -o cases with --format nii.gz and
+    --overwrite replaced each scan by its labels."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    scan = write_volume(ellipsoid_teeth(), cases / "a.nii.gz")
+    before = scan.read_bytes()
+    assert main(["-q", "segment", str(cases), "-o", str(cases), "--format", "nii.gz", "--overwrite"]) == 1
+    assert "write the results into another folder than the scans" in capsys.readouterr().err
+    assert scan.read_bytes() == before
+    for _ in range(2):  # the second run finds its own result folder inside the scans and leaves it alone
+        assert main(["-q", "segment", str(cases), "-o", str(cases / "out"), "--fast"]) == 0
+    assert "1 already done, 0 failed" in capsys.readouterr().out
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert_clean_error(run("export-stl", "x.nii.gz"), "--out-dir", code=2)
     assert_clean_error(run("frobnicate"), "invalid choice", code=2)

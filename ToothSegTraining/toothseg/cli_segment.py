@@ -95,7 +95,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.model:
         model_folder = catalog.resolve(args.model)
     else:
-        kinds = {_kind_of(path) for _, path in list_cases(source)} if batch else {source_kind}
+        kinds = {_kind_of(path) for _, path in _batch_cases(source, args)} if batch else {source_kind}
         kind = "2d" if kinds - {None} == {"2d"} else "3d"
         model_folder = catalog.resolve(catalog.default(kind).id)
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
@@ -122,6 +122,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 atomic_write_text(args.report, json.dumps(summary, indent=1))
             return 0
         return _segment_batch(predictor, source, output, args, token)
+
+
+def _batch_cases(source: Path, args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The cases of a batch: the folder's scans, less the result folders the user put inside it
+    (``segment cases -o cases/out`` must not take ``out/`` for a DICOM series on the next run)."""
+    outputs = {Path(p).resolve() for p in (args.output, args.stl_dir, args.uncertainty, args.overlay) if p}
+    if source.resolve() in outputs:  # with --format nii.gz and --overwrite the labels would replace the scans
+        raise InputError(f"{source}: write the results into another folder than the scans (e.g. -o {source}/out)")
+    return [(case_id, path) for case_id, path in list_cases(source) if path.resolve() not in outputs]
 
 
 def _kind_of(path: Path) -> str | None:
@@ -163,7 +172,7 @@ def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
     from .core.io.atomic import atomic_write_text
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    cases = list_cases(source)[rank::world]
+    cases = _batch_cases(source, args)[rank::world]
     if not cases:
         raise InputError(f"{source}: no images or DICOM folders found")
     out_dir.mkdir(parents=True, exist_ok=True)
