@@ -154,8 +154,14 @@ def test_a_batch_whose_results_lie_inside_the_scan_folder(tmp_path, labels_file,
     scan = write_volume(ellipsoid_teeth(), cases / "a.nii.gz")
     before = scan.read_bytes()
     assert main(["-q", "segment", str(cases), "-o", str(cases), "--format", "nii.gz", "--overwrite"]) == 1
-    assert "write the results into another folder than the scans" in capsys.readouterr().err
+    assert f"OUTPUT {cases} is also INPUT; write it elsewhere" in capsys.readouterr().err
     assert scan.read_bytes() == before
+    # one scan: the labels (or the uncertainty map) written over the scan itself, or over each other
+    for extra in (["-o", str(scan)], ["-o", str(tmp_path / "l.nii.gz"), "--uncertainty", str(scan)],
+                  ["-o", str(tmp_path / "l.nii.gz"), "--uncertainty", str(tmp_path / "l.nii.gz")]):
+        assert main(["-q", "segment", str(scan), *extra, "--overwrite"]) == 1
+        assert "write it elsewhere" in capsys.readouterr().err
+    assert scan.read_bytes() == before and not (tmp_path / "l.nii.gz").exists()
     for _ in range(2):  # the second run finds its own result folder inside the scans and leaves it alone
         assert main(["-q", "segment", str(cases), "-o", str(cases / "out"), "--fast"]) == 0
     assert "1 already done, 0 failed" in capsys.readouterr().out

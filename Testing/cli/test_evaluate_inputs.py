@@ -94,6 +94,18 @@ def test_folders_score_every_case_they_can_and_report_the_others(tmp_path, capsy
     assert {row["case"]: row for row in _scores(out)["cases"]}["other_grid"]["image_dsc"] == 1.0
 
 
+def test_a_score_file_never_replaces_an_input(tmp_path, capsys):
+    gt = write_volume(ellipsoid_teeth(), tmp_path / "gt.nii.gz")
+    pred = write_volume(ellipsoid_teeth(), tmp_path / "p.nrrd")
+    before = pred.read_bytes()
+    for option in ("--json", "--csv"):
+        assert main(["evaluate", str(gt), str(pred), option, str(pred)]) == 1
+        assert f"{option} {pred} is also PRED; write it elsewhere" in capsys.readouterr().err
+    assert pred.read_bytes() == before
+    assert main(["evaluate", str(gt), str(pred), "--json", str(tmp_path / "s"), "--csv", str(tmp_path / "s")]) == 1
+    assert "--csv" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
 def test_a_case_with_two_prediction_files_is_refused(tmp_path, capsys):
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     gt_dir.mkdir()

@@ -83,7 +83,7 @@ def _tooth_rows(case_id: str, gt, pred_array) -> list[dict]:
 def _check_outputs(args: argparse.Namespace, single: bool) -> None:
     """Fail before any metric is computed if an output cannot be written or an input is missing; the
     inputs first, so that a refused call creates no report folder."""
-    from .core.io.atomic import check_writable_output
+    from .core.io.atomic import check_outputs_apart, check_writable_output
 
     if args.compare and not args.report:
         raise InputError("--compare only adds methods to the report: add --report DIR")
@@ -99,6 +99,9 @@ def _check_outputs(args: argparse.Namespace, single: bool) -> None:
         if not single and not other.is_dir():
             raise InputError(f"--compare {name}: {folder} is a file, but the ground truth {args.gt} is a folder: "
                              "give that method's folder of predictions")
+    # scores are rewritten at each call, so a --json naming an input would silently replace it
+    check_outputs_apart({"GT": args.gt, "PRED": args.pred, **{f"--compare {n}": f for n, f in args.compare}},
+                        {"--json": args.json, "--csv": args.csv, "--report": args.report})
     for path in (args.json, args.csv):
         if path:
             check_writable_output(path, overwrite=True)

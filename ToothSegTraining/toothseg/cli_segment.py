@@ -82,12 +82,16 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .core.inference import InferenceOptions, Predictor
+    from .core.io.atomic import check_outputs_apart
     from .core.models.catalog import load_catalog
     from .core.progress import CancelToken, cancel_on_sigterm
 
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
+    check_outputs_apart({"INPUT": source}, {"OUTPUT": args.output, "--uncertainty": args.uncertainty,
+                                            "--overlay": args.overlay, "--report": args.report,
+                                            "--stl-dir": args.stl_dir})
     batch = is_case_folder(source)
     output = Path(args.output)
     source_kind = None if batch else _kind_of(source)  # from the headers only: picks the model, checks OUTPUT
@@ -128,8 +132,6 @@ def _batch_cases(source: Path, args: argparse.Namespace) -> list[tuple[str, Path
     """The cases of a batch: the folder's scans, less the result folders the user put inside it
     (``segment cases -o cases/out`` must not take ``out/`` for a DICOM series on the next run)."""
     outputs = {Path(p).resolve() for p in (args.output, args.stl_dir, args.uncertainty, args.overlay) if p}
-    if source.resolve() in outputs:  # with --format nii.gz and --overwrite the labels would replace the scans
-        raise InputError(f"{source}: write the results into another folder than the scans (e.g. -o {source}/out)")
     return [(case_id, path) for case_id, path in list_cases(source) if path.resolve() not in outputs]
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ..errors import OutputExistsError, OutputWriteError
 
-__all__ = ["atomic_output", "atomic_folder", "check_writable_output", "atomic_write_text", "describe_os_error",
-           "leftover_temporaries", "TEMP_PREFIX"]
+__all__ = ["atomic_output", "atomic_folder", "check_writable_output", "check_outputs_apart", "atomic_write_text",
+           "describe_os_error", "leftover_temporaries", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".toothseg-tmp-"
 
@@ -68,6 +68,24 @@ def check_writable_output(path: str | os.PathLike[str], overwrite: bool = False)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputWriteError(f"cannot write {path}: permission denied for folder {parent}")
     return path
+
+
+def check_outputs_apart(inputs: dict[str, str | os.PathLike[str] | None],
+                        outputs: dict[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse an output path that is also an input or another output, before any work: with ``--overwrite``
+    ``segment scan.nii.gz -o scan.nii.gz`` replaced the scan by its labels, and ``--json`` naming the
+    prediction replaced it by the scores. Keys are the option names shown to the user."""
+    seen: dict[Path, str] = {}
+    for role, path in inputs.items():
+        if path is not None:
+            seen.setdefault(Path(os.path.abspath(path)), role)
+    for role, path in outputs.items():
+        if path is None:
+            continue
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise OutputWriteError(f"{role} {path} is also {seen[key]}; write it elsewhere")
+        seen[key] = role
 
 
 @contextlib.contextmanager
