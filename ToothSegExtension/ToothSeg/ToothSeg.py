@@ -242,10 +242,10 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     _("Download the model from {url}? Its SHA-256 is checked before anything is installed.").format(
                         url=url), windowTitle=_("Get weights")):
                 return
+            self.logic.startModelDownload(modelId, onProgress=self.onProgress, onFinished=self.onDownloadFinished)
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Downloading…")
-            self.logic.startModelDownload(modelId, onProgress=self.onProgress, onFinished=self.onDownloadFinished)
             self.ui.cancelButton.setEnabled(True)
             self._updateButtons()
 
@@ -266,12 +266,13 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
             self.logic.ensureDependencies()
-            self.ui.progressBar.setVisible(True)
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Starting…")
             self.logic.startSegmentation(node.inputVolume, self.ui.modelComboBox.currentData, node.device,
                                          node.fastMode, node.testTimeAugmentation, node.computeUncertainty,
                                          onProgress=self.onProgress, onFinished=self.onFinished)
+            # shown once the job runs: a refused start leaves no progress bar behind with nothing to progress
+            self.ui.progressBar.setVisible(True)
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Starting…")
             self.ui.cancelButton.setEnabled(True)
             self._updateButtons()
 
@@ -347,11 +348,12 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 _("Choose a case-pool folder under Correct.")
 
     def _startPoolJob(self, start, startingText: str) -> None:
+        log = self.ui.finetuneLogTextEdit
+        start(onProgress=self.onPoolProgress, onLog=log.appendPlainText, onFinished=self.onPoolJobFinished)
+        # after a successful start only: a refused one ("another task is running") keeps the last job's log
         self.ui.finetuneProgressBar.value = 0
-        self.ui.finetuneLogTextEdit.clear()
+        log.clear()
         self.ui.statusLabel.text = startingText
-        start(onProgress=self.onPoolProgress, onLog=self.ui.finetuneLogTextEdit.appendPlainText,
-              onFinished=self.onPoolJobFinished)
         self._updateButtons()
 
     def onPredictPool(self) -> None:

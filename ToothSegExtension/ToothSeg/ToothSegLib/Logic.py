@@ -103,6 +103,7 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         """HTML model card: classes, spacing, training data, validation metrics, licence, or how to get it."""
         from html import escape
 
+        from toothseg.core.errors import InputError
         from toothseg.core.models.folder import read_card
 
         # every text comes from a model card, possibly a shared one: escaped, so that it shows as written
@@ -112,7 +113,10 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         if entry.description:
             lines.append(escape(entry.description))
         if entry.available:
-            card = read_card(entry.folder)
+            try:
+                card = read_card(entry.folder)
+            except InputError as exc:  # an edited or damaged card: say so in the panel, not as a traceback
+                return "<br>".join(lines + [escape(f"The model card cannot be read: {exc}")])
             lines.append(escape(f"Classes: {card.num_classes - 1} ({card.label_table.name}); "
                                 f"spacing (z, y, x): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}"))
             if card.provenance:
@@ -232,8 +236,13 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
                 message = errors[-1] if errors else f"Segmentation failed (exit code {exitCode})."
                 segmentationNode = uncertaintyNode = None
             else:
-                segmentationNode, uncertaintyNode, message = self._loadResult(volumeNode, outputPath, uncertaintyPath,
-                                                                              runDir / "report.json")
+                try:
+                    segmentationNode, uncertaintyNode, message = self._loadResult(
+                        volumeNode, outputPath, uncertaintyPath, runDir / "report.json")
+                except Exception as exc:  # noqa: BLE001 - a Qt slot: an escaping error would leave the panel "running"
+                    logging.exception("ToothSeg: loading the result failed")
+                    segmentationNode = uncertaintyNode = None
+                    message = f"The segmentation finished but could not be loaded from {outputPath}: {exc}"
             if onFinished:
                 onFinished(segmentationNode, uncertaintyNode, message)
 
