@@ -35,6 +35,9 @@ class ToothSegProcess:
         self.process.setProcessEnvironment(environment)
         self.process.readyReadStandardOutput.connect(self._readOutput)
         self.process.finished.connect(self._finished)
+        # A program that cannot start (no PythonSlicer, no permission) emits no finished(): without this the
+        # panel would wait for ever. Signature-string connect as in Slicer's DICOMLib/DICOMProcesses.py.
+        self.process.connect("errorOccurred(QProcess::ProcessError)", self._error)
         self.cancelled = False
         self.log = []
         self._buffer = ""
@@ -67,6 +70,12 @@ class ToothSegProcess:
                 self.log.append(line)
                 if self.onLog:
                     self.onLog(line)
+
+    def _error(self, error) -> None:
+        if error == qt.QProcess.FailedToStart and self.onFinished:
+            message = f"error: could not start {pythonSlicerExecutable()}: {self.process.errorString()}"
+            self.log.append(message)
+            self.onFinished(127, self.cancelled, "\n".join(self.log))
 
     def _finished(self, exitCode, exitStatus) -> None:
         self._readOutput()
