@@ -78,7 +78,7 @@ def test_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_folder_replaces_a_folder_only_when_the_new_one_is_whole(tmp_path):
+def test_atomic_folder_replaces_a_folder_only_when_the_new_one_is_whole(tmp_path, monkeypatch):
     from toothseg.core.io.atomic import atomic_folder
 
     target = tmp_path / "model"
@@ -94,6 +94,23 @@ def test_atomic_folder_replaces_a_folder_only_when_the_new_one_is_whole(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["old.txt"]
     with atomic_folder(target, overwrite=True) as staging:
         (staging / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["new.txt"]
+    # Ctrl+C after the old folder was moved aside, before the new one landed: the old one goes back
+    import os
+
+    real_replace, calls = os.replace, []
+
+    def interrupted_second_rename(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(target, overwrite=True) as staging:
+            (staging / "newer.txt").write_text("newer")
+            monkeypatch.setattr(os, "replace", interrupted_second_rename)
+    monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["new.txt"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputWriteError, match="is a file"):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
-from ..core.models.card import IntensityNormalization, model_id_problem
+from ..core.models.card import IntensityNormalization, check_model_id
 from ..core.names import PLAIN_NAME_RULE, is_plain_name
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "StageConfig", "OptimizerConfig", "AugmentConfig",
@@ -212,10 +212,9 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     for index, name in enumerate(names):  # each names the stage's output folder
         if not is_plain_name(name):
             raise InputError(f"stages[{index}].name {name!r}: {PLAIN_NAME_RULE} (it names a folder)")
-    exported = recipe.export.id or recipe.name
-    if model_id_problem(exported):  # found now, not when the trained model is exported hours later
-        where = "export.id" if recipe.export.id else "name (the model ID unless export.id is set)"
-        raise InputError(f"the recipe's {where}: {model_id_problem(exported)}")
+    # found now, not when the trained model is exported hours later
+    check_model_id(recipe.export.id or recipe.name, "the recipe's " + (
+        "export.id" if recipe.export.id else "name (the model ID unless export.id is set)"))
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:

@@ -159,10 +159,11 @@ def atomic_folder(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
             os.replace(final, aside)
         os.replace(staging, final)
     except OSError as exc:
-        if aside is not None and aside.exists() and not final.exists():
-            os.replace(aside, final)  # the rename failed: put the old folder back
         raise OutputWriteError(f"cannot write {final}: {describe_os_error(exc)}") from exc
     finally:
+        # the new folder did not land (a failed rename, Ctrl+C between the two): the old one goes back
+        if aside is not None and aside.exists() and not final.exists():
+            os.replace(aside, final)
         shutil.rmtree(staging, ignore_errors=True)
         if aside is not None:
             shutil.rmtree(aside.parent, ignore_errors=True)

@@ -31,6 +31,13 @@ def model_id_problem(model_id: str) -> str | None:
     return None if is_plain_name(model_id) else f"model ID {model_id!r}: {PLAIN_NAME_RULE}"
 
 
+def check_model_id(model_id: str, where: str) -> None:
+    """Refuse a model ID before any work (reading checkpoints, training), naming where it came from."""
+    problem = model_id_problem(model_id)
+    if problem:
+        raise InputError(f"{where}: {problem}")
+
+
 @dataclass
 class IntensityNormalization:
     """How raw intensities become network input.

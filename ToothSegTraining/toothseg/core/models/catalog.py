@@ -18,8 +18,8 @@ from typing import Any
 
 from ..errors import InputError, OutputExistsError
 from ..resources import resources_dir
-from .card import ModelCard
 from ..io.atomic import atomic_folder
+from .card import ModelCard
 from .folder import read_card, verify_model_folder
 
 __all__ = ["CatalogEntry", "Catalog", "user_models_dir", "load_catalog"]

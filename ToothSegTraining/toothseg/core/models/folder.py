@@ -172,11 +172,11 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
     """
     from safetensors.torch import save_file
 
-    from .card import model_id_problem
+    from .card import check_model_id
 
     source, destination = Path(source), Path(destination)
-    if new_id is not None and model_id_problem(new_id):
-        raise InputError(model_id_problem(new_id))  # type: ignore[arg-type]
+    if new_id is not None:
+        check_model_id(new_id, "--id")
     verify_model_folder(source)
     if destination.resolve().is_relative_to(source.resolve()) and destination.resolve() != source.resolve():
         raise InputError(f"{destination} lies inside the model folder {source}; choose a folder outside it")

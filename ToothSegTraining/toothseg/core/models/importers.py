@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InputError
 from ..io.atomic import atomic_folder
 from ..labels import LabelTable, is_fdi_tooth
-from .card import IntensityNormalization, ModelCard, model_id_problem
+from .card import IntensityNormalization, ModelCard, check_model_id
 from .checkpoints import (
     check_state_dict_fits,
     map_nnunet_state_dict,
@@ -55,7 +55,7 @@ def import_rail_students(vnets: list[str | os.PathLike[str]], resvnets: list[str
     """
     if not vnets and not resvnets:
         raise InputError("give at least one RAIL student checkpoint")
-    _check_model_id(model_id)
+    check_model_id(model_id, "--id")
     out_dir = Path(out_dir)
     members = []
     provenance = {"method": "rail", "imported_from": "Tournesol-Saturday/RAIL checkpoints"}
@@ -81,13 +81,6 @@ def import_rail_students(vnets: list[str | os.PathLike[str]], resvnets: list[str
     return out_dir
 
 
-def _check_model_id(model_id: str) -> None:
-    """Refuse an ID that no card may carry before any checkpoint is read."""
-    problem = model_id_problem(model_id)
-    if problem:
-        raise InputError(f"--id: {problem}")
-
-
 def _label_table_from_dataset(dataset: dict[str, Any]) -> tuple[LabelTable, list[int]]:
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
@@ -109,7 +102,7 @@ def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str
                              configuration: str = "3d_fullres", model_id: str = "nnunet-imported",
                              overwrite: bool = False) -> Path:
     """Convert an nnU-Net v2 (ResEnc or U-Mamba2) checkpoint into a model folder."""
-    _check_model_id(model_id)
+    check_model_id(model_id, "--id")
     plans, dataset = read_json(plans_path), read_json(dataset_path)
     architecture, kwargs = nnunet_architecture_kwargs(plans, configuration, dataset)
     table, class_values = _label_table_from_dataset(dataset)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import InputError, OutputExistsError, OutputWriteError
-from ...core.names import PLAIN_NAME_RULE, is_plain_name
+from ...core.names import PLAIN_NAME_RULE, is_plain_name, plain_name_from
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
            "now_iso", "save_corrected_case", "check_case_id", "check_new_images"]
@@ -128,8 +128,7 @@ class PoolState:
         # Names that become paths the pool writes to (predictions/<id>.nii.gz, labels/<id>/, the run folder that
         # --restart deletes) are checked on every read: a pool on a shared drive is edited by other hands too.
         for case in cases:
-            if not is_plain_name(case.id):
-                raise InputError(f"{where}: case ID {case.id!r}: {PLAIN_NAME_RULE}")
+            check_case_id(case.id, where)
         training = data.get("training")
         if training is not None and not (isinstance(training, dict) and is_plain_name(training.get("version"))
                                          and training.get("run") == f"runs/{training.get('version')}"):
@@ -415,7 +414,6 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
     """Slicer's "Save as corrected case": open (or create) the pool, add the case if it is new
     (its image copied in), and store the labels as a new revision. Returns the revision file."""
     from ...core.io.images import read_volume
-    from ...core.names import plain_name_from
 
     folder = Path(pool_folder)
     pool = CasePool(folder) if (folder / MANIFEST_NAME).is_file() else CasePool.create(folder)
@@ -436,6 +434,6 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
     raise InputError(f"too many different images named {base!r} in the pool")
 
 
-def check_case_id(case_id: str) -> None:
+def check_case_id(case_id: str, where: str = "") -> None:
     if not is_plain_name(case_id):
-        raise InputError(f"case ID {case_id!r}: {PLAIN_NAME_RULE} (it names files)")
+        raise InputError(f"{where + ': ' if where else ''}case ID {case_id!r}: {PLAIN_NAME_RULE} (it names files)")

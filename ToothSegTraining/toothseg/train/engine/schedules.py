@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ...core.errors import InputError
-from ..config import OptimizerConfig
+from ..config import OPTIMIZERS, SCHEDULES, OptimizerConfig
 
 __all__ = ["learning_rate", "build_optimizer"]
 
@@ -35,7 +35,7 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
         if step < half:
             return base
         return low + 0.5 * (base - low) * (1.0 + math.cos(math.pi * (step - half) / max(1, total - half)))
-    raise InputError(f"unknown learning-rate schedule {config.schedule!r} (poly, cosine, constant, warmup_cosine)")
+    raise InputError(f"unknown learning-rate schedule {config.schedule!r} ({', '.join(SCHEDULES)})")
 
 
 def build_optimizer(config: OptimizerConfig, parameters):
@@ -48,4 +48,4 @@ def build_optimizer(config: OptimizerConfig, parameters):
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     if config.name == "adamw":
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    raise InputError(f"unknown optimiser {config.name!r} (sgd, adam, adamw)")
+    raise InputError(f"unknown optimiser {config.name!r} ({', '.join(OPTIMIZERS)})")

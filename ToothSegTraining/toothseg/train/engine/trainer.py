@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ...core.errors import InputError, OutputWriteError, ToothSegError
-from ...core.io.atomic import atomic_folder, atomic_output
+from ...core.io.atomic import atomic_folder, atomic_output, atomic_write_text
 from ...core.labels import LabelTable
 from ...core.models.card import IntensityNormalization, ModelCard
 from ...core.models.folder import LoadedModel, save_model_folder
@@ -506,8 +506,6 @@ def _truncate_csv(path: Path, step: int) -> None:
     kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < step]
     if len(kept) == len(rows):
         return
-    from ...core.io.atomic import atomic_write_text
-
     atomic_write_text(path, "".join(",".join(r) + "\n" for r in kept))
 
 
@@ -524,8 +522,6 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
             earlier = list(reader) if added else []
         fields = header + added
         if added and header:
-            from ...core.io.atomic import atomic_write_text
-
             text = io.StringIO()
             rewriter = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
             rewriter.writeheader()
