@@ -110,6 +110,7 @@ def test_export_stl_subset_ras_and_progress(tmp_path, labels_file):
     (["convert", ".", "out.nii.gz"], ["no DICOM series"]),
     (["export-stl", "teeth.nii.gz", "--out-dir", "s", "--smoothing", "3"], ["smoothing"]),
     (["export-stl", "teeth.nii.gz", "--out-dir", "s", "--labels", "1x"], ["--labels"]),
+    (["export-stl", "teeth.nii.gz", "--out-dir", "s", "--labels", ""], ["--labels"]),  # not "all labels"
     (["convert", "teeth.nii.gz", "no/such/folder/out.nrrd"], ["does not exist"]),
     (["convert", "teeth.nii.gz", "out.vtk"], ["cannot write"]),
 ])
@@ -132,6 +133,8 @@ def test_convert_output_names_are_checked_before_reading(tmp_path, labels_file, 
     # an intensity image to .seg.nrrd: the message says why it was read as a label map
     assert main(["convert", str(image), str(tmp_path / "out.seg.nrrd")]) == 1
     assert "a .seg.nrrd holds a segmentation, so the input is read as a label map" in capsys.readouterr().err
+    assert main(["export-stl", str(image), "-o", str(tmp_path / "stl")]) == 1
+    assert "negative values (min -1000); is this an intensity image?" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "teeth.nii.gz"]
 
 

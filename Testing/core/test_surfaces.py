@@ -134,3 +134,14 @@ def test_bad_requests(tmp_path, teeth_volume):
     flat = Volume(np.ones((1, 4, 4), np.uint8) * 11, kind="2d")
     with pytest.raises(InputError, match="2D"):
         export_surfaces(flat, LabelTable.fdi(), tmp_path)
+
+
+def test_empty_map_and_file_as_folder_are_refused_before_writing(tmp_path, teeth_volume):
+    empty = Volume(np.zeros_like(teeth_volume.array), teeth_volume.spacing, teeth_volume.origin,
+                   teeth_volume.direction)
+    with pytest.raises(InputError, match="nothing to export"):
+        export_surfaces(empty, LabelTable.fdi(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # no empty folder for the user to wonder about
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputWriteError, match="is a file"):
+        export_surfaces(teeth_volume, LabelTable.fdi(), tmp_path / "file")

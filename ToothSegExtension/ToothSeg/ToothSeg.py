@@ -404,15 +404,30 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
             if not node.exportFolder or not str(node.exportFolder):
                 raise ValueError(_("Choose an export folder first."))
-            written = self.logic.export(node.inputVolume, node.segmentation, str(node.exportFolder), node.exportFormat,
-                                        node.coordinateSystem, node.smoothing, node.decimation, node.mergedSurfaces,
-                                        node.exportLabelMap, node.exportSegmentationFile)
+            self.logic.ensureDependencies()  # a segmentation loaded from a file may come before any Apply
+            from toothseg.core.errors import OutputExistsError
+
+            try:
+                written = self._export(overwrite=False)
+            except OutputExistsError as exc:
+                # an earlier export of this segmentation: replace it (whole) only if the user says so
+                if not slicer.util.confirmOkCancelDisplay(
+                        _("Replace the earlier export? Its surfaces folder is replaced as a whole.") + "\n\n"
+                        + str(exc), windowTitle=_("Export")):
+                    return
+                written = self._export(overwrite=True)
             report = _("{count} files written to {folder} (mm, {system})").format(
                 count=len(written), folder=node.exportFolder, system=node.coordinateSystem)
             if node.inputVolume.GetImageData().GetDimensions()[2] == 1:
                 report = _("{count} files written to {folder}; a 2D X-ray has no surfaces to export").format(
                     count=len(written), folder=node.exportFolder)
             self.ui.exportReportLabel.text = report
+
+    def _export(self, overwrite: bool) -> list[str]:
+        node = self._parameterNode
+        return self.logic.export(node.inputVolume, node.segmentation, str(node.exportFolder), node.exportFormat,
+                                 node.coordinateSystem, node.smoothing, node.decimation, node.mergedSurfaces,
+                                 node.exportLabelMap, node.exportSegmentationFile, overwrite=overwrite)
 
 
 class ToothSegTest(ScriptedLoadableModuleTest):

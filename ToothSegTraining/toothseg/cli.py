@@ -59,12 +59,15 @@ def _progress_bar(description: str, quiet: bool):
 
 
 def _parse_label_list(text: str | None) -> list[int] | None:
-    if not text:
+    if text is None:
         return None
     try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise InputError(f"--labels expects comma-separated integers like 11,12,21, got '{text}'") from None
+        values = []
+    if not values:  # '--labels ""' (an empty shell variable) must not mean "all labels"
+        raise InputError(f"--labels expects comma-separated integers like 11,12,21, got '{text}'")
+    return values
 
 
 def _label_table(path: str | None):

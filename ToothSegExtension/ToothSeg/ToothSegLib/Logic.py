@@ -429,34 +429,30 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ export
     def export(self, volumeNode, segmentationNode, outDir: str, fileFormat: str = "stl", coordinateSystem: str = "LPS",
                smoothing: float = 0.3, decimate: float = 0.0, merged: bool = False, labelMap: bool = True,
-               segNrrd: bool = True) -> list[str]:
-        """Surfaces per tooth (or merged), label map and .seg.nrrd; returns the files written. A panoramic
-        X-ray (one slice) has no volume to mesh: its label map is a PNG of FDI values, and no surfaces."""
-        from toothseg.core.export.surfaces import SurfaceOptions, export_surfaces
-        from toothseg.core.io.images import read_volume, write_volume
-        from toothseg.core.io.segmentation import read_segmentation, write_segmentation
+               segNrrd: bool = True, overwrite: bool = False) -> list[str]:
+        """Surfaces per tooth (or merged), label map and .seg.nrrd, named after the segmentation; returns the
+        files written. The rules (an earlier export is replaced only with ``overwrite``, and then whole; a
+        panoramic X-ray gets a PNG and no surfaces) live in ``toothseg.core.export.case_files``.
 
-        out = Path(outDir)
-        out.mkdir(parents=True, exist_ok=True)
+        Raises:
+            toothseg.core.errors.OutputExistsError: an earlier export is there and ``overwrite`` is False.
+        """
+        from toothseg.core.export.case_files import export_case_files
+        from toothseg.core.export.surfaces import SurfaceOptions
+        from toothseg.core.io.images import read_volume
+        from toothseg.core.io.segmentation import read_segmentation
+        from toothseg.core.names import plain_name_from
+
         staging = Path(tempfile.mkdtemp(prefix="export-", dir=self.workDir))
         try:
             image = read_volume(_saveNode(volumeNode, staging / "image.nrrd"))
             seg = read_segmentation(_saveNode(segmentationNode, staging / "labels.seg.nrrd"), reference=image)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        from toothseg.core.names import plain_name_from
-
         base = plain_name_from(segmentationNode.GetName(), "segmentation")  # DICOM names hold ':' and '/'
-        written = []
         options = SurfaceOptions(smoothing=smoothing, decimate=decimate, coordinate_system=coordinateSystem,
                                  file_format=fileFormat)
-        if not seg.labels.is_2d:
-            results = export_surfaces(seg.labels, seg.table, out / "surfaces", options, merged=merged, overwrite=True)
-            written += sorted({str(r.path) for r in results})
-        if labelMap:
-            suffix = ".png" if seg.labels.is_2d else ".nii.gz"
-            written.append(str(write_volume(seg.labels, out / f"{base}_labels{suffix}", overwrite=True)))
-        if segNrrd:
-            written.append(str(write_segmentation(seg.labels, seg.table, out / f"{base}.seg.nrrd", overwrite=True)))
-        logging.info("ToothSeg export: %d files in %s", len(written), out)
-        return written
+        written = export_case_files(seg.labels, seg.table, outDir, base, options, merged=merged, label_map=labelMap,
+                                    seg_nrrd=segNrrd, overwrite=overwrite)
+        logging.info("ToothSeg export: %d files in %s", len(written), outDir)
+        return [str(path) for path in written]

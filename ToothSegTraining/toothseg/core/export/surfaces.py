@@ -254,12 +254,16 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
         raise InputError("a 2D label map has no volume to turn into surfaces")
     present = table.check_array(labels.array)
     if values is None:
+        if not present:
+            raise InputError("the label map holds no labels (all voxels are 0): there is nothing to export")
         values = present
     else:
         missing = [v for v in values if v not in present]
         if missing:
             raise InputError(f"label(s) {', '.join(map(str, missing))} are not in the label map")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputWriteError(f"{out_dir} is a file; surfaces go into a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

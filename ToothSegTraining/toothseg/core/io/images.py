@@ -349,7 +349,7 @@ def read_label_map(path: str | os.PathLike[str]) -> Volume:
         if not np.all(array == np.round(array)):
             raise InputError(f"{path}: label map has non-integer values; is this an intensity image?")
     if array.size and array.min() < 0:
-        raise InputError(f"{path}: label map has negative values (min {array.min()})")
+        raise InputError(f"{path}: label map has negative values (min {array.min()}); is this an intensity image?")
     top = int(array.max()) if array.size else 0
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
     if array.dtype != dtype:
