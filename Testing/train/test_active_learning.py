@@ -153,6 +153,14 @@ def test_accept_adds_a_new_case_with_its_image_copied(tmp_path, tiny_model):
     record = pool.read().cases["fromslicer"]
     assert record.status == "corrected" and record.image == "images/fromslicer.nii.gz"
     assert (pool.folder / record.image).is_file()
+    # --image for a known case: the original file again is fine (the pool holds a NIfTI copy of the PNG);
+    # another patient's image under that ID is refused, not filed under the first patient
+    second = pool.accept("fromslicer", cases["c01"][1], image=cases["c01"][0])
+    assert second.name != Path(pool.folder / pool.read().cases["fromslicer"].labels[0]).name
+    before = (pool.folder / "pool.json").read_bytes()
+    with pytest.raises(InputError, match="already in the pool with another image"):
+        pool.accept("fromslicer", cases["c00"][1], image=cases["c00"][0])
+    assert (pool.folder / "pool.json").read_bytes() == before
     # the copied panoramic X-ray is still a 2D image for the pool's 2D model
     pool.add_images([("other", cases["c00"][0])], copy=True)
     summary = predict_pool(pool, device="cpu")

@@ -200,7 +200,8 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     accept.add_argument("pool", metavar="POOL")
     accept.add_argument("case", metavar="CASE")
     accept.add_argument("labels", metavar="LABELS", help="label map on the case image's grid (NIfTI, NRRD, PNG)")
-    accept.add_argument("--image", help="the image, for a case the pool does not have yet (copied in)")
+    accept.add_argument("--image", help="the image, for a case the pool does not have yet (copied in); for a known "
+                        "case it must be that case's image (another image under a known ID is refused)")
     accept.add_argument("--note", help="free text kept in the case history")
     accept.set_defaults(func=cmd_accept)
 

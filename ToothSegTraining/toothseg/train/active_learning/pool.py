@@ -360,6 +360,10 @@ class CasePool:
         image_path = Path(image) if record is None else self.path(record.image)
         if image_path is None or not image_path.exists():
             raise InputError(f"case {case_id!r}: its image {image_path} is missing")
+        if record is not None and image is not None and not _same_image(Path(image), image_path):
+            # two patients under one case ID: the labels would land on the other patient's case
+            raise InputError(f"case {case_id!r} is already in the pool with another image ({image_path}); "
+                             f"--image {image} is not that file: give the new case another ID")
         label_map = read_label_map(labels)
         check_same_geometry(read_volume(image_path), label_map, f"image of case {case_id!r}", "label map")
         if record is None:
@@ -392,6 +396,18 @@ class CasePool:
         return [c.id for c in state.cases.values() if not self.path(c.image).exists()]  # type: ignore[union-attr]
 
 
+def _same_image(outside: Path, stored: Path) -> bool:
+    """Whether an outside image is the pool's image of a case: the same file, or the same voxels on the
+    same grid (the pool keeps a NIfTI copy, so bytes differ from the PNG or DICOM it came from)."""
+    from ...core.io.images import read_volume
+
+    if outside.resolve() == stored.resolve():
+        return True
+    a, b = read_volume(outside), read_volume(stored)
+    return (a.shape == b.shape and np.allclose(a.spacing, b.spacing) and np.allclose(a.origin, b.origin)
+            and np.allclose(a.direction, b.direction) and np.array_equal(a.array, b.array))
+
+
 def check_new_images(images: Sequence[tuple[str, str | os.PathLike[str]]]) -> None:
     """Refuse bad or repeated case IDs and missing images before anything is written.
 
@@ -413,13 +429,10 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
                         labels: str | os.PathLike[str]) -> Path:
     """Slicer's "Save as corrected case": open (or create) the pool, add the case if it is new
     (its image copied in), and store the labels as a new revision. Returns the revision file."""
-    from ...core.io.images import read_volume
-
     folder = Path(pool_folder)
     pool = CasePool(folder) if (folder / MANIFEST_NAME).is_file() else CasePool.create(folder)
     base = plain_name_from(case_name)
     cases = pool.read().cases
-    saved = None
     for number in range(1, 10_000):
         case_id = base if number == 1 else f"{base}_{number}"
         record = cases.get(case_id)
@@ -427,10 +440,8 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
             return pool.accept(case_id, labels, image=image, note="saved from 3D Slicer")
         # a known name: the same case only if it is the same image (two scans can share a node name)
         stored = pool.path(record.image)
-        if stored is not None and stored.exists():
-            saved = saved if saved is not None else read_volume(image).array
-            if np.array_equal(read_volume(stored).array, saved):
-                return pool.accept(case_id, labels, note="saved from 3D Slicer")
+        if stored is not None and stored.exists() and _same_image(Path(image), stored):
+            return pool.accept(case_id, labels, note="saved from 3D Slicer")
     raise InputError(f"too many different images named {base!r} in the pool")
 
 
