@@ -730,3 +730,15 @@ def test_simulation_runs_with_other_seeds_are_averaged_and_unlike_runs_refused(t
     assert bench.main(["--combine", *map(str, files), "--out", str(blocker / "out")]) == 1
     assert "cannot write to" in capsys.readouterr().err and blocker.read_text() == "not a folder"
     assert json.loads(files[0].read_text()) == a  # the inputs are never touched
+
+
+def test_predict_with_a_model_for_the_other_kind_of_image_is_refused_once(tmp_path, tiny_model):
+    from toothseg.train.active_learning.loop import predict_pool
+
+    scan = write_volume(Volume(np.zeros((6, 8, 8), np.int16), (0.5, 0.5, 0.5)), tmp_path / "scan.nii.gz")
+    pool = CasePool.create(tmp_path / "pool")
+    pool.add_images([("scan", scan)])
+    before = (pool.folder / "pool.json").read_bytes()
+    with pytest.raises(InputError, match="segments 2D panoramic X-rays; the pool holds 3D scans"):
+        predict_pool(pool, str(tiny_model), device="cpu")
+    assert (pool.folder / "pool.json").read_bytes() == before

@@ -108,9 +108,14 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
     if unknown:
         raise InputError(f"unknown score {unknown[0]!r} (choose from {', '.join(SCORED_STRATEGIES)})")
     progress = progress or Progress()
-    folder, model_name = resolve_model(pool, model, _kind_of(pool))
+    kind = _kind_of(pool)
+    folder, model_name = resolve_model(pool, model, kind)
     options = InferenceOptions(device=device, tta=False, uncertainty=True, numbering_checks=False)
     predictor = Predictor(folder, options)
+    if predictor.card.input_kind != kind:  # said once, not once per case after reading each image
+        what = {"2d": "2D panoramic X-rays", "3d": "3D scans"}
+        raise InputError(f"model {predictor.card.id!r} segments {what[predictor.card.input_kind]}; "
+                         f"the pool holds {what[kind]}")
     if "ensemble" in scores and len([r for r, _ in predictor.model.members if r == "ensemble"]) < 2:
         raise InputError(f"model {predictor.card.id!r} is not an ensemble; the 'ensemble' score needs a model "
                          "with several members (e.g. RAIL's students)")
