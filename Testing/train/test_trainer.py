@@ -345,6 +345,8 @@ def test_log_rows_keep_one_value_per_named_column_when_a_term_starts_later(tmp_p
     _truncate_csv(path, 2)
     with open(path, newline="", encoding="utf-8") as handle:
         assert [row["step"] for row in csv.DictReader(handle)] == ["0", "1"]
+    _append_csv(path, {"step": 2, "loss": 0.5, "supervised": 0.5})
+    assert b"\r" not in path.read_bytes()  # one line ending throughout (csv's default is CRLF)
 
 
 def test_sigterm_to_the_whole_process_group_stops_cleanly_with_loader_workers(tmp_path, toy_dataset):

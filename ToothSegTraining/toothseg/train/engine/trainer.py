@@ -506,7 +506,9 @@ def _truncate_csv(path: Path, step: int) -> None:
     kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < step]
     if len(kept) == len(rows):
         return
-    atomic_write_text(path, "".join(",".join(r) + "\n" for r in kept))
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(kept)
+    atomic_write_text(path, text.getvalue())
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -523,13 +525,13 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         fields = header + added
         if added and header:
             text = io.StringIO()
-            rewriter = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+            rewriter = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
             rewriter.writeheader()
             rewriter.writerows(earlier)
             atomic_write_text(path, text.getvalue())
     new = not path.exists() or path.stat().st_size == 0
     with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         if new:
             writer.writeheader()
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
