@@ -135,3 +135,17 @@ def test_a_compared_method_is_the_same_kind_of_path_as_the_ground_truth(tmp_path
     assert main(["evaluate", str(tmp_path / "gt.nii.gz"), str(tmp_path / "pred.nii.gz"), "--report", str(report),
                  "--compare", f"other={tmp_path / 'other' / 'gt.nii.gz'}"]) == 0
     assert (report / "index.html").exists()
+
+
+def test_csv_keeps_a_case_id_with_a_comma_in_one_cell(tmp_path):
+    import csv
+
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt_dir, pred_dir):
+        folder.mkdir()
+        write_volume(ellipsoid_teeth(), folder / "smith, john.nii.gz")
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--protocol", "sts2024", "--csv",
+                 str(tmp_path / "s.csv")]) == 0
+    with open(tmp_path / "s.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["case"] for row in rows] == ["smith, john"] and float(rows[0]["image_dsc"]) == 1.0

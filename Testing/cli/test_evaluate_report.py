@@ -91,6 +91,9 @@ def test_report_refuses_an_unwritable_place(tmp_path, folders, capsys):
                  "--report", str(blocker / "sub")]) == 1
     err = capsys.readouterr().err
     assert "cannot create" in err and "Traceback" not in err
+    assert main(["evaluate", str(gt_dir / "perfect.nii.gz"), str(pred_dir / "perfect.nii.gz"),
+                 "--report", str(blocker)]) == 1
+    assert "is a file; --report writes a folder" in capsys.readouterr().err
 
 
 def test_worst_slice_and_crop():
@@ -144,7 +147,12 @@ def test_outputs_and_compare_folders_are_checked_before_any_metric(tmp_path, fol
     for extra, message in ((["--json", str(tmp_path / "no" / "m.json")], "does not exist"),
                            (["--report", str(tmp_path / "r"), "--compare", f"x={tmp_path / 'absent'}"],
                             "--compare x"),
-                           (["--compare", f"x={gt_dir}"], "add --report")):
+                           (["--compare", f"x={gt_dir}"], "add --report"),
+                           # two methods under one name would be one box in the plot
+                           (["--report", str(tmp_path / "r"), "--compare", f"{pred_dir.name}={gt_dir}"],
+                            f"two methods are named '{pred_dir.name}'"),
+                           (["--report", str(tmp_path / "r"), "--compare", f"a={gt_dir}", "--compare",
+                             f"a={pred_dir}"], "two methods are named 'a'")):
         assert main(["evaluate", str(gt_dir), str(pred_dir), *extra]) == 1
         assert message in capsys.readouterr().err
 

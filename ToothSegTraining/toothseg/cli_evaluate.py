@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
 import math
@@ -80,6 +82,12 @@ def _tooth_rows(case_id: str, gt, pred_array) -> list[dict]:
             for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items()]
 
 
+def _method_name(args: argparse.Namespace) -> str:
+    """PRED's name in the report: --method-name, else its folder name or file name without extensions."""
+    pred = Path(args.pred)
+    return args.method_name or (pred.name if pred.is_dir() else pred.name.split(".")[0])
+
+
 def _check_outputs(args: argparse.Namespace, single: bool) -> None:
     """Fail before any metric is computed if an output cannot be written or an input is missing; the
     inputs first, so that a refused call creates no report folder."""
@@ -99,6 +107,11 @@ def _check_outputs(args: argparse.Namespace, single: bool) -> None:
         if not single and not other.is_dir():
             raise InputError(f"--compare {name}: {folder} is a file, but the ground truth {args.gt} is a folder: "
                              "give that method's folder of predictions")
+    names = [_method_name(args), *(name for name, _ in args.compare)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # the box plot and the method table would show two methods under one name
+        raise InputError(f"two methods are named {repeated[0]!r} in the report: give each --compare (and "
+                         "--method-name for PRED) its own name")
     # scores are rewritten at each call, so a --json naming an input would silently replace it
     check_outputs_apart({"GT": args.gt, "PRED": args.pred, **{f"--compare {n}": f for n, f in args.compare}},
                         {"--json": args.json, "--csv": args.csv, "--report": args.report})
@@ -197,14 +210,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_text(args.json, text)
     if args.csv and rows:
-        keys = list(rows[0])
-        lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
-        atomic_write_text(args.csv, "\n".join(lines) + "\n")
+        table = io.StringIO()  # through csv: a case ID may hold a comma
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(args.csv, table.getvalue())
     if args.report:
         from .evaluation_report import ReportData, write_report
 
-        method = args.method_name or (pred_root.name if pred_root.is_dir() else pred_root.name.split(".")[0])
-        page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, method, other_rows),
+        page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, _method_name(args),
+                                       other_rows),
                             args.report, note=args.report_note or "")
         print(f"report: {page}")
     for key, value in summary.items():

@@ -103,6 +103,8 @@ def prepare_report_folder(folder: str | Path) -> Path:
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise InputError("--report needs matplotlib: pip install 'toothseg[report]'") from exc
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputWriteError(f"{folder} is a file; --report writes a folder (index.html and its plots)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
