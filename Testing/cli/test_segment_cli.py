@@ -154,6 +154,28 @@ def test_batch_shards_by_rank(tmp_path, model3d):
     rank1 = json.loads((out / "summary.rank1.json").read_text())
     assert len(rank0["done"]) == 2 and len(rank1["done"]) == 1
     assert sorted(p.name for p in out.glob("*.seg.nrrd")) == ["A.seg.nrrd", "B.seg.nrrd", "C.seg.nrrd"]
+    # more processes than cases (torchrun on 8 GPUs, 3 scans): the idle ones end without an error
+    idle = run("segment", cases, "-o", out, "--model", model3d, "--fast", env={"RANK": "5", "WORLD_SIZE": "8"})
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads((out / "summary.rank5.json").read_text())["done"] == []
+
+
+def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
+    """Without a GPU here, the choice is checked with CUDA's answers replaced: LOCAL_RANK 5 on a node with
+    4 GPUs takes (and makes current) GPU 1; without LOCAL_RANK the default CUDA device is kept."""
+    import torch
+
+    from toothseg.core.inference import resolve_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert resolve_device("auto") == torch.device("cuda", 1) and chosen == [1]
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("cuda") == torch.device("cuda") and chosen == [1]
 
 
 def test_panoramic_png(tmp_path):

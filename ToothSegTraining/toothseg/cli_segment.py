@@ -174,9 +174,10 @@ def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
     from .core.io.atomic import atomic_write_text
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    cases = _batch_cases(source, args)[rank::world]
-    if not cases:
+    every_case = _batch_cases(source, args)
+    if not every_case:
         raise InputError(f"{source}: no images or DICOM folders found")
+    cases = every_case[rank::world]  # more processes than cases: the extra ones have nothing to do, no error
     out_dir.mkdir(parents=True, exist_ok=True)
     extension = args.format or ("png" if predictor.card.input_kind == "2d" else "seg.nrrd")
     done, skipped, failed = [], [], []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,13 +55,21 @@ DEFAULT_POSTPROCESSING: list[dict[str, Any]] = [
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU falls back with a warning."""
+    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU falls back with a warning.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) each process takes its own GPU of the node, made the current
+    one, so that eight shards of ``segment`` do not all run on GPU 0."""
     if requested not in ("auto", "cpu", "cuda"):
         raise InputError(f"device must be auto, cpu or cuda, not {requested!r}")
     if requested == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        local_rank = os.environ.get("LOCAL_RANK", "").strip()
+        if not local_rank.isdigit():
+            return torch.device("cuda")
+        index = int(local_rank) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if requested == "cuda":
         log.warning("CUDA was requested but no GPU is available; running on the CPU")
     return torch.device("cpu")
