@@ -168,6 +168,21 @@ def test_dicom_series_is_sorted_by_position(tmp_path):
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-5)
 
 
+def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path, capfd):
+    """ITK stacks the slices at the first gap's spacing and only prints a warning: every slice after a
+    missing file would sit one slice off, and so would the teeth and their STL files."""
+    volume = Volume(np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), (0.5, 0.5, 0.8), (1.0, 2.0, 3.0),
+                    oblique_direction())
+    _write_dicom_series(tmp_path, volume)
+    heights = {f: sitk.ReadImage(str(f)).GetOrigin() for f in tmp_path.glob("*.dcm")}
+    normal = oblique_direction()[:, 2]
+    by_height = sorted(heights, key=lambda f: float(np.dot(heights[f], normal)))
+    by_height[3].unlink()
+    with pytest.raises(InputError, match=r"not evenly spaced \(1.6 mm between slices 3 and 4, 0.8 mm elsewhere\)"):
+        read_volume(tmp_path)
+    assert "Non uniform sampling" not in capfd.readouterr().err  # ITK's raw warning is not shown as well
+
+
 def test_a_dicom_folder_of_one_image_is_an_xray(tmp_path):
     """A panoramic X-ray exported as DICOM is one image: 2D, for the panoramic model (by header too)."""
     (tmp_path / "xray").mkdir()

@@ -189,6 +189,34 @@ def _largest_dicom_series(folder: Path) -> tuple[str, tuple[str, ...], int]:
     return series_id, tuple(files_by_series[series_id]), len(series_ids)
 
 
+def _check_slice_spacing(folder: Path, reader, image) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing file, mixed thicknesses).
+
+    ITK builds the volume from the first slices' spacing and only prints a warning, so every slice
+    after a gap would sit one slice off: teeth, measurements and STL files in the wrong place."""
+    count = len(reader.GetFileNames())
+    if count < 3:
+        return
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    heights = []
+    for index in range(count):
+        if not reader.HasMetaDataKey(index, "0020|0032"):
+            return  # no Image Position (Patient) to check against: ITK's own spacing is all there is
+        try:
+            position = [float(v) for v in reader.GetMetaData(index, "0020|0032").split("\\")]
+        except ValueError:
+            return
+        heights.append(float(np.dot(position, normal)))
+    gaps = np.diff(np.sort(heights))
+    typical = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - typical)))
+    if typical > 0 and abs(gaps[worst] - typical) > max(1e-3, 0.1 * typical):
+        raise InputError(f"{folder}: the DICOM slices are not evenly spaced ({gaps[worst]:.3g} mm between slices "
+                         f"{worst + 1} and {worst + 2}, {typical:.3g} mm elsewhere): a slice file is missing or "
+                         "the series mixes thicknesses; the teeth would be placed wrongly. Export the whole "
+                         "series again, or resample it in 3D Slicer first")
+
+
 def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
     """Read the largest DICOM series in ``folder`` (GDCM sorts slices by image position)."""
     import SimpleITK as sitk
@@ -200,10 +228,16 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
                     folder, count, len(files), series_id)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, to check the spacing below
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's raw "missing slices" print: said below instead
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{folder}: cannot read the DICOM series: {_first_line(exc)}") from exc
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    _check_slice_spacing(folder, reader, image)
     volume = volume_from_sitk(image, None, str(folder))  # one image (a panoramic X-ray) is 2D
     volume.metadata["dicom_series_uid"] = series_id
     return volume
