@@ -85,8 +85,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     and ``demo_report.json`` into ``out_dir`` (their previous versions are replaced)."""
     from .core.export.surfaces import SurfaceOptions, export_surfaces
     from .core.inference import InferenceOptions, Predictor
-    from .core.errors import OutputWriteError
-    from .core.io.atomic import atomic_write_text, describe_os_error
+    from .core.io.atomic import atomic_write_text, make_output_folder
     from .core.io.images import read_label_map, read_volume
     from .core.io.segmentation import write_segmentation
     from .core.metrics.protocols import sts2024_case
@@ -96,13 +95,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
 
     progress = progress or Progress()
     folder = load_catalog().resolve(model) if model else _default_model()  # a bad --model fails before any write
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputWriteError(f"{out} is a file; the demo writes into a folder (-o DIR)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot create {out}: {describe_os_error(exc)}") from exc
+    out = make_output_folder(out_dir, "the demo writes into a folder (-o DIR)")
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()

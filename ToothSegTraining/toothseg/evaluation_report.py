@@ -15,7 +15,6 @@ import base64
 import html
 import io
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .core.errors import InputError, OutputWriteError
-from .core.io.atomic import atomic_output, atomic_write_text, describe_os_error
+from .core.errors import InputError
+from .core.io.atomic import atomic_output, atomic_write_text, make_output_folder
 from .core.labels import fdi_name, is_fdi_tooth
 
 __all__ = ["CaseView", "ReportData", "crop_to_content", "prepare_report_folder", "worst_slice", "tooth_group",
@@ -102,16 +101,7 @@ def prepare_report_folder(folder: str | Path) -> Path:
         import matplotlib  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise InputError("--report needs matplotlib: pip install 'toothseg[report]'") from exc
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputWriteError(f"{folder} is a file; --report writes a folder (index.html and its plots)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot create {folder}: {describe_os_error(exc)}") from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputWriteError(f"cannot write to {folder}: permission denied")
-    return folder
+    return make_output_folder(folder, "--report writes a folder (index.html and its plots)")
 
 
 def _figure(width: float, height: float):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import InputError, OutputExistsError, OutputWriteError
-from ..io.atomic import atomic_folder
+from ..errors import InputError, OutputExistsError
+from ..io.atomic import atomic_folder, make_output_folder
 from ..io.images import write_volume
 from ..io.segmentation import write_segmentation
 from ..labels import LabelTable
@@ -61,10 +61,7 @@ def export_case_files(labels: Volume, table: LabelTable, out_dir: str | os.PathL
     if existing and not overwrite:
         names = ", ".join(path.name for path in existing)
         raise OutputExistsError(f"an earlier export is in {Path(out_dir)} ({names})")
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot create {out_dir}: {exc.strerror}") from exc
+    make_output_folder(out_dir, "exported files go into a folder")
     written: list[Path] = []
     if "surfaces" in targets:
         folder = targets["surfaces"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputWriteError
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, make_output_folder
 from ..labels import LabelTable
 from ..progress import Progress
 from ..volume import Volume
@@ -261,13 +261,7 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
         missing = [v for v in values if v not in present]
         if missing:
             raise InputError(f"label(s) {', '.join(map(str, missing))} are not in the label map")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputWriteError(f"{out_dir} is a file; surfaces go into a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(f"cannot create {out_dir}: {exc.strerror}") from exc
+    out_dir = make_output_folder(out_dir, "surfaces go into a folder")
     ext = options.file_format
     targets = {v: out_dir / f"{table[v].file_stem}.{ext}" for v in values}
     if merged:

@@ -70,6 +70,25 @@ def check_writable_output(path: str | os.PathLike[str], overwrite: bool = False)
     return path
 
 
+def make_output_folder(path: str | os.PathLike[str], why_a_folder: str) -> Path:
+    """Create the folder ``path`` (and its parents) for outputs; ``why_a_folder`` ends the message for a
+    file in its place ("surfaces go into a folder").
+
+    Raises:
+        OutputWriteError: ``path`` is a file, or the folder cannot be created or written to.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputWriteError(f"{folder} is a file; {why_a_folder}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create {folder}: {describe_os_error(exc)}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"cannot write to {folder}: permission denied")
+    return folder
+
+
 def check_outputs_apart(inputs: dict[str, str | os.PathLike[str] | None],
                         outputs: dict[str, str | os.PathLike[str] | None]) -> None:
     """Refuse an output path that is also an input or another output, before any work: with ``--overwrite``
