@@ -233,3 +233,13 @@ def test_demo_names_numbering_warnings_its_sample_raises_itself():
     explained = _explain_sample_warnings([truth[0], "tooth 11 appears as 2 separate objects"], truth)
     assert explained[0].startswith(truth[0]) and "Resources/SampleData/README.md" in explained[0]
     assert explained[1] == "tooth 11 appears as 2 separate objects"  # the model's own problem stays as it is
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """'toothseg models list | head -1': the closed pipe is no error worth a message."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([*TOOTHSEG, "models", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -320,7 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _silence_library_warnings()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # output piped into 'head' meets the closed pipe here, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader went away ('toothseg models list | head -1'): nothing to say to anyone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except CancelledError:
         print("toothseg: cancelled; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED

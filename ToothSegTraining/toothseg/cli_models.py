@@ -24,11 +24,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_card(folder) -> None:
+    from .core.models.folder import read_card
+
+    card = read_card(folder)
+    print(f"  folder: {folder}")
+    print(f"  classes: {card.num_classes} ({', '.join(str(v) for v in card.class_values[1:][:40])})")
+    if card.spacing_zyx:
+        print(f"  input spacing (z, y, x): {card.spacing_zyx} mm")
+    if card.patch_size:
+        print(f"  patch (z, y, x): {card.patch_size}")
+    print(f"  mirror axes for TTA: {card.mirror_axes or 'none'}")
+    if card.metrics:
+        print(f"  validation metrics: {json.dumps(card.metrics)}")
+    if card.provenance:
+        print(f"  provenance: {json.dumps(card.provenance)}")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .core.models.folder import read_card
 
     catalog = _catalog()
-    entry = catalog.get(args.id)
+    entry = next((e for e in catalog.entries if e.id == args.id), None)
+    if entry is None:  # a model folder given by path (or an unknown ID: resolve says which)
+        folder = catalog.resolve(args.id)
+        entry = next((e for e in catalog.entries if e.folder and Path(e.folder).resolve() == folder.resolve()), None)
+    if entry is None:
+        card = read_card(folder)
+        print(f"{card.id}: {card.name or card.id} (model folder, not installed in the catalogue)")
+        for label, value in (("input", card.input_kind), ("architecture", card.architecture),
+                             ("licence", card.license)):
+            if value:
+                print(f"  {label}: {value}")
+        if card.description:
+            print(f"  {card.description}")
+        _print_card(folder)
+        return 0
     print(f"{entry.id}: {entry.name}")
     for label, value in (("input", entry.input_kind), ("method", entry.method), ("labels", entry.labels),
                          ("architecture", entry.architecture), ("status", entry.status()),
@@ -38,18 +71,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if entry.description:
         print(f"  {entry.description}")
     if entry.available:
-        card = read_card(entry.folder)
-        print(f"  folder: {entry.folder}")
-        print(f"  classes: {card.num_classes} ({', '.join(str(v) for v in card.class_values[1:][:40])})")
-        if card.spacing_zyx:
-            print(f"  input spacing (z, y, x): {card.spacing_zyx} mm")
-        if card.patch_size:
-            print(f"  patch (z, y, x): {card.patch_size}")
-        print(f"  mirror axes for TTA: {card.mirror_axes or 'none'}")
-        if card.metrics:
-            print(f"  validation metrics: {json.dumps(card.metrics)}")
-        if card.provenance:
-            print(f"  provenance: {json.dumps(card.provenance)}")
+        _print_card(entry.folder)
     else:
         print(f"  how to get it: {entry.source.get('how', 'not available')}")
         for url in entry.source.get("urls", []):
@@ -134,7 +156,7 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p = verbs.add_parser("list", parents=[common], help="all catalogue and installed models")
     p.set_defaults(func=cmd_list)
     p = verbs.add_parser("show", parents=[common], help="model card, or where to get the weights")
-    p.add_argument("id")
+    p.add_argument("id", help="catalogue ID or model folder")
     p.set_defaults(func=cmd_show)
     p = verbs.add_parser("add", parents=[common], help="verify a model folder and install it")
     p.add_argument("path")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -268,6 +269,8 @@ def test_models_cli_add_list_verify(tmp_path, saved):
     assert again.returncode == 1 and "already installed" in again.stderr and "Traceback" not in again.stderr
     shown = run("show", "umamba2-ssl")
     assert "expected SHA-256: none published" in shown.stdout
+    by_path = run("show", str(folder))  # a folder never installed: its own card
+    assert by_path.returncode == 0 and "tiny" in by_path.stdout and "classes: 3 (11, 21)" in by_path.stdout
     # a copy that a killed install left in its hidden staging folder is not listed as a model
     shutil.copytree(folder, tmp_path / "store" / ".toothseg-tmp-killed")
     assert [line.split()[0] for line in run("list").stdout.splitlines()].count("tiny") == 1
@@ -306,3 +309,18 @@ def test_pack_refuses_a_damaged_source(saved, tmp_path):
     with pytest.raises(InputError, match="SHA-256 mismatch"):
         pack_model_folder(folder, tmp_path / "copy", half=True)
     assert not (tmp_path / "copy").exists()
+
+
+@pytest.mark.parametrize("given, message", [
+    ("", "no model given"),
+    ("{tmp}", "is a folder but not a model folder: it has no model.json"),
+    ("{tmp}/notes.txt", "is a file; a model is a folder holding model.json"),
+    ("./no-such-folder", "no model folder ./no-such-folder: it does not exist"),
+    ("no-such-model", "no model 'no-such-model' in the catalogue"),
+])
+def test_a_model_that_is_no_model_folder_says_what_it_is(tmp_path, given, message):
+    from toothseg.core.models.catalog import load_catalog
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_catalog().resolve(given.format(tmp=tmp_path))

@@ -20,7 +20,7 @@ from ..errors import InputError, OutputExistsError
 from ..resources import resources_dir
 from ..io.atomic import atomic_folder
 from .card import ModelCard
-from .folder import read_card, verify_model_folder
+from .folder import CARD_FILE, read_card, verify_model_folder
 
 __all__ = ["CatalogEntry", "Catalog", "user_models_dir", "load_catalog"]
 
@@ -97,10 +97,21 @@ class Catalog:
 
     def resolve(self, model: str | os.PathLike[str]) -> Path:
         """A model folder from a catalogue ID or a path."""
-        path = Path(model)
-        if (path / "model.json").is_file():
+        text = os.fspath(model)
+        if not text.strip():
+            raise InputError("no model given: pass a catalogue ID (see 'toothseg models list') or a model folder")
+        path = Path(text)
+        if (path / CARD_FILE).is_file():
             return path
-        entry = self.get(str(model))
+        if path.is_dir():
+            raise InputError(f"{path} is a folder but not a model folder: it has no {CARD_FILE} (a model folder "
+                             f"holds {CARD_FILE} and its weights; see 'toothseg models import-checkpoint')")
+        if path.is_file():
+            raise InputError(f"{path} is a file; a model is a folder holding {CARD_FILE} and its weights "
+                             "(a training checkpoint is converted with 'toothseg models import-checkpoint')")
+        if os.sep in text or (os.altsep and os.altsep in text) or text.startswith("."):
+            raise InputError(f"no model folder {text}: it does not exist")
+        entry = self.get(text)
         if not entry.available:
             how = entry.source.get("how", "see 'toothseg models show " + entry.id + "'")
             raise InputError(f"model {entry.id!r} is not installed: {how}")
