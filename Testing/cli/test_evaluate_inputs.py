@@ -149,3 +149,29 @@ def test_csv_keeps_a_case_id_with_a_comma_in_one_cell(tmp_path):
     with open(tmp_path / "s.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["case"] for row in rows] == ["smith, john"] and float(rows[0]["image_dsc"]) == 1.0
+
+
+def test_nothing_to_score_is_an_error_not_a_row_of_nan(tmp_path, capsys):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(), pred_dir.mkdir()
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--json", str(out)]) == 1
+    assert "no ground-truth label maps" in capsys.readouterr().err
+    (gt_dir / "a.nii.gz").write_bytes(b"not a gzip file")  # every ground truth unreadable
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--protocol", "sts2024", "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no case could be scored" in err and "a: ground truth skipped" in err
+    assert not out.exists()
+
+
+def test_a_csv_with_no_tooth_in_any_case_replaces_the_earlier_table(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt_dir, pred_dir):
+        folder.mkdir()
+        empty = ellipsoid_teeth()
+        empty.array[:] = 0
+        write_volume(empty, folder / "edentulous.nii.gz")
+    table = tmp_path / "teeth.csv"
+    table.write_text("case,label,dice\nold,11,0.9\n")
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--csv", str(table)]) == 0
+    assert table.read_text() == "case,label\n"

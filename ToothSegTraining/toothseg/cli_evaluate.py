@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 from .core.errors import InputError, ToothSegError
@@ -149,6 +150,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"{pred_root}: no such file (the ground truth {gt_root.name} is one file, so PRED must be)")
     if not single and not pred_root.is_dir():
         raise InputError(f"{pred_root}: no such folder (the ground truth {gt_root} is a folder, so PRED must be)")
+    pairs = _pairs(gt_root, pred_root)
+    if not pairs:  # scores of nothing would print as NaN with exit 0
+        raise InputError(f"{gt_root}: no ground-truth label maps in this folder (.nii.gz, .nrrd, .seg.nrrd, .mha, "
+                         ".png, ...)")
     _check_outputs(args, single)
     rows, problems, stsr_inputs = [], [], []
     tooth_rows, views = [], []  # for --report only
@@ -156,7 +161,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     compared = {name: {case_id: path for case_id, _, path in _pairs(gt_root, Path(folder))}
                 for name, folder in args.compare}
     other_rows: dict[str, list[dict]] = {name: [] for name in compared}
-    for case_id, gt_path, pred_path in _pairs(gt_root, pred_root):
+    scored = 0
+    for case_id, gt_path, pred_path in pairs:
         try:
             gt = read_label_map(gt_path)
         except ToothSegError as exc:
@@ -164,6 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 raise
             problems.append({"case": case_id, "problem": f"ground truth skipped: {exc}"})
             continue
+        scored += 1
         pred = None
         if pred_path is None or not Path(pred_path).exists():
             problems.append({"case": case_id, "problem": "no prediction (counted as empty)"})
@@ -197,6 +204,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     problems.append({"case": case_id, "problem": f"[{name}] {exc} (counted as empty)"})
             other_rows[name] += _tooth_rows(case_id, gt, np.zeros_like(gt.array) if other_array is None
                                             else other_array)
+    if not scored:  # every ground truth unreadable: no score to give, and no output files written
+        for problem in problems:
+            print(f"  {problem['case']}: {problem['problem']}", file=sys.stderr)
+        raise InputError(f"no case could be scored: all {len(problems)} ground-truth file(s) in {gt_root} are "
+                         "unreadable (listed above)")
     if args.protocol == "sts2024":
         summary = aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in rows])
     elif args.protocol == "stsr2025":
@@ -209,9 +221,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(output, indent=1, default=float)
     if args.json:
         atomic_write_text(args.json, text)
-    if args.csv and rows:
+    if args.csv:  # written even when no tooth was found anywhere, so that no earlier table is left in its place
         table = io.StringIO()  # through csv: a case ID may hold a comma
-        writer = csv.DictWriter(table, fieldnames=list(rows[0]), extrasaction="ignore", lineterminator="\n")
+        columns = list(rows[0]) if rows else ["case", "label"]
+        writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(args.csv, table.getvalue())
