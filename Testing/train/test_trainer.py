@@ -68,8 +68,19 @@ def test_a_run_refused_before_training_can_be_rerun_corrected_in_the_same_folder
     assert not train(good, tmp_path / "run").interrupted
     assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["model"] == good["model"]
     other = toy_recipe(toy_dataset, iterations=3, architecture="unet2d")
-    with pytest.raises(InputError, match="different recipe"):
+    with pytest.raises(InputError, match=r"different recipe \(stages\.0\.iterations: 2 -> 3\)"):
         train(other, tmp_path / "run")
+
+
+def test_recipe_differences_name_each_changed_value():
+    from toothseg.train.engine.pipeline import recipe_differences
+
+    before = {"name": "r", "seed": 0, "stages": [{"iterations": 800}], "data": {"root": "a"}}
+    after = {"name": "r", "seed": 1, "stages": [{"iterations": 800}, {"iterations": 5}], "data": {"root": "a"},
+             "export": {"half": True}}
+    assert recipe_differences(before, after) == ["seed: 0 -> 1", "stages: 1 -> 2 entries",
+                                                 "export: (absent) -> {'half': True}"]
+    assert recipe_differences(before, before) == []
 
 
 def test_restart_deletes_run_folders_only(tmp_path, toy_dataset):

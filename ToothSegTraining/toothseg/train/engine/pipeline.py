@@ -135,6 +135,26 @@ def _has_training(out: Path) -> bool:
     return any(entry.name != "recipe.yaml" for entry in out.iterdir())
 
 
+_ABSENT = type("Absent", (), {"__repr__": lambda self: "(absent)"})()
+
+
+def recipe_differences(before: Any, after: Any, key: str = "") -> list[str]:
+    """``stages.0.iterations: 800 -> 1000``, one line per value that differs, in the recipe's order:
+    what a user who resumes with another recipe (or other --set values) changed."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [line for name in [*before, *(k for k in after if k not in before)]
+                for line in recipe_differences(before.get(name, _ABSENT), after.get(name, _ABSENT),
+                                               f"{key}.{name}" if key else str(name))]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [line for i, (a, b) in enumerate(zip(before, after))
+                for line in recipe_differences(a, b, f"{key}.{i}" if key else str(i))]
+    if before == after:
+        return []
+    if isinstance(before, list) and isinstance(after, list):
+        return [f"{key or 'recipe'}: {len(before)} -> {len(after)} entries"]
+    return [f"{key or 'recipe'}: {before!r} -> {after!r}"]
+
+
 def _check_run_folder(out: Path, restart: bool) -> None:
     """A run folder is new, empty or an earlier run's (it has ``recipe.yaml``): ``--output ~/cases --restart``
     must not delete a folder of the user's, nor a run mix its stages into one."""
@@ -165,7 +185,10 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
         out.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(raw, sort_keys=False)
         if saved.exists() and saved.read_text(encoding="utf-8") != text and _has_training(out):
-            raise InputError(f"{out} holds a run of a different recipe; use --restart or another --output")
+            changes = recipe_differences(yaml.safe_load(saved.read_text(encoding="utf-8")), raw)
+            raise InputError(f"{out} holds a run of a different recipe ({'; '.join(changes[:4])}"
+                             f"{f'; {len(changes) - 4} more' if len(changes) > 4 else ''}); use --restart or "
+                             "another --output")
         # A folder holding only its recipe (a run refused before any training, e.g. for a bad model
         # setting) takes the corrected recipe: nothing trained there can be mixed up.
         saved.write_text(text, encoding="utf-8")
