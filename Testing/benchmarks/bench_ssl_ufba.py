@@ -163,7 +163,8 @@ def start_overrides(recipe_path: Path, start: Path) -> list[str]:
         dropped += 1
     if dropped == len(recipe.stages):
         raise ToothSegError(f"{recipe_path.name}: no stage trains a segmentation, so it cannot start from one")
-    return [*(f"stages.{index}=null" for index in range(dropped)), f"stages.{dropped}.init_from={start}"]
+    start_setting = f"stages.{dropped}.init_from={json.dumps(str(start))}"  # quoted: YAML reads ' #' as a comment
+    return [*(f"stages.{index}=null" for index in range(dropped)), start_setting]
 
 
 def train(command: list[str], run_dir: Path) -> float:

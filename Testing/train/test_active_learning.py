@@ -25,7 +25,7 @@ from toothseg.core.models.card import IntensityNormalization, ModelCard
 from toothseg.core.models.folder import read_card, save_model_folder
 from toothseg.train.active_learning.acquisition import (case_score, ensemble_disagreement, rank_cases,
                                                         tta_disagreement)
-from toothseg.train.active_learning.loop import holdout_cases
+from toothseg.train.active_learning.loop import finetune_pool, holdout_cases
 from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool
 from toothseg.train.data.cases import Case, write_manifest
 
@@ -742,3 +742,13 @@ def test_predict_with_a_model_for_the_other_kind_of_image_is_refused_once(tmp_pa
     with pytest.raises(InputError, match="segments 2D panoramic X-rays; the pool holds 3D scans"):
         predict_pool(pool, str(tiny_model), device="cpu")
     assert (pool.folder / "pool.json").read_bytes() == before
+
+
+def test_a_pool_whose_path_reads_as_yaml_syntax_fine_tunes(tmp_path, tiny_model):
+    """The pool's file lists were handed to the recipe as unquoted YAML: a folder 'Patient #3' was cut at
+    ' #' (a comment) and 'a: b' became a mapping."""
+    base = tmp_path / "Patient #3: jaw"
+    pool = _corrected_pool(base, tiny_model, corrected=2, total=2)
+    result = finetune_pool(pool, _toy_recipe_file(base, iterations=1), device="cpu", register=False, holdout_share=0)
+    assert (pool.folder / result.version.folder / "model.json").is_file()
+    assert result.version.model_id.startswith("toothseg-al-pool-")

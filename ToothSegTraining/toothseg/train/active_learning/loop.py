@@ -17,6 +17,7 @@ is kept but not promoted.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -213,7 +214,7 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
     dump = json.dumps
     settings = [f"data.kind={'2d' if card.spatial_dims == 2 else '3d'}", f"model.architecture={card.architecture}",
                 f"model.kwargs={dump(card.kwargs)}", f"data.class_values={dump(card.class_values)}",
-                f"data.label_table={run_dir / 'labels.json'}",
+                f"data.label_table={dump(str(run_dir / 'labels.json'))}",
                 f"data.intensity={dump({k: v for k, v in card.intensity.__dict__.items() if v is not None})}",
                 f"export.mirror_axes={dump(card.mirror_axes)}", "export.cascade=null"]
     if card.spacing_zyx:
@@ -400,19 +401,26 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
                 f"in Slicer name the segment 'Tooth NN' and save the case again)")
 
 
+def _path_setting(key: str, path: Path | None) -> str:
+    """``key="path"``: a recipe override reads its value as YAML, where a folder named 'Patient #3' ends
+    at the ' #' (a comment) and 'a: b' is a mapping; a JSON string is also a YAML string."""
+    return f"{key}={json.dumps(str(path)) if path is not None else 'null'}"
+
+
 def _load_run_recipe(pool: CasePool, run: dict[str, Any]):
     """The recipe of a fine-tuning run: the pool's case lists, the parent's network, the run's overrides."""
     from ..config import load_recipe
 
     run_dir = pool.folder / run["run"]
-    settings = ["data.source=files", f"data.labeled={run_dir / 'labeled.json'}", "data.labeled_fraction=1.0",
-                "data.root=null",
-                f"data.unlabeled={run_dir / 'unlabeled.json' if (run_dir / 'unlabeled.json').exists() else 'null'}",
-                f"data.validation={run_dir / 'holdout.json' if run['holdout'] else 'null'}",
+    unlabeled = run_dir / "unlabeled.json"
+    settings = ["data.source=files", _path_setting("data.labeled", run_dir / "labeled.json"),
+                "data.labeled_fraction=1.0", "data.root=null",
+                _path_setting("data.unlabeled", unlabeled if unlabeled.exists() else None),
+                _path_setting("data.validation", run_dir / "holdout.json" if run["holdout"] else None),
                 f"export.id={_version_id(pool, run)}", *run["overrides"]]
     if run["parent_folder"]:
         derived, trained_from = _parent_settings(Path(run["parent_folder"]), run_dir)
-        settings = derived + settings + [f"stages.0.init_from={trained_from}"]
+        settings = derived + settings + [_path_setting("stages.0.init_from", trained_from)]
     try:
         return load_recipe(run["recipe"], settings)
     except InputError as exc:
