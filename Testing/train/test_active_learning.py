@@ -186,6 +186,31 @@ def test_init_with_an_unreadable_image_adds_none_and_leaves_no_pool(tmp_path):
     assert sorted(CasePool(tmp_path / "pool").read().cases) == ["c00", "c01", "c02"]
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_init_again_on_a_growing_folder_adds_only_the_new_scans(tmp_path, copy):
+    """Giving the same folder again (new scans arrived) failed with 'the pool already has case(s) …'; a
+    pool made inside that folder was then added as a DICOM case of itself."""
+    cases = make_cases(tmp_path / "data", 3)
+    folder = tmp_path / "data" / "images"
+    (folder / "c02.png").rename(tmp_path / "c02.png")  # arrives later
+    pool_dir = folder / "pool"
+    flags = ["--copy"] if copy else []
+    first = run("al", "init", pool_dir, "--images", folder, *flags)
+    assert first.returncode == 0 and "2 case(s) added" in first.stdout, first.stderr
+    (tmp_path / "c02.png").rename(folder / "c02.png")
+    other = CasePool.create(folder / "other-pool")  # another pool beside the scans is no scan either
+    second = run("al", "init", pool_dir, "--images", folder, *flags)
+    assert second.returncode == 0, second.stderr
+    assert "1 case(s) added, 2 already there, 3 in the pool" in second.stdout
+    assert f"left out (case pools, not scans): {other.folder}" in second.stderr
+    assert sorted(CasePool(pool_dir).read().cases) == ["c00", "c01", "c02"]
+    (tmp_path / "elsewhere").mkdir()
+    another = write_volume(read_label_map(cases["c00"][1]), tmp_path / "elsewhere" / "c00.png")  # a known ID
+    third = run("al", "init", pool_dir, "--images", another, *flags)
+    assert third.returncode == 1 and "already has case(s) c00 with another image" in third.stderr
+    assert sorted(CasePool(pool_dir).read().cases) == ["c00", "c01", "c02"]
+
+
 def test_a_copy_no_case_names_is_replaced_and_two_images_with_one_id_are_refused(tmp_path):
     cases = make_cases(tmp_path / "data", 2)
     pool = CasePool.create(tmp_path / "pool")

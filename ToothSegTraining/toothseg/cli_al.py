@@ -28,6 +28,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         if not path.exists():
             raise InputError(f"{item}: no such file or folder")
         images.extend(list_cases(path) if is_case_folder(path) else [(case_id_for(path), path)])
+    # a pool made inside the folder of scans it was made from (or another pool there) is a subfolder of
+    # that folder, not a DICOM case
+    own = Path(args.pool).resolve()
+    pools = [path for _, path in images if Path(path, MANIFEST_NAME).is_file() or Path(path).resolve() == own]
+    others = [str(path) for path in pools if Path(path).resolve() != own]
+    if others:
+        print("left out (case pools, not scans): " + ", ".join(others), file=sys.stderr)
+    images = [(case_id, path) for case_id, path in images if path not in pools]
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
     check_new_images(images)  # before a new pool is created
@@ -40,12 +48,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"note: the pool keeps its current model ({pool.read().current_model or 'catalogue default'}); "
               "--model applies when a pool is created", file=sys.stderr)
     try:
-        added = pool.add_images(images, copy=args.copy)
+        added = pool.add_images(images, copy=args.copy, skip_present=True)
     except BaseException:
         if created:  # no empty pool is left behind by a failed init
             pool.remove_empty()
         raise
-    print(f"{pool.folder}: {len(added)} case(s) added, {len(pool.read().cases)} in the pool")
+    present = len(images) - len(added)
+    print(f"{pool.folder}: {len(added)} case(s) added"
+          + (f", {present} already there" if present else "") + f", {len(pool.read().cases)} in the pool")
     return 0
 
 
@@ -166,7 +176,10 @@ def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
                                     "version only if it is not worse on held-out corrected cases.")
     al_sub = al.add_subparsers(dest="al_command", metavar="STEP", parser_class=parser_class, required=True)
 
-    init = al_sub.add_parser("init", parents=[common], help="create a pool (or add images to one)")
+    init = al_sub.add_parser("init", parents=[common], help="create a pool (or add images to one)",
+                            description="Create a pool, or add images to one: images it already has (same file, "
+                                        "or its copy) are left out, so a folder can be given again as scans "
+                                        "arrive; an ID it has for another image is refused.")
     init.add_argument("pool", metavar="POOL")
     init.add_argument("--images", nargs="+", required=True, metavar="DIR|FILE",
                       help="image files, DICOM folders or folders of cases")

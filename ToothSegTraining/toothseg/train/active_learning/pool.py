@@ -268,19 +268,28 @@ class CasePool:
         return folder / f"rev-{max(numbers) + 1:04d}.nii.gz"
 
     # ------------------------------------------------------------------ operations
-    def add_images(self, images: Iterable[tuple[str, Path]], copy: bool = False) -> list[str]:
+    def add_images(self, images: Iterable[tuple[str, Path]], copy: bool = False,
+                   skip_present: bool = False) -> list[str]:
         """Add ``(case id, image path)`` pairs as unlabeled cases; return the IDs added.
 
+        ``skip_present``: an image the pool already has under its ID (the same file, or the pool's copy
+        of it) is left out instead of refused, so that adding a folder again adds only its new scans.
+
         Raises:
-            InputError: a bad or duplicate case ID, or a missing image (checked before anything changes).
+            InputError: a bad or duplicate case ID, an ID the pool has for another image, or a missing
+                image (checked before anything changes).
         """
         images = list(images)
         check_new_images(images)
-        seen = {case_id for case_id, _ in images}
         snapshot = self.read()
+        if skip_present:
+            images = [(case_id, path) for case_id, path in images
+                      if not (case_id in snapshot.cases and self._holds(snapshot.cases[case_id], Path(path)))]
+        seen = {case_id for case_id, _ in images}
         clashes = sorted(seen & set(snapshot.cases))
         if clashes:
-            raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}")
+            raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}"
+                             + (" with another image; rename the new file(s)" if skip_present else ""))
         # copies (large scans, DICOM conversion) happen before the lock: other writers are not held up
         stored = self._copy_images(images, snapshot) if copy else {case_id: Path(path) for case_id, path in images}
         added = []
@@ -294,6 +303,11 @@ class CasePool:
                 state.cases[case_id] = record
                 added.append(case_id)
         return added
+
+    def _holds(self, record: CaseRecord, image: Path) -> bool:
+        """Whether ``image`` is this case's image (a missing stored image counts as another one)."""
+        stored = self.path(record.image)
+        return stored is not None and stored.exists() and _same_image(image, stored)
 
     def _copy_images(self, images: list[tuple[str, Path]], snapshot: PoolState) -> dict[str, Path]:
         """Copy every image into ``images/`` (all or none): an image that cannot be read (truncated,
