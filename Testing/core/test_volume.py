@@ -84,3 +84,18 @@ def test_with_array_keeps_geometry():
     np.testing.assert_array_equal(other.direction, volume.direction)
     with pytest.raises(GeometryMismatchError):
         volume.with_array(np.ones((3, 3, 4)))
+
+
+def test_a_label_map_given_as_the_scan_is_named_and_a_scan_is_not(sts_labels):
+    """Segmenting the label file instead of the scan ran without a word and 'found' teeth."""
+    from toothseg.core.volume import dental_input_warnings
+
+    labels = sts_labels.array  # the real STS-2024 label map: 31 values
+    warned = dental_input_warnings(sts_labels.size_xyz, (0.3, 0.3, 0.3), False, labels)
+    assert len(warned) == 1 and "holds only 31 distinct values: it looks like a label map" in warned[0]
+    rng = np.random.default_rng(0)
+    scan = (labels * 40 + rng.normal(0, 30, labels.shape)).astype(np.int16)  # noise: thousands of values
+    assert dental_input_warnings(sts_labels.size_xyz, (0.3, 0.3, 0.3), False, scan) == []
+    xray = rng.integers(0, 256, (1, 512, 1024), dtype=np.uint8)  # an 8-bit X-ray: ~256 values
+    assert dental_input_warnings((1024, 512, 1), (0.1, 0.1, 1.0), True, xray) == []
+    assert "label map" in dental_input_warnings((1024, 512, 1), (0.1, 0.1, 1.0), True, xray // 8)[0]  # 32 values

@@ -200,7 +200,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         if volumeNode is None or volumeNode.GetImageData() is None:
             return ""
         dims = volumeNode.GetImageData().GetDimensions()
-        warnings = dental_input_warnings(tuple(dims), tuple(volumeNode.GetSpacing()), dims[2] == 1)
+        warnings = dental_input_warnings(tuple(dims), tuple(volumeNode.GetSpacing()), dims[2] == 1,
+                                         slicer.util.arrayFromVolume(volumeNode))
         return " ".join(w[0].upper() + w[1:] + "." for w in warnings)
 
     # ------------------------------------------------------------------ segmentation

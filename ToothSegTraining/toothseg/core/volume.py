@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import GeometryMismatchError, InputError
 
-__all__ = ["Volume", "VolumeKind", "check_same_geometry", "dental_input_warnings"]
+__all__ = ["Volume", "VolumeKind", "check_same_geometry", "dental_input_warnings", "distinct_values"]
 
 _GEOMETRY_RTOL = 1e-4  # relative tolerance on spacing (files store float32)
 _GEOMETRY_ATOL_MM = 1e-3  # absolute tolerance on origin, in mm
@@ -162,12 +162,31 @@ def check_same_geometry(a: Volume, b: Volume, what_a: str = "image", what_b: str
         raise GeometryMismatchError(f"the {what_b} does not match the {what_a}: " + "; ".join(problems))
 
 
-def dental_input_warnings(size_xyz: tuple[int, ...], spacing_xyz: tuple[float, ...], is_2d: bool) -> list[str]:
+#: Fewer distinct values than this (in a sample of about a million voxels) is a label map or mask, not
+#: a scan: label maps here hold at most ~50 values (33 in STS-2024 and UFBA-425), X-rays 200 or more
+#: (UFBA-425: 200-256), CBCT/CT thousands.
+_FEW_VALUES = 64
+
+
+def distinct_values(array: np.ndarray, sample: int = 1_000_000) -> int:
+    """Number of distinct values in a regular sample of about ``sample`` voxels (fast on any size)."""
+    flat = array.reshape(-1)
+    return int(np.unique(flat[:: max(1, flat.size // sample)]).size)
+
+
+def dental_input_warnings(size_xyz: tuple[int, ...], spacing_xyz: tuple[float, ...], is_2d: bool,
+                          array: np.ndarray | None = None) -> list[str]:
     """Warnings when an image does not look like a dental CBCT (or a panoramic X-ray): results on it
-    may be poor, so the user hears it before trusting them. Used by ``segment`` and by Slicer's panel."""
-    if is_2d:
-        return [] if min(size_xyz[:2]) >= 256 else ["this 2D image is small for a panoramic X-ray"]
+    may be poor, so the user hears it before trusting them. Used by ``segment`` and by Slicer's panel.
+    ``array`` (the voxels, when at hand) also catches a label map or mask given as the scan."""
     warnings = []
+    if array is not None and array.size:
+        count = distinct_values(array)
+        if count < _FEW_VALUES:
+            warnings.append(f"the image holds only {count} distinct values: it looks like a label map or mask, "
+                            "not a scan, and any teeth found in it are meaningless")
+    if is_2d:
+        return warnings + ([] if min(size_xyz[:2]) >= 256 else ["this 2D image is small for a panoramic X-ray"])
     if max(spacing_xyz) > 1.0:
         warnings.append(f"voxels of {max(spacing_xyz):.2f} mm are coarse for dental CBCT (typically 0.1-0.5 mm): "
                         "this may be a conventional CT, and results may be poor")

@@ -262,7 +262,7 @@ class Predictor:
         stats = image_statistics(array)
         report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
                                   "tta": self.options.tta and not self.options.fast}
-        warnings: list[str] = dental_input_warnings(volume.size_xyz, volume.spacing, volume.is_2d)
+        warnings: list[str] = dental_input_warnings(volume.size_xyz, volume.spacing, volume.is_2d, volume.array)
         class_values = np.asarray(self.card.class_values)
         label_dtype = np.uint8 if class_values.max() < 256 else np.uint16
         labels = np.zeros(array.shape, dtype=label_dtype)
