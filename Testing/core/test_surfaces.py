@@ -145,3 +145,21 @@ def test_empty_map_and_file_as_folder_are_refused_before_writing(tmp_path, teeth
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputWriteError, match="is a file"):
         export_surfaces(teeth_volume, LabelTable.fdi(), tmp_path / "file")
+
+
+def test_exporting_the_whole_map_again_removes_the_surfaces_of_teeth_it_no_longer_has(tmp_path, teeth_volume,
+                                                                                   caplog):
+    """A tooth deleted in the Segment Editor kept its STL from the earlier export beside the new ones."""
+    table = LabelTable.fdi()
+    values = sorted(int(v) for v in np.unique(teeth_volume.array) if v)
+    export_surfaces(teeth_volume, table, tmp_path)
+    gone = values[-1]
+    (tmp_path / "notes.stl").write_text("the user's own file")
+    edited = teeth_volume.with_array(np.where(teeth_volume.array == gone, 0, teeth_volume.array))
+    export_surfaces(edited, table, tmp_path, values=values[:1], overwrite=True)  # a chosen subset: others stay
+    assert (tmp_path / f"{table[gone].file_stem}.stl").exists()
+    with caplog.at_level("WARNING", logger="toothseg"):
+        export_surfaces(edited, table, tmp_path, overwrite=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([f"{table[v].file_stem}.stl" for v in values[:-1]] + ["notes.stl"])
+    assert "removed 1 surface(s) of an earlier export" in caplog.text and table[gone].file_stem in caplog.text

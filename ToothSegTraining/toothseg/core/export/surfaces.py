@@ -11,6 +11,7 @@ to patient millimetres. Coordinates are **LPS** by default, the convention of DI
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from ..io.atomic import atomic_output, make_output_folder
 from ..labels import LabelTable
 from ..progress import Progress
 from ..volume import Volume
+
+log = logging.getLogger("toothseg")
 
 __all__ = ["CoordinateSystem", "SurfaceOptions", "ExportedSurface", "label_surface", "label_boxes",
            "export_surfaces", "surface_stats"]
@@ -253,6 +256,7 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
     if labels.shape[0] < 2 and labels.is_2d:
         raise InputError("a 2D label map has no volume to turn into surfaces")
     present = table.check_array(labels.array)
+    selected = values is not None
     if values is None:
         if not present:
             raise InputError("the label map holds no labels (all voxels are 0): there is nothing to export")
@@ -295,5 +299,20 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
         _write_poly(append.GetOutput(), targets[0], ext, f"ToothSeg teeth, mm, {system}", overwrite)
         for item in results:
             item.path = targets[0]
+    if overwrite and not merged and not selected:
+        _remove_stale_surfaces(out_dir, table, set(targets.values()))
     progress.update(1.0, "surfaces written")
     return results
+
+
+def _remove_stale_surfaces(out_dir: Path, table: LabelTable, written: set[Path]) -> None:
+    """After a whole label map is exported again over an earlier export, the surfaces of teeth it no
+    longer has (deleted in the Segment Editor, say) would stay beside the new ones and be taken for
+    part of it. Only files named as this export names tooth surfaces are removed; others are kept."""
+    stale = [out_dir / f"{entry.file_stem}.{ext}" for entry in table.entries.values() for ext in ("stl", "obj")]
+    stale = [path for path in stale if path not in written and path.is_file()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.warning("removed %d surface(s) of an earlier export that the label map no longer has: %s", len(stale),
+                    ", ".join(path.name for path in stale))
