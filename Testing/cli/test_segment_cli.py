@@ -80,6 +80,18 @@ def test_single_scan_to_segmentation_with_stl_and_uncertainty(tmp_path, model3d)
     assert report["overlay"] == str(tmp_path / "overview.png") and (tmp_path / "overview.png").stat().st_size > 1000
 
 
+def test_an_stl_folder_of_an_earlier_export_is_refused_before_the_labels_are_written(tmp_path, model3d):
+    """The label file was written first and the STL export refused after it: exit 1 with a result
+    left behind, and the same command then refused for that result."""
+    source = write_volume(scan(), tmp_path / "scan.nii.gz")
+    (tmp_path / "stl").mkdir()
+    (tmp_path / "stl" / f"{LabelTable.fdi()[11].file_stem}.stl").write_text("an earlier export")
+    result = run("segment", source, "-o", tmp_path / "out.nii.gz", "--model", model3d, "--no-tta",
+                 "--stl-dir", tmp_path / "stl")
+    assert result.returncode == 1 and "holds 1 tooth surface(s) of an earlier export" in result.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_bundled_panoramic_model_on_a_test_split_xray(tmp_path):
     """The issue's 2D main job: the default (bundled) model on an X-ray it never saw in training."""
     split = json.loads((Path(__file__).resolve().parents[2] / "ToothSegTraining" / "toothseg" / "train" / "splits"

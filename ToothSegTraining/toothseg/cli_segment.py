@@ -49,6 +49,14 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
     from .core.io.images import read_volume, write_volume
 
     check_writable_output(output, overwrite=args.overwrite)
+    if stl_dir is not None and not args.overwrite:  # known before the prediction, not after the labels are written
+        from .core.errors import OutputExistsError
+        from .core.export.surfaces import existing_surfaces
+
+        earlier = existing_surfaces(stl_dir, predictor.table)
+        if earlier:
+            raise OutputExistsError(f"--stl-dir {stl_dir} holds {len(earlier)} tooth surface(s) of an earlier export "
+                                    f"(e.g. {earlier[0].name}): use --overwrite to replace them, or another folder")
     volume = read_volume(source)
     progress, bar = _progress(args, source.name, token)
     try:

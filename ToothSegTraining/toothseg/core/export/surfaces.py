@@ -27,7 +27,7 @@ from ..volume import Volume
 log = logging.getLogger("toothseg")
 
 __all__ = ["CoordinateSystem", "SurfaceOptions", "ExportedSurface", "label_surface", "label_boxes",
-           "export_surfaces", "surface_stats"]
+           "export_surfaces", "existing_surfaces", "surface_stats"]
 
 
 class CoordinateSystem(str, enum.Enum):
@@ -305,12 +305,20 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
     return results
 
 
+def existing_surfaces(out_dir: str | os.PathLike[str], table: LabelTable) -> list[Path]:
+    """The files in ``out_dir`` named as :func:`export_surfaces` names tooth surfaces (``11_….stl``)."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return []
+    return [path for entry in table.entries.values() for ext in ("stl", "obj")
+            if (path := folder / f"{entry.file_stem}.{ext}").is_file()]
+
+
 def _remove_stale_surfaces(out_dir: Path, table: LabelTable, written: set[Path]) -> None:
     """After a whole label map is exported again over an earlier export, the surfaces of teeth it no
     longer has (deleted in the Segment Editor, say) would stay beside the new ones and be taken for
     part of it. Only files named as this export names tooth surfaces are removed; others are kept."""
-    stale = [out_dir / f"{entry.file_stem}.{ext}" for entry in table.entries.values() for ext in ("stl", "obj")]
-    stale = [path for path in stale if path not in written and path.is_file()]
+    stale = [path for path in existing_surfaces(out_dir, table) if path not in written]
     for path in stale:
         path.unlink()
     if stale:
