@@ -80,8 +80,8 @@ def test_single_scan_to_segmentation_with_stl_and_uncertainty(tmp_path, model3d)
     assert report["overlay"] == str(tmp_path / "overview.png") and (tmp_path / "overview.png").stat().st_size > 1000
 
 
-def test_an_stl_folder_of_an_earlier_export_is_refused_before_the_labels_are_written(tmp_path, model3d):
-    """The label file was written first and the STL export refused after it: exit 1 with a result
+def test_outputs_of_an_earlier_run_are_refused_before_the_labels_are_written(tmp_path, model3d):
+    """The label file was written first and the STL, uncertainty or overlay refused after it: exit 1 with a result
     left behind, and the same command then refused for that result."""
     source = write_volume(scan(), tmp_path / "scan.nii.gz")
     (tmp_path / "stl").mkdir()
@@ -90,6 +90,12 @@ def test_an_stl_folder_of_an_earlier_export_is_refused_before_the_labels_are_wri
                  "--stl-dir", tmp_path / "stl")
     assert result.returncode == 1 and "holds 1 tooth surface(s) of an earlier export" in result.stderr
     assert not (tmp_path / "out.nii.gz").exists()
+    for option, name in (("--uncertainty", "u.nii.gz"), ("--overlay", "overview.png")):  # the same for these
+        (tmp_path / name).write_bytes(b"an earlier result")
+        result = run("segment", source, "-o", tmp_path / "out.nii.gz", "--model", model3d, "--no-tta", option,
+                     tmp_path / name)
+        assert result.returncode == 1 and f"{name} already exists" in result.stderr, result.stderr
+        assert not (tmp_path / "out.nii.gz").exists()
 
 
 def test_bundled_panoramic_model_on_a_test_split_xray(tmp_path):

@@ -48,8 +48,11 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
     from .core.io.atomic import check_writable_output
     from .core.io.images import read_volume, write_volume
 
-    check_writable_output(output, overwrite=args.overwrite)
-    if stl_dir is not None and not args.overwrite:  # known before the prediction, not after the labels are written
+    # every output is checked before the prediction, not after the labels are written
+    for path in (output, uncertainty_path, overlay_path):
+        if path is not None:
+            check_writable_output(path, overwrite=args.overwrite)
+    if stl_dir is not None and not args.overwrite:
         from .core.errors import OutputExistsError
         from .core.export.surfaces import existing_surfaces
 
