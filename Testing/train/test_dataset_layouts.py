@@ -213,3 +213,15 @@ def test_class_sets():
     assert class_mapping(values, "teeth") == {1: 0, 2: 0, 7: 0, 111: 11}
     assert class_mapping(values, "teeth+pulp") == {1: 0, 2: 0, 7: 0}
     assert class_mapping(values, "all") == {1: MANDIBLE, 2: MAXILLA, 7: 0}
+
+
+def test_the_printed_data_block_reads_back_as_the_same_paths(tmp_path, capsys):
+    """Pasted into a recipe, 'labeled: /data/Study #2/…' ended at ' #' (a YAML comment)."""
+    import yaml
+
+    _toothfairy(tmp_path / "tf")
+    out = tmp_path / "Study #2: manifests"
+    assert main(["data", "manifest", "nnunet", str(tmp_path / "tf"), "-o", str(out), "--classes", "all"]) == 0
+    printed = capsys.readouterr().out
+    block = yaml.safe_load(printed[printed.index("data:"):])["data"]
+    assert block["labeled"] == str(out / "labeled.json") and block["label_table"] == str(out / "label_table.json")

@@ -68,13 +68,28 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     print("data block for a recipe:")
     print("data:\n  source: files")
-    print(f"  labeled: {out / 'labeled.json'}")
+    print(f"  labeled: {_yaml_value(out / 'labeled.json')}")
     if validation:
-        print(f"  validation: {out / 'validation.json'}")
+        print(f"  validation: {_yaml_value(out / 'validation.json')}")
     if listing.unlabeled:
-        print(f"  unlabeled: {out / 'unlabeled.json'}")
-    print(f"  label_table: {out / table_name if table_json else table_name}")
+        print(f"  unlabeled: {_yaml_value(out / 'unlabeled.json')}")
+    print(f"  label_table: {_yaml_value(out / table_name if table_json else table_name)}")
     return 0
+
+
+def _yaml_value(value) -> str:
+    """The value as it reads back in a pasted recipe: plain where YAML keeps it as it is, else quoted
+    (a folder 'Study #2' would end at the ' #', a comment)."""
+    import json
+
+    import yaml
+
+    text = str(value)
+    try:
+        plain = yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        plain = False
+    return text if plain else json.dumps(text)
 
 
 def add_data_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
