@@ -100,3 +100,13 @@ def test_image_extent_puts_every_xray_on_the_training_scale():
     data.image_extent = None
     _, _, grid = prepare_volume(Volume(np.zeros((1, 700, 1400), np.uint8), (0.1, 0.1, 1.0), kind="2d"), data)
     assert grid == (35, 70)
+
+
+def test_an_override_that_yaml_would_cut_at_a_comment_is_refused():
+    """'--set data.labeled=/data/Study #2/x.json' trained on '/data/Study' without a word."""
+    with pytest.raises(InputError, match=r"' #' starts a YAML comment, so '/data/Study #2/x.json' would be read "
+                                         r"as '/data/Study'; quote the value"):
+        apply_overrides({}, ["data.labeled=/data/Study #2/x.json"])
+    quoted = apply_overrides({}, ['data.labeled="/data/Study #2/x.json"'])
+    assert quoted == {"data": {"labeled": "/data/Study #2/x.json"}}
+    assert apply_overrides({}, ["name=run#2"]) == {"name": "run#2"}  # no space before '#': no comment

@@ -331,6 +331,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise InputError(f"--set {key}: cannot parse {text!r}: {exc}") from exc
+        if (" #" in text or text.lstrip().startswith("#")) and not (isinstance(value, str) and "#" in value):
+            # YAML took the rest for a comment: '--set data.labeled=/data/Study #2/x.json' would train on '/data/Study'
+            raise InputError(f"--set {key}: ' #' starts a YAML comment, so {text!r} would be read as {value!r}; quote "
+                             f"the value: --set '{key}=\"{text}\"'")
         _set_path(data, key.strip(), value)
     return data
 
