@@ -155,11 +155,13 @@ def test_exporting_the_whole_map_again_removes_the_surfaces_of_teeth_it_no_longe
     export_surfaces(teeth_volume, table, tmp_path)
     gone = values[-1]
     (tmp_path / "notes.stl").write_text("the user's own file")
+    export_surfaces(teeth_volume, table, tmp_path, SurfaceOptions(file_format="obj"))  # an OBJ set beside it
     edited = teeth_volume.with_array(np.where(teeth_volume.array == gone, 0, teeth_volume.array))
     export_surfaces(edited, table, tmp_path, values=values[:1], overwrite=True)  # a chosen subset: others stay
     assert (tmp_path / f"{table[gone].file_stem}.stl").exists()
     with caplog.at_level("WARNING", logger="toothseg"):
         export_surfaces(edited, table, tmp_path, overwrite=True)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted([f"{table[v].file_stem}.stl" for v in values[:-1]] + ["notes.stl"])
+    assert names == sorted([f"{table[v].file_stem}.stl" for v in values[:-1]] + ["notes.stl"]
+                           + [f"{table[v].file_stem}.obj" for v in values])  # the other format is not touched
     assert "removed 1 surface(s) of an earlier export" in caplog.text and table[gone].file_stem in caplog.text

@@ -56,7 +56,7 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
         from .core.errors import OutputExistsError
         from .core.export.surfaces import existing_surfaces
 
-        earlier = existing_surfaces(stl_dir, predictor.table)
+        earlier = existing_surfaces(stl_dir, predictor.table, "stl")  # what export_surfaces writes below
         if earlier:
             raise OutputExistsError(f"--stl-dir {stl_dir} holds {len(earlier)} tooth surface(s) of an earlier export "
                                     f"(e.g. {earlier[0].name}): use --overwrite to replace them, or another folder")

@@ -14,6 +14,7 @@ A 2D panoramic X-ray is a Volume with one slice (``array.shape == (1, H, W)``) a
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -169,9 +170,10 @@ _FEW_VALUES = 64
 
 
 def distinct_values(array: np.ndarray, sample: int = 1_000_000) -> int:
-    """Number of distinct values in a regular sample of about ``sample`` voxels (fast on any size)."""
-    flat = array.reshape(-1)
-    return int(np.unique(flat[:: max(1, flat.size // sample)]).size)
+    """Number of distinct values in a regular grid sample of at most about ``sample`` voxels (fast on any
+    size: the sample is a strided view, so a large or non-contiguous scan is never copied whole)."""
+    step = max(1, math.ceil((array.size / sample) ** (1 / max(1, array.ndim))))
+    return int(np.unique(array[tuple(slice(None, None, step if n > step else 1) for n in array.shape)]).size)
 
 
 def dental_input_warnings(size_xyz: tuple[int, ...], spacing_xyz: tuple[float, ...], is_2d: bool,

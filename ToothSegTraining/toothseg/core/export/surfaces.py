@@ -300,25 +300,25 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
         for item in results:
             item.path = targets[0]
     if overwrite and not merged and not selected:
-        _remove_stale_surfaces(out_dir, table, set(targets.values()))
+        _remove_stale_surfaces(out_dir, table, ext, set(targets.values()))
     progress.update(1.0, "surfaces written")
     return results
 
 
-def existing_surfaces(out_dir: str | os.PathLike[str], table: LabelTable) -> list[Path]:
+def existing_surfaces(out_dir: str | os.PathLike[str], table: LabelTable, ext: str = "stl") -> list[Path]:
     """The files in ``out_dir`` named as :func:`export_surfaces` names tooth surfaces (``11_….stl``)."""
     folder = Path(out_dir)
     if not folder.is_dir():
         return []
-    return [path for entry in table.entries.values() for ext in ("stl", "obj")
-            if (path := folder / f"{entry.file_stem}.{ext}").is_file()]
+    return [path for entry in table.entries.values() if (path := folder / f"{entry.file_stem}.{ext}").is_file()]
 
 
-def _remove_stale_surfaces(out_dir: Path, table: LabelTable, written: set[Path]) -> None:
+def _remove_stale_surfaces(out_dir: Path, table: LabelTable, ext: str, written: set[Path]) -> None:
     """After a whole label map is exported again over an earlier export, the surfaces of teeth it no
     longer has (deleted in the Segment Editor, say) would stay beside the new ones and be taken for
-    part of it. Only files named as this export names tooth surfaces are removed; others are kept."""
-    stale = [path for path in existing_surfaces(out_dir, table) if path not in written]
+    part of it. Only files named as this export names tooth surfaces, in its format, are removed (an
+    OBJ export beside an STL one is the user's); others are kept."""
+    stale = [path for path in existing_surfaces(out_dir, table, ext) if path not in written]
     for path in stale:
         path.unlink()
     if stale:
