@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ufba import paired_gain_interval, plot, score_model, shown, write_result  # noqa: E402
 from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
-from toothseg.train.config import load_recipe  # noqa: E402
+from toothseg.train.config import load_recipe, setting  # noqa: E402
 from toothseg.train.data.cases import ufba_cases  # noqa: E402
 from toothseg.train.methods import get_method, schedule_settings  # noqa: E402
 
@@ -163,8 +163,7 @@ def start_overrides(recipe_path: Path, start: Path) -> list[str]:
         dropped += 1
     if dropped == len(recipe.stages):
         raise ToothSegError(f"{recipe_path.name}: no stage trains a segmentation, so it cannot start from one")
-    start_setting = f"stages.{dropped}.init_from={json.dumps(str(start))}"  # quoted: YAML reads ' #' as a comment
-    return [*(f"stages.{index}=null" for index in range(dropped)), start_setting]
+    return [*(f"stages.{index}=null" for index in range(dropped)), setting(f"stages.{dropped}.init_from", str(start))]
 
 
 def train(command: list[str], run_dir: Path) -> float:

@@ -110,3 +110,4 @@ def test_an_override_that_yaml_would_cut_at_a_comment_is_refused():
     quoted = apply_overrides({}, ['data.labeled="/data/Study #2/x.json"'])
     assert quoted == {"data": {"labeled": "/data/Study #2/x.json"}}
     assert apply_overrides({}, ["name=run#2"]) == {"name": "run#2"}  # no space before '#': no comment
+    assert apply_overrides({}, ['notes=["a #b"]']) == {"notes": ["a #b"]}  # quoted inside a list: kept

@@ -146,7 +146,7 @@ def test_ssl_benchmark_from_supervised_starts_every_method_from_the_baseline(tmp
     assert bench.main(["--fraction", "0.1", "--method", "mean_teacher", "--from-supervised", "--scale", "0.1",
                        "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     assert [name for name, _ in commands] == ["supervised_10", "from_start_supervised_10", "from_start_mean_teacher_10"]
-    start = f"stages.0.init_from={json.dumps(str(tmp_path / 'runs' / 'supervised_10' / 'model'))}"
+    start = f"stages.0.init_from={tmp_path / 'runs' / 'supervised_10' / 'model'}"
     assert start not in commands[0][1] and all(start in command for _, command in commands[1:])
     models = json.loads(out.read_text())["models"]
     assert "gain_over_supervised" not in models["supervised 10% from supervised"]

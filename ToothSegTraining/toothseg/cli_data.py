@@ -14,6 +14,7 @@ MANIFESTS = ("labeled.json", "validation.json", "unlabeled.json", "label_table.j
 def cmd_manifest(args: argparse.Namespace) -> int:
     from .core.errors import InputError
     from .core.io.atomic import atomic_write_text, check_writable_output
+    from .train.config import yaml_text
     from .train.data.cases import write_manifest
     from .train.data.layouts import class_mapping, label_table_for, scan_dataset, split_validation, with_label_values
 
@@ -68,28 +69,13 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     print("data block for a recipe:")
     print("data:\n  source: files")
-    print(f"  labeled: {_yaml_value(out / 'labeled.json')}")
+    print(f"  labeled: {yaml_text(str(out / 'labeled.json'))}")
     if validation:
-        print(f"  validation: {_yaml_value(out / 'validation.json')}")
+        print(f"  validation: {yaml_text(str(out / 'validation.json'))}")
     if listing.unlabeled:
-        print(f"  unlabeled: {_yaml_value(out / 'unlabeled.json')}")
-    print(f"  label_table: {_yaml_value(out / table_name if table_json else table_name)}")
+        print(f"  unlabeled: {yaml_text(str(out / 'unlabeled.json'))}")
+    print(f"  label_table: {yaml_text(str(out / table_name) if table_json else table_name)}")
     return 0
-
-
-def _yaml_value(value) -> str:
-    """The value as it reads back in a pasted recipe: plain where YAML keeps it as it is, else quoted
-    (a folder 'Study #2' would end at the ' #', a comment)."""
-    import json
-
-    import yaml
-
-    text = str(value)
-    try:
-        plain = yaml.safe_load(text) == text
-    except yaml.YAMLError:
-        plain = False
-    return text if plain else json.dumps(text)
 
 
 def add_data_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..core.models.card import IntensityNormalization, check_model_id
 from ..core.names import PLAIN_NAME_RULE, is_plain_name
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "StageConfig", "OptimizerConfig", "AugmentConfig",
-           "ExportConfig", "load_recipe", "apply_overrides", "recipe_from_dict", "stage_data"]
+           "ExportConfig", "load_recipe", "apply_overrides", "setting", "yaml_text", "recipe_from_dict", "stage_data"]
 
 
 @dataclass
@@ -319,6 +320,26 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
+def yaml_text(value: Any) -> str:
+    """``value`` as YAML text that reads back as exactly this value: a string plain where YAML keeps it
+    as it is, else (a folder 'Patient #3' would end at the ' #', 'a: b' would be a mapping) as JSON,
+    which YAML also reads."""
+    import yaml
+
+    if isinstance(value, str):
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(value)
+
+
+def setting(key: str, value: Any) -> str:
+    """An override (``--set`` item) whose value reads back exactly (see :func:`yaml_text`)."""
+    return f"{key}={yaml_text(value)}"
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``["stages.0.iterations=10", "data.patch_size=[64, 64]"]`` applied to the raw YAML data."""
     import yaml
@@ -331,7 +352,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise InputError(f"--set {key}: cannot parse {text!r}: {exc}") from exc
-        if (" #" in text or text.lstrip().startswith("#")) and not (isinstance(value, str) and "#" in value):
+        if text.count("#") > json.dumps(value, default=str).count("#"):
             # YAML took the rest for a comment: '--set data.labeled=/data/Study #2/x.json' would train on '/data/Study'
             raise InputError(f"--set {key}: ' #' starts a YAML comment, so {text!r} would be read as {value!r}; quote "
                              f"the value: --set '{key}=\"{text}\"'")

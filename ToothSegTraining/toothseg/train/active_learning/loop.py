@@ -17,7 +17,6 @@ is kept but not promoted.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -200,9 +199,8 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
     """Recipe overrides that rebuild the parent's network exactly (architecture, classes, label table,
     spacing, patch, intensities, mirror axes), and the folder whose weights start the run — for a
     coarse-to-fine cascade its fine member (the coarse one is kept as it is)."""
-    import json
-
     from ...core.models.folder import read_card
+    from ..config import setting
 
     card = read_card(parent)
     roles = {m["role"]: m["path"] for m in card.members}
@@ -211,18 +209,16 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
     trained = parent / roles["fine"] if roles else parent
     card = read_card(trained)
     (run_dir / "labels.json").write_text(card.label_table.to_json(), encoding="utf-8")
-    dump = json.dumps
-    settings = [f"data.kind={'2d' if card.spatial_dims == 2 else '3d'}", f"model.architecture={card.architecture}",
-                f"model.kwargs={dump(card.kwargs)}", f"data.class_values={dump(card.class_values)}",
-                f"data.label_table={dump(str(run_dir / 'labels.json'))}",
-                f"data.intensity={dump({k: v for k, v in card.intensity.__dict__.items() if v is not None})}",
-                f"export.mirror_axes={dump(card.mirror_axes)}", "export.cascade=null"]
-    if card.spacing_zyx:
-        settings.append(f"data.spacing={dump(card.spacing_zyx)}")
-    if card.image_extent_yx:
-        settings.append(f"data.image_extent={dump(card.image_extent_yx)}")
-    if card.patch_size:
-        settings.append(f"data.patch_size={dump(card.patch_size)}")
+    settings = [setting("data.kind", "2d" if card.spatial_dims == 2 else "3d"),
+                setting("model.architecture", card.architecture), setting("model.kwargs", card.kwargs),
+                setting("data.class_values", card.class_values),
+                setting("data.label_table", str(run_dir / "labels.json")),
+                setting("data.intensity", {k: v for k, v in card.intensity.__dict__.items() if v is not None}),
+                setting("export.mirror_axes", card.mirror_axes), setting("export.cascade", None)]
+    for key, value in (("data.spacing", card.spacing_zyx), ("data.image_extent", card.image_extent_yx),
+                       ("data.patch_size", card.patch_size)):
+        if value:
+            settings.append(setting(key, value))
     return settings, trained
 
 
@@ -401,26 +397,20 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
                 f"in Slicer name the segment 'Tooth NN' and save the case again)")
 
 
-def _path_setting(key: str, path: Path | None) -> str:
-    """``key="path"``: a recipe override reads its value as YAML, where a folder named 'Patient #3' ends
-    at the ' #' (a comment) and 'a: b' is a mapping; a JSON string is also a YAML string."""
-    return f"{key}={json.dumps(str(path)) if path is not None else 'null'}"
-
-
 def _load_run_recipe(pool: CasePool, run: dict[str, Any]):
     """The recipe of a fine-tuning run: the pool's case lists, the parent's network, the run's overrides."""
-    from ..config import load_recipe
+    from ..config import load_recipe, setting
 
     run_dir = pool.folder / run["run"]
     unlabeled = run_dir / "unlabeled.json"
-    settings = ["data.source=files", _path_setting("data.labeled", run_dir / "labeled.json"),
+    settings = ["data.source=files", setting("data.labeled", str(run_dir / "labeled.json")),
                 "data.labeled_fraction=1.0", "data.root=null",
-                _path_setting("data.unlabeled", unlabeled if unlabeled.exists() else None),
-                _path_setting("data.validation", run_dir / "holdout.json" if run["holdout"] else None),
+                setting("data.unlabeled", str(unlabeled) if unlabeled.exists() else None),
+                setting("data.validation", str(run_dir / "holdout.json") if run["holdout"] else None),
                 f"export.id={_version_id(pool, run)}", *run["overrides"]]
     if run["parent_folder"]:
         derived, trained_from = _parent_settings(Path(run["parent_folder"]), run_dir)
-        settings = derived + settings + [_path_setting("stages.0.init_from", trained_from)]
+        settings = derived + settings + [setting("stages.0.init_from", str(trained_from))]
     try:
         return load_recipe(run["recipe"], settings)
     except InputError as exc:
