@@ -249,6 +249,53 @@ def test_missing_image_is_reported_and_the_other_cases_go_on(tmp_path, tiny_mode
     assert "missing on disk (1): c01" in result.stderr
 
 
+def test_another_scan_written_over_a_referenced_image_is_noticed(tmp_path, tiny_model, monkeypatch, caplog):
+    """Labels belong to the scan they were drawn on: a file replaced at a referenced path must not pair
+    earlier corrections with another patient, nor keep a prediction of the earlier scan."""
+    from toothseg.train.active_learning.loop import predict_pool
+    from toothseg.train.engine import pipeline
+
+    cases = make_cases(tmp_path / "data", 4)
+    pool = CasePool.create(tmp_path / "pool", current_model=str(tiny_model))
+    pool.add_images([(c, p[0]) for c, p in cases.items()])
+    assert all(r.image_fingerprint for r in pool.read().cases.values())
+    pool.accept("c00", cases["c00"][1])
+    pool.accept("c01", cases["c01"][1])
+    predict_pool(pool, device="cpu")
+    assert pool.changed_labeled_images() == []
+
+    # same grid, another patient: geometry checks cannot tell
+    cases["c00"][0].write_bytes(cases["c03"][0].read_bytes())
+    cases["c02"][0].write_bytes(cases["c03"][0].read_bytes())
+    assert pool.changed_labeled_images() == ["c00"]
+    with pytest.raises(InputError, match="has changed since its earlier corrected labels"):
+        pool.accept("c00", cases["c00"][1])
+    assert pool.read().cases["c00"].labels == ["labels/c00/rev-0001.nii.gz"]
+    status = json.loads(run("al", "status", pool.folder, "--json").stdout)
+    assert status["changed_images"] == ["c00"]
+    assert "changed since their corrected labels were accepted (1" in run("al", "status", pool.folder).stderr
+
+    # an uncorrected case is predicted again without --redo; the unchanged one is not
+    summary = predict_pool(pool, device="cpu")
+    assert summary.predicted == ["c02"]
+    record = pool.read().cases["c02"]
+    assert [h["event"] for h in record.history][-2:] == ["image changed", "predicted"]
+    assert predict_pool(pool, device="cpu").predicted == []
+
+    # fine-tuning leaves the changed case out, and says so
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "run_recipe", stop)
+    with caplog.at_level("WARNING"), pytest.raises(Stop):
+        finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", holdout_share=0)
+    assert pool.read().training["train"] == ["c01"]
+    assert "labels of another scan): c00" in caplog.text
+
+
 def test_a_version_1_manifest_is_migrated_and_kept(tmp_path):
     cases = make_cases(tmp_path / "pool", 3)
     write_manifest(tmp_path / "pool" / "pool.json", [Case("c00", cases["c00"][0], cases["c00"][1]),
@@ -638,6 +685,12 @@ def test_save_corrected_case_creates_the_pool_and_keeps_every_revision(tmp_path)
     third = save_corrected_case(tmp_path / "pool", "CBCT 2024/03 (1)", other[0], other[1])
     assert third.parent.name == "CBCT_2024_03_1_2" and third.name == "rev-0001.nii.gz"
     assert len(CasePool(tmp_path / "pool").read().cases["CBCT_2024_03_1"].labels) == 2
+    # the first case's image overwritten by the second scan: its labels stay with the first scan, and the
+    # second scan's save goes to the case that has always held it
+    pool = CasePool(tmp_path / "pool")
+    pool.path("images/CBCT_2024_03_1.nii.gz").write_bytes(pool.path("images/CBCT_2024_03_1_2.nii.gz").read_bytes())
+    fourth = save_corrected_case(tmp_path / "pool", "CBCT 2024/03 (1)", other[0], other[1])
+    assert fourth.parent.name == "CBCT_2024_03_1_2" and fourth.name == "rev-0002.nii.gz"
 
 
 def test_a_cascade_parent_gives_a_cascade_version_with_its_coarse_member_kept(tmp_path, tiny_model):

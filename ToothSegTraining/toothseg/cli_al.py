@@ -117,6 +117,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     pool = _pool(args.pool)
     state = pool.read()
     missing = pool.missing_images(state)
+    changed = pool.changed_labeled_images(state)
     leftovers = leftover_temporaries(pool.folder)
     if args.clean and leftovers:
         for folder in leftovers:
@@ -128,7 +129,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"cases": len(state.cases), "status": {s: counts.get(s, 0) for s in STATUSES},
                           "held_out": sorted(c.id for c in state.cases.values() if c.holdout),
-                          "missing_images": missing, "leftover_temporaries": [pool.relative(f) for f in leftovers],
+                          "missing_images": missing, "changed_images": changed,
+                          "leftover_temporaries": [pool.relative(f) for f in leftovers],
                           "current_model": state.current_model,
                           "training_in_progress": state.training,
                           "versions": [v.__dict__ for v in state.versions]}, indent=1))
@@ -141,6 +143,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"fine-tuning {state.training['version']} was interrupted; 'toothseg al finetune' resumes it")
     if missing:
         print(f"images missing on disk ({len(missing)}): {', '.join(missing[:10])}", file=sys.stderr)
+    if changed:
+        print(f"images changed since their corrected labels were accepted ({len(changed)}; left out of fine-tuning, "
+              f"restore the scans or add the new ones under new case IDs): {', '.join(changed[:10])}", file=sys.stderr)
     if leftovers:
         print(f"{len(leftovers)} temporary folder(s) left by interrupted writes (no case data in use; "
               f"'toothseg al status --clean' removes them)", file=sys.stderr)

@@ -17,7 +17,6 @@ Key mappings (tested on state dicts built from the documented shapes):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,17 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io.fingerprint import sha256_file
 
 __all__ = ["sha256_file", "read_state_dict", "safe_torch_load", "check_state_dict_fits", "map_rail_state_dict",
            "map_nnunet_state_dict", "nnunet_architecture_kwargs", "resolve_nnunet_configuration"]
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:

@@ -102,6 +102,7 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
     ``redo``); a case whose image is missing or unreadable is reported and the others go on.
     """
     from ...core.inference.predictor import InferenceOptions, Predictor
+    from ...core.io.fingerprint import fingerprint
     from ...core.io.images import read_volume, write_volume
 
     unknown = [s for s in scores if s not in SCORED_STRATEGIES]
@@ -122,9 +123,15 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
     summary = PredictSummary()
     state = pool.read()
     todo = []
+    changed: set[str] = set()
     for record in state.cases.values():
+        if record.status in ("corrected", "in_review"):
+            summary.skipped.append(record.id)
+            continue
+        if pool.image_changed(record):  # another scan at the same path: its old prediction is not of it
+            changed.add(record.id)
         done = record.model == model_name and record.prediction and all(s in record.scores for s in scores)
-        if record.status in ("corrected", "in_review") or (done and not redo):
+        if done and not redo and record.id not in changed:
             summary.skipped.append(record.id)
         else:
             todo.append(record.id)
@@ -133,6 +140,7 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
         step = progress.sub(index / len(todo), (index + 1) / len(todo), f"case {case_id} ({index + 1}/{len(todo)})")
         record = state.cases[case_id]
         try:
+            image_print = fingerprint(pool.path(record.image)).to_dict()  # type: ignore[arg-type]
             volume = read_volume(pool.path(record.image))  # type: ignore[arg-type]
             prediction = predictor.predict(volume, step)
             tooth: dict[str, dict[int, float]] = {}
@@ -160,6 +168,9 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
             current.status = "predicted"
             current.scores = {s: case_score(v) for s, v in tooth.items()}
             current.tooth_scores = {s: {str(t): round(float(u), 6) for t, u in v.items()} for s, v in tooth.items()}
+            if case_id in changed:
+                current.log("image changed", previous=current.image_fingerprint)
+            current.image_fingerprint = image_print
             current.log("predicted", model=model_name, scores=current.scores)
         summary.predicted.append(case_id)
     progress.update(1.0, "done")
@@ -251,7 +262,8 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
     replaced by its card's); ``recipe_path`` (default ``finetune_pool.yaml``) says how to train.
     ``holdout_share`` 0 trains on every corrected case (simulations that judge on their own test set).
     ``from_scratch`` trains the recipe's own network from random weights instead of fine-tuning.
-    An interrupted run resumes with its own settings; ``restart`` discards it instead.
+    An interrupted run resumes with its own settings; ``restart`` discards it instead. Corrected cases
+    whose image is missing, or has changed since their labels were accepted, are left out (warned).
 
     Raises:
         InputError: fewer than one training case, a recipe that does not fit the pool, a corrected
@@ -277,6 +289,14 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
                         "the ones given now are ignored (--restart discards it)", run["version"])
         recipe, raw = _load_run_recipe(pool, run)
     else:
+        changed = pool.changed_labeled_images(state)
+        left_out = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id in missing)
+        if left_out or changed:
+            log.warning("left out of fine-tuning: %s", "; ".join(
+                ([f"image missing: {', '.join(left_out)}"] if left_out else [])
+                + ([f"image changed since its labels were accepted (labels of another scan): {', '.join(changed)}"]
+                   if changed else [])))
+        missing |= set(changed)
         corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
         holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout], holdout_share) \
             if holdout_share > 0 else []

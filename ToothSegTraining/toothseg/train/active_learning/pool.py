@@ -69,6 +69,9 @@ class CaseRecord:
     tooth_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # strategy → FDI → score
     model: str | None = None  # the model (version) that made ``prediction``
     holdout: bool = False  # kept out of fine-tuning to judge new model versions
+    # the image's contents when the case was added or its labels accepted (core.io.fingerprint): a scan
+    # replaced at a referenced path is noticed before labels drawn on the earlier one train on it
+    image_fingerprint: dict[str, str] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -292,13 +295,14 @@ class CasePool:
                              + (" with another image; rename the new file(s)" if skip_present else ""))
         # copies (large scans, DICOM conversion) happen before the lock: other writers are not held up
         stored = self._copy_images(images, snapshot) if copy else {case_id: Path(path) for case_id, path in images}
+        prints = {case_id: _fingerprint(path) for case_id, path in stored.items()}
         added = []
         with self.transaction() as state:
             clashes = sorted(seen & set(state.cases))
             if clashes:  # added by another process meanwhile
                 raise InputError(f"the pool already has case(s) {', '.join(clashes[:5])}")
             for case_id, path in images:
-                record = CaseRecord(case_id, self.relative(stored[case_id]))
+                record = CaseRecord(case_id, self.relative(stored[case_id]), image_fingerprint=prints[case_id])
                 record.log("added", source=str(Path(path)))
                 state.cases[case_id] = record
                 added.append(case_id)
@@ -378,10 +382,16 @@ class CasePool:
             # two patients under one case ID: the labels would land on the other patient's case
             raise InputError(f"case {case_id!r} is already in the pool with another image ({image_path}); "
                              f"--image {image} is not that file: give the new case another ID")
+        changed = record is not None and self.image_changed(record)
+        if changed and record.labels:  # type: ignore[union-attr]
+            raise InputError(f"case {case_id!r}: its image {image_path} has changed since its earlier corrected "
+                             f"labels were accepted, so they belong to another scan; restore that file, or add the "
+                             f"new scan under a new case ID (toothseg al accept NEW_ID LABELS --image FILE)")
         label_map = read_label_map(labels)
         check_same_geometry(read_volume(image_path), label_map, f"image of case {case_id!r}", "label map")
         if record is None:
             self.add_images([(case_id, image_path)], copy=True)
+        fingerprint = _fingerprint(self.path(self.read().cases[case_id].image))  # what the labels were drawn on
         with self.transaction() as state:
             record = state.cases[case_id]
             target = self._next_revision(record)
@@ -389,6 +399,9 @@ class CasePool:
             write_volume(label_map, target, overwrite=False)  # atomic; never replaces a revision
             record.labels.append(self.relative(target))
             record.status = "corrected"
+            if changed:
+                record.log("image changed", previous=record.image_fingerprint)
+            record.image_fingerprint = fingerprint
             record.log("accepted", revision=self.relative(target), source=str(labels), note=note)
         return target
 
@@ -408,6 +421,37 @@ class CasePool:
     def missing_images(self, state: PoolState | None = None) -> list[str]:
         state = state or self.read()
         return [c.id for c in state.cases.values() if not self.path(c.image).exists()]  # type: ignore[union-attr]
+
+    def image_changed(self, record: CaseRecord) -> bool:
+        """Whether the case's image no longer holds what it held when the case was added or its labels
+        accepted. False when there is nothing to compare (a missing image, a pool made before
+        fingerprints) or the image cannot be read (reported where it is read)."""
+        from ...core.io.fingerprint import Fingerprint, same_content
+
+        recorded = Fingerprint.from_dict(record.image_fingerprint)
+        path = self.path(record.image)
+        if recorded is None or path is None or not path.exists():
+            return False
+        try:
+            return not same_content(path, recorded)
+        except OSError:
+            return False
+
+    def changed_labeled_images(self, state: PoolState | None = None) -> list[str]:
+        """Corrected cases whose image has changed since their labels were accepted (see
+        :meth:`image_changed`): their labels belong to another scan and must not train a model."""
+        state = state or self.read()
+        return [c.id for c in state.cases.values() if c.labels and self.image_changed(c)]
+
+
+def _fingerprint(path: Path | None) -> dict[str, str] | None:
+    """The fingerprint to record for an image (None if it cannot be read: reported where it is read)."""
+    from ...core.io.fingerprint import fingerprint
+
+    try:
+        return fingerprint(path).to_dict() if path is not None else None
+    except OSError:
+        return None
 
 
 def _same_image(outside: Path, stored: Path) -> bool:
@@ -452,9 +496,11 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
         record = cases.get(case_id)
         if record is None:
             return pool.accept(case_id, labels, image=image, note="saved from 3D Slicer")
-        # a known name: the same case only if it is the same image (two scans can share a node name)
+        # a known name: the same case only if it is the same image (two scans can share a node name) and
+        # that image still holds what its earlier labels were drawn on
         stored = pool.path(record.image)
-        if stored is not None and stored.exists() and _same_image(Path(image), stored):
+        if (stored is not None and stored.exists() and _same_image(Path(image), stored)
+                and not (record.labels and pool.image_changed(record))):
             return pool.accept(case_id, labels, note="saved from 3D Slicer")
     raise InputError(f"too many different images named {base!r} in the pool")
 
