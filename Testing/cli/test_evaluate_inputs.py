@@ -162,6 +162,12 @@ def test_nothing_to_score_is_an_error_not_a_row_of_nan(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no case could be scored" in err and "a: ground truth skipped" in err
     assert not out.exists()
+    report = tmp_path / "report"  # created for the run, so removed with it; one that was there stays
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--report", str(report)]) == 1
+    assert not report.exists()
+    report.mkdir()
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--report", str(report)]) == 1
+    assert report.is_dir()
 
 
 def test_a_csv_with_no_tooth_in_any_case_replaces_the_earlier_table(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -89,9 +90,10 @@ def _method_name(args: argparse.Namespace) -> str:
     return args.method_name or (pred.name if pred.is_dir() else pred.name.split(".")[0])
 
 
-def _check_outputs(args: argparse.Namespace, single: bool) -> None:
+def _check_outputs(args: argparse.Namespace, single: bool) -> Path | None:
     """Fail before any metric is computed if an output cannot be written or an input is missing; the
-    inputs first, so that a refused call creates no report folder."""
+    inputs first, so that a refused call creates no report folder. Returns the report folder if this
+    call created it (removed again if nothing can be scored)."""
     from .core.io.atomic import check_outputs_apart, check_writable_output
 
     if args.compare and not args.report:
@@ -122,7 +124,10 @@ def _check_outputs(args: argparse.Namespace, single: bool) -> None:
     if args.report:
         from .evaluation_report import prepare_report_folder
 
+        created = not Path(args.report).exists()
         prepare_report_folder(args.report)
+        return Path(args.report) if created else None
+    return None
 
 
 def _name_and_folder(text: str) -> tuple[str, str]:
@@ -154,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not pairs:  # scores of nothing would print as NaN with exit 0
         raise InputError(f"{gt_root}: no ground-truth label maps in this folder (.nii.gz, .nrrd, .seg.nrrd, .mha, "
                          ".png, ...)")
-    _check_outputs(args, single)
+    new_report_folder = _check_outputs(args, single)
     rows, problems, stsr_inputs = [], [], []
     tooth_rows, views = [], []  # for --report only
     # Other methods (--compare) are scored in the same pass, while each ground truth is in memory.
@@ -205,6 +210,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             other_rows[name] += _tooth_rows(case_id, gt, np.zeros_like(gt.array) if other_array is None
                                             else other_array)
     if not scored:  # every ground truth unreadable: no score to give, and no output files written
+        if new_report_folder is not None:
+            with contextlib.suppress(OSError):  # only if still empty
+                new_report_folder.rmdir()
         for problem in problems:
             print(f"  {problem['case']}: {problem['problem']}", file=sys.stderr)
         raise InputError(f"no case could be scored: all {len(problems)} ground-truth file(s) in {gt_root} are "
