@@ -181,6 +181,13 @@ def test_demo_with_an_unknown_model_fails_cleanly_before_writing(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_with_a_panoramic_model_says_so_before_writing(tmp_path):
+    result = run("demo", "--out-dir", str(tmp_path / "demo"), "--model", "toothseg-panoramic-demo")
+    assert result.returncode == 1 and "model toothseg-panoramic-demo is for 2d panoramic X-rays" in result.stderr
+    assert "toothseg segment XRAY.png" in result.stderr
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_into_a_file_says_it_needs_a_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     result = run("demo", "--out-dir", str(tmp_path / "notes.txt"), "--model", "toothseg-cbct-synthetic-demo")

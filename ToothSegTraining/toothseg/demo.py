@@ -90,11 +90,17 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     from .core.io.segmentation import write_segmentation
     from .core.metrics.protocols import sts2024_case
     from .core.models.catalog import load_catalog
+    from .core.models.folder import read_card
     from .core.postprocessing.numbering import check_numbering
     from .core.resources import sample_scan, sample_scan_labels
 
     progress = progress or Progress()
     folder = load_catalog().resolve(model) if model else _default_model()  # a bad --model fails before any write
+    if folder is not None:
+        card = read_card(folder)
+        if card.input_kind != "3d":
+            raise InputError(f"the demo segments a 3D scan; model {card.id} is for {card.input_kind} panoramic "
+                             f"X-rays (try: toothseg segment XRAY.png -o labels.png --model {model})")
     out = make_output_folder(out_dir, "the demo writes into a folder (-o DIR)")
     seconds: dict[str, float] = {}
 
@@ -111,9 +117,6 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
         model_name = "none"
     else:
         predictor = Predictor(folder, InferenceOptions(device=device, tta=not fast, fast=fast))
-        if predictor.card.input_kind != "3d":
-            raise InputError(f"the demo needs a 3D model; {predictor.card.id} is for "
-                             f"{predictor.card.input_kind} images")
         prediction = predictor.predict(image, progress.sub(0.0, 0.8, "segment"))
         model_name = f"{predictor.card.id} ({folder})"
     seconds["segment"] = round(time.perf_counter() - start, 2)
