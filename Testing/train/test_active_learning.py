@@ -26,7 +26,7 @@ from toothseg.core.models.folder import read_card, save_model_folder
 from toothseg.train.active_learning.acquisition import (case_score, ensemble_disagreement, rank_cases,
                                                         tta_disagreement)
 from toothseg.train.active_learning.loop import finetune_pool, holdout_cases
-from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool
+from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool, describe_pool
 from toothseg.train.data.cases import Case, write_manifest
 
 from ..core.inference.helpers import HalfImage, IntensityToClass, loaded
@@ -274,6 +274,14 @@ def test_another_scan_written_over_a_referenced_image_is_noticed(tmp_path, tiny_
     status = json.loads(run("al", "status", pool.folder, "--json").stdout)
     assert status["changed_images"] == ["c00"]
     assert "changed since their corrected labels were accepted (1" in run("al", "status", pool.folder).stderr
+    summary = describe_pool(pool.folder)  # Slicer's Active learning line
+    assert summary.startswith("0 unlabeled, 2 predicted, 0 in review, 2 corrected.")
+    assert summary.endswith("Scans replaced since their labels were saved (left out of fine-tuning): c00.")
+    cases["c03"][0].unlink()
+    assert "Images missing: c03." in describe_pool(pool.folder)
+    assert describe_pool("") == describe_pool(tmp_path / "nowhere") \
+        == "No pool here yet: Save as corrected case creates one."
+    cases["c03"][0].write_bytes(cases["c02"][0].read_bytes())
 
     # an uncorrected case is predicted again without --redo; the unchanged one is not
     summary = predict_pool(pool, device="cpu")

@@ -339,21 +339,10 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ active learning
     @staticmethod
     def poolSummary(poolDir: str) -> str:
-        """One line on the pool: cases per status, the current model, the latest version."""
-        from toothseg.train.active_learning.pool import MANIFEST_NAME, STATUSES, CasePool
+        """One line on the pool (cases per status, model, versions, missing or replaced images)."""
+        from toothseg.train.active_learning.pool import describe_pool
 
-        if not poolDir or not (Path(poolDir) / MANIFEST_NAME).is_file():
-            return "No pool here yet: Save as corrected case creates one."
-        state = CasePool(poolDir).read()
-        counts = {s: sum(1 for c in state.cases.values() if c.status == s) for s in STATUSES}
-        text = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES)
-        text += f". Model: {state.current_model or 'catalogue default'}."
-        if state.versions:
-            latest = state.versions[-1]
-            text += f" Latest {latest.version}: {latest.note}"
-        if state.training:
-            text += f" Fine-tuning {state.training['version']} was stopped; Fine-tune resumes it."
-        return text
+        return describe_pool(poolDir)
 
     def openNextPoolCase(self, poolDir: str):
         """Load the predicted case the model is least sure of (entropy) with its prediction, then mark

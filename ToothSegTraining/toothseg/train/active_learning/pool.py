@@ -36,7 +36,7 @@ from ...core.errors import InputError, OutputExistsError, OutputWriteError
 from ...core.names import PLAIN_NAME_RULE, is_plain_name, plain_name_from
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
-           "now_iso", "save_corrected_case", "check_case_id", "check_new_images"]
+           "now_iso", "save_corrected_case", "describe_pool", "check_case_id", "check_new_images"]
 
 MANIFEST_NAME = "pool.json"
 MANIFEST_VERSION = 2
@@ -503,6 +503,31 @@ def save_corrected_case(pool_folder: str | os.PathLike[str], case_name: str, ima
                 and not (record.labels and pool.image_changed(record))):
             return pool.accept(case_id, labels, note="saved from 3D Slicer")
     raise InputError(f"too many different images named {base!r} in the pool")
+
+
+def describe_pool(pool_folder: str | os.PathLike[str]) -> str:
+    """One line on a pool for Slicer's Active learning section: cases per status, the current model,
+    the latest version, an interrupted fine-tune, and images missing or replaced."""
+    folder = Path(pool_folder)
+    if not str(pool_folder) or not (folder / MANIFEST_NAME).is_file():
+        return "No pool here yet: Save as corrected case creates one."
+    pool = CasePool(folder)
+    state = pool.read()
+    counts = {s: sum(1 for c in state.cases.values() if c.status == s) for s in STATUSES}
+    text = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES)
+    text += f". Model: {state.current_model or 'catalogue default'}."
+    if state.versions:
+        latest = state.versions[-1]
+        text += f" Latest {latest.version}: {latest.note}"
+    if state.training:
+        text += f" Fine-tuning {state.training['version']} was stopped; Fine-tune resumes it."
+    missing, changed = pool.missing_images(state), pool.changed_labeled_images(state)
+    if missing:
+        text += f" Images missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}."
+    if changed:
+        text += (f" Scans replaced since their labels were saved (left out of fine-tuning): {', '.join(changed[:5])}"
+                 f"{' …' if len(changed) > 5 else ''}.")
+    return text
 
 
 def check_case_id(case_id: str, where: str = "") -> None:
