@@ -165,3 +165,34 @@ def test_exporting_the_whole_map_again_removes_the_surfaces_of_teeth_it_no_longe
     assert names == sorted([f"{table[v].file_stem}.stl" for v in values[:-1]] + ["notes.stl"]
                            + [f"{table[v].file_stem}.obj" for v in values])  # the other format is not touched
     assert "removed 1 surface(s) of an earlier export" in caplog.text and table[gone].file_stem in caplog.text
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_failure_half_way_leaves_the_folder_as_it_was(tmp_path, teeth_volume, monkeypatch, earlier):
+    """A full disk (or a cancel) at the second tooth: no mix of two exports, no partial set blocking the rerun."""
+    import errno
+
+    from toothseg.core.export import surfaces
+
+    table = LabelTable.fdi()
+    if earlier:
+        export_surfaces(teeth_volume, table, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    write, calls = surfaces._write_poly, {"n": 0}
+
+    def fails_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(surfaces, "_write_poly", fails_second)
+    smoother = SurfaceOptions(smoothing=0.6)  # other bytes than the earlier export
+    with pytest.raises(OSError, match="No space"):
+        export_surfaces(teeth_volume, table, tmp_path, smoother, overwrite=earlier)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no hidden staging folder either
+    monkeypatch.setattr(surfaces, "_write_poly", write)
+    written = export_surfaces(teeth_volume, table, tmp_path, smoother, overwrite=earlier)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(item.path.name for item in written)
+    if earlier:
+        assert any(before[item.path.name] != item.path.read_bytes() for item in written)

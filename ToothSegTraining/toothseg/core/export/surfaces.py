@@ -13,13 +13,15 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, OutputWriteError
-from ..io.atomic import atomic_output, make_output_folder
+from ..io.atomic import TEMP_PREFIX, atomic_output, make_output_folder
 from ..labels import LabelTable
 from ..progress import Progress
 from ..volume import Volume
@@ -248,6 +250,10 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
         overwrite: replace existing files; otherwise an existing file is an error (checked first,
             before anything is written).
 
+    The files are written into a hidden folder beside their targets and renamed into place only when
+    every one is written, so a full disk, an error or a cancel half-way leaves the folder as it was
+    (never a set of surfaces from two exports, nor a partial set that blocks the next run).
+
     Returns:
         One record per exported label, with the checks a user may want to see.
     """
@@ -281,24 +287,36 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
     results: list[ExportedSurface] = []
     append = vtkAppendPolyData()
     system = options.coordinate_system.value
-    for index, value in enumerate(values):
-        progress.update(index / max(1, len(values)), f"surface {table[value].segment_name}")
-        poly = label_surface(labels, value, options, box=boxes[value - 1])
-        volume_mm3, centroid, watertight, n_tri = surface_stats(poly)
-        path = None
-        if not merged:
-            path = targets[value]
-            header = f"ToothSeg label {value} {table[value].name}, mm, {system}"
-            _write_poly(poly, path, ext, header, overwrite)
-        else:
-            append.AddInputData(poly)
-        results.append(ExportedSurface(value, path, n_tri, volume_mm3, float(counts[value]) * voxel_mm3,
-                                       centroid, watertight))
-    if merged and values:
-        append.Update()
-        _write_poly(append.GetOutput(), targets[0], ext, f"ToothSeg teeth, mm, {system}", overwrite)
-        for item in results:
-            item.path = targets[0]
+    staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=out_dir))
+    try:
+        for index, value in enumerate(values):
+            progress.update(index / max(1, len(values)), f"surface {table[value].segment_name}")
+            poly = label_surface(labels, value, options, box=boxes[value - 1])
+            volume_mm3, centroid, watertight, n_tri = surface_stats(poly)
+            path = None
+            if not merged:
+                path = targets[value]
+                header = f"ToothSeg label {value} {table[value].name}, mm, {system}"
+                _write_poly(poly, staging / path.name, ext, header, overwrite=False)
+            else:
+                append.AddInputData(poly)
+            results.append(ExportedSurface(value, path, n_tri, volume_mm3, float(counts[value]) * voxel_mm3,
+                                           centroid, watertight))
+        if merged and values:
+            append.Update()
+            _write_poly(append.GetOutput(), staging / targets[0].name, ext, f"ToothSeg teeth, mm, {system}",
+                        overwrite=False)
+            for item in results:
+                item.path = targets[0]
+        if not overwrite:  # a file that appeared meanwhile (another export) is not replaced
+            existing = [str(p) for p in targets.values() if p.exists()]
+            if existing:
+                raise OutputWriteError(f"{len(existing)} output file(s) appeared while exporting, e.g. {existing[0]}")
+        for target in targets.values():
+            if (staging / target.name).exists():  # a merged export of no label writes nothing
+                os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if overwrite and not merged and not selected:
         _remove_stale_surfaces(out_dir, table, ext, set(targets.values()))
     progress.update(1.0, "surfaces written")
