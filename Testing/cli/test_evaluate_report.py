@@ -65,6 +65,10 @@ def test_report_tables_plots_and_worst_cases(tmp_path, folders, capsys):
     # Worst cases in order: the missing one, then the shifted one (the perfect one last).
     titles = re.findall(r'alt="(perfect|shifted|missing)"', page)
     assert titles == ["missing", "shifted", "perfect"]
+    # the same folder again for one case: the earlier report's other worst cases are not left beside it
+    (gt_dir / "perfect.nii.gz").unlink(), (gt_dir / "missing.nii.gz").unlink()
+    assert main(["evaluate", str(gt_dir), str(pred_dir), "--report", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["dental_chart.png", "dice_by_tooth_type.png", "worst_1.png"]
 
 
 def test_report_compares_methods_on_the_same_ground_truth(tmp_path, folders):

@@ -293,6 +293,10 @@ def write_report(data: ReportData, folder: str | Path, worst: int = 3, note: str
         sections.append(f"<h2>Worst {len(ranked)} case(s)</h2>")
         for index, view in enumerate(ranked):
             sections.append(_image(f"worst_{index + 1}.png", _case_png(view), folder, view.case))
+    for earlier in folder.glob("worst_*.png"):  # an earlier report's extra cases would pass for this one's
+        number = earlier.stem.removeprefix("worst_")
+        if number.isdigit() and int(number) > len(ranked):
+            earlier.unlink(missing_ok=True)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
              "text-align:right}th{background:#eee}img{max-width:100%;display:block;margin:1em 0}"
