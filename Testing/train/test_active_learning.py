@@ -283,6 +283,10 @@ def test_another_scan_written_over_a_referenced_image_is_noticed(tmp_path, tiny_
         == "No pool here yet: Save as corrected case creates one."
     cases["c03"][0].write_bytes(cases["c02"][0].read_bytes())
 
+    # its old prediction is not offered for review (the CLI and Slicer's "Load next case" ask choose_next)
+    offered = run("al", "next", pool.folder, "--dry-run")
+    assert [line.split("\t")[0] for line in offered.stdout.splitlines()] == ["c03"]
+    assert "not offered (1; their scans were replaced" in offered.stderr and "c02" in offered.stderr
     # an uncorrected case is predicted again without --redo; the unchanged one is not
     summary = predict_pool(pool, device="cpu")
     assert summary.predicted == ["c02"]

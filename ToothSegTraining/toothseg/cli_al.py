@@ -89,7 +89,11 @@ def cmd_next(args: argparse.Namespace) -> int:
 
     pool = _pool(args.pool)
     state = pool.read()
-    chosen = choose_next(state, args.k, args.strategy, args.seed, args.diverse, args.include_review)
+    stale = pool.stale_predictions(state)
+    if stale:
+        print(f"not offered ({len(stale)}; their scans were replaced since they were predicted; 'toothseg al predict' "
+              f"predicts them again): {', '.join(stale[:10])}", file=sys.stderr)
+    chosen = choose_next(state, args.k, args.strategy, args.seed, args.diverse, args.include_review, exclude=stale)
     if not args.dry_run:
         pool.set_status(chosen, "in_review", f"selected ({args.strategy})")
     for case_id in chosen:

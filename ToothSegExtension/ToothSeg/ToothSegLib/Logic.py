@@ -352,7 +352,7 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
         pool = CasePool(poolDir)
         state = pool.read()
-        caseId = choose_next(state, 1, "entropy")[0]
+        caseId = choose_next(state, 1, "entropy", exclude=pool.stale_predictions(state))[0]
         record = state.cases[caseId]
         volumeNode, segmentationNode = self.loadPoolCase(caseId, pool.path(record.image), pool.path(record.prediction))
         pool.set_status([caseId], "in_review", "opened in 3D Slicer")

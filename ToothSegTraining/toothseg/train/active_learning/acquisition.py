@@ -79,13 +79,15 @@ def ensemble_disagreement(model, volume: Volume, options) -> dict[int, float]:
 
 
 def choose_next(state, k: int, strategy: str, seed: int = 0, diverse: bool = False,
-                include_review: bool = False) -> list[str]:
+                include_review: bool = False, exclude: Sequence[str] = ()) -> list[str]:
     """The ``k`` predicted cases of a pool state to correct next (what ``al next`` and Slicer's
-    "Load next case" show). Raises :class:`InputError` when no predicted case waits."""
+    "Load next case" show); ``exclude``: cases not to offer (predictions of a scan since replaced).
+    Raises :class:`InputError` when no predicted case waits."""
     wanted = ("predicted", "in_review") if include_review else ("predicted",)
-    candidates = [c.id for c in state.cases.values() if c.status in wanted and c.prediction]
+    candidates = [c.id for c in state.cases.values() if c.status in wanted and c.prediction and c.id not in exclude]
     if not candidates:
-        raise InputError("no predicted case waits for review; run 'toothseg al predict POOL' first")
+        raise InputError("no predicted case waits for review; run 'toothseg al predict POOL' first"
+                         + (f" ({len(exclude)} prediction(s) are of scans replaced since)" if exclude else ""))
     scores = {c.id: c.scores[strategy] for c in state.cases.values() if strategy in c.scores}
     features = {c.id: c.tooth_scores.get(strategy, {}) for c in state.cases.values()}
     return rank_cases(candidates, scores, k, strategy, seed, diverse, features)

@@ -443,6 +443,12 @@ class CasePool:
         state = state or self.read()
         return [c.id for c in state.cases.values() if c.labels and self.image_changed(c)]
 
+    def stale_predictions(self, state: PoolState | None = None) -> list[str]:
+        """Uncorrected cases whose prediction is of a scan since replaced at the image's path: not to be
+        offered for review until ``al predict`` has predicted them again (it does so by itself)."""
+        state = state or self.read()
+        return [c.id for c in state.cases.values() if c.prediction and not c.labels and self.image_changed(c)]
+
 
 def _fingerprint(path: Path | None) -> dict[str, str] | None:
     """The fingerprint to record for an image (None if it cannot be read: reported where it is read)."""
