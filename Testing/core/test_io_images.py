@@ -249,6 +249,25 @@ def test_rgb_xrays_become_grey_and_rgb_volumes_are_refused(tmp_path):
     np.testing.assert_allclose(from_slicer.array[0], grey, atol=1)
 
 
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_a_colour_mask_is_refused_as_labels_and_grey_stored_as_rgb_is_not(tmp_path, caplog, channel):
+    """A mask painted in red, green or blue has no FDI numbers: its luma (76, 150 or 29) would pass
+    for a label value and be stored as a correction."""
+    teeth = np.zeros((20, 30), np.uint8)
+    teeth[5:10, 5:10], teeth[5:10, 15:20] = 11, 21
+    as_rgb = sitk.GetImageFromArray(np.stack([teeth] * 3, axis=-1), isVector=True)  # grey saved as RGB
+    sitk.WriteImage(as_rgb, str(tmp_path / "grey_rgb.png"))
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey_rgb.png").array[0], teeth)
+    painted = np.zeros((20, 30, 3), np.uint8)
+    painted[teeth > 0, channel] = 255
+    sitk.WriteImage(sitk.GetImageFromArray(painted, isVector=True), str(tmp_path / "mask.png"))
+    with pytest.raises(InputError, match="a colour image .* not a label map"):
+        read_label_map(tmp_path / "mask.png")
+    with caplog.at_level("WARNING", logger="toothseg"):  # as an image (a colour X-ray) it is read, with a word
+        assert read_volume(tmp_path / "mask.png").array.max() > 0
+    assert "colour image converted to grey" in caplog.text
+
+
 def test_grey_and_alpha_png_reads_as_its_grey_channel(tmp_path):
     """SimpleITK refuses grey + alpha PNGs ("Unknown PixelType"); they read exactly as the same pixels
     saved without alpha, rows in the file's order; a truncated one fails with one clear line."""

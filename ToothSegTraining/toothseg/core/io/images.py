@@ -112,7 +112,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") -> Volume:
-    """Wrap a SimpleITK image (2D or 3D, scalar) as a Volume; colour 2D images become grey."""
+    """Wrap a SimpleITK image (2D or 3D, scalar) as a Volume; colour 2D images become grey (marked in
+    ``metadata["colour"]`` when the channels differ)."""
     import SimpleITK as sitk
 
     dimension = image.GetDimension()
@@ -124,10 +125,11 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
         if dimension == 3 and image.GetSize()[2] != 1:
             raise InputError(f"{source or 'image'}: colour/vector volumes ({components} components) are not supported")
         array = sitk.GetArrayFromImage(image).astype(np.float64)
+        coloured = False
         if components in (3, 4):  # RGB(A) X-ray export: ITU-R BT.601 luma
+            red, green, blue = array[..., 0], array[..., 1], array[..., 2]
+            coloured = not (np.array_equal(red, green) and np.array_equal(red, blue))
             array = array[..., 0] * 0.299 + array[..., 1] * 0.587 + array[..., 2] * 0.114
-            if not np.allclose(sitk.GetArrayViewFromImage(image)[..., 0], sitk.GetArrayViewFromImage(image)[..., 1]):
-                log.warning("%s: colour image converted to grey", source or "image")
         else:
             raise InputError(f"{source or 'image'}: {components}-component images are not supported")
         array = np.round(array).astype(sitk.GetArrayViewFromImage(image).dtype)
@@ -148,6 +150,8 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
     volume = Volume(array, tuple(spacing), tuple(origin), direction, kind or VolumeKind.CBCT_3D)
     if source:
         volume.metadata["source"] = source
+    if components > 1 and coloured:
+        volume.metadata["colour"] = "converted to grey"  # read_label_map refuses it: luma is no label value
     return volume
 
 
@@ -354,6 +358,8 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
         kind = VolumeKind.PANORAMIC_2D if fmt == "2d" else None
         volume = volume_from_sitk(image, kind, str(path))
     volume.check_finite()
+    if volume.metadata.get("colour") and key != "label":  # read_label_map refuses it instead
+        log.warning("%s: colour image converted to grey", path)
     return volume
 
 
@@ -378,6 +384,10 @@ def _read_grey_alpha_png(path: Path):
 def read_label_map(path: str | os.PathLike[str]) -> Volume:
     """Read a label map: integer values ≥ 0 (float files with whole numbers are accepted)."""
     volume = read_volume(path, key="label")
+    if volume.metadata.get("colour"):
+        raise InputError(f"{path}: a colour image (its red, green and blue differ), not a label map; a label map "
+                         "holds each tooth's FDI number (11-48) as its grey value, e.g. as written by 'toothseg "
+                         "segment' or 3D Slicer's 'Export to label map'")
     array = volume.array
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(array == np.round(array)):
