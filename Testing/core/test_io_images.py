@@ -266,6 +266,14 @@ def test_a_colour_mask_is_refused_as_labels_and_grey_stored_as_rgb_is_not(tmp_pa
     with caplog.at_level("WARNING", logger="toothseg"):  # as an image (a colour X-ray) it is read, with a word
         assert read_volume(tmp_path / "mask.png").array.max() > 0
     assert "colour image converted to grey" in caplog.text
+    # an indexed (palette) PNG, as many labelling tools write label maps: the indices are the labels
+    from PIL import Image
+
+    indexed = Image.fromarray(teeth, mode="L").convert("P")
+    indexed.putpalette([int(v) for v in np.random.default_rng(channel).integers(0, 256, 768)])
+    indexed.save(tmp_path / "indexed.png")
+    assert Image.open(tmp_path / "indexed.png").mode == "P"
+    np.testing.assert_array_equal(read_label_map(tmp_path / "indexed.png").array[0], teeth)
 
 
 def test_grey_and_alpha_png_reads_as_its_grey_channel(tmp_path):

@@ -381,9 +381,31 @@ def _read_grey_alpha_png(path: Path):
     return sitk.GetImageFromArray(np.ascontiguousarray(grey))
 
 
+def _png_palette_indices(path: Path) -> np.ndarray | None:
+    """The pixel indices of an indexed-colour (palette) PNG, the way many labelling tools store label
+    maps (the index is the label, the palette only shows it); ``None`` for any other file. SimpleITK
+    expands the palette to RGB, which would lose the labels."""
+    from PIL import Image
+
+    if _suffix(path) != ".png":
+        return None
+    try:
+        with Image.open(path) as png:
+            if png.format != "PNG" or png.mode != "P":
+                return None
+            return np.asarray(png).copy()
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
 def read_label_map(path: str | os.PathLike[str]) -> Volume:
-    """Read a label map: integer values ≥ 0 (float files with whole numbers are accepted)."""
+    """Read a label map: integer values ≥ 0 (float files with whole numbers are accepted; an indexed
+    PNG gives its indices)."""
     volume = read_volume(path, key="label")
+    indices = _png_palette_indices(Path(path))
+    if indices is not None and indices.shape == volume.shape[1:]:
+        volume = volume.with_array(indices[np.newaxis])
+        volume.metadata.pop("colour", None)
     if volume.metadata.get("colour"):
         raise InputError(f"{path}: a colour image (its red, green and blue differ), not a label map; a label map "
                          "holds each tooth's FDI number (11-48) as its grey value, e.g. as written by 'toothseg "
