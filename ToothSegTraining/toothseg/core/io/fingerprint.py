@@ -66,8 +66,8 @@ def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
         OSError: the path cannot be read.
     """
     files = _files(Path(path))
-    if len(files) == 1 and Path(path).is_file():
-        content = sha256_file(files[0][1])
+    if Path(path).is_file():
+        content = sha256_file(path)
     else:
         content = hashlib.sha256("".join(f"{name}\0{sha256_file(file)}\n" for name, file in files).encode()).hexdigest()
     return Fingerprint(content, _stat(files))

@@ -118,6 +118,7 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
 
     dimension = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()
+    coloured = False  # channels that differ: a colour image, not grey stored as RGB
     if dimension not in (2, 3):
         raise InputError(f"{source or 'image'}: {dimension}D images are not supported (expected 3D, or 2D X-ray)")
     if components > 1:
@@ -125,7 +126,6 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
         if dimension == 3 and image.GetSize()[2] != 1:
             raise InputError(f"{source or 'image'}: colour/vector volumes ({components} components) are not supported")
         array = sitk.GetArrayFromImage(image).astype(np.float64)
-        coloured = False
         if components in (3, 4):  # RGB(A) X-ray export: ITU-R BT.601 luma
             red, green, blue = array[..., 0], array[..., 1], array[..., 2]
             coloured = not (np.array_equal(red, green) and np.array_equal(red, blue))
@@ -150,7 +150,7 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
     volume = Volume(array, tuple(spacing), tuple(origin), direction, kind or VolumeKind.CBCT_3D)
     if source:
         volume.metadata["source"] = source
-    if components > 1 and coloured:
+    if coloured:
         volume.metadata["colour"] = "converted to grey"  # read_label_map refuses it: luma is no label value
     return volume
 

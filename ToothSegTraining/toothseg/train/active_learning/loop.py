@@ -140,7 +140,9 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
         step = progress.sub(index / len(todo), (index + 1) / len(todo), f"case {case_id} ({index + 1}/{len(todo)})")
         record = state.cases[case_id]
         try:
-            image_print = fingerprint(pool.path(record.image)).to_dict()  # type: ignore[arg-type]
+            # the scan this prediction is of: recorded again only if it changed (or was never recorded)
+            image_print = record.image_fingerprint if record.image_fingerprint and case_id not in changed \
+                else fingerprint(pool.path(record.image)).to_dict()  # type: ignore[arg-type]
             volume = read_volume(pool.path(record.image))  # type: ignore[arg-type]
             prediction = predictor.predict(volume, step)
             tooth: dict[str, dict[int, float]] = {}

@@ -391,7 +391,8 @@ class CasePool:
         check_same_geometry(read_volume(image_path), label_map, f"image of case {case_id!r}", "label map")
         if record is None:
             self.add_images([(case_id, image_path)], copy=True)
-        fingerprint = _fingerprint(self.path(self.read().cases[case_id].image))  # what the labels were drawn on
+        # what the labels were drawn on (a case added just now got its copy's fingerprint from add_images)
+        fingerprint = _fingerprint(image_path) if record is not None else None
         with self.transaction() as state:
             record = state.cases[case_id]
             target = self._next_revision(record)
@@ -401,7 +402,8 @@ class CasePool:
             record.status = "corrected"
             if changed:
                 record.log("image changed", previous=record.image_fingerprint)
-            record.image_fingerprint = fingerprint
+            if fingerprint is not None:
+                record.image_fingerprint = fingerprint
             record.log("accepted", revision=self.relative(target), source=str(labels), note=note)
         return target
 
