@@ -478,6 +478,8 @@ def test_rank_cases_orders_randomises_and_diversifies():
     # a and b doubt the same tooth; c doubts another: diverse picks a, then c
     features = {"a": {"11": 0.9}, "b": {"11": 0.8}, "c": {"21": 0.7}, "d": {"21": 0.1}}
     assert rank_cases(list(scores), scores, 2, "entropy", diverse=True, features=features) == ["a", "c"]
+    with pytest.raises(InputError, match="diverse"):  # a random draw has no doubts to spread over
+        rank_cases(list(scores), {}, 2, "random", diverse=True)
     with pytest.raises(InputError, match="no 'tta' score"):
         rank_cases(list(scores), {}, 2, "tta")
     assert case_score({}) == 1.0 and case_score({11: 0.2, 21: 0.4}) == pytest.approx(0.3)

@@ -99,12 +99,15 @@ def rank_cases(candidates: Sequence[str], scores: dict[str, float], k: int, stra
     """The ``k`` case IDs to correct next, best first.
 
     Raises:
-        InputError: unknown strategy, or candidates without a score for it.
+        InputError: unknown strategy, candidates without a score for it, or ``diverse`` with ``random``.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
     if k < 1:
         raise InputError("-k must be at least 1")
+    if diverse and strategy == "random":  # diversity needs per-tooth doubts, which a random draw has none of
+        raise InputError("--diverse spreads the choice over the teeth each case doubts; it needs a scoring "
+                         "strategy (entropy, tta or ensemble), not random")
     candidates = list(candidates)
     if strategy == "random":
         order = list(np.random.default_rng(seed).permutation(len(candidates)))
