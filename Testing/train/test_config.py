@@ -48,6 +48,9 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"data": {"augment": {"gamma": [1.5, 0.7]}}}, "augment.gamma must be a range"),
     ({"data": {"intensity": {"mode": "foo"}}}, "unknown intensity normalisation 'foo'"),
     ({"data": {"source": "ufba"}}, "source 'ufba' is not one of"),
+    # synthetic data: validation counts synthetic scans, and there is no unlabeled set to name
+    ({"data": {"source": "synthetic", "validation": "val", "unlabeled": None}}, "validation for synthetic data is a"),
+    ({"data": {"source": "synthetic", "unlabeled": "u.json"}}, "synthetic data has no unlabeled set"),
     ({"stages": [{"data": {"workers": -2}}]}, r"stages\[0\].data: workers"),
 ])
 def test_bad_recipes_name_the_problem(toy_dataset, change, message):
@@ -58,6 +61,16 @@ def test_bad_recipes_name_the_problem(toy_dataset, change, message):
         else:
             data[key] = value
     with pytest.raises(InputError, match=message):
+        recipe_from_dict(data)
+
+
+def test_a_yaml_number_where_text_is_kept_is_taken_as_text(toy_dataset):
+    """``validation: 2`` (two synthetic scans) or a split named 2 is what a YAML user writes."""
+    data = toy_recipe(toy_dataset)
+    data["data"] = {**data["data"], "source": "synthetic", "validation": 2, "unlabeled": None}
+    assert recipe_from_dict(data).data.validation == "2"
+    data["name"] = True  # a YAML yes is not a name
+    with pytest.raises(InputError, match="name: expected str"):
         recipe_from_dict(data)
 
 

@@ -60,7 +60,7 @@ class DataConfig:
     source: str = "files"  # files, ufba425, synthetic
     labeled: str | None = None  # manifest JSON (files), split name (ufba425), or label-map list (synthetic)
     unlabeled: str | None = None
-    validation: str | None = None
+    validation: str | None = None  # manifest (files), split name (ufba425), number of scans (synthetic); none
     root: str | None = None  # folder the manifest paths are relative to (default: the manifest's folder)
     labeled_fraction: float = 1.0  # keep this share of the labeled training cases (the rest: unlabeled)
     label_table: str = "fdi"  # fdi, fdi-deciduous, binary (every tooth → 1), or a JSON file
@@ -163,6 +163,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return float(value)
     if annotation is int and isinstance(value, bool) is False and isinstance(value, int):
         return value
+    if annotation is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a YAML number where text is kept, e.g. ``validation: 2`` synthetic scans
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
         raise InputError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value
@@ -264,6 +266,13 @@ def _check_data_values(data: DataConfig, where: str) -> None:
     problems = []
     if data.source not in SOURCES:
         problems.append(f"source {data.source!r} is not one of {', '.join(SOURCES)}")
+    if data.source == "synthetic":
+        if data.validation not in (None, "none") and not data.validation.isdigit():
+            problems.append(f"validation for synthetic data is a number of synthetic scans (or none), "
+                            f"got {data.validation!r}")
+        if data.unlabeled not in (None, "none"):
+            problems.append("unlabeled: synthetic data has no unlabeled set (unlabeled batches are synthetic "
+                            "scans too); leave it out")
     if any(int(p) < 1 for p in data.patch_size):
         problems.append(f"patch_size values must be at least 1, got {data.patch_size}")
     if data.spacing is not None and (len(data.spacing) != len(data.patch_size) or min(data.spacing) <= 0):
