@@ -26,7 +26,7 @@ from toothseg.core.models.folder import read_card, save_model_folder
 from toothseg.train.active_learning.acquisition import (case_score, ensemble_disagreement, rank_cases,
                                                         tta_disagreement)
 from toothseg.train.active_learning.loop import finetune_pool, holdout_cases
-from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool, describe_pool
+from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool, describe_pool, stopped_finetune
 from toothseg.train.data.cases import Case, write_manifest
 
 from ..core.inference.helpers import HalfImage, IntensityToClass, loaded
@@ -575,7 +575,9 @@ def test_kill_9_during_finetune_resumes_the_same_run(tmp_path, tiny_model):
     state = pool.read()
     assert state.training and state.training["version"] == "v001" and not state.versions
     result = run("al", "status", pool.folder)
-    assert "was interrupted" in result.stdout
+    assert "was interrupted" in result.stdout and "--restart discards it" in result.stdout
+    stopped = stopped_finetune(pool.folder)  # Slicer's Fine-tune offers to resume it
+    assert stopped.version == "v001" and not stopped.recipe_missing and stopped.recipe == str(recipe.resolve())
     result = run("--debug", "al", "finetune", pool.folder, "--recipe", recipe, "--device", "cpu", "--no-register",
                  env=env_home)
     assert result.returncode == 0, result.stderr
@@ -664,10 +666,16 @@ def test_restart_discards_an_interrupted_fine_tune(tmp_path, tiny_model):
         state.training = {"version": "v001", "run": "runs/v001", "recipe": str(tmp_path / "gone.yaml"),
                           "parent": None, "parent_folder": None, "train": ["c00"], "holdout": [], "overrides": []}
     (pool.folder / "runs" / "v001").mkdir(parents=True)
+    # what Slicer's Fine-tune asks about first: this run cannot resume, only start afresh
+    stopped = stopped_finetune(pool.folder)
+    assert stopped is not None and stopped.version == "v001" and stopped.recipe_missing
+    assert "Fine-tuning v001 was stopped" in describe_pool(pool.folder)
     with pytest.raises(InputError, match="--restart discards the run"):
         finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False)
     result = finetune_pool(pool, _toy_recipe_file(tmp_path), device="cpu", register=False, restart=True)
     assert result.version.version == "v001" and pool.read().training is None
+    assert stopped_finetune(pool.folder) is None and stopped_finetune("") is None
+    assert stopped_finetune(tmp_path / "nowhere") is None
 
 
 def test_an_orphan_revision_left_by_a_crash_is_skipped_not_replaced(tmp_path):

@@ -369,8 +369,31 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             poolDir, device = self._poolDir(), self._parameterNode.device
             recipe = str(self._parameterNode.finetuneRecipe or "")
             recipe = "" if recipe in ("", ".") else recipe
-            self._startPoolJob(lambda **kw: self.logic.startFinetune(poolDir, recipe, device, **kw),
+            restart = self._askRestartStoppedFinetune(poolDir)
+            if restart is None:
+                return
+            self._startPoolJob(lambda **kw: self.logic.startFinetune(poolDir, recipe, device, restart, **kw),
                                _("Fine-tuning…"))
+
+    def _askRestartStoppedFinetune(self, poolDir: str):
+        """False: no stopped run, or resume it; True: discard it and start afresh; None: the user cancelled.
+        Discarding is confirmed separately, so that a "No" meant as "not now" loses no training."""
+        stopped = self.logic.stoppedFinetune(poolDir)
+        if stopped is None:
+            return False
+        if stopped.recipe_missing:
+            return True if slicer.util.confirmOkCancelDisplay(
+                _("Fine-tuning {version} was stopped, and its recipe {recipe} is gone, so it cannot resume. "
+                  "Discard it and start afresh?").format(version=stopped.version, recipe=stopped.recipe),
+                windowTitle=_("Fine-tune")) else None
+        if slicer.util.confirmYesNoDisplay(
+                _("Fine-tuning {version} (started {started}) was stopped. Resume it, with the recipe and settings "
+                  "it started with?").format(version=stopped.version, started=stopped.started),
+                windowTitle=_("Fine-tune")):
+            return False
+        return True if slicer.util.confirmOkCancelDisplay(
+            _("Discard the stopped fine-tuning {version} and its progress, and start afresh with the chosen "
+              "recipe?").format(version=stopped.version), windowTitle=_("Fine-tune")) else None
 
     def onPoolProgress(self, fraction: float, stage: str) -> None:
         self.ui.finetuneProgressBar.value = int(round(100 * fraction))

@@ -144,7 +144,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for version in state.versions:
         print(f"  {version.version} {version.model_id}: {'PROMOTED' if version.promoted else 'kept'} — {version.note}")
     if state.training:
-        print(f"fine-tuning {state.training['version']} was interrupted; 'toothseg al finetune' resumes it")
+        print(f"fine-tuning {state.training['version']} was interrupted; 'toothseg al finetune' resumes it "
+              "(--restart discards it)")
     if missing:
         print(f"images missing on disk ({len(missing)}): {', '.join(missing[:10])}", file=sys.stderr)
     if changed:

@@ -407,13 +407,23 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         return self._startPoolJob(["al", "predict", poolDir, "--device", device, "--progress-lines"],
                                   "Prediction of the pool", onProgress, onLog, onFinished)
 
-    def startFinetune(self, poolDir: str, recipe: str = "", device: str = "auto", onProgress=None, onLog=None,
-                      onFinished=None) -> ToothSegProcess:
+    @staticmethod
+    def stoppedFinetune(poolDir: str):
+        """The pool's stopped fine-tuning run (``toothseg.train.active_learning.pool.StoppedFinetune``), or None."""
+        from toothseg.train.active_learning.pool import stopped_finetune
+
+        return stopped_finetune(poolDir)
+
+    def startFinetune(self, poolDir: str, recipe: str = "", device: str = "auto", restart: bool = False,
+                      onProgress=None, onLog=None, onFinished=None) -> ToothSegProcess:
         """``toothseg al finetune POOL``: a new model version from the corrected cases, promoted only
-        if it is not worse on held-out corrected cases; stopping keeps a checkpoint to resume from."""
+        if it is not worse on held-out corrected cases; stopping keeps a checkpoint to resume from
+        (``restart`` discards a stopped run instead)."""
         arguments = ["al", "finetune", poolDir, "--device", device, "--progress-lines"]
         if recipe:
             arguments += ["--recipe", recipe]
+        if restart:
+            arguments.append("--restart")
         return self._startPoolJob(arguments, "Fine-tuning", onProgress, onLog, onFinished)
 
     # ------------------------------------------------------------------ export

@@ -36,7 +36,8 @@ from ...core.errors import InputError, OutputExistsError, OutputWriteError
 from ...core.names import PLAIN_NAME_RULE, is_plain_name, plain_name_from
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
-           "now_iso", "save_corrected_case", "describe_pool", "check_case_id", "check_new_images"]
+           "now_iso", "save_corrected_case", "describe_pool", "StoppedFinetune", "stopped_finetune", "check_case_id",
+           "check_new_images"]
 
 MANIFEST_NAME = "pool.json"
 MANIFEST_VERSION = 2
@@ -528,7 +529,7 @@ def describe_pool(pool_folder: str | os.PathLike[str]) -> str:
         latest = state.versions[-1]
         text += f" Latest {latest.version}: {latest.note}"
     if state.training:
-        text += f" Fine-tuning {state.training['version']} was stopped; Fine-tune resumes it."
+        text += f" Fine-tuning {state.training['version']} was stopped; Fine-tune asks to resume it or start afresh."
     missing, changed = pool.missing_images(state), pool.changed_labeled_images(state)
     if missing:
         text += f" Images missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}."
@@ -536,6 +537,31 @@ def describe_pool(pool_folder: str | os.PathLike[str]) -> str:
         text += (f" Scans replaced since their labels were saved (left out of fine-tuning): {', '.join(changed[:5])}"
                  f"{' …' if len(changed) > 5 else ''}.")
     return text
+
+
+@dataclass(frozen=True)
+class StoppedFinetune:
+    """A fine-tuning run that was stopped: the next ``al finetune`` resumes it (with the recipe and settings
+    it started with) unless told to restart; one whose recipe is gone can only restart."""
+
+    version: str
+    recipe: str
+    started: str
+    recipe_missing: bool
+
+
+def stopped_finetune(pool_folder: str | os.PathLike[str]) -> StoppedFinetune | None:
+    """The pool's stopped fine-tuning run, or None (no pool, or no run stopped): what Slicer asks about
+    before Fine-tune, resume or start afresh."""
+    folder = Path(pool_folder)
+    if not str(pool_folder) or not (folder / MANIFEST_NAME).is_file():
+        return None
+    run = CasePool(folder).read().training
+    if not run:
+        return None
+    recipe = str(run.get("recipe") or "")
+    return StoppedFinetune(run["version"], recipe, str(run.get("started") or ""),
+                           recipe_missing=not (recipe and Path(recipe).is_file()))
 
 
 def check_case_id(case_id: str, where: str = "") -> None:
