@@ -96,8 +96,11 @@ class OptimizerConfig:
     nesterov: bool = True
     schedule: str = "poly"  # poly, cosine, constant, warmup_cosine (RAIL)
     warmup_iterations: int = 0
+    warmup_start_lr: float | None = None  # where the warm-up starts (default min_lr; U-Mamba2's DAE: 5e-7)
     min_lr: float = 0.0
     power: float = 0.9
+    # no weight decay on 1-D parameters (norm weights, biases), as timm/MAE-style pretraining does
+    no_decay_norm_bias: bool = False
 
 
 @dataclass
@@ -252,8 +255,8 @@ def _check_stage_values(stage: StageConfig, where: str) -> None:
         problems.append(f"optimizer.schedule {opt.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if not opt.lr >= 0:  # 0 holds the weights (a stage that only exports or checks a start)
         problems.append(f"optimizer.lr must be ≥ 0, got {opt.lr}")
-    for name in ("weight_decay", "min_lr", "warmup_iterations"):
-        if getattr(opt, name) < 0:
+    for name in ("weight_decay", "min_lr", "warmup_iterations", "warmup_start_lr"):
+        if (getattr(opt, name) or 0) < 0:
             problems.append(f"optimizer.{name} must be ≥ 0, got {getattr(opt, name)}")
     if not 0 <= opt.momentum < 1:
         problems.append(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")

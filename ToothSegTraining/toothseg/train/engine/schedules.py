@@ -18,12 +18,15 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
     * ``constant``;
     * ``warmup_cosine``: RAIL's — linear warm-up from ``min_lr`` over ``warmup_iterations``, constant
       until half the run, then cosine to ``min_lr``.
-    Any schedule is preceded by a linear warm-up when ``warmup_iterations`` > 0.
+    Any schedule is preceded by a linear warm-up when ``warmup_iterations`` > 0, from
+    ``warmup_start_lr`` (default ``min_lr``); the schedule then goes on from where it stands at that
+    step (timm's ``CosineLRScheduler`` without ``warmup_prefix``).
     """
     base, low = config.lr, config.min_lr
     total = max(1, total)
     if config.warmup_iterations and step < config.warmup_iterations:
-        return low + (base - low) * (step + 1) / config.warmup_iterations
+        start = low if config.warmup_start_lr is None else config.warmup_start_lr
+        return start + (base - start) * (step + 1) / config.warmup_iterations
     if config.schedule == "poly":
         return base * (1.0 - min(step, total - 1) / total) ** config.power
     if config.schedule == "cosine":
@@ -39,8 +42,14 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
 
 
 def build_optimizer(config: OptimizerConfig, parameters):
+    """The optimiser over ``parameters``; with ``no_decay_norm_bias`` the 1-D ones (norm weights and
+    biases) form a second group without weight decay."""
     import torch
 
+    parameters = list(parameters)
+    if config.no_decay_norm_bias:
+        parameters = [{"params": [p for p in parameters if p.ndim > 1]},
+                      {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0}]
     if config.name == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
