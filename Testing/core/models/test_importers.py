@@ -64,6 +64,26 @@ def test_a_failed_rail_import_leaves_nothing_and_the_retry_works(tmp_path):
         import_rail_students([good], [], out)
 
 
+def test_import_checkpoint_cli_writes_a_folder_that_verifies(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    torch.save(build_network("vnet", has_dropout=True).state_dict(), str(tmp_path / "vnet.pth"))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "toothseg.cli", "models", *map(str, args)], capture_output=True,
+                              text=True, timeout=120, env=dict(os.environ, TOOTHSEG_MODELS_DIR=str(tmp_path / "s")))
+
+    result = run("import-checkpoint", "rail", "--vnet", tmp_path / "vnet.pth", "--out", tmp_path / "rail", "--id",
+                 "my-rail")
+    assert result.returncode == 0 and "toothseg models verify" in result.stdout, result.stderr
+    assert run("verify", tmp_path / "rail").returncode == 0
+    result = run("import-checkpoint", "nnunet", "--out", tmp_path / "nn", "--plans", "p.json")
+    assert result.returncode == 1 and "needs --checkpoint, --dataset" in result.stderr
+    assert not (tmp_path / "nn").exists()
+
+
 def _nnunet_files(tmp_path, class_name="UMambaBot2"):
     features = [8, 16, 32, 40]  # expand 2 x 40 = one Mamba2 head of 80, as upstream hard-codes
     strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]]

@@ -274,6 +274,12 @@ def test_models_cli_add_list_verify(tmp_path, saved):
     # a copy that a killed install left in its hidden staging folder is not listed as a model
     shutil.copytree(folder, tmp_path / "store" / ".toothseg-tmp-killed")
     assert [line.split()[0] for line in run("list").stdout.splitlines()].count("tiny") == 1
+    # pack by catalogue ID into a float16 copy under a new ID, then install it beside the original
+    packed = run("pack", "tiny", str(tmp_path / "half"), "--half", "--id", "tiny-half")
+    assert packed.returncode == 0 and "float16 weights" in packed.stdout, packed.stderr
+    assert run("add", str(tmp_path / "half")).returncode == 0
+    assert {"tiny", "tiny-half"} <= {line.split()[0] for line in run("list").stdout.splitlines()}
+    assert run("verify", "tiny-half").returncode == 0
 
 
 def test_pack_half_halves_the_weights_and_keeps_the_outputs(tmp_path):
