@@ -298,7 +298,26 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         IntensityNormalization(**data.intensity)
     except (InputError, TypeError) as exc:
         problems.append(f"intensity: {exc}")
+    if data.augment.other_flip_axes:
+        problems += _extra_flip_problems(data)
     _refuse(problems, where)
+
+
+def _extra_flip_problems(data: DataConfig) -> list[str]:
+    """``other_flip_axes`` against the label table, when the table can be read now (a JSON table the
+    user has yet to write is checked again when training starts)."""
+    from .data.augment import check_extra_flips
+    from .data.dataset import class_values_for, label_table_for
+
+    try:
+        table = label_table_for(data.label_table)
+    except InputError:
+        return []
+    try:
+        check_extra_flips(data.augment, table, class_values_for(data, table), 2 if data.kind == "2d" else 3)
+    except InputError as exc:
+        return [str(exc)]
+    return []
 
 
 def stage_data(recipe: Recipe, index: int) -> DataConfig:

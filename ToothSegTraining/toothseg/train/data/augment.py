@@ -16,15 +16,36 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ...core.errors import InputError
 from ...core.labels import LabelTable
 from ..config import AugmentConfig
 
-__all__ = ["spatial_augment", "intensity_augment", "strong_augment", "lr_axis"]
+__all__ = ["spatial_augment", "intensity_augment", "strong_augment", "lr_axis", "check_extra_flips"]
 
 
 def lr_axis(ndim: int) -> int:
     """Array axis of the patient's left-right direction (the last one, after reorientation)."""
     return ndim - 1
+
+
+def check_extra_flips(config: AugmentConfig, table: LabelTable, class_values: list[int], ndim: int) -> None:
+    """Refuse ``other_flip_axes`` where a flip would teach wrong labels: a tooth's FDI number, a jaw or a
+    side is its place, so an upside-down or back-to-front mirror of it is a different class (the
+    left-right flip is ``flip_lr``, which swaps the sides). Only position-free classes (a binary tooth
+    mask, as RAIL trains) may be flipped on the other axes."""
+    axes = list(config.other_flip_axes)
+    if not axes:
+        return
+    bad_axes = [a for a in axes if not isinstance(a, int) or not 0 <= a < ndim or a == lr_axis(ndim)]
+    if bad_axes:
+        raise InputError(f"augment.other_flip_axes {axes}: axes are 0..{ndim - 2} of the (z, y, x) patch (the "
+                         f"left-right axis {lr_axis(ndim)} is flip_lr's, which swaps the FDI sides)")
+    placed = [table[v].name for v in class_values if v in table and (
+        table[v].fdi is not None or table[v].group in ("jaw", "canal") or table.swap_partner(v) != v)]
+    if placed:
+        raise InputError(f"augment.other_flip_axes {axes}: a flip along them would mislabel classes whose place is "
+                         f"their identity ({', '.join(placed[:3])}{' …' if len(placed) > 3 else ''}); they suit only "
+                         "a binary tooth mask (label_table: binary)")
 
 
 def _rotation_matrix(ndim: int, angle: float) -> np.ndarray:

@@ -36,7 +36,7 @@ from ...core.labels import LabelTable
 from ...core.models.card import IntensityNormalization
 from ...core.volume import Volume, check_same_geometry
 from ..config import DataConfig
-from .augment import intensity_augment, spatial_augment
+from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
 __all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for"]
@@ -122,6 +122,7 @@ class TrainingData:
         self.to_class = np.full(size, -1, dtype=np.int64)
         for index, value in enumerate(class_values):
             self.to_class[value] = index
+        check_extra_flips(data.augment, table, self.class_values, 2 if data.kind == "2d" else 3)
         swapped = [table.swap_partner(v) for v in class_values]
         self.lr_classes = np.array([class_values.index(v) if v in class_values else i for i, v in enumerate(swapped)])
         if np.all(self.lr_classes == np.arange(len(class_values))):
