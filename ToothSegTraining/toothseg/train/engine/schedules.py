@@ -16,8 +16,8 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
     * ``poly``: ``lr (1 − step/total)^power`` (nnU-Net);
     * ``cosine``: cosine from lr to ``min_lr``;
     * ``constant``;
-    * ``warmup_cosine``: RAIL's — linear warm-up from ``min_lr`` over ``warmup_iterations``, constant
-      until half the run, then cosine to ``min_lr``.
+    * ``warmup_cosine``: RAIL's — the warm-up below over ``warmup_iterations``, constant until half
+      the run, then cosine to ``min_lr``.
     Any schedule is preceded by a linear warm-up when ``warmup_iterations`` > 0, from
     ``warmup_start_lr`` (default ``min_lr``); the schedule then goes on from where it stands at that
     step (timm's ``CosineLRScheduler`` without ``warmup_prefix``).
