@@ -90,3 +90,28 @@ def test_self_training_supervises_each_part_of_both_mixes_by_the_right_labels():
     out = bcp.train_step({"image": label.float()[:, None], "label": label.roll(1, dims=0),
                           "unlabeled_image": unlabeled}, step=0)
     assert float(out.terms["supervised"].detach()) > 0.2 and float(out.terms["pseudo"].detach()) < 0.02
+
+
+def test_u_weight_scales_the_pseudo_labelled_terms_as_in_bcps_mix_loss():
+    """BCP weighs the pseudo-labelled part of each mix by ``u_weight`` (0.5) against 1.0 for the labeled
+    part. The masked losses are normalised by their region, so the weight must multiply the loss: put
+    into the voxel weights it cancels out and every part counts 1.0."""
+    torch.manual_seed(0)
+    label = torch.stack([combs(0), combs(1)])
+    unlabeled = torch.stack([combs(2), combs(0).flip(-1)]).float()[:, None]
+    batch = {"image": label.float()[:, None], "label": label, "unlabeled_image": unlabeled}
+    terms = {}
+    for u_weight in (1.0, 0.5, 0.0):
+        cls = get_method("bcp")
+        bcp = cls(cls.validate_settings({"u_weight": u_weight}),
+                  MethodContext(lambda **_: ImageIsTheAnswer(), CLASSES, 2, 100))
+        bcp.nets = bcp.build_networks()
+        with torch.no_grad():
+            bcp.nets["student"].scale.fill_(0.5)  # a doubtful student: every term is well above zero
+        out = bcp.train_step(batch, step=0)
+        terms[u_weight] = {name: float(value.detach()) for name, value in out.terms.items()}
+        assert float(out.loss.detach()) == pytest.approx(terms[u_weight]["supervised"] + terms[u_weight]["pseudo"])
+    assert terms[1.0]["pseudo"] > 0.1
+    assert terms[0.5]["supervised"] == pytest.approx(terms[1.0]["supervised"])
+    assert terms[0.5]["pseudo"] == pytest.approx(terms[1.0]["pseudo"] / 2)
+    assert terms[0.0]["pseudo"] == 0.0

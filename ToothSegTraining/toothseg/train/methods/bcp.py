@@ -63,13 +63,17 @@ def largest_component_per_class(labels: torch.Tensor) -> torch.Tensor:
     return out.to(labels.device)
 
 
-def weighted_mix_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``(masked Dice + masked CE) / 2`` with per-voxel weights (B, *spatial), as BCP's ``mix_loss``."""
+def weighted_mix_loss(logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """``(masked Dice + masked CE) / 2`` over ``region`` (B, *spatial; 0/1), one term of BCP's ``mix_loss``.
+
+    Both parts are normalised by the region, so scaling ``region`` changes nothing: a term's weight
+    (BCP's ``u_weight``) multiplies the returned loss, as BCP's ``mix_loss`` does.
+    """
     ce = F.cross_entropy(logits.float(), target, reduction="none")
-    ce = (ce * weight).sum() / weight.sum().clamp_min(1e-6)
+    ce = (ce * region).sum() / region.sum().clamp_min(1e-6)
     probs = torch.softmax(logits.float(), dim=1)
     onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
-    w = weight[:, None]
+    w = region[:, None]
     dims = tuple(range(2, probs.dim()))
     dice = (2 * (probs * onehot * w).sum(dims) + 1e-5) / ((probs * w).sum(dims) + (onehot * w).sum(dims) + 1e-5)
     return (ce + (1 - dice.mean())) / 2
@@ -166,11 +170,11 @@ class BCP(_BCPBase):
         student = self.nets["student"]
         out_l = self.main_output(student(x_l))
         out_u = self.main_output(student(x_u))
-        ones = torch.ones_like(ya, dtype=torch.float)
-        labeled_w_l, pseudo_w_l = ones * m, ones * (1 - m) * s.u_weight
-        pseudo_w_u, labeled_w_u = ones * m * s.u_weight, ones * (1 - m)
-        supervised = weighted_mix_loss(out_l, y_l, labeled_w_l) + weighted_mix_loss(out_u, y_u, labeled_w_u)
-        pseudo_term = weighted_mix_loss(out_l, y_l, pseudo_w_l) + weighted_mix_loss(out_u, y_u, pseudo_w_u)
+        inside_region = torch.ones_like(ya, dtype=torch.float) * m
+        outside_region = 1 - inside_region
+        supervised = weighted_mix_loss(out_l, y_l, inside_region) + weighted_mix_loss(out_u, y_u, outside_region)
+        pseudo_term = s.u_weight * (weighted_mix_loss(out_l, y_l, outside_region)
+                                    + weighted_mix_loss(out_u, y_u, inside_region))
         return StepOutput(supervised + pseudo_term, {"supervised": supervised, "pseudo": pseudo_term},
                           unsupervised=("pseudo",), logs={"mask_fraction": self.mask_fraction(step)})
 
