@@ -47,6 +47,21 @@ def test_poly_and_constant():
         learning_rate(OptimizerConfig(schedule="step"), 0, 10)
 
 
+def test_linear_matches_pytorchs_linear_lr_as_u_mamba2_ssl_uses_it():
+    """U-Mamba2-SSL's pseudo-label stage: SGD at 1e-3 with ``LinearLR(start_factor=1, end_factor=0.01)``
+    over the stage, so it ends at 1e-5 (poly would end near 0)."""
+    total = 50
+    config = OptimizerConfig(lr=1e-3, min_lr=1e-5, schedule="linear")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    reference = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.01, total_iters=total - 1)
+    for step in range(total):
+        assert learning_rate(config, step, total) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        optimizer.step()
+        reference.step()
+    assert learning_rate(config, total - 1, total) == pytest.approx(1e-5)
+    assert learning_rate(config, 10 * total, total) == pytest.approx(1e-5)  # past the end: the last value
+
+
 def test_norm_and_bias_parameters_can_be_left_without_weight_decay():
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.InstanceNorm3d(4, affine=True),
                               torch.nn.Conv3d(4, 2, 1))

@@ -94,7 +94,7 @@ class OptimizerConfig:
     weight_decay: float = 3e-5
     momentum: float = 0.99
     nesterov: bool = True
-    schedule: str = "poly"  # poly, cosine, constant, warmup_cosine (RAIL)
+    schedule: str = "poly"  # poly, cosine, linear, constant, warmup_cosine (RAIL)
     warmup_iterations: int = 0
     warmup_start_lr: float | None = None  # where the warm-up starts (default min_lr; U-Mamba2's DAE: 5e-7)
     min_lr: float = 0.0
@@ -229,7 +229,7 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("poly", "cosine", "constant", "warmup_cosine")
+SCHEDULES = ("poly", "cosine", "linear", "constant", "warmup_cosine")
 SOURCES = ("files", "ufba425", "synthetic")
 
 

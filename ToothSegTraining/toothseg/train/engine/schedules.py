@@ -15,6 +15,8 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
 
     * ``poly``: ``lr (1 − step/total)^power`` (nnU-Net);
     * ``cosine``: cosine from lr to ``min_lr``;
+    * ``linear``: a straight line from lr to ``min_lr``, reached at the last step (PyTorch's
+      ``LinearLR``; U-Mamba2-SSL's pseudo-label stage: 1e-3 → 1e-5);
     * ``constant``;
     * ``warmup_cosine``: RAIL's — the warm-up below over ``warmup_iterations``, constant until half
       the run, then cosine to ``min_lr``.
@@ -31,6 +33,8 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
         return base * (1.0 - min(step, total - 1) / total) ** config.power
     if config.schedule == "cosine":
         return low + 0.5 * (base - low) * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if config.schedule == "linear":
+        return base + (low - base) * min(step, total - 1) / max(1, total - 1)
     if config.schedule == "constant":
         return base
     if config.schedule == "warmup_cosine":
