@@ -79,6 +79,9 @@ class DataConfig:
     pseudo_labels: str | None = None  # earlier stage whose model labels the unlabeled set, or "cascade"
     # (export.cascade.coarse + the stage just before this one)
     pseudo_max_uncertainty: float = 0.25  # keep predicted teeth whose mean normalised entropy is below this
+    # labels with fewer voxels than this in a training label map (as read) become background: the
+    # coarse-to-fine method drops such "small teeth" (36 voxels); 0 keeps every label
+    min_label_voxels: int = 0
 
 
 @dataclass
@@ -280,6 +283,8 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         problems.append(f"patch_size values must be at least 1, got {data.patch_size}")
     if data.spacing is not None and (len(data.spacing) != len(data.patch_size) or min(data.spacing) <= 0):
         problems.append(f"spacing needs {len(data.patch_size)} values > 0 (z, y, x order), got {data.spacing}")
+    if data.min_label_voxels < 0:
+        problems.append(f"min_label_voxels must be ≥ 0 (0: keep every label), got {data.min_label_voxels}")
     if data.workers < 0:
         problems.append(f"workers must be ≥ 0 (0: load in the main process), got {data.workers}")
     if not 0 < data.labeled_fraction <= 1:

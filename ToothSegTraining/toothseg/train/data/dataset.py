@@ -39,7 +39,8 @@ from ..config import DataConfig
 from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
-__all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for"]
+__all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for",
+           "drop_small_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,21 @@ def _read_case_labels(case: Case) -> Volume:
         return labels
     return Volume(apply_label_values(labels.array, case.label_values), labels.spacing, labels.origin,
                   labels.direction, labels.kind)
+
+
+def drop_small_labels(labels: np.ndarray, min_voxels: int) -> tuple[np.ndarray, list[int]]:
+    """Labels with fewer than ``min_voxels`` voxels set to background, and the values dropped.
+
+    Annotation fragments (a tooth cut by the field of view, a stray click) teach a tooth where there
+    is none; the coarse-to-fine method drops labels under 36 voxels. 255 (ignore) is never dropped.
+    """
+    if min_voxels <= 0:
+        return labels, []
+    values, counts = np.unique(labels, return_counts=True)
+    small = [int(v) for v, n in zip(values, counts) if v != 0 and v != IGNORE and n < min_voxels]
+    if not small:
+        return labels, []
+    return np.where(np.isin(labels, small), 0, labels).astype(labels.dtype, copy=False), small
 
 
 def class_values_for(config: DataConfig, table: LabelTable) -> list[int]:
@@ -198,6 +214,10 @@ class TrainingData:
             check_same_geometry(volume, label_volume, f"image of {case.id}", "label map")
             canonical, _ = to_canonical(label_volume)
             array = canonical.array[0] if self.dims == 2 else canonical.array
+            array, dropped = drop_small_labels(array, self.config.min_label_voxels)
+            if dropped:
+                log.info("case %s: label(s) %s under %d voxels read as background", case.id, dropped,
+                         self.config.min_label_voxels)
             if array.shape != shape:
                 array = nearest_resample(array, shape)
             labels = self._labels_to_classes(array, f"case {case.id}")
