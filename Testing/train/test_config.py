@@ -52,6 +52,16 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"data": {"source": "synthetic", "validation": "val", "unlabeled": None}}, "validation for synthetic data is a"),
     ({"data": {"source": "synthetic", "unlabeled": "u.json"}}, "synthetic data has no unlabeled set"),
     ({"stages": [{"data": {"workers": -2}}]}, r"stages\[0\].data: workers"),
+    # pseudo-labels come from a model trained before the stage: a wrong name is found at load
+    ({"stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "c"}}]},
+     r"stages\[1\] \(b\): data.pseudo_labels 'c' must name an earlier stage \(a\)"),
+    ({"stages": [{"name": "a", "data": {"pseudo_labels": "a"}}]}, r"'a' must name an earlier stage \(none\)"),
+    ({"stages": [{"name": "a", "method": "ssl_pretrain"}, {"name": "b", "data": {"pseudo_labels": "a"}}]},
+     "stage 'a' \\(ssl_pretrain\\) trains no segmentation model"),
+    ({"stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "cascade"}}]},
+     "cascade needs export.cascade"),
+    ({"stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "cascade"}}],
+      "export": {"cascade": {"coarse": "a", "fine": "b"}}}, "cascade needs the coarse stage 'a' to come before"),
 ])
 def test_bad_recipes_name_the_problem(toy_dataset, change, message):
     data = toy_recipe(toy_dataset)

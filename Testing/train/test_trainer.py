@@ -307,6 +307,26 @@ def test_coarse_to_fine_recipe_with_pseudo_labels_exports_a_cascade(tmp_path, to
     assert proc.returncode == 0, proc.stderr
 
 
+def test_pseudo_labels_from_a_named_stage_and_a_stage_without_unlabeled_cases(tmp_path, toy_dataset):
+    """``pseudo_labels: first`` labels the unlabeled cases with that stage's model and trains on them;
+    without unlabeled cases the recipe is refused before any stage trains."""
+    base = toy_recipe(toy_dataset)
+    stage = base["stages"][0]
+    base["stages"] = [dict(stage, name="first", iterations=2),
+                      dict(stage, name="second", iterations=2, init_from="previous",
+                           data={"pseudo_labels": "first", "pseudo_max_uncertainty": 0.99})]
+    result = train(base, tmp_path / "run")
+    assert (result.model / "model.json").exists()
+    pseudo = sorted(p.name for p in (tmp_path / "run" / "second" / "pseudo_labels").iterdir())
+    assert pseudo == [f"unlabeled{i}.nii.gz" for i in range(4)]
+    trained_on = json.loads((tmp_path / "run" / "second" / "model" / "model.json").read_text())
+    assert trained_on["weights_sha256"] != load_model_folder(tmp_path / "run" / "first" / "model").card.weights_sha256
+    base["data"]["unlabeled"] = None
+    with pytest.raises(InputError, match="stage second: data.pseudo_labels labels the unlabeled cases"):
+        train(base, tmp_path / "run2")
+    assert not (tmp_path / "run2" / "first").exists()  # refused before the first stage trained
+
+
 def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_path, sts_labels):
     """The recipe of the bundled CBCT model (``source: synthetic``), shrunk: synthetic scans painted on
     a real tooth label map feed both stages, validation runs on unseen synthetic scans, and the export

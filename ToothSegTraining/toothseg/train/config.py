@@ -228,7 +228,36 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
             raise InputError(f"export.cascade needs 'coarse' and 'fine' stage names among {names}")
+    for index in range(len(recipe.stages)):
+        _check_pseudo_label_source(recipe, index, names)
     return recipe
+
+
+def _check_pseudo_label_source(recipe: Recipe, index: int, names: list[str]) -> None:
+    """A stage's ``data.pseudo_labels`` names a model trained before it: an earlier segmentation stage,
+    or ``cascade`` (``export.cascade.coarse``, earlier, with the stage just before as the fine model).
+    Checked now, so that a typo does not surface after the earlier stages have trained."""
+    from .methods import get_method
+
+    source = stage_data(recipe, index).pseudo_labels
+    if not source:
+        return
+    where = f"stages[{index}] ({names[index]}): data.pseudo_labels"
+    earlier = names[:index]
+    if source == "cascade":
+        coarse = (recipe.export.cascade or {}).get("coarse")
+        if coarse is None:
+            raise InputError(f"{where}: cascade needs export.cascade (its coarse stage locates the teeth)")
+        if coarse not in earlier[:-1]:
+            raise InputError(f"{where}: cascade needs the coarse stage {coarse!r} to come before the stage "
+                             f"just before this one (the fine model); stages before it: {earlier}")
+        source = earlier[-1]
+    elif source not in earlier:
+        raise InputError(f"{where} {source!r} must name an earlier stage ({', '.join(earlier) or 'none'}) "
+                         "or be 'cascade'")
+    producer = recipe.stages[names.index(source)]
+    if not getattr(get_method(producer.method), "produces_segmentation", True):
+        raise InputError(f"{where}: stage {source!r} ({producer.method}) trains no segmentation model")
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import InputError
+from ...core.labels import LabelTable
 from ...core.io.atomic import atomic_folder
 from ...core.progress import CancelToken, Progress
-from ..config import Recipe, stage_data
+from ..config import DataConfig, Recipe, stage_data
 from ..data.dataset import TrainingData, class_values_for, label_table_for
 from ..methods.base import Method, unwrap
 from .trainer import StageResult, Trainer, distributed_context
@@ -166,6 +167,26 @@ def _check_run_folder(out: Path, restart: bool) -> None:
                          "choose a new or empty folder")
 
 
+def _stage_datasets(recipe: Recipe) -> list[tuple[DataConfig, LabelTable, list[int], TrainingData]]:
+    """Each stage's data (stages with the same data section share one ``TrainingData``), built before
+    any training, so that a stage that cannot run is refused before the earlier ones have trained."""
+    datasets: dict[str, TrainingData] = {}
+    out = []
+    for index, stage in enumerate(recipe.stages):
+        config = stage_data(recipe, index)
+        table = label_table_for(config.label_table)
+        class_values = class_values_for(config, table)
+        key = repr(config)
+        if key not in datasets:
+            datasets[key] = TrainingData(config, table, class_values, recipe.seed)
+        data = datasets[key]
+        if config.pseudo_labels and not data.unlabeled:
+            raise InputError(f"stage {stage.name}: data.pseudo_labels labels the unlabeled cases, and the data "
+                             "section gives none (data.unlabeled, or labeled_fraction below 1)")
+        out.append((config, table, class_values, data))
+    return out
+
+
 def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = None, device: str = "auto",
                restart: bool = False, quiet: bool = False, token: CancelToken | None = None,
                progress: Progress | None = None) -> RunResult:
@@ -197,17 +218,11 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
 
         dist.barrier()
     token = token or CancelToken()
-    datasets: dict[str, TrainingData] = {}
+    stage_datasets = _stage_datasets(recipe)
     previous: Path | None = None
     results: list[StageResult] = []
     for index, stage in enumerate(recipe.stages):
-        config = stage_data(recipe, index)
-        table = label_table_for(config.label_table)
-        class_values = class_values_for(config, table)
-        key = repr(config)
-        if key not in datasets:
-            datasets[key] = TrainingData(config, table, class_values, recipe.seed)
-        data = datasets[key]
+        config, table, class_values, data = stage_datasets[index]
         stage_dir = out / stage.name
         if (stage_dir / "model" / "model.json").exists():
             previous = stage_dir / "model"
