@@ -196,6 +196,39 @@ def test_a_run_stopped_while_it_replaces_best_keeps_a_whole_best_model(tmp_path,
     assert not train(data, tmp_path / "run").interrupted
 
 
+@pytest.mark.parametrize("method", ["supervised", "rail"])
+def test_the_exported_model_is_the_best_validated_one_when_training_ends_worse(tmp_path, toy_dataset, monkeypatch,
+                                                                             method):
+    """Validation Dice 0.1, 0.9, 0.2, 0.3, then 0.3 at the end: the stage's model is the step-2 network
+    (every member of an ensemble), with its own metrics, not the last one."""
+    from toothseg.train.engine.trainer import Trainer
+    from toothseg.train.methods import get_method
+
+    settings = {"group_steps": 1} if method == "rail" else {}
+    data = toy_recipe(toy_dataset, method=method, iterations=4, settings=settings,
+                      unlabeled_batch=2 if get_method(method).needs_unlabeled else 0)
+    data["stages"][0]["validate_every"] = 1
+    scores = iter([0.1, 0.9, 0.2, 0.3, 0.3])
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"val_dice": next(scores)})
+    result = train(data, tmp_path / "run")
+    stage = tmp_path / "run" / f"0_{method}"
+    best, model = load_model_folder(stage / "best"), load_model_folder(result.model)
+    assert best.card.metrics["val_dice"] == 0.9 and best.card.metrics["step"] == 2
+    assert model.card.metrics["val_dice"] == 0.9 and model.card.metrics["step"] == 2
+    members = [m for _, m in model.members] or [model]
+    best_members = [m for _, m in best.members] or [best]
+    assert len(members) == (4 if method == "rail" else 1)
+    for exported, kept in zip(members, best_members):
+        for name, tensor in kept.network.state_dict().items():
+            torch.testing.assert_close(exported.network.state_dict()[name], tensor)
+    # control: the last step's weights differ from the best ones (so the check above can fail)
+    last = torch.load(stage / "checkpoint.pt", weights_only=True)["networks"]
+    first_name = next(iter(last))
+    differs = any(not torch.equal(t, members[0].network.state_dict()[k]) for k, t in last[first_name].items()
+                  if k in members[0].network.state_dict())
+    assert differs
+
+
 def test_bad_data_is_reported(tmp_path, toy_dataset):
     data = toy_recipe(toy_dataset, method="mean_teacher", unlabeled_batch=2)
     data["data"]["unlabeled"] = None
