@@ -196,6 +196,25 @@ def test_bad_layouts_say_what_is_missing(tmp_path, capsys):
         read_manifest(tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize("content, message", [
+    ([{"id": "a", "image": "a.nii.gz"}], "a manifest is a JSON object whose 'cases' is a list"),
+    ({"cases": {"id": "a", "image": "a.nii.gz"}}, "a manifest is a JSON object whose 'cases' is a list"),
+    ({"cases": ["a.nii.gz"]}, "every case needs 'id' and 'image'"),
+    ({"cases": [{"id": "a", "image": ["a.nii.gz"]}]}, "case a: 'image' and 'label' are file paths"),
+    ({"cases": [{"id": "a", "image": "a.nii.gz", "label": 3}]}, "case a: 'image' and 'label' are file paths"),
+    ({"cases": [{"id": "a", "image": "a.nii.gz"}, {"id": "a", "image": "b.nii.gz"}]}, "case ID 'a' appears twice"),
+    ({"cases": []}, "lists no cases"),
+    ("{not json", "cannot read manifest"),
+])
+def test_a_malformed_manifest_is_refused_with_its_problem(tmp_path, content, message):
+    """Hand-written manifests: wrong shapes are InputErrors that say what a manifest is, never a raw
+    AttributeError; a repeated case ID (cases are cached and pseudo-labelled by ID) is refused."""
+    path = tmp_path / "m.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    with pytest.raises(InputError, match=message):
+        read_manifest(path)
+
+
 def test_validation_split_is_stable_and_order_free():
     from toothseg.train.data.cases import Case
 

@@ -50,12 +50,21 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read manifest ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("cases", []), list):
+        raise InputError(f"{path}: a manifest is a JSON object whose 'cases' is a list of "
+                         '{"id": ..., "image": ..., "label": ...}')
     base = Path(root) if root else path.parent
     label_values = _label_values(path, data.get("label_values") or {})
     cases = []
+    seen: set[str] = set()
     for item in data.get("cases", []):
-        if "id" not in item or "image" not in item:
+        if not isinstance(item, dict) or "id" not in item or "image" not in item:
             raise InputError(f"{path}: every case needs 'id' and 'image': {item!r}")
+        if not all(isinstance(item.get(key), (str, type(None))) for key in ("image", "label")) or not item["image"]:
+            raise InputError(f"{path}: case {item['id']}: 'image' and 'label' are file paths (text)")
+        if str(item["id"]) in seen:  # cases are cached, pseudo-labelled and split by ID
+            raise InputError(f"{path}: case ID {item['id']!r} appears twice")
+        seen.add(str(item["id"]))
         image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
         label = item.get("label")
         label = (Path(label) if Path(label).is_absolute() else base / label) if label else None
