@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -156,6 +157,33 @@ def test_batch_is_resumable_and_isolates_failures(tmp_path, model3d):
     assert second.returncode == 0, second.stderr
     assert json.loads((out / "summary.json").read_text())["skipped"] == ["A", "B"]
     assert (out / "A.nii.gz").stat().st_mtime_ns == stamp
+
+
+def test_a_batch_takes_dicom_folders_and_leaves_other_sub_folders_out(tmp_path, model3d):
+    """A case folder often holds more than scans: an empty folder or one of notes is not a case that
+    failed (exit status 1 for a batch that segmented every scan), it is left out and reported."""
+    from ..core.test_io_images import _write_dicom_series
+
+    cases = tmp_path / "cases"
+    (cases / "empty").mkdir(parents=True)
+    (cases / "notes").mkdir()
+    (cases / "notes" / "referral.txt").write_text("patient notes")
+    (cases / "D").mkdir()
+    _write_dicom_series(cases / "D", scan(3))
+    write_volume(scan(1), cases / "A.nii.gz")
+    out = tmp_path / "out"
+    result = run("segment", cases, "-o", out, "--model", model3d, "--fast")
+    assert result.returncode == 0, result.stderr
+    assert "left out 2 sub-folder(s) without a DICOM series: empty, notes" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["input"] for d in summary["done"]] == [str(cases / "A.nii.gz"), str(cases / "D")]
+    assert summary["failed"] == [] and summary["left_out"] == ["empty", "notes"]
+    assert sorted(p.name for p in out.glob("*.seg.nrrd")) == ["A.seg.nrrd", "D.seg.nrrd"]
+    # a folder of nothing but such sub-folders names them in its error
+    (cases / "A.nii.gz").unlink()
+    shutil.rmtree(cases / "D")
+    nothing = run("segment", cases, "-o", tmp_path / "out2", "--model", model3d, "--fast")
+    assert nothing.returncode != 0 and "sub-folders without a DICOM series: empty, notes" in nothing.stderr
 
 
 def test_batch_shards_by_rank(tmp_path, model3d):

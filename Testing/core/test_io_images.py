@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from toothseg.core import InputError, OutputExistsError, OutputWriteError, Volume, VolumeKind
 from toothseg.core.io import read_label_map, read_volume, write_volume
-from toothseg.core.io.images import input_kind, volume_to_sitk
+from toothseg.core.io.images import holds_dicom_series, input_kind, volume_to_sitk
 
 from ..conftest import oblique_direction, shared_data_dir
 
@@ -200,6 +200,10 @@ def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match="no DICOM series"):
         read_volume(tmp_path)
+    assert not holds_dicom_series(tmp_path)
+    (tmp_path / "series").mkdir()
+    _write_dicom_series(tmp_path / "series", Volume(np.zeros((4, 6, 6), np.int16), spacing=(1.0, 0.5, 0.5)))
+    assert holds_dicom_series(tmp_path / "series")
 
 
 def test_rail_h5_crop(tmp_path):

@@ -110,7 +110,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.model:
         model_folder = catalog.resolve(args.model)
     else:
-        kinds = {_kind_of(path) for _, path in _batch_cases(source, args)} if batch else {source_kind}
+        kinds = {_kind_of(path) for _, path in _batch_cases(source, args)[0]} if batch else {source_kind}
         kind = "2d" if kinds - {None} == {"2d"} else "3d"
         model_folder = catalog.resolve(catalog.default(kind).id)
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
@@ -139,11 +139,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
         return _segment_batch(predictor, source, output, args, token)
 
 
-def _batch_cases(source: Path, args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """The cases of a batch: the folder's scans, less the result folders the user put inside it
-    (``segment cases -o cases/out`` must not take ``out/`` for a DICOM series on the next run)."""
+def _batch_cases(source: Path, args: argparse.Namespace) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The cases of a batch and the sub-folders left out: the folder's scans, less the result folders
+    the user put inside it (``segment cases -o cases/out`` must not take ``out/`` for a DICOM series on
+    the next run) and sub-folders without a DICOM series (notes, empty folders), which are not cases."""
+    from .core.io.images import holds_dicom_series
+
     outputs = {Path(p).resolve() for p in (args.output, args.stl_dir, args.uncertainty, args.overlay) if p}
-    return [(case_id, path) for case_id, path in list_cases(source) if path.resolve() not in outputs]
+    cases, left_out = [], []
+    for case_id, path in list_cases(source):
+        if path.resolve() in outputs:
+            continue
+        if path.is_dir() and not holds_dicom_series(path):
+            left_out.append(path.name)
+            continue
+        cases.append((case_id, path))
+    return cases, left_out
 
 
 def _kind_of(path: Path) -> str | None:
@@ -185,9 +196,12 @@ def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
     from .core.io.atomic import atomic_write_text
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    every_case = _batch_cases(source, args)
+    every_case, left_out = _batch_cases(source, args)
     if not every_case:
-        raise InputError(f"{source}: no images or DICOM folders found")
+        raise InputError(f"{source}: no images or DICOM folders found"
+                         + (f" (sub-folders without a DICOM series: {', '.join(left_out)})" if left_out else ""))
+    if left_out and rank == 0:
+        print(f"left out {len(left_out)} sub-folder(s) without a DICOM series: {', '.join(left_out)}", flush=True)
     cases = every_case[rank::world]  # more processes than cases: the extra ones have nothing to do, no error
     out_dir.mkdir(parents=True, exist_ok=True)
     extension = args.format or ("png" if predictor.card.input_kind == "2d" else "seg.nrrd")
@@ -214,7 +228,7 @@ def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
             failed.append({"case": case_id, "error": str(exc)})
             print(f"  failed: {exc}", file=sys.stderr, flush=True)
     summary = {"model": predictor.card.id, "rank": rank, "world_size": world, "done": done, "skipped": skipped,
-               "failed": failed, "seconds": round(time.perf_counter() - started, 1)}
+               "failed": failed, "left_out": left_out, "seconds": round(time.perf_counter() - started, 1)}
     name = "summary.json" if world == 1 else f"summary.rank{rank}.json"
     atomic_write_text(out_dir / name, json.dumps(summary, indent=1))
     print(f"{len(done)} segmented, {len(skipped)} already done, {len(failed)} failed; summary in {out_dir / name}")

@@ -24,6 +24,7 @@ from .atomic import atomic_output
 
 __all__ = [
     "read_volume",
+    "holds_dicom_series",
     "input_kind",
     "read_label_map",
     "write_volume",
@@ -219,6 +220,17 @@ def _check_slice_spacing(folder: Path, reader, image) -> None:
                          f"{worst + 1} and {worst + 2}, {typical:.3g} mm elsewhere): a slice file is missing or "
                          "the series mixes thicknesses; the teeth would be placed wrongly. Export the whole "
                          "series again, or resample it in 3D Slicer first")
+
+
+def holds_dicom_series(folder: str | os.PathLike[str]) -> bool:
+    """Whether GDCM finds a DICOM series directly in ``folder``: a batch of cases leaves other
+    sub-folders (notes, results, empty ones) out instead of failing on them."""
+    import SimpleITK as sitk
+
+    try:
+        return bool(sitk.ImageSeriesReader().GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        return True  # unreadable: the case is tried, and fails with the reader's own message
 
 
 def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
