@@ -199,10 +199,13 @@ def test_init_again_on_a_growing_folder_adds_only_the_new_scans(tmp_path, copy):
     assert first.returncode == 0 and "2 case(s) added" in first.stdout, first.stderr
     (tmp_path / "c02.png").rename(folder / "c02.png")
     other = CasePool.create(folder / "other-pool")  # another pool beside the scans is no scan either
+    (folder / "notes").mkdir()  # nor is a folder of notes: it holds no DICOM series
+    (folder / "notes" / "referral.txt").write_text("patient notes")
     second = run("al", "init", pool_dir, "--images", folder, *flags)
     assert second.returncode == 0, second.stderr
     assert "1 case(s) added, 2 already there, 3 in the pool" in second.stdout
     assert f"left out (case pools, not scans): {other.folder}" in second.stderr
+    assert "left out (folders without a DICOM series): notes" in second.stderr
     assert sorted(CasePool(pool_dir).read().cases) == ["c00", "c01", "c02"]
     (tmp_path / "elsewhere").mkdir()
     another = write_volume(read_label_map(cases["c00"][1]), tmp_path / "elsewhere" / "c00.png")  # a known ID

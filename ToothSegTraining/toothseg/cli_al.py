@@ -18,7 +18,7 @@ def _pool(folder: str):
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .core.io.case_files import case_id_for, is_case_folder, list_cases
+    from .core.io.case_files import case_id_for, is_case_folder, list_cases, without_non_scan_folders
     from .core.errors import InputError
     from .train.active_learning.pool import MANIFEST_NAME, CasePool, check_new_images
 
@@ -35,7 +35,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     others = [str(path) for path in pools if Path(path).resolve() != own]
     if others:
         print("left out (case pools, not scans): " + ", ".join(others), file=sys.stderr)
-    images = [(case_id, path) for case_id, path in images if path not in pools]
+    images, left_out = without_non_scan_folders([(case_id, path) for case_id, path in images if path not in pools])
+    if left_out:
+        print("left out (folders without a DICOM series): " + ", ".join(left_out), file=sys.stderr)
     if not images:
         raise InputError("no images found in " + ", ".join(args.images))
     check_new_images(images)  # before a new pool is created

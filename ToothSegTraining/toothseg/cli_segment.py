@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .core.errors import CancelledError, InputError, ToothSegError
-from .core.io.case_files import is_case_folder, list_cases
+from .core.io.case_files import is_case_folder, list_cases, without_non_scan_folders
 
 __all__ = ["add_segment_parser"]
 
@@ -143,18 +143,9 @@ def _batch_cases(source: Path, args: argparse.Namespace) -> tuple[list[tuple[str
     """The cases of a batch and the sub-folders left out: the folder's scans, less the result folders
     the user put inside it (``segment cases -o cases/out`` must not take ``out/`` for a DICOM series on
     the next run) and sub-folders without a DICOM series (notes, empty folders), which are not cases."""
-    from .core.io.images import holds_dicom_series
-
     outputs = {Path(p).resolve() for p in (args.output, args.stl_dir, args.uncertainty, args.overlay) if p}
-    cases, left_out = [], []
-    for case_id, path in list_cases(source):
-        if path.resolve() in outputs:
-            continue
-        if path.is_dir() and not holds_dicom_series(path):
-            left_out.append(path.name)
-            continue
-        cases.append((case_id, path))
-    return cases, left_out
+    return without_non_scan_folders([(case_id, path) for case_id, path in list_cases(source)
+                                     if path.resolve() not in outputs])
 
 
 def _kind_of(path: Path) -> str | None:

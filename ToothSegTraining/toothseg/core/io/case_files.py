@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from .images import READABLE_SUFFIXES, _suffix
+from .images import READABLE_SUFFIXES, _suffix, holds_dicom_series
 
-__all__ = ["list_cases", "case_id_for", "is_case_folder"]
+__all__ = ["list_cases", "case_id_for", "is_case_folder", "without_non_scan_folders"]
 
 
 def list_cases(folder: Path, segmentations: bool = False) -> list[tuple[str, Path]]:
@@ -38,6 +38,18 @@ def list_cases(folder: Path, segmentations: bool = False) -> list[tuple[str, Pat
         raise InputError(f"{folder}: {len(clashes)} case(s) have more than one file ({shown}); keep one file per "
                          "case (rename or move the others)")
     return cases
+
+
+def without_non_scan_folders(cases: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """``cases`` less the sub-folders that hold no DICOM series (notes, empty or result folders), and
+    those folders' names: for scans, a folder is a case only as a DICOM series."""
+    kept, left_out = [], []
+    for case_id, path in cases:
+        if path.is_dir() and not holds_dicom_series(path):
+            left_out.append(path.name)
+        else:
+            kept.append((case_id, path))
+    return kept, left_out
 
 
 def case_id_for(path: Path) -> str:
