@@ -106,11 +106,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     batch = is_case_folder(source)
     output = Path(args.output)
     source_kind = None if batch else _kind_of(source)  # from the headers only: picks the model, checks OUTPUT
+    listing = _batch_cases(source, args) if batch else None  # once: a DICOM folder's headers are scanned to list it
     catalog = load_catalog()
     if args.model:
         model_folder = catalog.resolve(args.model)
     else:
-        kinds = {_kind_of(path) for _, path in _batch_cases(source, args)[0]} if batch else {source_kind}
+        kinds = {_kind_of(path) for _, path in listing[0]} if listing else {source_kind}
         kind = "2d" if kinds - {None} == {"2d"} else "3d"
         model_folder = catalog.resolve(catalog.default(kind).id)
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
@@ -136,7 +137,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
                 atomic_write_text(args.report, json.dumps(summary, indent=1))
             return 0
-        return _segment_batch(predictor, source, output, args, token)
+        return _segment_batch(predictor, source, listing, output, args, token)
 
 
 def _batch_cases(source: Path, args: argparse.Namespace) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -183,11 +184,12 @@ def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool, 
         raise InputError(f"{args.uncertainty}: the uncertainty map holds fractions; write it as .nii.gz, .nrrd or .mha")
 
 
-def _segment_batch(predictor, source: Path, out_dir: Path, args, token) -> int:
+def _segment_batch(predictor, source: Path, listing: tuple[list[tuple[str, Path]], list[str]], out_dir: Path,
+                   args, token) -> int:
     from .core.io.atomic import atomic_write_text
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    every_case, left_out = _batch_cases(source, args)
+    every_case, left_out = listing
     if not every_case:
         raise InputError(f"{source}: no images or DICOM folders found"
                          + (f" (sub-folders without a DICOM series: {', '.join(left_out)})" if left_out else ""))
