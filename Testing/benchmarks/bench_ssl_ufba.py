@@ -166,23 +166,31 @@ def start_overrides(recipe_path: Path, start: Path) -> list[str]:
     return [*(f"stages.{index}=null" for index in range(dropped)), setting(f"stages.{dropped}.init_from", str(start))]
 
 
+def training_log(run_dir: Path) -> Path:
+    """The bench's log of a run's trainings: beside the run folder, not in it (the trainer refuses a new
+    run folder that already holds files, so a log written into it first stopped every fresh run)."""
+    return run_dir.parent / f"{run_dir.name}.bench_train.log"
+
+
 def train(command: list[str], run_dir: Path) -> float:
-    """Run (or resume) one training; its output goes to ``run_dir/bench_train.log``. Returns seconds."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Run (or resume) one training; its output goes to ``training_log(run_dir)``. Returns seconds."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = training_log(run_dir)
     started = time.perf_counter()
-    with open(run_dir / "bench_train.log", "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log:
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if completed.returncode != 0:
-        lines = (run_dir / "bench_train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         reason = lines[-1] if lines else f"exit {completed.returncode}"
-        raise ToothSegError(f"training failed: {reason} (log: {run_dir / 'bench_train.log'})")
+        raise ToothSegError(f"training failed: {reason} (log: {log_path})")
     return time.perf_counter() - started
 
 
 def logged_training_seconds(run_dir: Path) -> float:
-    """Wall seconds of every stage of a run, summed from its log (runs resumed or only re-scored too)."""
-    log = run_dir / "bench_train.log"
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    """Wall seconds of every stage of a run, summed from its logs (runs resumed or only re-scored too; runs
+    made before the log moved beside the folder keep theirs inside it, as ``bench_train.log``)."""
+    text = "".join(log.read_text(encoding="utf-8", errors="replace")
+                   for log in (run_dir / "bench_train.log", training_log(run_dir)) if log.exists())
     return round(sum(float(s) for s in re.findall(r"stage \S+: \d+ steps in ([0-9.]+) s", text)), 1)
 
 

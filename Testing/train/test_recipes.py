@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,22 @@ def test_ssl_benchmark_reads_training_time_from_every_call_of_a_run(tmp_path):
         "toothseg: INFO: stage self_train: 450 steps in 657.5 s\n")
     assert bench.logged_training_seconds(tmp_path) == 1060.5
     assert bench.logged_training_seconds(tmp_path / "missing") == 0.0
+    # a run resumed after the log moved beside its folder: both logs count
+    bench.training_log(tmp_path).write_text("toothseg: INFO: stage self_train: 10 steps in 9.5 s\n")
+    assert bench.logged_training_seconds(tmp_path) == 1070.0
+
+
+def test_ssl_benchmark_leaves_a_new_run_folder_empty_for_the_trainer(tmp_path):
+    """train.py refuses a new run folder that holds files; the bench's own log must not be one of them
+    (it was, and every fresh run failed with 'holds files but no recipe.yaml')."""
+    bench = _bench_ssl_ufba()
+    run_dir = tmp_path / "runs" / "bcp_10"
+    probe = ("import os, sys; d = sys.argv[1]; print('log line'); "
+             "sys.exit(1 if os.path.exists(d) and os.listdir(d) else 0)")
+    bench.train([sys.executable, "-c", probe, str(run_dir)], run_dir)
+    assert "log line" in bench.training_log(run_dir).read_text()
+    with pytest.raises(bench.ToothSegError, match="training failed: boom"):
+        bench.train([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], run_dir)
 
 
 def test_ssl_benchmark_reports_a_failed_training_in_one_line_and_keeps_the_run(tmp_path, monkeypatch, capsys):
@@ -107,6 +124,8 @@ def test_ssl_benchmark_reports_a_failed_training_in_one_line_and_keeps_the_run(t
     earlier = tmp_path / "runs" / "supervised_10" / "recipe.yaml"
     earlier.parent.mkdir(parents=True)
     earlier.write_text("name: another run\n")
+    (earlier.parent / "0_supervised").mkdir()  # it has trained: a stage folder besides its recipe
+    (earlier.parent / "0_supervised" / "log.csv").write_text("step,loss\n1,0.5\n")
     out = tmp_path / "result.json"
     assert bench.main(["--fraction", "0.1", "--method", "supervised", "--scale", "0.01", "--device", "cpu",
                        "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 1
