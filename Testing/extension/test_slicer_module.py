@@ -75,6 +75,83 @@ def test_slicer_util_calls_exist_in_slicer():
     assert used <= known, sorted(used - known)
 
 
+def module_member_uses() -> set[tuple[str, str]]:
+    """(class or "", member) for every Slicer/MRML/CTK/VTK/Qt member the module's code names: CamelCase
+    calls (our own code is snake_case or lowerCamelCase), ``qt.`` and ``vtk.`` names, the QProcess's and
+    the embedded Segment Editor's members, the scene's, and the signals connected by signature."""
+    uses: set[tuple[str, str]] = set()
+    for path in SOURCES:
+        code = path.read_text(encoding="utf-8")
+        uses |= {("", m) for m in re.findall(r"\.([A-Z][A-Za-z0-9]*)\(", code)}
+        uses |= {("", m) for m in re.findall(r"slicer\.mrmlScene\.([A-Za-z]+)", code)}
+        uses |= {("", m) for m in re.findall(r"self\.ui\.segmentEditorWidget\.([A-Za-z]+)\(", code)}
+        uses |= {("", m) for m in re.findall(r'\.connect\("([A-Za-z]+\([^"]*\))"', code)}
+        if path.name == "ProcessRunner.py":  # there self.process is the QProcess
+            uses |= {("QProcess", m) for m in re.findall(r"self\.process\.([A-Za-z]+)", code)}
+        uses |= {(k, m or k) for k, m in re.findall(r"\bqt\.(Q[A-Za-z]+)(?:\.([A-Za-z]+))?", code)}
+        uses |= set(re.findall(r"\bvtk\.(vtk[A-Za-z]+)\.([A-Za-z]+)", code))
+    return uses
+
+
+def test_every_slicer_member_the_module_uses_is_pinned():
+    """A member the module calls must be listed in data/slicer_members.txt, where each row names the
+    file that declares it (checked by verify_slicer_members.py against Slicer's and CTK's sources)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from verify_slicer_members import read_rows
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    rows = read_rows()
+    by_member = {member for _, member, _ in rows}
+    by_class = {(klass, member) for klass, member, _ in rows}
+    uses = module_member_uses()
+    assert {("", "SetReferenceImageGeometryParameterFromVolumeNode"), ("", "currentNodeChanged(vtkMRMLNode*)"),
+            ("QProcess", "terminate"), ("vtkCommand", "ModifiedEvent")} <= uses  # the extraction finds them
+    unpinned = sorted(f"{k}.{m}" if k else m for k, m in uses
+                      if (k, m) not in by_class and not (k == "" and m in by_member))
+    assert not unpinned, f"look these up in Slicer/CTK/Qt and add them to data/slicer_members.txt: {unpinned}"
+
+
+def test_pinned_vtk_qt_and_python_members_exist_in_the_installed_libraries():
+    """The rows the verifier script does not check (no Slicer source needed): VTK from the vtk wheel,
+    Qt from PySide6 (Slicer's PythonQt wraps the same Qt classes), Python from the standard library."""
+    import importlib
+
+    import vtk
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from verify_slicer_members import is_declared, read_rows
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    qt_modules = {}
+    checked = 0
+    for klass, member, source in read_rows():
+        kind, _, where = source.partition(":")
+        if kind == "vtk":
+            owner = getattr(vtk, klass)
+        elif kind == "Qt":
+            if where not in qt_modules:
+                qt_modules[where] = importlib.import_module(f"PySide6.{where}") if importlib.util.find_spec(
+                    "PySide6") else None
+            if qt_modules[where] is None:
+                continue
+            owner = getattr(qt_modules[where], klass)
+        elif kind == "python":
+            owner = importlib.import_module(klass)
+        else:
+            assert kind in {"Slicer", "CTK", "SlicerPyTorch"} and where, (klass, member, source)
+            continue
+        checked += 1
+        assert member == klass or hasattr(owner, member.split("(")[0]), f"{klass}.{member} ({source})"
+    assert checked >= 3
+    # the verifier's own rule, on snippets: macro accessors, signals, enum values, and a miss
+    header = "vtkGetStringMacro(Name);\nvtkSetVector3Macro(Color, double);\nvoid currentPathChanged(const QString&);"
+    assert is_declared("GetName", header) and is_declared("SetColor", header)
+    assert is_declared("currentPathChanged(QString)", header) and is_declared("StartCloseEvent", "StartCloseEvent = 1,")
+    assert not is_declared("SetMasterVolumeNode", header) and not is_declared("GetColor2", header)
+
+
 def test_user_strings_are_translatable():
     code = (MODULE / "ToothSeg.py").read_text(encoding="utf-8")
     assert "from slicer.i18n import tr as _" in code
