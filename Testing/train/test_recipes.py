@@ -535,3 +535,28 @@ def test_paired_gain_interval_is_the_bootstrap_of_the_difference_over_x_rays():
     scans = [{"case": c, "image_dsc": d} for c, d in (("s1", 0.80), ("s2", 0.85), ("s3", 0.90))]
     shifted = [{**r, "image_dsc": r["image_dsc"] - 0.05} for r in scans]
     assert bench.paired_gain_interval(shifted, scans, value="image_dsc") == pytest.approx((-0.05, -0.05))
+
+
+def test_ufba_bench_reports_each_models_gain_over_a_named_baseline(tmp_path, monkeypatch, capsys):
+    """bench_ufba.py --baseline NAME: every other model gets its gain in mean tooth Dice over NAME and the
+    paired interval; a name that is not a --model is refused before anything is scored."""
+    bench = _benchmark("bench_ufba")
+    dice = {"sup": 0.5, "ssl": 0.6}
+    monkeypatch.setattr(bench, "ufba_cases", lambda subset: ["x1", "x2"])
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+
+    def score(name, folder, cases, device, tta):
+        rows = [{"model": name, "case": c, "tooth": 11, "dice": dice[name], "in_gt": True} for c in cases]
+        return {"mean_tooth_dice": dice[name], "incisors": 0.5, "canines": 0.5, "premolars": 0.5, "molars": 0.5,
+                "teeth_with_iou_over_0.5": 0.5, "median_hd95_px": 3.0, "false_teeth": 0}, rows
+
+    monkeypatch.setattr(bench, "score_model", score)
+    out = tmp_path / "r.json"
+    assert bench.main(["--model", "sup=a", "--model", "ssl=b", "--baseline", "sup", "--out", str(out)]) == 0
+    models = json.loads(out.read_text())["models"]
+    assert models["ssl"]["gain_over_sup"] == pytest.approx(0.1)
+    assert models["ssl"]["gain_ci95"] == pytest.approx([0.1, 0.1])
+    assert "gain_ci95" not in models["sup"] and "gain +0.1000 [+0.100, +0.100]" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "sup=a", "--baseline", "other", "--out", str(tmp_path / "s.json")])
+    assert not (tmp_path / "s.json").exists()
