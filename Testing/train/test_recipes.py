@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -560,3 +561,24 @@ def test_ufba_bench_reports_each_models_gain_over_a_named_baseline(tmp_path, mon
     with pytest.raises(SystemExit):
         bench.main(["--model", "sup=a", "--baseline", "other", "--out", str(tmp_path / "s.json")])
     assert not (tmp_path / "s.json").exists()
+
+
+def test_ssl_benchmark_trains_and_scores_fresh_runs_end_to_end(tmp_path):
+    """The whole bench on the real UFBA-425 X-rays, at a tiny scale (one step per stage, 8 channels, 2 test
+    X-rays): fresh run folders train, the result JSON holds both models with a gain interval. Unit tests
+    of its parts passed while every fresh run failed; this runs it as a user does (about 45 s)."""
+    runs, out = tmp_path / "runs", tmp_path / "result.json"
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ssl_ufba.py"),
+               "--method", "mean_teacher", "--fraction", "0.1", "--scale", "0.002",
+               "--set", "model.kwargs.base_channels=8", "--device", "cpu", "--limit", "2",
+               "--runs", str(runs), "--out", str(out)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {"supervised 10%", "mean_teacher 10%"}
+    assert len(result["models"]["mean_teacher 10%"]["gain_ci95"]) == 2
+    for name in ("supervised_10", "mean_teacher_10"):
+        assert (runs / name / "recipe.yaml").exists() and (runs / name / "model" / "model.json").exists()
+        assert "steps in" in (runs / f"{name}.bench_train.log").read_text()
+        assert result["runs"][f"{name.split('_10')[0]} 10%"]["train_seconds_logged"] > 0
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
