@@ -116,6 +116,7 @@ def test_pinned_vtk_qt_and_python_members_exist_in_the_installed_libraries():
     """The rows the verifier script does not check (no Slicer source needed): VTK from the vtk wheel,
     Qt from PySide6 (Slicer's PythonQt wraps the same Qt classes), Python from the standard library."""
     import importlib
+    import importlib.util
 
     import vtk
 
@@ -150,6 +151,22 @@ def test_pinned_vtk_qt_and_python_members_exist_in_the_installed_libraries():
     assert is_declared("GetName", header) and is_declared("SetColor", header)
     assert is_declared("currentPathChanged(QString)", header) and is_declared("StartCloseEvent", "StartCloseEvent = 1,")
     assert not is_declared("SetMasterVolumeNode", header) and not is_declared("GetColor2", header)
+
+
+def test_the_member_verifier_refuses_a_malformed_repo_or_row(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from verify_slicer_members import main, read_rows
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    for argv in ([], ["--repo", "Slicer"], ["--repo", "Slicer=/x@"], ["--repo", "=/x@HEAD"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "--repo" in capsys.readouterr().err
+    bad = tmp_path / "members.txt"
+    bad.write_text("# comment\nvtkSegment SetTag\n")
+    with pytest.raises(ValueError, match="members.txt:2: expected 'class member source'"):
+        read_rows(bad)
 
 
 def test_user_strings_are_translatable():

@@ -28,10 +28,12 @@ MEMBERS = Path(__file__).resolve().parent / "data" / "slicer_members.txt"
 def read_rows(path: Path = MEMBERS) -> list[tuple[str, str, str]]:
     """(class, member, source) rows; comment and blank lines skipped."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#"):
-            klass, member, source = line.split()
-            rows.append((klass, member, source))
+            fields = line.split()
+            if len(fields) != 3:
+                raise ValueError(f"{path.name}:{number}: expected 'class member source', got {line.strip()!r}")
+            rows.append((fields[0], fields[1], fields[2]))
     return rows
 
 
@@ -64,15 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     repos = {}
     for spec in args.repo:
         project, _, location = spec.partition("=")
-        git_dir, _, commit = location.rpartition("@")
+        git_dir, at, commit = location.partition("@")
+        if not project or not git_dir or (at and not commit):
+            parser.error(f"--repo {spec!r}: expected PROJECT=GIT_DIR or PROJECT=GIT_DIR@COMMIT")
         repos[project] = (git_dir, commit or "HEAD")
+    if not repos:
+        parser.error("give at least one --repo (Slicer, CTK or SlicerPyTorch)")
     missing, checked = [], 0
     for klass, member, source in read_rows():
         project, _, path = source.partition(":")
         if project not in repos:
             continue
         checked += 1
-        if not is_declared(member, show(*repos[project], path)):
+        try:
+            declared = is_declared(member, show(*repos[project], path))
+        except FileNotFoundError as exc:  # a moved header, a wrong commit or folder: said, and the rest checked
+            missing.append(f"{klass}.{member}: {exc}")
+            continue
+        if not declared:
             missing.append(f"{klass}.{member} not declared in {source}")
     print(f"{checked} rows checked, {len(missing)} not found")
     for line in missing:
