@@ -74,6 +74,57 @@ def test_small_image_is_padded_and_skipped_windows_count_as_background():
     assert torch.all(probs[0, :, :, 8:] == 1) and torch.all(probs[1, :, :, :8] > 0.7)
 
 
+
+def _window_dependent_predictor(batch: torch.Tensor) -> torch.Tensor:
+    """Probabilities that depend on each window's content, so a window counted twice shows."""
+    logits = torch.stack([batch[:, 0], -batch[:, 0], batch[:, 0] ** 2], 1)
+    return torch.softmax(logits, 1)
+
+
+def test_gpu_out_of_memory_retries_without_counting_a_window_twice(monkeypatch, caplog):
+    """An out-of-memory error on the second batch (the first already blended) halves the batch;
+    the blend equals the run that never failed. ``_on_gpu`` is forced, since no GPU is needed to
+    exercise the retry; the order of the fall-backs is checked on its own below."""
+    from toothseg.core.inference import sliding_window as sw
+
+    image = torch.linspace(-2, 2, 1 * 6 * 10 * 12).reshape(1, 6, 10, 12)
+    config = SlidingWindowConfig((4, 6, 6), 0.5, batch_size=4, exact=True)
+    reference = sliding_window_predict(image, _window_dependent_predictor, 3, config)
+    calls = []
+
+    def failing_once(batch):
+        calls.append(batch.shape[0])
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return _window_dependent_predictor(batch)
+
+    monkeypatch.setattr(sw, "_on_gpu", lambda state: True)
+    with caplog.at_level("WARNING"):
+        probs = sliding_window_predict(image, failing_once, 3, config)
+    assert calls[:3] == [4, 4, 2] and set(calls[3:]) <= {2}
+    assert "retrying with 2 window(s) per batch" in caplog.text
+    torch.testing.assert_close(probs, reference, rtol=0, atol=0)
+
+
+def test_out_of_memory_fallbacks_go_from_cheapest_to_cpu_and_then_give_up(monkeypatch):
+    from toothseg.core.inference import sliding_window as sw
+
+    state = sw._FallbackState(device=torch.device("cuda"), batch=4, acc_device=torch.device("cuda"))
+    steps = []
+    while (message := sw._degrade(state)) is not None:
+        steps.append((message, state.batch, state.acc_device.type, state.device.type))
+    assert [s[1:] for s in steps] == [(2, "cuda", "cuda"), (1, "cuda", "cuda"), (1, "cpu", "cuda"), (1, "cpu", "cpu")]
+    assert "CPU memory" in steps[2][0] and "on the CPU" in steps[3][0]
+    # a predictor that keeps failing ends in the error itself, not in an endless retry
+    monkeypatch.setattr(sw, "_on_gpu", lambda state: True)
+
+    def always_failing(batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        sliding_window_predict(torch.zeros(1, 4, 6, 6), always_failing, 3, SlidingWindowConfig((4, 6, 6), batch_size=2))
+
+
 DIRECTIONS = []
 for perm in itertools.permutations(range(3)):
     for signs in itertools.product((1, -1), repeat=3):

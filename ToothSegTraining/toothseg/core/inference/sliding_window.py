@@ -45,6 +45,37 @@ def _accumulate_dtype(config: SlidingWindowConfig) -> torch.dtype:
     return torch.float32 if config.exact else torch.float16
 
 
+@dataclass
+class _FallbackState:
+    """Where the network runs, where the blend is kept, and how many windows go per call."""
+
+    device: torch.device
+    batch: int
+    acc_device: torch.device
+
+
+def _on_gpu(state: _FallbackState) -> bool:
+    return state.device.type == "cuda"
+
+
+def _degrade(state: _FallbackState) -> str | None:
+    """Take the next, cheaper step after a GPU out-of-memory error; None when none is left.
+
+    The order costs least speed first: fewer windows per call, then the blend in CPU memory
+    (only the windows' probabilities cross the bus), then the network itself on the CPU.
+    """
+    if state.batch > 1:
+        state.batch = max(1, state.batch // 2)
+        return f"retrying with {state.batch} window(s) per batch"
+    if state.acc_device.type != "cpu":
+        state.acc_device = torch.device("cpu")
+        return "keeping the blended result in CPU memory"
+    if state.device.type != "cpu":
+        state.device = torch.device("cpu")
+        return "even one window does not fit: continuing on the CPU"
+    return None
+
+
 def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classes: int, config: SlidingWindowConfig,
                            device: torch.device | str = "cpu", progress: Progress | None = None,
                            skip: Callable[[tuple[slice, ...]], bool] | None = None) -> torch.Tensor:
@@ -75,45 +106,42 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classe
                                                         for s, o in zip(w, offsets)))]
     dtype = _accumulate_dtype(config)
     weights_np = gaussian_importance(patch, config.sigma_scale)
-    state = {"device": device, "batch": max(1, config.batch_size), "acc_device": device}
+    state = _FallbackState(device=device, batch=max(1, config.batch_size), acc_device=device)
 
-    def allocate(where: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def allocate(where: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         acc = torch.zeros((num_classes, *padded), dtype=dtype, device=where)
         norm = torch.zeros(padded, dtype=torch.float32 if config.exact else torch.float16, device=where)
-        return acc, norm, torch.from_numpy(weights_np).to(where)
+        weights = torch.from_numpy(weights_np).to(where)
+        return acc, norm, weights.to(dtype), weights.to(norm.dtype)
 
-    acc, norm, weights = allocate(state["acc_device"])
+    acc, norm, w_acc, w_norm = allocate(state.acc_device)
     index = 0
     total = max(1, len(windows))
     while index < len(windows):
         progress.update(index / total, f"window {index + 1}/{len(windows)}")
-        batch_windows = windows[index:index + state["batch"]]
+        batch_windows = windows[index:index + state.batch]
         try:
-            batch = torch.stack([image[(slice(None), *w)] for w in batch_windows]).to(state["device"])
-            probs = predictor(batch).to(device=state["acc_device"], dtype=dtype)
+            # every allocation of this batch happens here, before anything is added: a retry after
+            # an out-of-memory error can never count a window twice
+            batch = torch.stack([image[(slice(None), *w)] for w in batch_windows]).to(state.device)
+            probs = predictor(batch).to(device=state.acc_device, dtype=dtype)
             del batch
-            w = weights.to(dtype)
-            for k, window in enumerate(batch_windows):
-                acc[(slice(None), *window)].addcmul_(probs[k], w)  # in place: no full-window temporaries
-                norm[window] += weights.to(norm.dtype)
-            del probs
         except torch.cuda.OutOfMemoryError:
-            if state["device"].type != "cuda":  # pragma: no cover - CPU memory errors are MemoryError
+            if not _on_gpu(state):  # pragma: no cover - CPU memory errors are MemoryError
                 raise
+            message = _degrade(state)
+            if message is None:
+                raise
+            log.warning("GPU out of memory: %s", message)
+            if acc.device != state.acc_device:
+                acc, norm = acc.to(state.acc_device), norm.to(state.acc_device)
+                w_acc, w_norm = w_acc.to(state.acc_device), w_norm.to(state.acc_device)
             torch.cuda.empty_cache()
-            if state["batch"] > 1:
-                state["batch"] = max(1, state["batch"] // 2)
-                log.warning("GPU out of memory: retrying with %d window(s) per batch", state["batch"])
-            elif state["acc_device"].type == "cuda":
-                log.warning("GPU out of memory: keeping the blended result in CPU memory")
-                state["acc_device"] = torch.device("cpu")
-                acc, norm = acc.cpu(), norm.cpu()
-                weights = weights.cpu()
-                torch.cuda.empty_cache()
-            else:
-                log.warning("GPU out of memory even for one window: continuing on the CPU")
-                state["device"] = torch.device("cpu")
             continue
+        for k, window in enumerate(batch_windows):
+            acc[(slice(None), *window)].addcmul_(probs[k], w_acc)  # in place: no full-window temporaries
+            norm[window] += w_norm
+        del probs
         index += len(batch_windows)
     progress.update(1.0, "blending")
     covered = norm > 0
