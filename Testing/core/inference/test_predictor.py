@@ -62,6 +62,38 @@ def test_mirroring_swaps_left_and_right_labels():
     assert confused.uncertainty.array.min() > 0.5  # without the swap the two passes contradict
 
 
+
+@pytest.mark.parametrize("storage", ["lps", "x_flipped", "ras", "transposed"])
+def test_fdi_sides_follow_the_patient_not_the_array_order(storage):
+    """One physical scan, stored in four array orders: the tooth on the patient's right must be the
+    right-side number (11) every time. ``HalfImage`` calls the low-x half of the model's array 11;
+    the predictor reorients every scan to the model's axes (x from the patient's right to left),
+    so a scan stored right-to-left or with swapped axes must not swap the numbers."""
+    shape = (4, 6, 16)  # z, y, x in LPS storage: x runs from the patient's right to left
+    lps = Volume(np.zeros(shape, np.float32), spacing=(0.5, 0.5, 0.5), origin=(-4.0, -1.5, -1.0))
+    flip = np.diag([-1.0, 1.0, 1.0])
+    if storage == "lps":
+        volume = lps
+    elif storage == "x_flipped":  # the same voxels, the x axis stored from left to right
+        far_x = lps.index_to_physical(np.array([shape[2] - 1, 0, 0]))[0]
+        volume = Volume(np.zeros(shape, np.float32), spacing=lps.spacing, origin=tuple(far_x), direction=flip)
+    elif storage == "ras":  # x and y both reversed
+        far = lps.index_to_physical(np.array([shape[2] - 1, shape[1] - 1, 0]))[0]
+        volume = Volume(np.zeros(shape, np.float32), spacing=lps.spacing, origin=tuple(far),
+                        direction=np.diag([-1.0, -1.0, 1.0]))
+    else:  # array axes (z, x, y): i runs along LPS y, j along LPS x
+        volume = Volume(np.zeros((4, 16, 6), np.float32), spacing=lps.spacing, origin=lps.origin,
+                        direction=np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    model = loaded(HalfImage(), [0, 11, 21], patch=[4, 6, 16], mirror_axes=[2])
+    labels = Predictor(model, InferenceOptions(tta=True, postprocessing=[])).predict(volume).labels
+    # physical x (LPS: + towards the patient's left) of every voxel, from the volume's own geometry
+    k, j, i = np.meshgrid(*(np.arange(n) for n in labels.shape), indexing="ij")
+    x_mm = labels.index_to_physical(np.stack([i.ravel(), j.ravel(), k.ravel()], 1))[:, 0].reshape(labels.shape)
+    middle = (lps.origin[0] + lps.origin[0] + (shape[2] - 1) * 0.5) / 2
+    assert set(np.unique(labels.array[x_mm < middle])) == {11}, "patient's right must be 11"
+    assert set(np.unique(labels.array[x_mm > middle])) == {21}, "patient's left must be 21"
+
+
 def test_ensemble_members_are_averaged():
     image, labels = teeth_as_intensity()
     members = [("ensemble", loaded(IntensityToClass(3), [0, 11, 21])) for _ in range(2)]
