@@ -51,7 +51,8 @@ def _network(classes: int):
                          strides=[1, 2, 2, 2], n_blocks_per_stage=[1, 2, 2, 2]).eval()
 
 
-def child_monai(which: str, shape: list[int], patch: list[int], overlap: float, classes: int) -> dict:
+def child_monai(which: str, shape: list[int], patch: list[int], overlap: float, classes: int,
+                probabilities: str) -> dict:
     import torch
 
     torch.set_num_threads(torch.get_num_threads())
@@ -71,7 +72,7 @@ def child_monai(which: str, shape: list[int], patch: list[int], overlap: float, 
             config = SlidingWindowConfig(patch, overlap, batch_size=2, placement="monai", exact=(which == "exact"))
             out = sliding_window_predict(image[None], lambda x: torch.softmax(net(x), 1), classes, config)
     seconds = time.perf_counter() - start
-    np.save(f"/tmp/toothseg_bench_{which}.npy", out.float().numpy())
+    np.save(probabilities, out.float().numpy())  # for the parent to compare, outside the timed part
     return {"which": which, "seconds": seconds, "peak_gib": _peak_gib(), "baseline_gib": base}
 
 
@@ -182,10 +183,12 @@ def main() -> int:
     parser.add_argument("--xray-size", type=int, nargs=2, default=[3000, 6000], metavar=("ROWS", "COLS"),
                         help="X-ray size for 'xray'")
     parser.add_argument("--variant", default="ours")
+    parser.add_argument("--probabilities", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="append the figures to this JSON file")
     args = parser.parse_args()
     if args.which == "_child_monai":
-        print(json.dumps(child_monai(args.variant, args.shape, args.patch, args.overlap, args.classes)))
+        print(json.dumps(child_monai(args.variant, args.shape, args.patch, args.overlap, args.classes,
+                                     args.probabilities)))
         return 0
     if args.which == "_child_large":
         print(json.dumps(child_large(args.size, args.classes)))
@@ -235,10 +238,14 @@ def main() -> int:
     elif args.which == "monai":
         common = ["--shape", *map(str, args.shape), "--patch", *map(str, args.patch), "--overlap", str(args.overlap),
                   "--classes", str(args.classes)]
-        runs = {v: _child(["_child_monai", "--variant", v, *common]) for v in ("monai", "exact", "ours")}
-        reference = np.load("/tmp/toothseg_bench_monai.npy")
-        diff_exact = float(np.abs(np.load("/tmp/toothseg_bench_exact.npy") - reference).max())
-        diff_fp16 = float(np.abs(np.load("/tmp/toothseg_bench_ours.npy") - reference).max())
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="toothseg-bench-") as folder:  # private: runs side by side are safe
+            runs = {v: _child(["_child_monai", "--variant", v, *common, "--probabilities", f"{folder}/{v}.npy"])
+                    for v in ("monai", "exact", "ours")}
+            reference = np.load(f"{folder}/monai.npy")
+            diff_exact = float(np.abs(np.load(f"{folder}/exact.npy") - reference).max())
+            diff_fp16 = float(np.abs(np.load(f"{folder}/ours.npy") - reference).max())
         m = runs["monai"]
         print(f"# MONAI sliding_window_inference vs ToothSeg, image {tuple(args.shape)}, patch {tuple(args.patch)}, "
               f"overlap {args.overlap}, {args.classes} classes, Gaussian sigma 0.125, batch 2, CPU")
