@@ -67,7 +67,7 @@ def test_bench_inference_whole_pipelines_run_small(tmp_path):
 
 @pytest.mark.slow
 def test_bench_inference_cascade_runs_fewer_windows_and_scores_both_paths(tmp_path):
-    """About 3 minutes here: the bundled models work at their own spacing whatever the scan's."""
+    """About 80 s here: the bundled models work at their own spacing whatever the scan's."""
     (report,) = run_bench("bench_inference.py", "cascade", "--spacing", "1.5", out=tmp_path / "c.json", timeout=1200)
     full, cascade = report["runs"]["full"], report["runs"]["cascade"]
     assert cascade["forward_passes"] < full["forward_passes"]
