@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,9 @@ def toy_recipe(root: Path, method: str = "supervised", iterations: int = 4, sett
                               "optimizer": {"name": "adam", "lr": 0.01, "schedule": "constant"}}],
         "export": {"mirror_axes": [1]},
     }
+
+
+def losses(run: Path, stage: str = "0_supervised") -> list[float]:
+    """The training loss per logged step of one stage of a run (its ``log.csv``)."""
+    with open(run / stage / "log.csv", encoding="utf-8") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]

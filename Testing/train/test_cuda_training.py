@@ -13,7 +13,7 @@ import pytest
 from toothseg.train.config import recipe_from_dict
 from toothseg.train.engine.pipeline import run_recipe
 
-from .conftest import toy_recipe
+from .conftest import losses, toy_recipe
 
 pytestmark = pytest.mark.gpu
 
@@ -23,7 +23,5 @@ def test_training_with_amp_on_gpu_lowers_the_loss_and_exports(tmp_path, toy_data
     result = run_recipe(recipe_from_dict(json.loads(json.dumps(data))), data, tmp_path / "run", device="cuda",
                         quiet=True)
     assert not result.interrupted and (result.model / "model.json").exists()
-    rows = (tmp_path / "run" / "0_supervised" / "log.csv").read_text(encoding="utf-8").splitlines()
-    header = rows[0].split(",")
-    losses = [float(row.split(",")[header.index("loss")]) for row in rows[1:]]
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    curve = losses(tmp_path / "run")
+    assert all(np.isfinite(curve)) and curve[-1] < curve[0]

@@ -25,14 +25,9 @@ from toothseg.core.progress import CancelToken
 from toothseg.train.config import recipe_from_dict
 from toothseg.train.engine.pipeline import run_recipe
 
-from .conftest import toy_recipe
+from .conftest import losses, toy_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def losses(run: Path, stage: str = "0_supervised") -> list[float]:
-    with open(run / stage / "log.csv", encoding="utf-8") as handle:
-        return [float(row["loss"]) for row in csv.DictReader(handle)]
 
 
 def train(data: dict, out: Path, token: CancelToken | None = None):

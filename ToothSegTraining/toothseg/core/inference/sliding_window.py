@@ -133,7 +133,7 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classe
             if message is None:
                 raise
             log.warning("GPU out of memory: %s", message)
-            if acc.device != state.acc_device:
+            if acc.device.type != state.acc_device.type:  # "cuda" and "cuda:0" are one place
                 acc, norm = acc.to(state.acc_device), norm.to(state.acc_device)
                 w_acc, w_norm = w_acc.to(state.acc_device), w_norm.to(state.acc_device)
             torch.cuda.empty_cache()
