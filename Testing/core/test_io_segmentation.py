@@ -10,8 +10,9 @@ from toothseg.core import GeometryMismatchError, InputError, LabelError, LabelTa
 from toothseg.core.io import read_segmentation, write_segmentation
 from toothseg.core.io.segmentation import paste_onto_grid
 
-STS_TEETH = [11, 12, 13, 14, 15, 16, 18, 21, 22, 23, 24, 25, 26, 27, 28,
-             31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 47, 48]
+# the bundled Validation_0002 map, its STS-2024 numbering corrected for the mirror (shared/data/README.md)
+STS_TEETH = [11, 12, 13, 14, 15, 16, 17, 18, 21, 22, 23, 24, 25, 26, 28,
+             31, 32, 33, 34, 35, 36, 37, 38, 41, 42, 43, 44, 45, 46, 47]
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,18 @@ def test_an_xray_segmentation_reads_back_as_2d(tmp_path):
     scan[1, 10:20, 10:20] = 11
     path = write_segmentation(Volume(scan, (0.5, 0.5, 0.5)), LabelTable.fdi(), tmp_path / "s.seg.nrrd")
     assert read_segmentation(path).labels.kind == VolumeKind.CBCT_3D
+
+
+def test_extra_header_fields_are_written_and_checked(tmp_path):
+    import nrrd
+
+    labels = Volume(np.pad(np.ones((2, 2, 2), np.uint8) * 11, 1))
+    path = write_segmentation(labels, LabelTable.fdi(), tmp_path / "a.seg.nrrd",
+                              fields={"ToothSeg_Handedness": "mirrored -0.93", "ToothSeg_Model": "m"})
+    header = nrrd.read_header(str(path))
+    assert header["ToothSeg_Handedness"] == "mirrored -0.93" and header["ToothSeg_Model"] == "m"
+    assert read_segmentation(path).labels.array.max() == 11  # still a segmentation Slicer and ToothSeg read
+    for bad in ({"Handedness": "x"}, {"ToothSeg_Note": "two\nlines"}, {"ToothSeg_a:b": "x"}):
+        with pytest.raises(InputError, match="header field"):
+            write_segmentation(labels, LabelTable.fdi(), tmp_path / "b.seg.nrrd", fields=bad)
+    assert not (tmp_path / "b.seg.nrrd").exists()

@@ -251,3 +251,22 @@ def test_module_cmake_lists_every_file():
         assert relative in text, relative
     top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "add_subdirectory(ToothSegExtension/ToothSeg)" in top
+
+
+def test_a_mirrored_result_is_named_in_the_status_and_in_a_warning_dialog():
+    sys.path.insert(0, str(MODULE))
+    try:
+        from ToothSegLib.Commands import segmentationResultMessage
+    finally:
+        sys.path.remove(str(MODULE))
+    mirrored_line = "left/right numbering is mirrored: the teeth numbered as the patient's right lie ..."
+    report = {"labels": [11, 21, 36], "warnings": [mirrored_line, "tooth 36 appears as 2 separate objects"],
+              "handedness": {"verdict": "mirrored", "determinant": -0.93}}
+    message, dialog = segmentationResultMessage(report)
+    assert message.startswith("Warning: left/right tooth numbering looks mirrored. 3 teeth found.")
+    assert "tooth 36 appears as 2 separate objects" in message and mirrored_line not in message  # said once
+    assert dialog is not None and "-0.93" in dialog and "renumber" in dialog
+    report["handedness"] = {"verdict": "correct", "determinant": 0.97}
+    report["warnings"] = []
+    assert segmentationResultMessage(report) == ("3 teeth found.", None)
+    assert segmentationResultMessage({}) == ("0 teeth found.", None)  # an older report without the verdict

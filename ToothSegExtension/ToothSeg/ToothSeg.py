@@ -23,6 +23,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from ToothSegLib.Commands import MIRRORED_NUMBERING_TITLE
 from ToothSegLib.Logic import ToothSegLogic
 
 
@@ -296,6 +297,9 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume,
                                                  foreground=uncertaintyNode, foregroundOpacity=0.4)
             self.showReviewTable(segmentationNode)
+            mirrored = self.logic.mirroredNumberingWarning(segmentationNode)
+            if mirrored:  # a wrong-side tooth number is a clinical error: not only a line in the status
+                slicer.util.warningDisplay(mirrored, windowTitle=MIRRORED_NUMBERING_TITLE)
         elif message and not self.logic.lastTaskCancelled():
             slicer.util.errorDisplay(message)
         self._updateButtons()

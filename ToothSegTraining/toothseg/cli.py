@@ -202,6 +202,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  surfaces: {result.stl_files} STL files (mm, LPS) in {result.stl_dir}")
     if result.picture:
         print(f"  picture: {result.picture}")
+    if result.handedness:
+        hand = result.handedness
+        det = f" ({hand['determinant']:+.2f})" if hand.get("determinant") is not None else ""
+        print(f"  left/right numbering: {hand['verdict']}{det}")
     for warning in result.warnings:
         print(f"  warning: {warning}", file=sys.stderr)
     m = result.metrics

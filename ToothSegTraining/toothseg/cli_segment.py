@@ -26,7 +26,8 @@ def _write_result(prediction, output: Path, overwrite: bool) -> None:
 
     name = output.name.lower()
     if name.endswith(".seg.nrrd"):
-        write_segmentation(prediction.labels, prediction.table, output, overwrite=overwrite)
+        write_segmentation(prediction.labels, prediction.table, output, overwrite=overwrite,
+                           fields=prediction.header_fields())
     else:
         write_volume(prediction.labels, output, overwrite=overwrite)
 
@@ -71,6 +72,8 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
     summary = {"input": str(source), "output": str(output), "model": predictor.card.id,
                "labels": prediction.report.get("labels_found", []),
                "warnings": prediction.warnings, "seconds": prediction.report.get("seconds")}
+    if "handedness" in prediction.report:
+        summary["handedness"] = prediction.report["handedness"]
     if uncertainty_path is not None and prediction.uncertainty is not None:
         write_volume(prediction.uncertainty, uncertainty_path, overwrite=args.overwrite)
         summary["uncertainty"] = str(uncertainty_path)

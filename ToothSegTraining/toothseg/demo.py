@@ -41,18 +41,11 @@ class DemoResult:
     metrics: dict[str, float]
     seconds: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    handedness: dict[str, Any] = field(default_factory=dict)  # the prediction's (toothseg.core.handedness)
 
 
 NO_MODEL_NOTE = ("no bundled 3D model yet (train one with ToothSegTraining/toothseg/train/recipes/"
                  "demo3d_synthetic.yaml, or pass --model): the sample's true labels are exported instead")
-
-
-def _explain_sample_warnings(warnings: list[str], truth_warnings: list[str]) -> list[str]:
-    """A numbering warning that the sample's own true labels raise too is a property of the sample
-    (its STS-2024 labels are mirrored against its header), not of the model: say so beside it."""
-    known = set(truth_warnings)
-    return [f"{w} (the sample's true labels raise this too: see Resources/SampleData/README.md)" if w in known
-            else w for w in warnings]
 
 
 def _default_model() -> Path | None:
@@ -91,7 +84,6 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
     from .core.metrics.protocols import sts2024_case
     from .core.models.catalog import load_catalog
     from .core.models.folder import read_card
-    from .core.postprocessing.numbering import check_numbering
     from .core.resources import sample_scan, sample_scan_labels
 
     progress = progress or Progress()
@@ -123,7 +115,8 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
 
     earlier, earlier_picture = _files_of_earlier_run(out)
     start = time.perf_counter()
-    seg_path = write_segmentation(prediction.labels, prediction.table, out / "sample_teeth.seg.nrrd", overwrite=True)
+    seg_path = write_segmentation(prediction.labels, prediction.table, out / "sample_teeth.seg.nrrd", overwrite=True,
+                                  fields=prediction.header_fields())
     written = []
     if prediction.labels.array.any():
         written = export_surfaces(prediction.labels, prediction.table, out / "stl", SurfaceOptions(smoothing=0.3),
@@ -153,7 +146,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
                         stl_dir=str(out / "stl"), stl_files=len(written), stl_names=stl_names,
                         picture=str(picture_path) if picture_path else None, report=str(out / "demo_report.json"),
                         teeth_found=found, teeth_expected=expected, metrics=metrics, seconds=seconds,
-                        warnings=_explain_sample_warnings(list(prediction.warnings), check_numbering(truth)))
+                        warnings=list(prediction.warnings), handedness=prediction.report.get("handedness", {}))
     payload: dict[str, Any] = {"note": "the sample's intensities are SYNTHETIC (painted onto real STS-2024 tooth "
                                        "shapes); metrics use the STS-2024 protocol against those shapes",
                                **asdict(result)}

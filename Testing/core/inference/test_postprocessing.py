@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from toothseg.core import InputError, Volume
+from toothseg.core.labels import LabelTable
 from toothseg.core.postprocessing import apply_steps, check_numbering, postprocessing_steps
 
 
@@ -53,10 +54,22 @@ def test_numbering_checks():
     labels[3:7, 5:8, 5:9] = 41
     labels[3:7, 5:8, 30:34] = 31
     assert check_numbering(Volume(labels, spacing)) == []
-    mirrored = labels[:, :, ::-1].copy()
-    assert any("left/right appear swapped" in w for w in check_numbering(Volume(mirrored, spacing)))
+    mirrored = labels[:, :, ::-1].copy()  # one position per side: no handedness, the LPS x test decides
+    assert any(w.startswith("left/right numbering appears mirrored") and "too few teeth" in w
+               for w in check_numbering(Volume(mirrored, spacing)))
     upside_down = labels[::-1].copy()
     assert any("upper/lower" in w for w in check_numbering(Volume(upside_down, spacing)))
+    # with premolars too the handedness decides, whatever the head's pose: a mirrored numbering is named
+    # as such even when the whole head is turned so that the patient's left lies at -x
+    arch = labels.copy()
+    arch[12:16, 11:14, 2:5] = 14
+    arch[12:16, 11:14, 34:37] = 24
+    assert check_numbering(Volume(arch, spacing)) == []
+    turned = Volume(arch, spacing, direction=np.diag([-1.0, -1.0, 1.0]))  # rotated 180 degrees about z
+    assert check_numbering(turned) == []
+    numbers_mirrored = LabelTable.fdi().swap_left_right(arch)
+    warnings = check_numbering(Volume(numbers_mirrored, spacing, direction=np.diag([-1.0, -1.0, 1.0])))
+    assert any(w.startswith("left/right numbering is mirrored") for w in warnings)
     twice = labels.copy()
     twice[12:16, 14:18, 15:19] = 11
     assert any("tooth 11 appears as 2 separate objects" in w for w in check_numbering(Volume(twice, spacing)))

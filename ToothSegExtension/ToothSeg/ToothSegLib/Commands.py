@@ -6,7 +6,9 @@ import os
 import shutil
 import sys
 
-__all__ = ["pythonSlicerExecutable", "parseProgressLine"]
+__all__ = ["pythonSlicerExecutable", "parseProgressLine", "segmentationResultMessage", "MIRRORED_NUMBERING_TITLE"]
+
+MIRRORED_NUMBERING_TITLE = "Check the tooth numbers: left and right look mirrored"
 
 
 def pythonSlicerExecutable() -> str:
@@ -27,3 +29,24 @@ def parseProgressLine(line: str):
         except ValueError:
             return None
     return None
+
+
+def segmentationResultMessage(report: dict) -> tuple[str, str | None]:
+    """The status line of a finished segmentation (from ``segment --report``) and, when its left/right
+    numbering looks mirrored (``report["handedness"]["verdict"] == "mirrored"``), the text of a warning
+    the panel shows in a dialog: a wrong-side tooth number is a clinical error, not a detail of the log."""
+    teeth = report.get("labels", [])
+    warnings = [str(w) for w in report.get("warnings", [])]
+    message = f"{len(teeth)} teeth found."
+    handedness = report.get("handedness") or {}
+    mirrored = None
+    if handedness.get("verdict") == "mirrored":
+        mirrored = ("The teeth numbered as the patient's right lie on the patient's left of this scan "
+                    f"(handedness {handedness.get('determinant', 0):+.2f}). Either the model numbers sides "
+                    "mirror-wise or the scan's orientation header is mirrored: check the numbers before any "
+                    "use, and renumber the teeth in the Correct section.")
+        message = "Warning: left/right tooth numbering looks mirrored. " + message
+        warnings = [w for w in warnings if not w.startswith("left/right numbering is mirrored")]
+    if warnings:
+        message += " " + " ".join(warnings)
+    return message, mirrored

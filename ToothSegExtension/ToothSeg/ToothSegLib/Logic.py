@@ -20,6 +20,7 @@ from pathlib import Path
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
+from .Commands import segmentationResultMessage
 from .ProcessRunner import ToothSegProcess
 
 __all__ = ["ToothSegLogic"]
@@ -271,12 +272,16 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             uncertaintyNode = slicer.util.loadVolume(str(uncertaintyPath))
             uncertaintyNode.SetName(volumeNode.GetName() + " uncertainty")
         report = json.loads(reportPath.read_text(encoding="utf-8")) if reportPath.exists() else {}
-        teeth = report.get("labels", [])
-        message = f"{len(teeth)} teeth found."
-        if report.get("warnings"):
-            message += " " + " ".join(report["warnings"])
+        message, _ = segmentationResultMessage(report)
         segmentationNode.SetAttribute("ToothSeg.Report", json.dumps(report))
+        segmentationNode.SetAttribute("ToothSeg.Handedness", (report.get("handedness") or {}).get("verdict", ""))
         return segmentationNode, uncertaintyNode, message
+
+    @staticmethod
+    def mirroredNumberingWarning(segmentationNode) -> str | None:
+        """The warning to show when the result's left/right numbering looks mirrored, else None."""
+        report = json.loads(segmentationNode.GetAttribute("ToothSeg.Report") or "{}")
+        return segmentationResultMessage(report)[1]
 
     @staticmethod
     def toothUncertainty(segmentationNode) -> list[tuple[int, float]]:

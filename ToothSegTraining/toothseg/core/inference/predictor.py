@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..handedness import handedness_of
 from ..labels import LabelTable
 from ..models.folder import LoadedModel, load_model_folder
 from ..progress import Progress
@@ -123,6 +124,16 @@ class Prediction:
     tooth_uncertainty: dict[int, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+
+    def header_fields(self) -> dict[str, str]:
+        """What a ``.seg.nrrd`` of this prediction records of it: the model and the handedness verdict
+        (``ToothSeg_Handedness``: ``correct``, ``mirrored`` or ``undetermined``, with the determinant)."""
+        fields = {"ToothSeg_Model": str(self.report["model"])} if self.report.get("model") else {}
+        hand = self.report.get("handedness")
+        if hand:
+            det = hand.get("determinant")
+            fields["ToothSeg_Handedness"] = hand["verdict"] + (f" {det:+.2f}" if det is not None else "")
+        return fields
 
 
 def _mirror_combinations(axes: list[int]) -> list[tuple[int, ...]]:
@@ -296,7 +307,10 @@ class Predictor:
         from ..postprocessing import check_numbering
 
         if self.options.numbering_checks:
-            warnings += check_numbering(result)
+            hand = handedness_of(result)
+            if not result.is_2d:
+                report["handedness"] = hand.to_dict()
+            warnings += check_numbering(result, handedness=hand)
         tooth_uncertainty: dict[int, float] = {}
         uncertainty_volume = None
         if entropy is not None:

@@ -73,13 +73,16 @@ def segment_dicts(labels: np.ndarray, table: LabelTable, values: list[int]) -> l
 
 
 def write_segmentation(labels: Volume, table: LabelTable, path: str | os.PathLike[str],
-                       overwrite: bool = False, include_empty: bool = False) -> Path:
+                       overwrite: bool = False, include_empty: bool = False,
+                       fields: dict[str, str] | None = None) -> Path:
     """Write ``labels`` as a Slicer ``.seg.nrrd`` (atomic).
 
     Args:
         labels: integer label map.
         table: names, colours and terminology of the values; every non-zero value must be in it.
         include_empty: also write segments for table entries absent from the map.
+        fields: extra header fields (``ToothSeg_*`` names, one-line text values), e.g. the handedness
+            verdict of a prediction, so that the file itself says when its numbering looks mirrored.
 
     Raises:
         LabelError: the map has values the table does not define.
@@ -103,6 +106,10 @@ def write_segmentation(labels: Volume, table: LabelTable, path: str | os.PathLik
         "segments": segment_dicts(array, table, values),
         "ToothSeg_LabelTable": table.name,
     }
+    for key, value in (fields or {}).items():
+        if not key.startswith("ToothSeg_") or not key.replace("_", "").isalnum() or "\n" in str(value):
+            raise InputError(f"segmentation header field {key!r}: names start with ToothSeg_, values are one line")
+        segmentation[key] = str(value)
     with atomic_output(path, overwrite=overwrite) as tmp:
         try:
             slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)

@@ -1,10 +1,11 @@
 """Plausibility checks of FDI numbering on a label map (reported, not silently "fixed").
 
-Checks: a tooth number used by several separate objects; left/right sides (teeth of quadrants
-1/4/5/8 should lie on the patient's right, i.e. at smaller LPS x, than those of 2/3/6/7); upper
-teeth (1x, 2x) above lower ones (3x, 4x); within a quadrant, teeth ordered from the midline.
-The checks use the patient frame of the image header: a header with mirrored axes shows up as
-"left/right appear swapped".
+Checks: a tooth number used by several separate objects; the handedness of the dentition
+(:mod:`toothseg.core.handedness`: a mirrored left/right numbering, whatever the head's pose), or,
+where too few teeth decide it, whether the teeth of quadrants 1/4/5/8 lie on the patient's right
+(smaller LPS x) of those of 2/3/6/7; upper teeth (1x, 2x) above lower ones (3x, 4x); within a
+quadrant, teeth ordered from the midline. The checks use the patient frame of the image header: a
+header with mirrored axes shows up as a mirrored numbering.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..handedness import Handedness, handedness_of
 from ..labels import is_fdi_tooth
 from ..volume import Volume
 
@@ -27,8 +29,10 @@ def _centroids(labels: np.ndarray, values: list[int]) -> dict[int, np.ndarray]:
     return {v: np.asarray(c) for v, c in zip(values, centres)}
 
 
-def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0) -> list[str]:
-    """Human-readable warnings about the FDI numbering of ``labels`` (empty list: nothing odd)."""
+def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0, handedness: Handedness | None = None) -> list[str]:
+    """Human-readable warnings about the FDI numbering of ``labels`` (empty list: nothing odd).
+
+    ``handedness``: the map's :func:`handedness_of`, when the caller has it already."""
     array = labels.array
     present = [int(v) for v in np.unique(array) if v and is_fdi_tooth(int(v))]
     warnings: list[str] = []
@@ -51,10 +55,14 @@ def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0) -> list[str]
         values = [lps[v][axis] for v in present if v // 10 in quadrants]
         return float(np.mean(values)) if values else None
 
+    hand = handedness if handedness is not None else handedness_of(labels)
     right, left = mean_of((1, 4, 5, 8), 0), mean_of((2, 3, 6, 7), 0)
-    if right is not None and left is not None and right > left:
-        warnings.append("left/right appear swapped: teeth numbered as the patient's right lie on the left "
-                        "(LPS +x) side; check the labels or the image header's orientation")
+    if hand.sign < 0:
+        warnings.append(hand.message())
+    elif hand.sign == 0 and right is not None and left is not None and right > left:
+        warnings.append("left/right numbering appears mirrored: teeth numbered as the patient's right lie on the "
+                        "patient's left (LPS +x) of those numbered as left (too few teeth for the full handedness "
+                        "check); check the labels or the image header's orientation")
     upper, lower = mean_of((1, 2, 5, 6), 2), mean_of((3, 4, 7, 8), 2)
     if upper is not None and lower is not None and upper < lower:
         warnings.append("upper/lower appear swapped: teeth numbered as upper lie below those numbered as lower")
