@@ -213,9 +213,14 @@ def test_demo_runs_offline(tmp_path):
     assert len(report["teeth_expected"]) == 30
     if report["model"] != "none":  # a bundled model was used: its score on the sample is reported
         assert 0.0 <= report["metrics"]["instance_dsc"] <= 1.0
-    for warning in report["warnings"]:  # the sample's mirrored labels are named as the cause, not the model
-        if warning.startswith("left/right appear swapped"):
-            assert "the sample's true labels raise this too" in warning
+    if report["model"] != "none":  # the bundled default numbers the sample's sides right
+        assert report["handedness"]["verdict"] == "correct", report["handedness"]
+        assert not any("mirrored" in w for w in report["warnings"])
+    import nrrd
+
+    header = nrrd.read_header(str(tmp_path / "demo" / "sample_teeth.seg.nrrd"))
+    if report["model"] != "none":
+        assert header["ToothSeg_Handedness"].startswith("correct")
     # a rerun replaces its own files: an STL the earlier run wrote and this one does not is removed,
     # a file the demo never wrote is kept
     stale, users = tmp_path / "demo" / "stl" / "18_from_an_earlier_run.stl", tmp_path / "demo" / "stl" / "mine.stl"
@@ -229,17 +234,18 @@ def test_demo_runs_offline(tmp_path):
     assert not picture.exists()  # the earlier run's picture would be taken for this run's
 
 
-def test_demo_names_numbering_warnings_its_sample_raises_itself():
+def test_the_bundled_sample_and_its_source_map_are_numbered_on_the_right_sides():
+    """Both bundled label maps were corrected from the mirrored STS-2024 numbering (shared/data/README.md)."""
+    from toothseg.core.handedness import handedness_of
     from toothseg.core.io.images import read_label_map
     from toothseg.core.postprocessing.numbering import check_numbering
-    from toothseg.core.resources import sample_scan_labels
-    from toothseg.demo import _explain_sample_warnings
+    from toothseg.core.resources import sample_label_map, sample_scan_labels
 
-    truth = check_numbering(read_label_map(sample_scan_labels()))
-    assert any(w.startswith("left/right appear swapped") for w in truth)  # the documented property of the sample
-    explained = _explain_sample_warnings([truth[0], "tooth 11 appears as 2 separate objects"], truth)
-    assert explained[0].startswith(truth[0]) and "Resources/SampleData/README.md" in explained[0]
-    assert explained[1] == "tooth 11 appears as 2 separate objects"  # the model's own problem stays as it is
+    for path in (sample_scan_labels(), sample_label_map()):
+        labels = read_label_map(path)
+        verdict = handedness_of(labels)
+        assert verdict.verdict == "correct" and verdict.determinant > 0.9, (path, verdict.to_dict())
+        assert not any("mirrored" in w for w in check_numbering(labels))
 
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():

@@ -54,7 +54,7 @@ def test_sts_case_gives_30_watertight_teeth_in_place(sts_export, sts_labels):
 def test_file_names_and_header(sts_export):
     out, _ = sts_export
     assert (out / "11_upper_right_central_incisor.stl").exists()
-    assert (out / "48_lower_right_third_molar.stl").exists()
+    assert (out / "38_lower_left_third_molar.stl").exists()
     header = (out / "36_lower_left_first_molar.stl").read_bytes()[:80]
     assert b"mm, LPS" in header
 

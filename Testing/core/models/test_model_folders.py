@@ -200,6 +200,14 @@ def test_composite_folder_loads_members(tmp_path):
     save_model_folder(None, top, tmp_path / "ens")
     loaded = load_model_folder(tmp_path / "ens")
     assert [role for role, _ in loaded.members] == ["ensemble", "ensemble"]
+    # a member whose channels carry other numbers than the card's (11 and 21 exchanged) is refused
+    member_card = json.loads((tmp_path / "ens" / "b" / "model.json").read_text())
+    member_card["class_values"] = [0, 21, 11]
+    (tmp_path / "ens" / "b" / "model.json").write_text(json.dumps(member_card))
+    with pytest.raises(InputError, match="member 'b' numbers its output channels"):
+        load_model_folder(tmp_path / "ens")
+    member_card["class_values"] = [0, 11, 21]
+    (tmp_path / "ens" / "b" / "model.json").write_text(json.dumps(member_card))
     with pytest.raises(InputError, match="must be a sub-folder"):
         tiny_card("escape", members=[{"role": "ensemble", "path": "../../etc"}])
     card = json.loads((tmp_path / "ens" / "model.json").read_text())  # a card edited by hand

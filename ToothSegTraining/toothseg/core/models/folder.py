@@ -110,7 +110,14 @@ def load_model_folder(folder: str | os.PathLike[str], device: str = "cpu", verif
             sub = (folder / member["path"]).resolve()
             if folder.resolve() not in sub.parents:
                 raise InputError(f"{folder}: member path {member['path']!r} leaves the model folder")
-            loaded.members.append((member["role"], load_model_folder(sub, device, verify, _depth + 1)))
+            member_model = load_model_folder(sub, device, verify, _depth + 1)
+            # the composite card's class_values number the output: a member that numbers its channels
+            # otherwise would put wrong tooth numbers on the result without any other sign
+            if member["role"] != "coarse" and member_model.card.class_values != card.class_values:
+                raise InputError(f"{folder}: member {member['path']!r} numbers its output channels "
+                                 f"{member_model.card.class_values[:6]}…, the model card "
+                                 f"{card.class_values[:6]}…; they must be the same")
+            loaded.members.append((member["role"], member_model))
         return loaded
     weights = folder / card.weights_file
     if not weights.is_file():
