@@ -36,15 +36,15 @@ def cmd_manifest(args: argparse.Namespace) -> int:
                            root / args.labels if args.labels else None, args.unlabeled)
     mapping = class_mapping(listing.values, class_set)
     table_name, table_json = label_table_for(listing.values, class_set)
-    train, validation = split_validation(listing.labeled, args.val_fraction, args.seed)
+    labeled, handedness_lines = _checked_handedness(with_label_values(listing.labeled, mapping), args.mirror_labels)
+    train, validation = split_validation(labeled, args.val_fraction, args.seed)
     out.mkdir(parents=True, exist_ok=True)
     for name in MANIFESTS:
         check_writable_output(out / name, overwrite=True)
     source = f"toothseg data manifest {args.layout} {args.root} (classes: {class_set}, seed {args.seed})"
-    writers = {"labeled.json": lambda path: write_manifest(path, with_label_values(train, mapping), notes=source)}
+    writers = {"labeled.json": lambda path: write_manifest(path, train, notes=source)}
     if validation:
-        writers["validation.json"] = lambda path: write_manifest(path, with_label_values(validation, mapping),
-                                                                 notes=source)
+        writers["validation.json"] = lambda path: write_manifest(path, validation, notes=source)
     if listing.unlabeled:
         writers["unlabeled.json"] = lambda path: write_manifest(path, listing.unlabeled, notes=source)
     if table_json:
@@ -65,6 +65,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         (out / name).unlink(missing_ok=True)
 
     print(f"{out}: {len(train)} labeled, {len(validation)} validation, {len(listing.unlabeled)} unlabeled case(s)")
+    for line in handedness_lines:
+        print(f"  {line}")
     for note in listing.notes:
         print(f"  note: {note}")
     print("data block for a recipe:")
@@ -76,6 +78,43 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         print(f"  unlabeled: {yaml_text(str(out / 'unlabeled.json'))}")
     print(f"  label_table: {yaml_text(str(out / table_name) if table_json else table_name)}")
     return 0
+
+
+def _checked_handedness(cases: list, mirror: bool) -> tuple[list, list[str]]:
+    """Each labeled case's left/right handedness (:mod:`toothseg.core.handedness`), one line per case.
+
+    A mirrored case is marked ``mirror_labels`` with ``--mirror-labels``; without it the whole manifest is
+    refused, naming the cases: a model trained on them numbers every correctly oriented scan mirror-wise."""
+    from dataclasses import replace
+
+    from .core.errors import InputError
+    from .core.handedness import handedness_of
+    from .train.data.dataset import read_training_labels
+
+    checked, lines, mirrored = [], [], []
+    for case in cases:
+        verdict = handedness_of(read_training_labels(case, handedness="off"))
+        det = f" {verdict.determinant:+.2f}" if verdict.determinant is not None else ""
+        if verdict.mirrored:
+            mirrored.append(case.id)
+            if mirror:
+                case = replace(case, mirror_labels=True)
+                lines.append(f"{case.id}: handedness mirrored{det}: left/right numbers swapped when read "
+                             "(mirror_labels)")
+            else:
+                lines.append(f"{case.id}: handedness mirrored{det}")
+        else:
+            lines.append(f"{case.id}: handedness {verdict.verdict}{det}"
+                         + (f" ({verdict.reason})" if verdict.sign == 0 else ""))
+        checked.append(case)
+    if mirrored and not mirror:
+        raise InputError(f"{len(mirrored)} of {len(cases)} labeled case(s) have a mirrored left/right numbering "
+                         f"({', '.join(mirrored[:5])}{'…' if len(mirrored) > 5 else ''}): the teeth numbered as "
+                         "the patient's right lie on the patient's left in the image's LPS frame. A model trained "
+                         "on them numbers every correctly oriented scan mirror-wise. Add --mirror-labels to have "
+                         "their left/right numbers swapped when read (the files are not changed), or fix the "
+                         "labels or the image headers; nothing was written")
+    return checked, lines
 
 
 def add_data_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
@@ -108,4 +147,9 @@ def add_data_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
     manifest.add_argument("--val-fraction", type=float, default=0.1, help="share of labeled cases for validation")
     manifest.add_argument("--seed", type=int, default=0, help="another seed gives another validation split")
     manifest.add_argument("--overwrite", action="store_true", help="replace manifests already in OUT")
+    manifest.add_argument("--mirror-labels", action="store_true",
+                          help="cases whose left/right numbering is mirrored (each 3D label map is checked: "
+                               "the patient's right teeth must lie on the patient's right in the image's LPS "
+                               "frame) are marked to have their left/right numbers swapped when read; without "
+                               "it such a case is refused with the reason")
     manifest.set_defaults(func=cmd_manifest)

@@ -21,9 +21,13 @@ from typing import Any
 from ..core.errors import InputError
 from ..core.models.card import IntensityNormalization, check_model_id
 from ..core.names import PLAIN_NAME_RULE, is_plain_name
+from .synth.cbct import SynthesisOptions
 
 __all__ = ["Recipe", "DataConfig", "ModelConfig", "StageConfig", "OptimizerConfig", "AugmentConfig",
            "ExportConfig", "load_recipe", "apply_overrides", "setting", "yaml_text", "recipe_from_dict", "stage_data"]
+
+
+HANDEDNESS_MODES = ("check", "fix", "off")
 
 
 @dataclass
@@ -82,6 +86,13 @@ class DataConfig:
     # labels with fewer voxels than this in a training label map (as read) become background: the
     # coarse-to-fine method drops such "small teeth" (36 voxels); 0 keeps every label
     min_label_voxels: int = 0
+    # 3D label maps whose left/right numbering is mirrored (toothseg.core.handedness): "check" refuses
+    # them (a model would learn to number every correct scan mirror-wise), "fix" swaps their left/right
+    # numbers, "off" reads them as stored. The built-in STS-2024 maps are always corrected.
+    handedness: str = "check"
+    # synthetic source: options of the synthesiser (toothseg.train.synth.SynthesisOptions), e.g.
+    # {synthseg_probability: 0.5, bias_field_probability: 0.5}
+    synthesis: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -312,6 +323,8 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         problems.append(f"patch_size values must be at least 1, got {data.patch_size}")
     if data.spacing is not None and (len(data.spacing) != len(data.patch_size) or min(data.spacing) <= 0):
         problems.append(f"spacing needs {len(data.patch_size)} values > 0 (z, y, x order), got {data.spacing}")
+    if data.handedness not in HANDEDNESS_MODES:
+        problems.append(f"handedness must be one of {', '.join(HANDEDNESS_MODES)}, got {data.handedness!r}")
     if data.min_label_voxels < 0:
         problems.append(f"min_label_voxels must be ≥ 0 (0: keep every label), got {data.min_label_voxels}")
     if data.workers < 0:
@@ -332,6 +345,14 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         IntensityNormalization(**data.intensity)
     except (InputError, TypeError) as exc:
         problems.append(f"intensity: {exc}")
+    if data.synthesis:
+        if data.source != "synthetic":
+            problems.append("synthesis: options of the synthetic source; this recipe reads " + data.source)
+        else:
+            try:
+                SynthesisOptions.from_dict(data.synthesis)
+            except (InputError, TypeError, ValueError) as exc:
+                problems.append(str(exc))
     if data.augment.other_flip_axes:
         problems += _extra_flip_problems(data)
     _refuse(problems, where)

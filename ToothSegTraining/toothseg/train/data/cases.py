@@ -4,6 +4,9 @@ A manifest is JSON ``{"cases": [{"id": "A", "image": "images/A.nii.gz", "label":
 (paths relative to the manifest's folder unless absolute; ``label`` omitted for unlabeled cases).
 An optional ``"label_values": {"1": 2, "2": 1, "5": 0}`` maps the dataset's label values to ToothSeg's
 (0: background) for datasets that number classes their own way; values it does not name are kept.
+A case with ``"mirror_labels": true`` has a mirrored left/right numbering (its patient's right teeth
+numbered as left ones, as in both STS-2024 label maps): its left/right numbers are swapped
+(1x<->2x, 3x<->4x, ...) after ``label_values``, when it is read (``toothseg data manifest --mirror-labels``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Case:
     image: Path
     label: Path | None = None
     label_values: tuple[tuple[int, int], ...] = ()  # (dataset value, ToothSeg value) pairs, from the manifest
+    mirror_labels: bool = False  # swap left/right numbers when read (a mirrored numbering, see the module doc)
 
 
 def shared_data_dir() -> Path:
@@ -70,7 +74,12 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
         label = (Path(label) if Path(label).is_absolute() else base / label) if label else None
         if require_labels and label is None:
             raise InputError(f"{path}: case {item['id']} has no label")
-        cases.append(Case(str(item["id"]), image, label, label_values))
+        mirror = item.get("mirror_labels", False)
+        if not isinstance(mirror, bool):
+            raise InputError(f"{path}: case {item['id']}: 'mirror_labels' is true or false, not {mirror!r}")
+        if mirror and label is None:
+            raise InputError(f"{path}: case {item['id']}: 'mirror_labels' needs a label")
+        cases.append(Case(str(item["id"]), image, label, label_values, mirror))
     if not cases:
         raise InputError(f"{path}: the manifest lists no cases")
     return cases
@@ -120,6 +129,8 @@ def write_manifest(path: str | os.PathLike[str], cases: list[Case], notes: str |
         item = {"id": case.id, "image": os.path.relpath(case.image, path.parent)}
         if case.label is not None:
             item["label"] = os.path.relpath(case.label, path.parent)
+        if case.mirror_labels:
+            item["mirror_labels"] = True
         items.append(item)
     data: dict = {}
     if notes:

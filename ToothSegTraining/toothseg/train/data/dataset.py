@@ -15,7 +15,7 @@ Sources:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ...core.errors import InputError, LabelError
+from ...core.handedness import handedness_of, mirror_label_numbers
 from ...core.inference.preprocessing import (
     image_statistics,
     normalize_intensities,
@@ -40,21 +41,55 @@ from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
 __all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for",
-           "drop_small_labels"]
+           "drop_small_labels", "read_training_labels", "BUILTIN_LABEL_MAPS"]
 
 log = logging.getLogger(__name__)
 
 IGNORE = 255  # label value (and class index) of voxels that give no loss: unconfident pseudo-labels
 
 
+#: The real label maps of ``shared/data/sts2024`` by recipe name. Both patients' maps are mirrored
+#: (``shared/data/README.md``, "Side convention"): they are always read with left/right swapped.
+BUILTIN_LABEL_MAPS = {
+    "sts2024": "Validation_0002_gt", "sts2024-pred": "Validation_0002_pred",
+    "sts2024-0002": "Validation_0002_gt", "sts2024-0002-pred": "Validation_0002_pred",
+    "sts2024-0001": "Validation_0001_gt", "sts2024-0001-pred": "Validation_0001_pred",
+}
+
+
 def _read_case_labels(case: Case) -> Volume:
     """A case's label map with its manifest's ``label_values`` applied (datasets that number classes
-    their own way, e.g. ToothFairy's lower jaw 1 → our mandible 2)."""
+    their own way, e.g. ToothFairy's lower jaw 1 → our mandible 2), then its left/right numbers
+    swapped when the manifest marks it ``mirror_labels``."""
     labels = read_label_map(case.label)
-    if not case.label_values:
+    if not case.label_values and not case.mirror_labels:
         return labels
-    return Volume(apply_label_values(labels.array, case.label_values), labels.spacing, labels.origin,
-                  labels.direction, labels.kind)
+    array = apply_label_values(labels.array, case.label_values)
+    if case.mirror_labels:
+        array = mirror_label_numbers(array)
+    return Volume(array, labels.spacing, labels.origin, labels.direction, labels.kind)
+
+
+def read_training_labels(case: Case, handedness: str = "check") -> Volume:
+    """A labeled case's label map as training reads it, with the handedness contract applied.
+
+    A 3D map whose left/right numbering is mirrored (:func:`toothseg.core.handedness.handedness_of`)
+    is refused (``check``), corrected (``fix``) or read as stored (``off``): a model trained on it
+    would number the patient's right teeth as left ones on every correctly oriented scan."""
+    labels = _read_case_labels(case)
+    if handedness == "off" or labels.is_2d:
+        return labels
+    verdict = handedness_of(labels)
+    if verdict.sign >= 0:
+        if verdict.sign == 0:
+            log.info("case %s: %s", case.id, verdict.message())
+        return labels
+    if handedness == "fix":
+        log.warning("case %s: %s; its left/right numbers are swapped (data.handedness: fix)", case.id,
+                    verdict.message())
+        return labels.with_array(mirror_label_numbers(labels.array))
+    raise LabelError(f"case {case.id} ({case.label}): {verdict.message()}. Mark it \"mirror_labels\": true in its "
+                     "manifest (toothseg data manifest --mirror-labels), or set data.handedness: fix")
 
 
 def drop_small_labels(labels: np.ndarray, min_voxels: int) -> tuple[np.ndarray, list[int]]:
@@ -169,24 +204,24 @@ class TrainingData:
             validation = ufba_cases(d.validation or "val") if d.validation != "none" else []
             return labeled, unlabeled, validation
         if d.source == "synthetic":
-            maps = [self._label_map_path(p) for p in (d.labeled or "sts2024").split(",")]
-            labeled = [Case(f"synthetic-{p.stem.split('.')[0]}", p, p) for p in maps]
-            validation = [Case(f"synthetic-val-{i}", maps[i % len(maps)], maps[i % len(maps)])
+            labeled = [self._label_map_case(p) for p in (d.labeled or "sts2024").split(",")]
+            validation = [replace(labeled[i % len(labeled)], id=f"synthetic-val-{i}")
                           for i in range(int(d.validation or 2))] if d.validation != "none" else []
             return labeled, [], validation
         raise InputError(f"unknown data source {d.source!r} (files, ufba425, synthetic)")
 
     @staticmethod
-    def _label_map_path(name: str) -> Path:
+    def _label_map_case(name: str) -> Case:
+        """A synthetic source's label map: a built-in STS-2024 name (read mirrored back) or a file."""
         name = name.strip()
-        if name == "sts2024":
-            return shared_data_dir() / "sts2024" / "Validation_0002_gt.nii.gz"
-        if name == "sts2024-pred":
-            return shared_data_dir() / "sts2024" / "Validation_0002_pred.nii.gz"
+        if name in BUILTIN_LABEL_MAPS:
+            path = shared_data_dir() / "sts2024" / f"{BUILTIN_LABEL_MAPS[name]}.nii.gz"
+            return Case(f"synthetic-{path.stem.split('.')[0]}", path, path, mirror_labels=True)
         path = Path(name)
         if not path.exists():
-            raise InputError(f"synthetic data: label map {name!r} not found")
-        return path
+            known = ", ".join(BUILTIN_LABEL_MAPS)
+            raise InputError(f"synthetic data: label map {name!r} not found (a file, or one of {known})")
+        return Case(f"synthetic-{path.stem.split('.')[0]}", path, path)
 
     # ------------------------------------------------------------------ preparation
     def _labels_to_classes(self, values: np.ndarray, where: str) -> np.ndarray:
@@ -210,7 +245,7 @@ class TrainingData:
         image, spacing, shape = prepare_volume(volume, self.config)
         labels = foreground = None
         if with_labels and case.label is not None:
-            label_volume = _read_case_labels(case)
+            label_volume = read_training_labels(case, self.config.handedness)
             check_same_geometry(volume, label_volume, f"image of {case.id}", "label map")
             canonical, _ = to_canonical(label_volume)
             array = canonical.array[0] if self.dims == 2 else canonical.array
@@ -310,25 +345,27 @@ class TrainingData:
 
     # ------------------------------------------------------------------ synthetic
     def _anatomy_for(self, case: Case):
-        if case.id not in self._anatomy:
+        key = f"{case.label}:{case.mirror_labels}"  # validation scans share their training map's anatomy
+        if key not in self._anatomy:
             from ..synth import prepare_anatomy
 
-            labels = _read_case_labels(case)
+            labels = read_training_labels(case, self.config.handedness)
             canonical, _ = to_canonical(labels)
             if self.config.spacing:
                 shape = resampled_shape(canonical.shape, canonical.spacing_zyx, self.config.spacing)
                 array = nearest_resample(canonical.array, shape)
                 spacing = tuple(self.config.spacing)
                 canonical = Volume(array, spacing[::-1], canonical.origin, canonical.direction)
-            self._anatomy[case.id] = prepare_anatomy(canonical)
-        return self._anatomy[case.id]
+            self._anatomy[key] = prepare_anatomy(canonical)
+        return self._anatomy[key]
 
     def synthetic_volume(self, case: Case, rng: np.random.Generator,
                          region: tuple[slice, ...] | None = None) -> tuple[Volume, Volume]:
         """A synthetic scan (image, labels) on the training grid, or just ``region`` of it."""
-        from ..synth import synthesize
+        from ..synth import SynthesisOptions, synthesize
 
-        return synthesize(self._anatomy_for(case), rng, region=region)
+        return synthesize(self._anatomy_for(case), rng, SynthesisOptions.from_dict(self.config.synthesis),
+                          region=region)
 
     def _synthetic_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Only the block around the sampled patch is synthesised (15x less work than the whole scan);
@@ -365,6 +402,6 @@ class TrainingData:
             if self.config.source == "synthetic":
                 image, labels = self.synthetic_volume(case, np.random.default_rng([self.seed, 99, index]))
             else:
-                image, labels = read_volume(case.image), _read_case_labels(case)
+                image, labels = read_volume(case.image), read_training_labels(case, self.config.handedness)
             out.append((case.id, image, labels))
         return out

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ...core.inference.preprocessing import resampled_shape, to_canonical
-from ...core.io.images import read_label_map, write_volume
+from ...core.io.images import write_volume
 from ...core.volume import Volume
-from ..data.dataset import nearest_resample
+from ..data.cases import Case
+from ..data.dataset import nearest_resample, read_training_labels
 from .cbct import SynthesisAnatomy, SynthesisOptions, prepare_anatomy, synthesize
 
 __all__ = ["cropped_anatomy", "make_sample"]
@@ -28,8 +29,11 @@ def cropped_anatomy(labels_path: str | Path, spacing_mm: float = 0.6,
     """The synthesis anatomy of a tooth label map resampled to ``spacing_mm``, and the block that
     holds the teeth with ``margin_mm`` around them (the field a dental CBCT would show).
 
+    A map whose left/right numbering is mirrored (both STS-2024 maps as distributed) is read with its
+    left/right numbers swapped, so that synthetic scans never teach or test a mirrored dentition.
     Computing the anatomy is the slow part; draw as many scans from it as needed."""
-    labels = to_canonical(read_label_map(labels_path))[0]
+    path = Path(labels_path)
+    labels = to_canonical(read_training_labels(Case(path.name, path, path), handedness="fix"))[0]
     shape = resampled_shape(labels.shape, labels.spacing_zyx, [spacing_mm] * 3)
     array = nearest_resample(labels.array, shape)
     coarse = Volume(array, (spacing_mm,) * 3, labels.origin, labels.direction)
