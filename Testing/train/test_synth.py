@@ -48,3 +48,57 @@ def test_region_synthesis_keeps_geometry(anatomy):
     np.testing.assert_array_equal(labels.array, anatomy.labels.array[region])
     expected_origin = anatomy.labels.index_to_physical(np.array([[30, 20, 10]]))[0]
     np.testing.assert_allclose(image.origin, expected_origin)
+
+
+def test_synthseg_mode_draws_each_tissue_on_its_own(anatomy):
+    """SynthSeg-style samples do not keep the HU order: across seeds dentine is sometimes darker than
+    bone, and each tissue's mean spans most of the wide range."""
+    options = SynthesisOptions(missing_teeth=(0, 0), metal_probability=0.0, ring_probability=0.0,
+                               synthseg_probability=1.0)
+    dentine_darker, spread = 0, []
+    for seed in range(12):
+        image, labels = synthesize(anatomy, np.random.default_rng(seed), options)
+        np.testing.assert_array_equal(labels.array, anatomy.labels.array)  # the labels never change
+        dentine = float(np.median(image.array[anatomy.tissue == DENTINE]))
+        bone = float(np.median(image.array[anatomy.tissue == BONE_CANCELLOUS]))
+        dentine_darker += dentine < bone
+        spread.append(dentine)
+    assert 1 <= dentine_darker <= 11
+    assert max(spread) - min(spread) > 1500
+
+
+def test_bias_field_thick_slices_and_photon_noise_change_the_image_not_the_labels(anatomy):
+    plain = SynthesisOptions(missing_teeth=(0, 0), metal_probability=0.0, ring_probability=0.0)
+    base, _ = synthesize(anatomy, np.random.default_rng(7), plain)
+    for option in ("bias_field_probability", "thick_slices_probability", "poisson_noise_probability"):
+        changed, labels = synthesize(anatomy, np.random.default_rng(7), SynthesisOptions(
+            missing_teeth=(0, 0), metal_probability=0.0, ring_probability=0.0, **{option: 1.0}))
+        np.testing.assert_array_equal(labels.array, anatomy.labels.array)
+        assert not np.array_equal(changed.array, base.array), option
+    # thick slices along one axis: neighbouring voxels along some axis become much more alike
+    smooth, _ = synthesize(anatomy, np.random.default_rng(7), SynthesisOptions(
+        missing_teeth=(0, 0), metal_probability=0.0, ring_probability=0.0, noise_sigma=(0.0, 0.0),
+        thick_slices=(4.0, 4.0), thick_slices_probability=1.0))
+    sharp, _ = synthesize(anatomy, np.random.default_rng(7), SynthesisOptions(
+        missing_teeth=(0, 0), metal_probability=0.0, ring_probability=0.0, noise_sigma=(0.0, 0.0)))
+    roughness = [np.abs(np.diff(a.array.astype(np.float32), axis=k)).mean() for a in (smooth, sharp) for k in range(3)]
+    assert min(r / s for r, s in zip(roughness[:3], roughness[3:])) < 0.7
+
+
+def test_synthesis_options_from_a_recipe_are_checked():
+    from toothseg.core import InputError
+
+    assert SynthesisOptions.from_dict({"synthseg_probability": 0.5, "bias_field": [0, 0.2]}).bias_field == (0.0, 0.2)
+    with pytest.raises(InputError, match="unknown option"):
+        SynthesisOptions.from_dict({"synthseg": 1})
+
+
+def test_the_bundled_sample_scan_is_rebuilt_bit_for_bit():
+    """The sample's recipe (seed 2024) still gives the bundled image, and its corrected labels."""
+    from toothseg.core.io.images import read_label_map, read_volume
+    from toothseg.core.resources import sample_label_map, sample_scan, sample_scan_labels
+    from toothseg.train.synth.sample import make_sample
+
+    image, labels = make_sample(sample_label_map())
+    np.testing.assert_array_equal(image.array, read_volume(sample_scan()).array)
+    np.testing.assert_array_equal(labels.array, read_label_map(sample_scan_labels()).array)

@@ -16,16 +16,25 @@ Anatomy derived from the labels (:class:`SynthesisAnatomy`, computed once per la
 Per sample (:func:`synthesize`): random intensities per tissue (HU-like ranges, random global
 gamma/affine mapping), texture noise, random missing teeth (replaced by healed bone), metal
 fillings with streak artefacts, ring artefacts, cupping, blur (point-spread) and noise.
+
+With ``synthseg_probability`` a sample is instead drawn fully SynthSeg-style (Billot et al., 2023):
+every tissue class gets an intensity drawn independently from one wide range (no HU order: enamel may
+be darker than bone), its own texture strength, then a smooth multiplicative bias field, a random
+resolution (thick slices along a random axis), and Gaussian or signal-dependent (Poisson-like) noise.
+Such images teach the network shapes and contrasts, not one generator's grey values.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
+from ...core.errors import InputError
 from ...core.labels import is_fdi_tooth
 from ...core.volume import Volume
 
@@ -54,6 +63,27 @@ class SynthesisOptions:
     gamma: tuple[float, float] = (0.7, 1.4)
     intensity_scale: tuple[float, float] = (0.8, 1.25)
     intensity_shift: tuple[float, float] = (-150.0, 150.0)
+    # SynthSeg-style domain randomisation (share of samples; ranges of its draws). Off by default: a
+    # probability of 0 draws nothing, so scans synthesised before these existed come out the same.
+    synthseg_probability: float = 0.0
+    synthseg_range: tuple[float, float] = (-1000.0, 4000.0)  # each tissue's mean, drawn independently
+    synthseg_texture: tuple[float, float] = (0.0, 250.0)  # each tissue's own texture strength
+    bias_field: tuple[float, float] = (0.0, 0.35)  # peak relative amplitude of a smooth multiplicative field
+    bias_field_probability: float = 0.0
+    thick_slices: tuple[float, float] = (1.0, 4.0)  # resolution loss factor along one random axis
+    thick_slices_probability: float = 0.0
+    poisson_noise_probability: float = 0.0  # else Gaussian: noise grows with the signal (photon counts)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SynthesisOptions":
+        """Options from a recipe's ``data.synthesis`` mapping (unknown names are an error)."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"data.synthesis: unknown option(s) {unknown} (known: {', '.join(sorted(known))})")
+        converted = {k: tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
+        return cls(**converted)
 
 
 @dataclass
@@ -150,6 +180,40 @@ def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, sigma_vox: f
     return noise / (noise.std() + 1e-6)
 
 
+def _chance(rng: np.random.Generator, probability: float) -> bool:
+    """A draw with ``probability``; none at all when it is 0 (the random stream stays as it was)."""
+    return probability > 0 and bool(rng.random() < probability)
+
+
+def _bias_field(image: np.ndarray, rng: np.random.Generator, strength: tuple[float, float],
+                offset: list[int], full_shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth multiplicative field over the whole scan (a 4x4x4 random grid, trilinear), applied to
+    this block: the same scan's blocks see the same field."""
+    amplitude = rng.uniform(*strength)
+    grid = torch.from_numpy(rng.uniform(-1.0, 1.0, size=(1, 1, 4, 4, 4)).astype(np.float32))
+    whole = F.interpolate(grid, size=tuple(full_shape), mode="trilinear", align_corners=True)[0, 0]
+    block = tuple(slice(o, o + n) for o, n in zip(offset, image.shape))
+    field_ = whole[block].numpy()
+    field_ = field_ / (np.abs(field_).max() + 1e-6)
+    base = float(np.percentile(image[::2, ::2, ::2], 1))
+    return base + (image - base) * (1.0 + amplitude * field_).astype(np.float32)
+
+
+def _thick_slices(image: np.ndarray, rng: np.random.Generator, factor: tuple[float, float]) -> np.ndarray:
+    """Resolution lost along one random axis (thick slices, anisotropic reconstruction): averaged over
+    ``factor`` voxels there, then linearly interpolated back."""
+    axis = int(rng.integers(3))
+    f = rng.uniform(*factor)
+    n = image.shape[axis]
+    coarse_n = max(2, int(round(n / f)))
+    if coarse_n >= n:
+        return image
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    coarse_size = [coarse_n if a == axis else m for a, m in enumerate(image.shape)]
+    coarse = F.adaptive_avg_pool3d(tensor, coarse_size)
+    return F.interpolate(coarse, size=image.shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
 def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: SynthesisOptions | None = None,
                region: tuple[slice, ...] | None = None) -> tuple[Volume, Volume]:
     """One random synthetic CBCT and its label map (teeth removed from the labels when "missing").
@@ -172,16 +236,23 @@ def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: Syn
         mask = labels == value
         tissue[mask] = BONE_CANCELLOUS
         labels[mask] = 0
-    means = {
-        AIR: o.air, SOFT: rng.uniform(*o.soft), BONE_CANCELLOUS: rng.uniform(*o.cancellous),
-        BONE_CORTICAL: rng.uniform(*o.cortical), DENTINE: rng.uniform(*o.dentine), ENAMEL: rng.uniform(*o.enamel),
-        PULP: rng.uniform(*o.pulp),
-    }
-    means[ENAMEL] = max(means[ENAMEL], means[DENTINE] + 300.0)  # keep the anatomy's order
-    lut = np.array([means[k] for k in range(7)], dtype=np.float32)
-    image = lut[tissue]
-    texture = _smooth_noise(shape, rng, 1.5) * rng.uniform(*o.texture_sigma)
-    image += np.where(tissue == AIR, 0.0, texture).astype(np.float32)
+    synthseg = _chance(rng, o.synthseg_probability)
+    if synthseg:  # every class on its own, from one wide range, with its own texture
+        lut = rng.uniform(*o.synthseg_range, size=7).astype(np.float32)
+        texture_of = rng.uniform(*o.synthseg_texture, size=7).astype(np.float32)
+        image = lut[tissue]
+        image += _smooth_noise(shape, rng, rng.uniform(0.5, 2.0)) * texture_of[tissue]
+    else:
+        means = {
+            AIR: o.air, SOFT: rng.uniform(*o.soft), BONE_CANCELLOUS: rng.uniform(*o.cancellous),
+            BONE_CORTICAL: rng.uniform(*o.cortical), DENTINE: rng.uniform(*o.dentine),
+            ENAMEL: rng.uniform(*o.enamel), PULP: rng.uniform(*o.pulp),
+        }
+        means[ENAMEL] = max(means[ENAMEL], means[DENTINE] + 300.0)  # keep the anatomy's order
+        lut = np.array([means[k] for k in range(7)], dtype=np.float32)
+        image = lut[tissue]
+        texture = _smooth_noise(shape, rng, 1.5) * rng.uniform(*o.texture_sigma)
+        image += np.where(tissue == AIR, 0.0, texture).astype(np.float32)
     # metal fillings with streaks in the axial plane
     if anatomy.teeth and rng.random() < o.metal_probability:
         crowns = np.argwhere((tissue == ENAMEL) & (labels > 0))
@@ -216,10 +287,18 @@ def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: Syn
     unit = np.clip((image - low) / (high - low), 0, 1)
     image = low + (high - low) * unit ** rng.uniform(*o.gamma)
     image = image * rng.uniform(*o.intensity_scale) + rng.uniform(*o.intensity_shift)
-    # point-spread blur and noise
+    if _chance(rng, o.bias_field_probability):
+        image = _bias_field(image, rng, o.bias_field, offset, full_shape)
+    # point-spread blur, resolution loss and noise
     blur = rng.uniform(*o.blur_mm) / np.asarray(spacing)
     image = ndimage.gaussian_filter(image, blur)
-    image += rng.standard_normal(shape).astype(np.float32) * rng.uniform(*o.noise_sigma)
+    if _chance(rng, o.thick_slices_probability):
+        image = _thick_slices(image, rng, o.thick_slices)
+    noise = rng.standard_normal(shape).astype(np.float32) * rng.uniform(*o.noise_sigma)
+    if _chance(rng, o.poisson_noise_probability):  # photon noise: stronger where more signal (relative to air)
+        level = np.clip(image - image.min(), 0, None)
+        noise *= np.sqrt(level / (float(level.mean()) + 1e-6)).astype(np.float32)
+    image += noise
     # cylindrical field of view: outside it CBCT reconstructions are empty
     fov = r > 0.49 * min(full_shape[1] * spacing[1], full_shape[2] * spacing[2])
     image[:, fov] = o.air
