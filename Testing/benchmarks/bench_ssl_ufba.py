@@ -66,10 +66,11 @@ METHODS = {  # name in the tables → committed recipe (all: same data block, ne
 
 def scaled_setting(kind: str, value: float, scale: float) -> float:
     """A method's schedule-length setting on a schedule ``scale`` times as long: a step count is
-    multiplied (at least 1); an EMA decay keeps its horizon 1 / (1 − decay) in proportion."""
-    if kind == "steps":
-        return max(1, round(value * scale))
-    return round(max(0.0, 1.0 - (1.0 - value) / scale), 6)
+    multiplied (at least 1). (EMA decays and ramp lengths are not schedule lengths: they keep the
+    papers' values in steps, see ``toothseg.train.methods.base.STEPS``.)"""
+    if kind != "steps":
+        raise ValueError(f"unknown kind of schedule setting {kind!r}")
+    return max(1, round(value * scale))
 
 
 def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:

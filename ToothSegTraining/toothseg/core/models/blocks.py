@@ -45,6 +45,7 @@ class SegmentationNetwork(nn.Module, metaclass=abc.ABCMeta):
       semi-supervised methods can perturb features between ``encode`` and ``decode``;
     * ``decode(features, image)`` returns logits ``(B, C, *spatial)`` — or, when
       ``deep_supervision`` is on, a list of logits from full to lowest resolution;
+    * ``segmentation_head()`` is the final convolution to class logits (its input: the decoder's features);
     * ``encoder_prefixes`` name the state-dict keys of the encoder, for pretraining transfer;
     * ``size_divisor`` is the multiple each spatial input size must have.
     """
@@ -66,6 +67,11 @@ class SegmentationNetwork(nn.Module, metaclass=abc.ABCMeta):
 
     def forward(self, x: torch.Tensor):
         return self.decode(self.encode(x), x)
+
+    @abc.abstractmethod
+    def segmentation_head(self) -> nn.Module:
+        """The final (full-resolution) convolution that maps decoder features to class logits; a
+        method that needs other outputs (reconstruction pretraining) reads its input and leaves it alone."""
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder's parameters and buffers (keys as in ``state_dict``)."""

@@ -229,3 +229,6 @@ class ResEncUNet(SegmentationNetwork):
 
     def decode(self, features: list[torch.Tensor], image: torch.Tensor | None = None):
         return self.decoder(self.bottleneck(list(features)), self.deep_supervision)
+
+    def segmentation_head(self) -> nn.Module:
+        return self.decoder.seg_layers[-1]  # the full-resolution one

@@ -148,6 +148,9 @@ class UNet2D(SegmentationNetwork):
                 x = self.edge_attention[level](x, edge)
         return self.outc(x)
 
+    def segmentation_head(self) -> nn.Module:
+        return self.outc
+
 
 @register_architecture("unet2d_scag", dims=(2,), summary="2D U-Net with spatial-channel attention gates")
 def UNet2DScAG(**kwargs) -> UNet2D:

@@ -82,6 +82,9 @@ class _VNetDecoder(SegmentationNetwork):
             x = dropout(x)
         return self.out_conv(x)
 
+    def segmentation_head(self) -> nn.Module:
+        return self.out_conv
+
 
 @register_architecture("vnet", dims=(3,),
                        summary="RAIL's V-Net student (additive skips, optional dropout, edge guidance)")

@@ -141,7 +141,8 @@ def strong_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Ten
     """Strong intensity view of a (B, C, *spatial) batch for consistency training (U-Mamba2-SSL §2.3).
 
     Per sample: blur (p 0.5), noise (p 0.5), brightness (p 0.5), contrast (p 0.5), low resolution
-    (p 0.7), gamma (p 0.5), blank rectangles (p 0.7). No spatial change, so targets stay aligned.
+    (p 0.7), gamma (p 0.5), blank rectangles (p 0.7; 1-5 boxes, each covering at most 1/27 of the patch
+    as the original's 3D boxes do). No spatial change, so targets stay aligned.
     """
     out = batch.clone()
     dims = batch.dim() - 2
@@ -186,10 +187,13 @@ def strong_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Ten
             span = (high - low).clamp_min(1e-6)
             x = low + span * ((x - low) / span) ** uniform(0.7, 1.5)
         if chance(0.7):
+            # sides of 1/10 to 1/3 of the patch per axis in 3D (the original); in 2D the same share of
+            # the patch's area as the 3D box has of its volume (a 1/3-side square would cover 11 %, not 3.7 %)
+            exponent = 3.0 / dims
             for _ in range(int(uniform(1, 5.99))):
                 box = []
                 for s in x.shape[2:]:
-                    side = int(uniform(max(1, s / 10), max(2, s / 3)))
+                    side = int(uniform(max(1, s * 0.1 ** exponent), max(2, s * (1 / 3) ** exponent)))
                     start = int(uniform(0, max(1, s - side)))
                     box.append(slice(start, start + side))
                 x[(slice(None), slice(None), *box)] = 0.0

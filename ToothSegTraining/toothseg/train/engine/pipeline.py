@@ -54,7 +54,10 @@ def _initializer(init_from: str, previous: Path | None):
                 keys = [k for k in state if k in own]
             usable = {k: state[k] for k in keys if k in own and own[k].shape == state[k].shape}
             if not usable:
-                raise InputError(f"init_from {folder}: no weights fit network {name!r}")
+                if name not in method.trainable or name == method.exported:
+                    raise InputError(f"init_from {folder}: no weights fit network {name!r}")
+                log.info("init_from %s: nothing fits %s (a head of this stage's own), left as built", folder, name)
+                continue
             module.load_state_dict(usable, strict=False)
             log.info("init_from %s: %d/%d tensors of %s", folder, len(usable), len(own), name)
 

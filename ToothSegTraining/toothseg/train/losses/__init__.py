@@ -1,6 +1,7 @@
 """Losses: Dice + cross-entropy, deep supervision, consistency, sharpening and masked means."""
 
 from .segmentation import (  # noqa: F401
+    class_sum_mse,
     consistency_mse,
     deep_supervision_weights,
     dice_ce_loss,

@@ -23,17 +23,18 @@ from torch import nn
 from ...core.errors import InputError
 
 __all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "running_statistics_kept",
-           "register_method", "get_method", "method_names", "STEPS", "EMA_DECAY", "schedule_settings"]
+           "register_method", "get_method", "method_names", "STEPS", "schedule_settings"]
 
 # Field metadata of a setting that is a length of the schedule, so that a shortened or lengthened
 # schedule (a benchmark's ``--scale``) can keep the method's proportions: ``STEPS`` counts optimiser
-# steps; ``EMA_DECAY`` is a decay whose horizon 1 / (1 − decay) counts steps.
+# steps (RAIL's first turn, BCP's static-teacher interval). EMA decays and ramp-up lengths are not
+# marked: the learning rate per step does not change with the schedule's length, so a teacher's
+# horizon in steps and a ramp's length in steps (started by a competence gate) stay the papers'.
 STEPS = {"schedule": "steps"}
-EMA_DECAY = {"schedule": "ema_decay"}
 
 
 def schedule_settings(settings_class: type) -> dict[str, str]:
-    """``{setting: 'steps' | 'ema_decay'}`` for the fields of a method's Settings marked as schedule lengths."""
+    """``{setting: 'steps'}`` for the fields of a method's Settings marked as schedule lengths."""
     if not dataclasses.is_dataclass(settings_class):
         return {}
     return {f.name: f.metadata["schedule"] for f in dataclasses.fields(settings_class) if "schedule" in f.metadata}
@@ -146,6 +147,9 @@ class Method:
     produces_segmentation: ClassVar[bool] = True  # False: pretraining only (nothing to validate)
     trainable: tuple[str, ...] = ("student",)
     exported: str = "student"
+    # labeled image passes through a trainable network per labeled image in the batch: 1 for most methods;
+    # BCP mixes pairs, so each mixed image carries half of two labeled images (the budget tests count it)
+    labeled_passes_per_image: ClassVar[float] = 1.0
 
     def __init__(self, settings: Any, context: MethodContext) -> None:
         self.settings = settings

@@ -10,6 +10,14 @@ Two stages (two recipe stages):
   is supervised by the true labels on its labeled part (weight 1) and by pseudo-labels on its
   unlabeled part (weight ``u_weight`` = 0.5).
 
+Two guards ours, not BCP's (whose binary teacher is sound after its pretraining): a pseudo-label
+voxel whose teacher confidence (the averaged softmax's maximum) is below ``pseudo_threshold`` is
+ignored, and the pseudo-labelled terms count only once the teacher finds teeth on the labeled
+images (:class:`~toothseg.train.methods.ramps.CompetenceGate`, ``gate_dice``): after a short
+pretraining on 33 FDI classes the teacher is all background, and its pseudo-labels teach
+background. The Dice of each paste region averages the classes present there (in its labels or
+its arg-max), so a perfect prediction of a region that holds a few teeth costs 0.
+
 M is 1 everywhere except one zero box whose side is ``s·size`` per axis at a random corner; ``s``
 is 2/3, or, with ``dynamic_mask``, shrinks linearly to ``final_fraction`` (1/2 in 3D, 1/3 in 2D) over
 the stage. Deviations from the public code: the box bounds follow the patch (the code hard-codes
@@ -28,7 +36,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .base import EMA_DECAY, STEPS, Method, StepOutput, ema_update, register_method
+from ...core.errors import InputError
+from ..losses import soft_dice_loss
+from .base import STEPS, Method, StepOutput, ema_update, register_method
+from .ramps import CompetenceGate, tooth_dice
+from .supervised import IGNORE
 
 __all__ = ["paste_mask", "largest_component_per_class"]
 
@@ -45,13 +57,14 @@ def paste_mask(shape: tuple[int, ...], fraction: float, generator: torch.Generat
     return mask
 
 
-def largest_component_per_class(labels: torch.Tensor) -> torch.Tensor:
-    """Keep, per sample and class, only the largest connected component (BCP's pseudo-label cleaning)."""
+def largest_component_per_class(labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """Keep, per sample and class, only the largest connected component (BCP's pseudo-label cleaning);
+    the rest becomes background, ``ignore_index`` voxels stay ignored."""
     out = torch.zeros_like(labels)
     array = labels.cpu().numpy()
     for b in range(array.shape[0]):
         for value in np.unique(array[b]):
-            if value == 0:
+            if value == 0 or value == ignore_index:
                 continue
             components, count = ndimage.label(array[b] == value)
             if count == 0:
@@ -60,6 +73,7 @@ def largest_component_per_class(labels: torch.Tensor) -> torch.Tensor:
             sizes[0] = 0
             keep = torch.from_numpy(components == sizes.argmax())
             out[b][keep] = int(value)
+    out[labels.cpu() == ignore_index] = ignore_index
     return out.to(labels.device)
 
 
@@ -67,16 +81,15 @@ def weighted_mix_loss(logits: torch.Tensor, target: torch.Tensor, region: torch.
     """``(masked Dice + masked CE) / 2`` over ``region`` (B, *spatial; 0/1), one term of BCP's ``mix_loss``.
 
     Both parts are normalised by the region, so scaling ``region`` changes nothing: a term's weight
-    (BCP's ``u_weight``) multiplies the returned loss, as BCP's ``mix_loss`` does.
+    (BCP's ``u_weight``) multiplies the returned loss, as BCP's ``mix_loss`` does. The Dice sums over the
+    batch (as BCP's ``DiceLoss``) and averages the classes present in the region (background included, as
+    BCP's); ``IGNORE`` voxels count nowhere.
     """
-    ce = F.cross_entropy(logits.float(), target, reduction="none")
-    ce = (ce * region).sum() / region.sum().clamp_min(1e-6)
-    probs = torch.softmax(logits.float(), dim=1)
-    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
-    w = region[:, None]
-    dims = tuple(range(2, probs.dim()))
-    dice = (2 * (probs * onehot * w).sum(dims) + 1e-5) / ((probs * w).sum(dims) + (onehot * w).sum(dims) + 1e-5)
-    return (ce + (1 - dice.mean())) / 2
+    valid = region * (target != IGNORE).to(region.dtype)
+    ce = F.cross_entropy(logits.float(), target.long(), reduction="none", ignore_index=IGNORE)
+    ce = (ce * valid).sum() / valid.sum().clamp_min(1e-6)
+    dice = soft_dice_loss(logits, target, include_background=True, ignore_index=IGNORE, weight=region)
+    return (ce + dice) / 2
 
 
 @dataclass
@@ -85,13 +98,17 @@ class BCPSettings:
     dynamic_mask: bool = True
     final_fraction: float | None = None  # default: 1/2 in 3D, 1/3 in 2D
     u_weight: float = 0.5
-    ema_decay: float = field(default=0.99, metadata=EMA_DECAY)
+    ema_decay: float = 0.99
     dual_teacher: bool = True
     static_interval: int = field(default=1000, metadata=STEPS)
+    pseudo_threshold: float = 0.7  # pseudo-label voxels with a lower teacher confidence are ignored
+    gate_dice: float = 0.3  # the pseudo-labelled terms count once the teacher's labeled-batch tooth Dice passes this
 
 
 class _BCPBase(Method):
     Settings = BCPSettings
+    labeled_passes_per_image = 0.5  # a pair of labeled images becomes one fully (pretraining) or two half
+    # (self-training) labeled mixed images: twice supervised's labeled batch gives its labeled passes
 
     def __init__(self, settings, context):
         super().__init__(settings, context)
@@ -117,8 +134,6 @@ class BCPPretrain(_BCPBase):
         image, label = batch["image"], batch["label"]
         half = image.shape[0] // 2
         if half == 0:
-            from ...core.errors import InputError
-
             raise InputError("bcp_pretrain needs at least 2 labeled images per step (batch_size >= 2)")
         m = self._mask(image, step)
         xa, xb, ya, yb = image[:half], image[half:2 * half], label[:half], label[half:2 * half]
@@ -135,6 +150,10 @@ class BCP(_BCPBase):
 
     needs_unlabeled = True
 
+    def __init__(self, settings, context):
+        super().__init__(settings, context)
+        self.gate = CompetenceGate(settings.gate_dice, ("teacher",))
+
     def build_networks(self):
         student = self.context.build_network()
         nets = {"student": student, "teacher": copy.deepcopy(student)}
@@ -143,23 +162,32 @@ class BCP(_BCPBase):
         return nets
 
     @torch.no_grad()
-    def pseudo_labels(self, unlabeled: torch.Tensor) -> torch.Tensor:
-        logits = self.main_output(self.nets["teacher"](unlabeled)).float()
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits (averaged with the static teacher's, as the extension does)."""
+        logits = self.main_output(self.nets["teacher"](images)).float()
         if "static_teacher" in self.nets:
-            logits = (logits + self.main_output(self.nets["static_teacher"](unlabeled)).float()) / 2
-        return largest_component_per_class(logits.argmax(dim=1))
+            logits = (logits + self.main_output(self.nets["static_teacher"](images)).float()) / 2
+        return logits
+
+    @torch.no_grad()
+    def pseudo_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        """Arg-max, largest component per class, voxels under ``pseudo_threshold`` confidence ignored."""
+        confidence, labels = torch.softmax(logits, dim=1).max(dim=1)
+        labels = torch.where(confidence >= self.settings.pseudo_threshold, labels, torch.full_like(labels, IGNORE))
+        return largest_component_per_class(labels)
 
     def train_step(self, batch, step):
         s = self.settings
         image, label, unlabeled = batch["image"], batch["label"], batch["unlabeled_image"]
         half = min(image.shape[0], unlabeled.shape[0]) // 2
         if half == 0:
-            from ...core.errors import InputError
-
             raise InputError("bcp needs at least 2 labeled and 2 unlabeled images per step")
         xa, xb, ya, yb = image[:half], image[half:2 * half], label[:half], label[half:2 * half]
         ua, ub = unlabeled[:half], unlabeled[half:2 * half]
-        pseudo = self.pseudo_labels(torch.cat([ua, ub]))
+        logits = self.teacher_logits(torch.cat([xa, xb, ua, ub]))
+        self.gate.observe(step, teacher=tooth_dice(logits[:2 * half], torch.cat([ya, yb])))
+        weight = s.u_weight * float(self.gate.opened_at is not None)
+        pseudo = self.pseudo_labels(logits[2 * half:])
         pa, pb = pseudo[:half], pseudo[half:]
         m = self._mask(image, step)
         inside = m.bool().expand_as(ya)
@@ -173,10 +201,12 @@ class BCP(_BCPBase):
         inside_region = torch.ones_like(ya, dtype=torch.float) * m
         outside_region = 1 - inside_region
         supervised = weighted_mix_loss(out_l, y_l, inside_region) + weighted_mix_loss(out_u, y_u, outside_region)
-        pseudo_term = s.u_weight * (weighted_mix_loss(out_l, y_l, outside_region)
-                                    + weighted_mix_loss(out_u, y_u, inside_region))
+        pseudo_term = weight * (weighted_mix_loss(out_l, y_l, outside_region)
+                                + weighted_mix_loss(out_u, y_u, inside_region))
+        logs = {"mask_fraction": self.mask_fraction(step), "w_pseudo": weight,
+                "pseudo_ignored": float((pseudo == IGNORE).float().mean()), **self.gate.logs()}
         return StepOutput(supervised + pseudo_term, {"supervised": supervised, "pseudo": pseudo_term},
-                          unsupervised=("pseudo",), logs={"mask_fraction": self.mask_fraction(step)})
+                          unsupervised=("pseudo",), logs=logs)
 
     def ema_teachers_at(self, step: int) -> tuple[str, ...]:
         return ("teacher",)
@@ -185,3 +215,9 @@ class BCP(_BCPBase):
         ema_update(self.nets["teacher"], self.nets["student"], self.settings.ema_decay)
         if "static_teacher" in self.nets and (step + 1) % max(1, self.settings.static_interval) == 0:
             self.nets["static_teacher"].load_state_dict(self.nets["student"].state_dict())
+
+    def state_dict(self):
+        return {"gate": self.gate.state_dict()}
+
+    def load_state_dict(self, state):
+        self.gate.load_state_dict(state.get("gate") or {})

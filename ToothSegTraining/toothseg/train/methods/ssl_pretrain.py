@@ -9,9 +9,12 @@ Three corruptions (``mode``):
   scaled to the patch) until ≥ 55 % is masked, masked pixels set to 0; L1 on the masked pixels.
 * ``recon`` — the same masking, L1 over the whole image (full-image reconstruction).
 
-The network is the segmentation architecture itself; its output channel 0 is read as the
-reconstruction, so the whole network (encoder, decoder and heads) can initialise the next stage
-with ``init_from: previous`` (or ``previous.encoder``).
+The network is the segmentation architecture itself, with a **separate reconstruction head**: a
+1x1 convolution (``reconstruction_head``, trained here, never exported) reads the decoder's features
+where the segmentation head does, and the segmentation head itself is left as built. Encoder and
+decoder then initialise the next stage (``init_from: previous``, or ``previous.encoder``) without a
+segmentation head trained to output intensities (reading channel 0 as the image made the background
+logit an intensity map, which the fine-tuning then had to unlearn).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Method, StepOutput, register_method
+from ...core.errors import InputError
+from ...core.models.blocks import conv_nd
+from .base import Method, StepOutput, register_method, unwrap
 
 __all__ = ["corrupt_dae", "block_mask", "rectangle_mask"]
 
@@ -88,14 +93,31 @@ class SSLPretrain(Method):
 
     Settings = PretrainSettings
     produces_segmentation = False
+    trainable = ("student", "reconstruction_head")
 
     def __init__(self, settings, context):
         super().__init__(settings, context)
         if settings.mode not in ("dae", "mim", "recon"):
-            from ...core.errors import InputError
-
             raise InputError(f"ssl_pretrain mode must be dae, mim or recon, not {settings.mode!r}")
         self.generator = torch.Generator().manual_seed(context.seed + 17)
+
+    def build_networks(self):
+        student = self.context.build_network()
+        head = student.segmentation_head()
+        channels = getattr(student, "in_channels", 1)
+        return {"student": student,
+                "reconstruction_head": conv_nd(self.context.spatial_dims)(head.in_channels, channels, 1)}
+
+    def reconstruct(self, corrupted: torch.Tensor) -> torch.Tensor:
+        """The reconstruction head on the decoder's features (the segmentation head's input)."""
+        captured: list[torch.Tensor] = []
+        hook = unwrap(self.nets["student"]).segmentation_head().register_forward_hook(
+            lambda module, inputs, output: captured.append(inputs[0]))
+        try:
+            self.nets["student"](corrupted)
+        finally:
+            hook.remove()
+        return self.nets["reconstruction_head"](captured[-1])
 
     def train_step(self, batch, step):
         s = self.settings
@@ -109,7 +131,7 @@ class SSLPretrain(Method):
                                   self.generator).to(clean.device)[:, None]
             corrupted = clean * (~mask)
             weight = mask.to(clean.dtype) if s.mode == "mim" else torch.ones_like(clean)
-        reconstruction = self.main_output(self.nets["student"](corrupted))[:, :1]
+        reconstruction = self.reconstruct(corrupted)
         loss = (weight * (reconstruction.float() - clean).abs()).sum() / weight.sum().clamp_min(1.0)
         return StepOutput(loss, {"reconstruction": loss}, unsupervised=("reconstruction",))
 
