@@ -109,6 +109,8 @@ def test_built_in_sts_maps_are_read_right_handed(name):
     assert case.mirror_labels
     labels = read_training_labels(case)  # "check": refused if the correction were missing
     assert handedness_of(labels).verdict == "correct"
+    values = {int(v) for v in np.unique(labels.array)} - {0}
+    assert values and all(11 <= v <= 48 for v in values), sorted(values)  # a stray 3 in one map is background
 
 
 def test_synthetic_training_scans_number_the_patients_right_on_the_right():

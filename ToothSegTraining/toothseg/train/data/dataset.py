@@ -50,6 +50,8 @@ IGNORE = 255  # label value (and class index) of voxels that give no loss: uncon
 
 #: The real label maps of ``shared/data/sts2024`` by recipe name. Both patients' maps are mirrored
 #: (``shared/data/README.md``, "Side convention"): they are always read with left/right swapped.
+#: Values that are no FDI tooth are read as background (``Validation_0001_pred`` holds 167 voxels of 3).
+BUILTIN_NON_TEETH = {"Validation_0001_pred": ((3, 0),)}
 BUILTIN_LABEL_MAPS = {
     "sts2024": "Validation_0002_gt", "sts2024-pred": "Validation_0002_pred",
     "sts2024-0002": "Validation_0002_gt", "sts2024-0002-pred": "Validation_0002_pred",
@@ -215,8 +217,9 @@ class TrainingData:
         """A synthetic source's label map: a built-in STS-2024 name (read mirrored back) or a file."""
         name = name.strip()
         if name in BUILTIN_LABEL_MAPS:
-            path = shared_data_dir() / "sts2024" / f"{BUILTIN_LABEL_MAPS[name]}.nii.gz"
-            return Case(f"synthetic-{path.stem.split('.')[0]}", path, path, mirror_labels=True)
+            stem = BUILTIN_LABEL_MAPS[name]
+            path = shared_data_dir() / "sts2024" / f"{stem}.nii.gz"
+            return Case(f"synthetic-{stem}", path, path, BUILTIN_NON_TEETH.get(stem, ()), mirror_labels=True)
         path = Path(name)
         if not path.exists():
             known = ", ".join(BUILTIN_LABEL_MAPS)
