@@ -122,7 +122,7 @@ def test_tooth_groups(fdi, group):
 
 def test_worst_case_slice_is_shown_in_patient_orientation():
     """The same anatomy stored with the x axis reversed gives the same picture."""
-    from toothseg.cli_evaluate import _case_view
+    from toothseg.cli.evaluate import _case_view
 
     gt = ellipsoid_teeth()
     pred = gt.array.copy()
@@ -144,7 +144,7 @@ def test_worst_case_slice_is_shown_in_patient_orientation():
 
 
 def test_outputs_and_compare_folders_are_checked_before_any_metric(tmp_path, folders, capsys, monkeypatch):
-    import toothseg.cli_evaluate as cli_evaluate
+    import toothseg.cli.evaluate as cli_evaluate
 
     gt_dir, pred_dir, _ = folders
     monkeypatch.setattr(cli_evaluate, "_tooth_rows", lambda *a: pytest.fail("metrics computed before the check"))

@@ -51,7 +51,7 @@ def test_top_level_layout():
         names = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
     required = {"ToothSegExtension", "ToothSegTraining", "Resources", "Testing", "CMakeLists.txt", "README.md"}
     assert required <= names
-    assert names - required <= {"Makefile", "pytest.ini", "ruff.toml", "demo-output", "toothseg-demo"}
+    assert names - required <= {"Makefile", "pytest.ini", "ruff.toml", "docs", "CHANGELOG.md", "demo-output", "toothseg-demo"}
 
 
 def test_extension_cmake_has_slicer_metadata():
@@ -90,7 +90,7 @@ def test_package_file_lists_in_cmake_match_the_files():
 def test_training_package_never_imports_qt_or_slicer():
     """train.py must run inside Slicer's Python without touching its GUI."""
     code = ("import sys, toothseg.train.engine.pipeline, toothseg.train.methods, toothseg.train.synth, "
-            "toothseg.cli_train; from toothseg.train.methods import method_names; method_names(); "
+            "toothseg.cli.train; from toothseg.train.methods import method_names; method_names(); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk', 'PySide6', 'PyQt5')]; "
             "print(','.join(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

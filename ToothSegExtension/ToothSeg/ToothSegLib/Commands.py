@@ -6,7 +6,10 @@ import os
 import shutil
 import sys
 
-__all__ = ["pythonSlicerExecutable", "parseProgressLine", "segmentationResultMessage", "MIRRORED_NUMBERING_TITLE"]
+__all__ = ["pythonSlicerExecutable", "parseProgressLine", "segmentationResultMessage", "MIRRORED_NUMBERING_TITLE",
+           "jobOutcome", "CANCELLED_EXIT_CODE"]
+
+CANCELLED_EXIT_CODE = 130  # toothseg's exit status after SIGTERM or Ctrl-C (nothing partial written)
 
 MIRRORED_NUMBERING_TITLE = "Check the tooth numbers: left and right look mirrored"
 
@@ -50,3 +53,14 @@ def segmentationResultMessage(report: dict) -> tuple[str, str | None]:
     if warnings:
         message += " " + " ".join(warnings)
     return message, mirrored
+
+
+def jobOutcome(exitCode: int, cancelled: bool, log: str, what: str, cancelledMessage: str) -> tuple[str, str]:
+    """``(state, message)`` of a finished background ``toothseg`` job: ``cancelled`` (Cancel/Stop, or exit
+    130), ``failed`` (the last line of the log that names an error, else the exit code) or ``ok``."""
+    if cancelled or exitCode == CANCELLED_EXIT_CODE:
+        return "cancelled", cancelledMessage
+    if exitCode != 0:
+        errors = [line for line in log.splitlines() if "error" in line.lower()]
+        return "failed", errors[-1] if errors else f"{what} failed (exit code {exitCode})."
+    return "ok", ""

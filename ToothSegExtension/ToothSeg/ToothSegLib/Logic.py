@@ -20,7 +20,7 @@ from pathlib import Path
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from .Commands import segmentationResultMessage
+from .Commands import jobOutcome, segmentationResultMessage
 from .ProcessRunner import ToothSegProcess
 
 __all__ = ["ToothSegLogic"]
@@ -155,13 +155,10 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("Another ToothSeg task is running.")
 
         def finished(exitCode: int, cancelled: bool, log: str) -> None:
-            if cancelled or exitCode == 130:
-                ok, message = False, "Download cancelled; nothing was installed."
-            elif exitCode != 0:
-                errors = [line for line in log.splitlines() if "error" in line.lower()]
-                ok, message = False, errors[-1] if errors else f"Download failed (exit code {exitCode})."
-            else:
-                ok, message = True, f"Model {modelId} installed."
+            state, message = jobOutcome(exitCode, cancelled, log, "Download",
+                                        "Download cancelled; nothing was installed.")
+            ok = state == "ok"
+            message = f"Model {modelId} installed." if ok else message
             if onFinished:
                 onFinished(ok, message)
 
@@ -230,12 +227,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
             arguments += ["--uncertainty", uncertaintyPath]
 
         def finished(exitCode: int, cancelled: bool, log: str) -> None:
-            if cancelled or exitCode == 130:
-                message = "Segmentation cancelled."
-                segmentationNode = uncertaintyNode = None
-            elif exitCode != 0:
-                errors = [line for line in log.splitlines() if "error" in line.lower()]
-                message = errors[-1] if errors else f"Segmentation failed (exit code {exitCode})."
+            state, message = jobOutcome(exitCode, cancelled, log, "Segmentation", "Segmentation cancelled.")
+            if state != "ok":
                 segmentationNode = uncertaintyNode = None
             else:
                 try:
@@ -391,13 +384,10 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
         def finished(exitCode: int, cancelled: bool, log: str) -> None:
             lines = [line for line in log.splitlines() if line.strip()]
-            if cancelled or exitCode == 130:
-                ok, message = False, f"{what} stopped; start it again to resume."
-            elif exitCode != 0:
-                errors = [line for line in lines if "error" in line.lower()]
-                ok, message = False, errors[-1] if errors else f"{what} failed (exit code {exitCode})."
-            else:
-                ok, message = True, " ".join(lines[-2:]) if lines else f"{what} finished."
+            state, message = jobOutcome(exitCode, cancelled, log, what, f"{what} stopped; start it again to resume.")
+            ok = state == "ok"
+            if ok:
+                message = " ".join(lines[-2:]) if lines else f"{what} finished."
             if onFinished:
                 onFinished(ok, message)
 

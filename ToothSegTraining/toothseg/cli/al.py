@@ -8,19 +8,21 @@ import shutil
 import sys
 from pathlib import Path
 
+from ._common import add_progress_lines_option, progress_bar
+
 __all__ = ["add_al_parser"]
 
 
 def _pool(folder: str):
-    from .train.active_learning.pool import CasePool
+    from ..train.active_learning.pool import CasePool
 
     return CasePool(folder)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .core.io.case_files import case_id_for, is_case_folder, list_cases, without_non_scan_folders
-    from .core.errors import InputError
-    from .train.active_learning.pool import MANIFEST_NAME, CasePool, check_new_images
+    from ..core.io.case_files import case_id_for, is_case_folder, list_cases, without_non_scan_folders
+    from ..core.errors import InputError
+    from ..train.active_learning.pool import MANIFEST_NAME, CasePool, check_new_images
 
     images: list[tuple[str, Path]] = []
     for item in args.images:
@@ -62,16 +64,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .cli import _progress_bar
-    from .core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
-    from .train.active_learning.loop import predict_pool
+    from ..core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
+    from ..train.active_learning.loop import predict_pool
 
     pool = _pool(args.pool)
     token = CancelToken()
     if args.progress_lines:
         progress, closer = Progress(print_progress_line, token), None
     else:
-        progress, closer = _progress_bar("predict", args.quiet)
+        progress, closer = progress_bar("predict", args.quiet)
         progress.token = token
     try:
         with cancel_on_sigterm(token):
@@ -87,7 +88,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    from .train.active_learning.acquisition import choose_next
+    from ..train.active_learning.acquisition import choose_next
 
     pool = _pool(args.pool)
     state = pool.read()
@@ -117,8 +118,8 @@ def cmd_accept(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .core.io.atomic import leftover_temporaries
-    from .train.active_learning.pool import STATUSES
+    from ..core.io.atomic import leftover_temporaries
+    from ..train.active_learning.pool import STATUSES
 
     pool = _pool(args.pool)
     state = pool.read()
@@ -160,8 +161,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
-    from .train.active_learning.loop import finetune_pool
+    from ..core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
+    from ..train.active_learning.loop import finetune_pool
 
     pool = _pool(args.pool)
     token = CancelToken()
@@ -180,7 +181,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def add_al_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
-    from .cli import add_progress_lines_option
 
     al = sub.add_parser("al", parents=[common], help="active learning: case pool, review order, fine-tuning",
                         description="Active-learning loop on a pool folder: predict the cases, review the most "

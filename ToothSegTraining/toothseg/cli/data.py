@@ -12,11 +12,11 @@ MANIFESTS = ("labeled.json", "validation.json", "unlabeled.json", "label_table.j
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from .core.errors import InputError
-    from .core.io.atomic import atomic_write_text, check_writable_output
-    from .train.config import yaml_text
-    from .train.data.cases import write_manifest
-    from .train.data.layouts import class_mapping, label_table_for, scan_dataset, split_validation, with_label_values
+    from ..core.errors import InputError
+    from ..core.io.atomic import atomic_write_text, check_writable_output
+    from ..train.config import yaml_text
+    from ..train.data.cases import write_manifest
+    from ..train.data.layouts import class_mapping, label_table_for, scan_dataset, split_validation, with_label_values
 
     # Options another layout would silently ignore are refused: the user expects them to act.
     if args.classes is not None and args.layout != "nnunet":
@@ -87,9 +87,9 @@ def _checked_handedness(cases: list, mirror: bool) -> tuple[list, list[str]]:
     refused, naming the cases: a model trained on them numbers every correctly oriented scan mirror-wise."""
     from dataclasses import replace
 
-    from .core.errors import InputError
-    from .core.handedness import handedness_of
-    from .train.data.dataset import read_training_labels
+    from ..core.errors import InputError
+    from ..core.handedness import handedness_of
+    from ..train.data.dataset import read_training_labels
 
     checked, lines, mirrored = [], [], []
     for case in cases:
@@ -118,7 +118,7 @@ def _checked_handedness(cases: list, mirror: bool) -> tuple[list, list[str]]:
 
 
 def add_data_parser(sub, common: argparse.ArgumentParser, parser_class) -> None:
-    from .train.data.layouts import CLASS_SETS, LAYOUTS
+    from ..train.data.layouts import CLASS_SETS, LAYOUTS
 
     data = sub.add_parser("data", parents=[common], help="training manifests for public datasets",
                           description="Training data: manifests that list a dataset's cases where they lie.")

@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from .core.errors import InputError, ToothSegError
+from ..core.errors import InputError, ToothSegError
 
 __all__ = ["add_evaluate_parser"]
 
@@ -22,7 +22,7 @@ log = logging.getLogger("toothseg")
 def _label_maps(folder: Path) -> dict[str, Path]:
     """A folder's label maps by case id (``.seg.nrrd`` included: ``toothseg segment`` writes them; two
     files of one case are refused by ``list_cases``)."""
-    from .core.io.case_files import list_cases
+    from ..core.io.case_files import list_cases
 
     return dict(list_cases(folder, segmentations=True))
 
@@ -36,9 +36,9 @@ def _pairs(gt: Path, pred: Path):
 
 
 def _load(path: Path, reference, strict: bool):
-    from .core.errors import GeometryMismatchError
-    from .core.io.images import read_label_map
-    from .core.volume import check_same_geometry
+    from ..core.errors import GeometryMismatchError
+    from ..core.io.images import read_label_map
+    from ..core.volume import check_same_geometry
 
     labels = read_label_map(path)
     if reference is not None:
@@ -49,7 +49,7 @@ def _load(path: Path, reference, strict: bool):
                 raise
             import SimpleITK as sitk
 
-            from .core.io.images import volume_from_sitk, volume_to_sitk
+            from ..core.io.images import volume_from_sitk, volume_to_sitk
 
             log.warning("%s: resampled onto the ground-truth grid (nearest neighbour)", path.name)
             image = sitk.Resample(volume_to_sitk(labels), volume_to_sitk(reference), sitk.Transform(),
@@ -63,9 +63,9 @@ def _case_view(case_id: str, gt, pred_array, teeth: list[dict]):
     (exactly: axis permutations and flips) so that it reads in radiological convention."""
     import numpy as np
 
-    from .core.inference.preprocessing import to_canonical
-    from .core.volume import Volume
-    from .evaluation_report import CaseView, crop_to_content, worst_slice
+    from ..core.inference.preprocessing import to_canonical
+    from ..core.volume import Volume
+    from ..evaluation_report import CaseView, crop_to_content, worst_slice
 
     dice = [t["dice"] for t in teeth if t["in_gt"]]
     gt_lps = to_canonical(gt)[0].array
@@ -78,7 +78,7 @@ def _case_view(case_id: str, gt, pred_array, teeth: list[dict]):
 
 
 def _tooth_rows(case_id: str, gt, pred_array) -> list[dict]:
-    from .core.metrics.protocols import toothseg_case
+    from ..core.metrics.protocols import toothseg_case
 
     return [{"case": case_id, "label": label, **metrics}
             for label, metrics in toothseg_case(gt.array, pred_array, gt.spacing_zyx).items()]
@@ -94,7 +94,7 @@ def _check_outputs(args: argparse.Namespace, single: bool) -> Path | None:
     """Fail before any metric is computed if an output cannot be written or an input is missing; the
     inputs first, so that a refused call creates no report folder. Returns the report folder if this
     call created it (removed again if nothing can be scored)."""
-    from .core.io.atomic import check_outputs_apart, check_writable_output
+    from ..core.io.atomic import check_outputs_apart, check_writable_output
 
     if args.compare and not args.report:
         raise InputError("--compare only adds methods to the report: add --report DIR")
@@ -122,7 +122,7 @@ def _check_outputs(args: argparse.Namespace, single: bool) -> Path | None:
         if path:
             check_writable_output(path, overwrite=True)
     if args.report:
-        from .evaluation_report import prepare_report_folder
+        from ..evaluation_report import prepare_report_folder
 
         created = not Path(args.report).exists()
         prepare_report_folder(args.report)
@@ -140,9 +140,9 @@ def _name_and_folder(text: str) -> tuple[str, str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .core.io.atomic import atomic_write_text
-    from .core.io.images import read_label_map
-    from .core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases
+    from ..core.io.atomic import atomic_write_text
+    from ..core.io.images import read_label_map
+    from ..core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases
 
     gt_root, pred_root = Path(args.gt), Path(args.pred)
     if not gt_root.exists():
@@ -237,7 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         writer.writerows(rows)
         atomic_write_text(args.csv, table.getvalue())
     if args.report:
-        from .evaluation_report import ReportData, write_report
+        from ..evaluation_report import ReportData, write_report
 
         page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, _method_name(args),
                                        other_rows),

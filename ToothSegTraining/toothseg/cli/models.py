@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_progress_lines_option
+
 __all__ = ["add_models_parser"]
 
 
 def _catalog():
-    from .core.models.catalog import load_catalog
+    from ..core.models.catalog import load_catalog
 
     return load_catalog()
 
@@ -25,7 +27,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _print_card(folder) -> None:
-    from .core.models.folder import read_card
+    from ..core.models.folder import read_card
 
     card = read_card(folder)
     print(f"  folder: {folder}")
@@ -44,7 +46,7 @@ def _print_card(folder) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .core.models.folder import read_card
+    from ..core.models.folder import read_card
 
     catalog = _catalog()
     entry = next((e for e in catalog.entries if e.id == args.id), None)
@@ -89,8 +91,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from .core.models.download import download_model
-    from .core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
+    from ..core.models.download import download_model
+    from ..core.progress import CancelToken, Progress, cancel_on_sigterm, print_progress_line
 
     token = CancelToken()
     if args.progress_lines:
@@ -106,7 +108,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .core.models.folder import verify_model_folder
+    from ..core.models.folder import verify_model_folder
 
     folder = _catalog().resolve(args.id)
     for line in verify_model_folder(folder):
@@ -115,7 +117,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .core.models import importers
+    from ..core.models import importers
 
     if args.format == "rail":
         out = importers.import_rail_students(args.vnet or [], args.resvnet or [], args.out, args.id or "rail-imported",
@@ -123,7 +125,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         missing = [name for name in ("checkpoint", "plans", "dataset") if not getattr(args, name)]
         if missing:
-            from .core.errors import InputError
+            from ..core.errors import InputError
 
             raise InputError("nnunet import needs " + ", ".join(f"--{m}" for m in missing))
         out = importers.import_nnunet_checkpoint(args.checkpoint, args.plans, args.dataset, args.out,
@@ -135,8 +137,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .core.models.catalog import load_catalog
-    from .core.models.folder import pack_model_folder
+    from ..core.models.catalog import load_catalog
+    from ..core.models.folder import pack_model_folder
 
     source = load_catalog().resolve(args.source)
     out = pack_model_folder(source, args.destination, half=args.half, overwrite=args.overwrite, new_id=args.id,
@@ -147,7 +149,6 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) -> None:
-    from .cli import add_progress_lines_option
 
     models = sub.add_parser("models", parents=[common], help="list, show, add, verify and import models",
                             description="The model catalogue (Resources/Models/catalog.json) and your model folders "

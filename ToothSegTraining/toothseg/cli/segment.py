@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from .core.errors import CancelledError, InputError, ToothSegError
-from .core.io.case_files import is_case_folder, list_cases, without_non_scan_folders
+from ..core.errors import CancelledError, InputError, ToothSegError
+from ..core.io.case_files import is_case_folder, list_cases, without_non_scan_folders
+
+from ._common import add_progress_lines_option, progress_bar
 
 __all__ = ["add_segment_parser"]
 
@@ -21,8 +23,8 @@ OUTPUT_FORMATS = ("seg.nrrd", "nii.gz", "nrrd", "png")
 
 
 def _write_result(prediction, output: Path, overwrite: bool) -> None:
-    from .core.io.images import write_volume
-    from .core.io.segmentation import write_segmentation
+    from ..core.io.images import write_volume
+    from ..core.io.segmentation import write_segmentation
 
     name = output.name.lower()
     if name.endswith(".seg.nrrd"):
@@ -33,29 +35,28 @@ def _write_result(prediction, output: Path, overwrite: bool) -> None:
 
 
 def _progress(args, label: str, token):
-    from .core.progress import Progress, print_progress_line
+    from ..core.progress import Progress, print_progress_line
 
     if args.progress_lines:
         return Progress(print_progress_line, token), None
-    from .cli import _progress_bar
 
-    progress, bar = _progress_bar(label, args.quiet)
+    progress, bar = progress_bar(label, args.quiet)
     progress.token = token
     return progress, bar
 
 
 def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Path | None,
                  uncertainty_path: Path | None, overlay_path: Path | None = None) -> dict:
-    from .core.io.atomic import check_writable_output
-    from .core.io.images import read_volume, write_volume
+    from ..core.io.atomic import check_writable_output
+    from ..core.io.images import read_volume, write_volume
 
     # every output is checked before the prediction, not after the labels are written
     for path in (output, uncertainty_path, overlay_path):
         if path is not None:
             check_writable_output(path, overwrite=args.overwrite)
     if stl_dir is not None and not args.overwrite:
-        from .core.errors import OutputExistsError
-        from .core.export.surfaces import existing_surfaces
+        from ..core.errors import OutputExistsError
+        from ..core.export.surfaces import existing_surfaces
 
         earlier = existing_surfaces(stl_dir, predictor.table, "stl")  # what export_surfaces writes below
         if earlier:
@@ -79,12 +80,12 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
         summary["uncertainty"] = str(uncertainty_path)
         summary["tooth_uncertainty"] = {str(k): v for k, v in prediction.tooth_uncertainty.items()}
     if stl_dir is not None and prediction.labels.array.any() and not prediction.labels.is_2d:
-        from .core.export.surfaces import export_surfaces
+        from ..core.export.surfaces import export_surfaces
 
         written = export_surfaces(prediction.labels, prediction.table, stl_dir, overwrite=args.overwrite)
         summary["stl"] = [str(item.path) for item in written]
     if overlay_path is not None:
-        from .core.export.overview import write_overview, write_panoramic_overlay
+        from ..core.export.overview import write_overview, write_panoramic_overlay
 
         if prediction.labels.is_2d:
             write_panoramic_overlay(volume, prediction.labels, prediction.table, overlay_path, overwrite=args.overwrite)
@@ -95,10 +96,10 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .core.inference import InferenceOptions, Predictor
-    from .core.io.atomic import check_outputs_apart
-    from .core.models.catalog import load_catalog
-    from .core.progress import CancelToken, cancel_on_sigterm
+    from ..core.inference import InferenceOptions, Predictor
+    from ..core.io.atomic import check_outputs_apart
+    from ..core.models.catalog import load_catalog
+    from ..core.progress import CancelToken, cancel_on_sigterm
 
     source = Path(args.input)
     if not source.exists():
@@ -136,7 +137,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             for warning in summary["warnings"]:
                 print(f"  warning: {warning}", file=sys.stderr)
             if args.report:
-                from .core.io.atomic import atomic_write_text
+                from ..core.io.atomic import atomic_write_text
 
                 atomic_write_text(args.report, json.dumps(summary, indent=1))
             return 0
@@ -155,7 +156,7 @@ def _batch_cases(source: Path, args: argparse.Namespace) -> tuple[list[tuple[str
 def _kind_of(path: Path) -> str | None:
     """``2d`` or ``3d`` from the image's header; None when it cannot be read (that case fails on its own
     when it is read; in a batch the others go on)."""
-    from .core.io.images import input_kind
+    from ..core.io.images import input_kind
 
     try:
         return input_kind(path)
@@ -167,7 +168,7 @@ def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool, 
     """Refuse, before any image is read, an output type that could only fail after inference (minutes
     on a scan): a label file type that cannot hold the model's result, an uncertainty map as PNG,
     surfaces of a panoramic X-ray."""
-    from .core.io.images import WRITABLE_SUFFIXES
+    from ..core.io.images import WRITABLE_SUFFIXES
 
     label_types = (".seg.nrrd", *(s for s in WRITABLE_SUFFIXES if model_kind == "2d" or s != ".png"))
     if args.stl_dir and model_kind == "2d":  # was ignored without a word
@@ -189,7 +190,7 @@ def _check_output_types(args: argparse.Namespace, model_kind: str, batch: bool, 
 
 def _segment_batch(predictor, source: Path, listing: tuple[list[tuple[str, Path]], list[str]], out_dir: Path,
                    args, token) -> int:
-    from .core.io.atomic import atomic_write_text
+    from ..core.io.atomic import atomic_write_text
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     every_case, left_out = listing
@@ -232,7 +233,6 @@ def _segment_batch(predictor, source: Path, listing: tuple[list[tuple[str, Path]
 
 
 def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
-    from .cli import add_progress_lines_option
 
     p = sub.add_parser("segment", parents=[common], help="segment teeth in a scan, a DICOM folder or a folder of cases",
                        description="Segment teeth. INPUT is an image file, a DICOM folder, or a folder of cases "

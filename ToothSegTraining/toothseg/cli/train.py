@@ -9,8 +9,8 @@ __all__ = ["add_train_parser", "cmd_train"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.config import load_recipe
-    from .train.engine.pipeline import run_recipe
+    from ..train.config import load_recipe
+    from ..train.engine.pipeline import run_recipe
 
     logging.getLogger("toothseg.train").setLevel(logging.INFO)
     recipe, raw = load_recipe(args.recipe, args.set or [])
