@@ -43,9 +43,9 @@ from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.metrics.overlap import mean_dice  # noqa: E402
-from toothseg.train.active_learning.acquisition import rank_cases  # noqa: E402
+from toothseg.core.pool.ranking import rank_cases  # noqa: E402
 from toothseg.train.active_learning.loop import finetune_pool, predict_pool  # noqa: E402
-from toothseg.train.active_learning.pool import CasePool  # noqa: E402
+from toothseg.core.pool.store import CasePool  # noqa: E402
 from toothseg.train.data.cases import Case, read_manifest, ufba_cases  # noqa: E402
 
 DEFAULT_RECIPE = REPO / "ToothSegTraining" / "toothseg" / "train" / "recipes" / "supervised_ufba.yaml"

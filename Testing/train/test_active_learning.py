@@ -23,10 +23,10 @@ from toothseg.core.io import read_label_map, write_volume
 from toothseg.core.models import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
 from toothseg.core.models.folder import read_card, save_model_folder
-from toothseg.train.active_learning.acquisition import (case_score, ensemble_disagreement, rank_cases,
-                                                        tta_disagreement)
+from toothseg.core.pool.ranking import case_score, rank_cases
+from toothseg.core.pool.store import MANIFEST_VERSION, CasePool, describe_pool, stopped_finetune
+from toothseg.train.active_learning.acquisition import ensemble_disagreement, tta_disagreement
 from toothseg.train.active_learning.loop import finetune_pool, holdout_cases
-from toothseg.train.active_learning.pool import MANIFEST_VERSION, CasePool, describe_pool, stopped_finetune
 from toothseg.train.data.cases import Case, write_manifest
 
 from ..core.inference.helpers import HalfImage, IntensityToClass, loaded
@@ -697,7 +697,7 @@ def test_an_orphan_revision_left_by_a_crash_is_skipped_not_replaced(tmp_path):
 
 def test_save_corrected_case_creates_the_pool_and_keeps_every_revision(tmp_path):
     """What the Slicer module's "Save as corrected case" calls, with the files it saved."""
-    from toothseg.train.active_learning.pool import save_corrected_case
+    from toothseg.core.pool.store import save_corrected_case
 
     cases = make_cases(tmp_path / "data", 1)
     first = save_corrected_case(tmp_path / "pool", "CBCT 2024/03 (1)", cases["c00"][0], cases["c00"][1])

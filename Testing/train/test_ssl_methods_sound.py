@@ -108,8 +108,8 @@ def test_bcp_charges_a_perfect_prediction_of_a_paste_region_nothing():
 def test_rail_terms_on_a_binary_input_are_rails_own_numbers():
     """On two classes, every term equals the binary formula of RAIL's code (methods.md §1.4) with its
     fixes R1-R3, computed here by hand; only CAL's entropy is normalised by all unlabeled voxels."""
-    method = method_of("rail", {"gate_dice": 0.0, "rampup_steps": 0, "group_steps": 0, "student_b_architecture": "same"})
-    method.context.num_classes = 2
+    method = method_of("rail", {"gate_dice": 0.0, "rampup_steps": 0, "group_steps": 0,
+                                "student_b_architecture": "same"})
     g = torch.Generator().manual_seed(3)
     y = (torch.rand((1, 4, 4), generator=g) > 0.5).long()
     logits_l = {n: torch.randn((1, 2, 4, 4), generator=g) for n in STUDENTS}

@@ -322,7 +322,7 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         user should name as teeth before fine-tuning."""
         from toothseg.core.io.images import read_volume, write_volume
         from toothseg.core.io.segmentation import read_segmentation
-        from toothseg.train.active_learning.pool import save_corrected_case
+        from toothseg.core.pool.store import save_corrected_case
 
         staging = Path(tempfile.mkdtemp(prefix="corrected-", dir=self.workDir))
         try:
@@ -338,15 +338,15 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def poolSummary(poolDir: str) -> str:
         """One line on the pool (cases per status, model, versions, missing or replaced images)."""
-        from toothseg.train.active_learning.pool import describe_pool
+        from toothseg.core.pool.store import describe_pool
 
         return describe_pool(poolDir)
 
     def openNextPoolCase(self, poolDir: str):
         """Load the predicted case the model is least sure of (entropy) with its prediction, then mark
         it in review; returns (case ID, volume node, segmentation node)."""
-        from toothseg.train.active_learning.acquisition import choose_next
-        from toothseg.train.active_learning.pool import CasePool
+        from toothseg.core.pool.ranking import choose_next
+        from toothseg.core.pool.store import CasePool
 
         pool = CasePool(poolDir)
         state = pool.read()
@@ -404,8 +404,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def stoppedFinetune(poolDir: str):
-        """The pool's stopped fine-tuning run (``toothseg.train.active_learning.pool.StoppedFinetune``), or None."""
-        from toothseg.train.active_learning.pool import stopped_finetune
+        """The pool's stopped fine-tuning run (``toothseg.core.pool.store.StoppedFinetune``), or None."""
+        from toothseg.core.pool.store import stopped_finetune
 
         return stopped_finetune(poolDir)
 

@@ -14,7 +14,7 @@ __all__ = ["add_al_parser"]
 
 
 def _pool(folder: str):
-    from ..train.active_learning.pool import CasePool
+    from ..core.pool.store import CasePool
 
     return CasePool(folder)
 
@@ -22,7 +22,7 @@ def _pool(folder: str):
 def cmd_init(args: argparse.Namespace) -> int:
     from ..core.io.case_files import case_id_for, is_case_folder, list_cases, without_non_scan_folders
     from ..core.errors import InputError
-    from ..train.active_learning.pool import MANIFEST_NAME, CasePool, check_new_images
+    from ..core.pool.store import MANIFEST_NAME, CasePool, check_new_images
 
     images: list[tuple[str, Path]] = []
     for item in args.images:
@@ -88,7 +88,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    from ..train.active_learning.acquisition import choose_next
+    from ..core.pool.ranking import choose_next
 
     pool = _pool(args.pool)
     state = pool.read()
@@ -119,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from ..core.io.atomic import leftover_temporaries
-    from ..train.active_learning.pool import STATUSES
+    from ..core.pool.store import STATUSES
 
     pool = _pool(args.pool)
     state = pool.read()

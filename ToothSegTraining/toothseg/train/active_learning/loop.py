@@ -28,8 +28,9 @@ import numpy as np
 
 from ...core.errors import CancelledError, InputError, LabelError, ToothSegError
 from ...core.progress import CancelToken, Progress
-from .acquisition import SCORED_STRATEGIES, case_score, ensemble_disagreement, tta_disagreement
-from .pool import CasePool, ModelVersion, now_iso
+from ...core.pool.ranking import SCORED_STRATEGIES, case_score
+from ...core.pool.store import CasePool, ModelVersion, now_iso
+from .acquisition import ensemble_disagreement, tta_disagreement
 
 __all__ = ["PredictSummary", "FinetuneResult", "predict_pool", "finetune_pool", "resolve_model",
            "holdout_cases", "HOLDOUT_SHARE"]

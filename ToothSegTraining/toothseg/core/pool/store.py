@@ -32,8 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from ...core.errors import InputError, OutputExistsError, OutputWriteError
-from ...core.names import PLAIN_NAME_RULE, is_plain_name, plain_name_from
+from ..errors import InputError, OutputExistsError, OutputWriteError
+from ..io.atomic import atomic_output, atomic_write_text
+from ..io.fingerprint import Fingerprint, fingerprint, same_content
+from ..io.images import read_label_map, read_volume, write_volume
+from ..names import PLAIN_NAME_RULE, is_plain_name, plain_name_from
+from ..volume import check_same_geometry
 
 __all__ = ["CasePool", "CaseRecord", "ModelVersion", "PoolState", "STATUSES", "MANIFEST_NAME", "MANIFEST_VERSION",
            "now_iso", "save_corrected_case", "describe_pool", "StoppedFinetune", "stopped_finetune", "check_case_id",
@@ -171,7 +175,6 @@ class CasePool:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, folder: str | os.PathLike[str], current_model: str | None = None) -> "CasePool":
-        from ...core.io.atomic import atomic_write_text
 
         folder = Path(folder)
         if (folder / MANIFEST_NAME).exists():
@@ -222,7 +225,6 @@ class CasePool:
         """Hold the lock, yield the current state, write it back atomically if the block succeeds."""
         from filelock import FileLock, Timeout
 
-        from ...core.io.atomic import atomic_write_text
 
         lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
         try:
@@ -341,8 +343,6 @@ class CasePool:
     def _copy_image(self, case_id: str, source: Path, referenced: set[str]) -> Path:
         """One image as ``images/CASE.nii.gz``, checked by reading it back. A file there that no case
         names is what an interrupted earlier attempt left: it is replaced."""
-        from ...core.io.atomic import atomic_output
-        from ...core.io.images import read_volume, write_volume
 
         target = self.folder / "images" / f"{case_id}.nii.gz"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -368,8 +368,6 @@ class CasePool:
         Raises:
             InputError: unknown case, unreadable or mismatching label map, missing image.
         """
-        from ...core.io.images import read_label_map, read_volume, write_volume
-        from ...core.volume import check_same_geometry
 
         check_case_id(case_id)
         snapshot = self.read()
@@ -393,7 +391,7 @@ class CasePool:
         if record is None:
             self.add_images([(case_id, image_path)], copy=True)
         # what the labels were drawn on (a case added just now got its copy's fingerprint from add_images)
-        fingerprint = _fingerprint(image_path) if record is not None else None
+        image_print = _fingerprint(image_path) if record is not None else None
         with self.transaction() as state:
             record = state.cases[case_id]
             target = self._next_revision(record)
@@ -403,8 +401,8 @@ class CasePool:
             record.status = "corrected"
             if changed:
                 record.log("image changed", previous=record.image_fingerprint)
-            if fingerprint is not None:
-                record.image_fingerprint = fingerprint
+            if image_print is not None:
+                record.image_fingerprint = image_print
             record.log("accepted", revision=self.relative(target), source=str(labels), note=note)
         return target
 
@@ -429,7 +427,6 @@ class CasePool:
         """Whether the case's image no longer holds what it held when the case was added or its labels
         accepted. False when there is nothing to compare (a missing image, a pool made before
         fingerprints) or the image cannot be read (reported where it is read)."""
-        from ...core.io.fingerprint import Fingerprint, same_content
 
         recorded = Fingerprint.from_dict(record.image_fingerprint)
         path = self.path(record.image)
@@ -455,7 +452,6 @@ class CasePool:
 
 def _fingerprint(path: Path | None) -> dict[str, str] | None:
     """The fingerprint to record for an image (None if it cannot be read: reported where it is read)."""
-    from ...core.io.fingerprint import fingerprint
 
     try:
         return fingerprint(path).to_dict() if path is not None else None
@@ -466,7 +462,6 @@ def _fingerprint(path: Path | None) -> dict[str, str] | None:
 def _same_image(outside: Path, stored: Path) -> bool:
     """Whether an outside image is the pool's image of a case: the same file, or the same voxels on the
     same grid (the pool keeps a NIfTI copy, so bytes differ from the PNG or DICOM it came from)."""
-    from ...core.io.images import read_volume
 
     if outside.resolve() == stored.resolve():
         return True
