@@ -48,12 +48,12 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ssl_synth3d import LABEL_MAPS  # noqa: E402
 from bench_ufba import write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
-from toothseg.core.inference.preprocessing import image_statistics, normalize_intensities  # noqa: E402
+from toothseg.core.preprocessing import image_statistics, normalize_intensities  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.core.models.card import IntensityNormalization  # noqa: E402
-from toothseg.core.models.edge import CBAM  # noqa: E402
-from toothseg.core.models.unet2d import DoubleConv, UNet2D  # noqa: E402
-from toothseg.core.models.vnet import VNet  # noqa: E402
+from toothseg.core.networks.edge import CBAM  # noqa: E402
+from toothseg.core.networks.unet2d import DoubleConv, UNet2D  # noqa: E402
+from toothseg.core.networks.vnet import VNet  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
 from toothseg.train.methods.bcp import weighted_mix_loss  # noqa: E402
 
@@ -89,11 +89,12 @@ def fixed_batch_2d(size: int = BATCH_2D) -> tuple[torch.Tensor, torch.Tensor, in
     ``size`` labeled patches that BCP's 2D recipe draws (real UFBA-425 X-rays, 10 % split, its
     augmentation, seed 0)."""
     from toothseg.train.config import load_recipe, stage_data
-    from toothseg.train.data.dataset import TrainingData, label_table_for
+    from toothseg.train.data.dataset import TrainingData
+    from toothseg.core.labels import label_table_named
 
     recipe, _ = load_recipe(BCP_2D_RECIPE)
     config = stage_data(recipe, 0)
-    table = label_table_for(config.label_table)
+    table = label_table_named(config.label_table)
     classes = config.class_values or [0, *table.values]
     data = TrainingData(config, table, classes, recipe.seed)
     items = [data.labeled_item(index) for index in range(size)]

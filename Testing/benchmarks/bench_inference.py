@@ -44,7 +44,7 @@ def _peak_gib() -> float:
 def _network(classes: int):
     import torch
 
-    from toothseg.core.models import build_network
+    from toothseg.core.networks import build_network
 
     torch.manual_seed(0)
     return build_network("resenc_unet", num_classes=classes, features_per_stage=[16, 32, 64, 96],

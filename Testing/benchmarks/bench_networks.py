@@ -42,7 +42,7 @@ def measure(index: int, device: str, repeats: int) -> dict:
 
     import torch
 
-    from toothseg.core.models import build_network
+    from toothseg.core.networks import build_network
 
     label, name, kwargs, shape, source = CASES[index]
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ CASES = [
 def child(index: int, device: str, steps: int) -> dict:
     import torch
 
-    from toothseg.core.models import build_network
+    from toothseg.core.networks import build_network
     from toothseg.train.methods import MethodContext, get_method
 
     label, name, settings, arch, kwargs, n_l, n_u, patch, note = CASES[index]

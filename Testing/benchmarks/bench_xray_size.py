@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ufba import shown, write_result  # noqa: E402
 from toothseg.core.inference.predictor import InferenceOptions, Predictor  # noqa: E402
-from toothseg.core.inference.preprocessing import resample_array  # noqa: E402
+from toothseg.core.preprocessing import resample_array  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
 from toothseg.core.models.catalog import load_catalog  # noqa: E402
 from toothseg.core.volume import Volume  # noqa: E402

@@ -28,7 +28,7 @@ def run_bench(script: str, *args: str, out: Path, timeout: int = 600) -> list | 
 
 
 def test_bench_networks_measures_the_architecture_it_names(tmp_path):
-    from toothseg.core.models import build_network
+    from toothseg.core.networks import build_network
 
     report = run_bench("bench_networks.py", "--only", "unet2d", out=tmp_path / "n.json")
     rows = report["results"]

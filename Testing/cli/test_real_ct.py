@@ -16,7 +16,7 @@ import torch
 
 from toothseg.core import LabelTable
 from toothseg.core.io import read_label_map, read_volume
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
 from toothseg.core.models.folder import save_model_folder
 

@@ -20,7 +20,7 @@ from toothseg.core import LabelTable, Volume
 from toothseg.core.errors import InputError
 from toothseg.core.inference.predictor import InferenceOptions, Predictor
 from toothseg.core.io import read_label_map, write_volume
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
 from toothseg.core.models.folder import read_card, save_model_folder
 from toothseg.core.pool.ranking import case_score, rank_cases

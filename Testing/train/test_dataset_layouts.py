@@ -13,7 +13,8 @@ from toothseg.core import InputError
 from toothseg.core.labels import MANDIBLE, MAXILLA, standard_value_of_class_name
 from toothseg.train.config import DataConfig
 from toothseg.train.data.cases import read_manifest
-from toothseg.train.data.dataset import TrainingData, label_table_for
+from toothseg.train.data.dataset import TrainingData
+from toothseg.core.labels import label_table_named
 from toothseg.train.data.layouts import class_mapping, split_validation
 
 # The class names and values of ToothFairy2/3's dataset.json (a subset), as distributed.
@@ -61,7 +62,7 @@ def _classes_seen(out, label_table: str) -> dict[int, int]:
     """Voxel counts per ToothSeg value of the first labeled case, read the way training reads it."""
     config = DataConfig(source="files", labeled=str(out / "labeled.json"), label_table=label_table,
                         spacing=[0.5, 0.5, 0.5], patch_size=[8, 8, 8])
-    table = label_table_for(label_table)
+    table = label_table_named(label_table)
     values = [0, *table.values]
     prepared = TrainingData(config, table, values, 0).prepare(read_manifest(out / "labeled.json")[0])
     classes, counts = np.unique(prepared.labels, return_counts=True)

@@ -16,7 +16,8 @@ from toothseg.core.handedness import handedness_of, mirror_label_numbers
 from toothseg.core.io.images import read_label_map
 from toothseg.train.config import DataConfig
 from toothseg.train.data.cases import read_manifest
-from toothseg.train.data.dataset import BUILTIN_LABEL_MAPS, TrainingData, label_table_for, read_training_labels
+from toothseg.train.data.dataset import BUILTIN_LABEL_MAPS, TrainingData, read_training_labels
+from toothseg.core.labels import label_table_named
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_a_recipe_refuses_a_mirrored_label_map_unless_told_to_fix_it(tmp_path, s
     manifest = tmp_path / "labeled.json"
     manifest.write_text(json.dumps({"cases": [{"id": "sts1", "image": str(tmp_path / "data/images/sts1.nii.gz"),
                                                "label": str(tmp_path / "data/labels/sts1.nii.gz")}]}))
-    table = label_table_for("fdi")
+    table = label_table_named("fdi")
 
     def prepared(handedness: str):
         config = DataConfig(source="files", labeled=str(manifest), spacing=None, patch_size=[16, 16, 16],
@@ -115,7 +116,7 @@ def test_built_in_sts_maps_are_read_right_handed(name):
 
 def test_synthetic_training_scans_number_the_patients_right_on_the_right():
     """The synthetic source paints on the corrected maps: a whole synthetic scan's labels are right-handed."""
-    table = label_table_for("fdi")
+    table = label_table_named("fdi")
     config = DataConfig(source="synthetic", labeled="sts2024-0001", validation="1", spacing=[1.2, 1.2, 1.2],
                         patch_size=[16, 16, 16])
     data = TrainingData(config, table, [0, *table.values])

@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from toothseg.core import InputError
 from toothseg.train.config import DataConfig, load_recipe
 from toothseg.train.data.cases import read_manifest
-from toothseg.train.data.dataset import IGNORE, TrainingData, drop_small_labels, label_table_for
+from toothseg.train.data.dataset import IGNORE, TrainingData, drop_small_labels
+from toothseg.core.labels import label_table_named
 
 
 def test_labels_under_the_size_become_background_and_others_stay():
@@ -54,7 +55,7 @@ def test_training_reads_a_case_without_its_fragments(tmp_path, min_voxels, expec
     case = _case(tmp_path)
     config = DataConfig(source="files", labeled=str(tmp_path / "labeled.json"), spacing=[1.0, 1.0, 1.0],
                         patch_size=[8, 8, 8], min_label_voxels=min_voxels)
-    table = label_table_for("fdi")
+    table = label_table_named("fdi")
     values = [0, *table.values]
     prepared = TrainingData(config, table, values, 0).prepare(case)
     assert {values[c] for c in np.unique(prepared.labels)} == expected

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.train.methods import MethodContext, get_method, method_names
 
 

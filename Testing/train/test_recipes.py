@@ -272,7 +272,7 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
     residual = bench.networks("bcp_residual")
     assert residual["kwargs"]["edge_guided"] and residual["kwargs"]["edge_cbam"] == "residual"
     assert "edge_cbam" not in bench.networks("bcp")["kwargs"]
-    from toothseg.core.models.registry import build_network
+    from toothseg.core.networks import build_network
     build_network(residual["architecture"], num_classes=2, in_channels=1, **residual["kwargs"])
 
 
@@ -364,7 +364,7 @@ def test_edge_guided_fit_benchmark_2d_ablations_touch_only_the_cbams_they_name()
     import torch
     from torch import nn
 
-    from toothseg.core.models.edge import CBAM
+    from toothseg.core.networks.edge import CBAM
 
     bench = _benchmark("bench_edge_guided_fit")
     kinds = {name: [type(a.cbam) for a in build(5).edge_attention]

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.train.config import load_recipe
 from toothseg.train.losses import soft_dice_loss
 from toothseg.train.methods import MethodContext, get_method

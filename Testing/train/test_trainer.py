@@ -362,7 +362,8 @@ def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_p
     from toothseg.core import Volume
     from toothseg.core.io import write_volume
     from toothseg.train.config import stage_data
-    from toothseg.train.data.dataset import TrainingData, class_values_for, label_table_for
+    from toothseg.train.data.dataset import TrainingData, class_values_for
+    from toothseg.core.labels import label_table_named
 
     small = tmp_path / "teeth.nii.gz"  # the real STS-2024 shapes at 1.2 mm
     write_volume(Volume(sts_labels.array[::4, ::4, ::4].copy(), tuple(4 * s for s in sts_labels.spacing_zyx),
@@ -377,7 +378,7 @@ def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_p
     recipe = recipe_from_dict(json.loads(json.dumps(data)))
 
     config = stage_data(recipe, 1)
-    table = label_table_for(config.label_table)
+    table = label_table_named(config.label_table)
     dataset = TrainingData(config, table, class_values_for(config, table), recipe.seed)
     items = [dataset.labeled_item(i) for i in range(10)]
     assert items[0]["image"].shape[-3:] == (32, 32, 32) and float(items[0]["image"].std()) > 0.1

@@ -173,7 +173,7 @@ def test_a_one_slice_xray_maps_back_row_by_row_with_the_same_numbers():
     """A panoramic X-ray is one slice: its probabilities go back to the native grid in slabs of rows
     (a single slab held every class at full resolution: 9 GB for 3000 x 6000 px). The labels and the
     entropy must equal the whole-array interpolation."""
-    from toothseg.core.inference.preprocessing import resample_array
+    from toothseg.core.preprocessing import resample_array
 
     model = loaded(IntensityToClass(5, dims=2), [0, 11, 12, 21, 22], dims=2, patch=[32, 32])
     predictor = Predictor(model, InferenceOptions(tta=False, postprocessing=[], uncertainty=True))

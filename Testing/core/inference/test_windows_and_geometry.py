@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from toothseg.core import Volume
-from toothseg.core.inference.preprocessing import (
+from toothseg.core.preprocessing import (
     axis_weights,
     image_statistics,
     iter_resampled_slabs,

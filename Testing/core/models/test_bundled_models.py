@@ -78,7 +78,7 @@ def test_the_panoramic_default_finds_teeth_on_an_xray_at_clinical_size():
 
     from toothseg.core import Volume
     from toothseg.core.inference import InferenceOptions, Predictor
-    from toothseg.core.inference.preprocessing import resample_array
+    from toothseg.core.preprocessing import resample_array
     from toothseg.core.io import read_label_map, read_volume
     from toothseg.train.data.cases import shared_data_dir
 

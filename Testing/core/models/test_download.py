@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from toothseg.core import InputError
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.core.models.catalog import load_catalog
 from toothseg.core.models.download import download_model
 from toothseg.core.models.folder import save_model_folder

@@ -11,7 +11,7 @@ import torch
 
 from toothseg.core import InputError
 from toothseg.core.errors import OutputExistsError
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.core.models.folder import load_model_folder
 from toothseg.core.models.importers import import_nnunet_checkpoint, import_rail_students
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from toothseg.core import InputError, LabelTable, OutputExistsError, Volume
-from toothseg.core.models import build_network
+from toothseg.core.networks import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
 from toothseg.core.models.checkpoints import read_state_dict, safe_torch_load, sha256_file
 from toothseg.core.models.folder import load_model_folder, pack_model_folder, save_model_folder, verify_model_folder

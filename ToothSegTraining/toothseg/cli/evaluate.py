@@ -63,7 +63,7 @@ def _case_view(case_id: str, gt, pred_array, teeth: list[dict]):
     (exactly: axis permutations and flips) so that it reads in radiological convention."""
     import numpy as np
 
-    from ..core.inference.preprocessing import to_canonical
+    from ..core.preprocessing import to_canonical
     from ..core.volume import Volume
     from ..evaluation_report import CaseView, crop_to_content, worst_slice
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "fdi_of_segment_name",
     "standard_value_of_class_name",
     "is_fdi_tooth",
+    "label_table_named",
     "TERMINOLOGY_CONTEXT",
 ]
 
@@ -459,3 +461,17 @@ class LabelTable:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise InputError(f"label table is not valid JSON: {exc}") from exc
+
+
+def label_table_named(name: str) -> LabelTable:
+    """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, or a JSON file's path."""
+    if name == "fdi":
+        return LabelTable.fdi()
+    if name == "fdi-deciduous":
+        return LabelTable.fdi(deciduous=True)
+    if name == "binary":
+        return LabelTable.custom({1: "tooth"}, name="binary-tooth")
+    path = Path(name)
+    if path.is_file():
+        return LabelTable.from_json(path.read_text(encoding="utf-8"))
+    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, or a JSON file)")

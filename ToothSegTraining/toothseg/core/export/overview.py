@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..inference.preprocessing import to_canonical
+from ..preprocessing import to_canonical
 from ..labels import LabelTable
 from ..volume import Volume, check_same_geometry
 from .render import render_teeth_rgb, write_rgb_png

@@ -14,7 +14,6 @@ that the coarse result says are empty.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..errors import InputError
 from ..handedness import handedness_of
@@ -32,7 +32,7 @@ from ..labels import LabelTable
 from ..models.folder import LoadedModel, load_model_folder
 from ..progress import Progress
 from ..volume import Volume, dental_input_warnings
-from .preprocessing import (
+from ..preprocessing import (
     image_statistics,
     iter_resampled_slabs,
     normalize_intensities,
@@ -42,7 +42,10 @@ from .preprocessing import (
     to_canonical,
     whole_image_spacing,
 )
+from ..postprocessing import apply_steps, check_numbering
+from .cascade import EmptyWindowSkipper, roi_from_foreground
 from .sliding_window import SlidingWindowConfig, sliding_window_predict
+from .tta import WindowRunner
 
 __all__ = ["InferenceOptions", "Prediction", "Predictor", "resolve_device", "DEFAULT_POSTPROCESSING"]
 
@@ -136,61 +139,6 @@ class Prediction:
         return fields
 
 
-def _mirror_combinations(axes: list[int]) -> list[tuple[int, ...]]:
-    return [combo for r in range(1, len(axes) + 1) for combo in itertools.combinations(axes, r)]
-
-
-class _Runner:
-    """One network (or an ensemble of networks with one card) as a window predictor."""
-
-    def __init__(self, models: list[LoadedModel], device: torch.device, tta: bool) -> None:
-        self.models = models
-        self.card = models[0].card
-        self.device = device
-        for model in models:
-            model.network.to(device).eval()
-            if model.card.class_values != self.card.class_values or model.card.patch_size != self.card.patch_size:
-                raise InputError("ensemble members must share classes and patch size")
-        dims = self.card.spatial_dims
-        # card mirror axes are model-array axes; windows are always (B, C, Z, Y, X), a 2D model's
-        # (Y, X) being the last two
-        offset = 5 - dims
-        self.mirrors = _mirror_combinations([a + offset for a in self.card.mirror_axes]) if tta else []
-        self.lr_axis = 4  # after reorientation the patient's left-right axis is the last array axis
-        perm = self.card.label_table.channel_swap_permutation(self.card.class_values)
-        self.swap = torch.tensor(perm) if perm != list(range(len(perm))) else None
-        self.is_2d = dims == 2
-        self.forward_passes = 0
-
-    @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        use_amp = batch.device.type == "cuda"
-        total = None
-        count = 0
-        for model in self.models:
-            network = model.network
-            if next(network.parameters()).device != batch.device:
-                network.to(batch.device)
-            for axes in [()] + self.mirrors:
-                x = torch.flip(batch, [a for a in axes]) if axes else batch
-                x = x[:, :, 0] if self.is_2d else x
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    logits = network(x)
-                if isinstance(logits, (list, tuple)):
-                    logits = logits[0]
-                probs = torch.softmax(logits.float(), dim=1)
-                del logits
-                probs = probs[:, :, None] if self.is_2d else probs
-                if axes:
-                    probs = torch.flip(probs, list(axes))
-                    if self.lr_axis in axes and self.swap is not None:
-                        probs = probs[:, self.swap.to(probs.device)]
-                total = probs if total is None else total.add_(probs)
-                count += 1
-                self.forward_passes += x.shape[0]
-        return total if count == 1 else total.div_(count)
-
-
 class Predictor:
     """Runs a model folder on volumes. Load once, predict many."""
 
@@ -212,7 +160,7 @@ class Predictor:
         return self.model.card.label_table
 
     # ------------------------------------------------------------------ helpers
-    def _runner(self, role: str | None = None) -> _Runner:
+    def _runner(self, role: str | None = None) -> WindowRunner:
         if not self.model.members:
             models = [self.model]
         elif role is None:
@@ -220,9 +168,9 @@ class Predictor:
         else:
             models = [m for r, m in self.model.members if r == role]
         tta = self.options.tta and not self.options.fast and role != "coarse"
-        return _Runner(models, self.device, tta)
+        return WindowRunner(models, self.device, tta)
 
-    def _window_config(self, runner: _Runner, overlap: float | None = None) -> SlidingWindowConfig:
+    def _window_config(self, runner: WindowRunner, overlap: float | None = None) -> SlidingWindowConfig:
         card = runner.card
         patch = list(card.patch_size or [128] * card.spatial_dims)
         if card.spatial_dims == 2:
@@ -232,7 +180,8 @@ class Predictor:
         batch = self.options.batch_size or (2 if self.device.type == "cuda" else 1)
         return SlidingWindowConfig(patch, overlap, batch, self.options.placement, exact=self.options.exact)
 
-    def _model_grid(self, runner: _Runner, shape: tuple[int, ...], spacing_zyx: tuple[float, ...]) -> tuple[int, ...]:
+    def _model_grid(self, runner: WindowRunner, shape: tuple[int, ...],
+                    spacing_zyx: tuple[float, ...]) -> tuple[int, ...]:
         target = runner.card.spacing_zyx
         if not target:
             return tuple(shape)
@@ -241,7 +190,7 @@ class Predictor:
             target = [spacing_zyx[0], *target]
         return resampled_shape(shape, spacing_zyx, target)
 
-    def _probabilities(self, runner: _Runner, array: np.ndarray, spacing_zyx: tuple[float, ...],
+    def _probabilities(self, runner: WindowRunner, array: np.ndarray, spacing_zyx: tuple[float, ...],
                        stats: dict[str, float], progress: Progress, skip=None,
                        overlap: float | None = None) -> torch.Tensor:
         """Class probabilities (C, *model grid) of a canonical array region."""
@@ -266,51 +215,19 @@ class Predictor:
         volume.check_finite()
         self.model.check_input(volume)
         canonical, orientation = to_canonical(volume)
-        array = canonical.array
         spacing_zyx = canonical.spacing_zyx
         if self.card.image_extent_yx and canonical.is_2d:  # X-rays as the model saw them: whole-image scale
-            spacing_zyx = (spacing_zyx[0], *whole_image_spacing(array.shape[1:], self.card.image_extent_yx))
-        stats = image_statistics(array)
+            spacing_zyx = (spacing_zyx[0], *whole_image_spacing(canonical.array.shape[1:], self.card.image_extent_yx))
         report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
                                   "tta": self.options.tta and not self.options.fast}
         warnings: list[str] = dental_input_warnings(volume.size_xyz, volume.spacing, volume.is_2d, volume.array)
-        class_values = np.asarray(self.card.class_values)
-        label_dtype = np.uint8 if class_values.max() < 256 else np.uint16
-        labels = np.zeros(array.shape, dtype=label_dtype)
-        entropy = np.zeros(array.shape, dtype=np.float32) if self.options.uncertainty else None
-        roi = tuple(slice(0, n) for n in array.shape)
-        skip = None
-        if self.is_cascade and self.options.use_cascade:
-            roi, skip, coarse_report = self._coarse_stage(array, spacing_zyx, stats,
-                                                          progress.sub(0.0, 0.25, "locating teeth"))
-            report["coarse"] = coarse_report
-            fine_progress = progress.sub(0.25, 0.9, "segmenting teeth")
-        else:
-            fine_progress = progress.sub(0.0, 0.9, "segmenting teeth")
-        runner = self._runner("fine" if self.is_cascade else None)
-        if roi is not None:
-            region = array[roi]
-            probs = self._probabilities(runner, region, spacing_zyx, stats, fine_progress, skip)
-            report["forward_passes"] = runner.forward_passes
-            self._probabilities_to_labels(probs, region.shape, class_values, labels, entropy, roi,
-                                          progress.sub(0.9, 0.95, "mapping back"))
-            del probs
-        else:
-            warnings.append("no teeth were found in this scan; the result is empty")
+        labels, entropy = self._segment(canonical.array, spacing_zyx, report, warnings, progress)
         progress.update(0.95, "post-processing")
         steps = DEFAULT_POSTPROCESSING if self.options.postprocessing is None else self.options.postprocessing
         if steps and labels.any():
-            from ..postprocessing import apply_steps
-
             labels = apply_steps(labels, spacing_zyx, steps)
-        result = Volume(labels, canonical.spacing, canonical.origin, canonical.direction, canonical.kind)
-        from ..postprocessing import check_numbering
-
         if self.options.numbering_checks:
-            hand = handedness_of(result)
-            if not result.is_2d:
-                report["handedness"] = hand.to_dict()
-            warnings += check_numbering(result, handedness=hand)
+            warnings += self._numbering_warnings(canonical.with_array(labels), report)
         tooth_uncertainty: dict[int, float] = {}
         uncertainty_volume = None
         if entropy is not None:
@@ -325,6 +242,41 @@ class Predictor:
             log.info("%s", message)
         progress.update(1.0, "done")
         return Prediction(output, self.table, uncertainty_volume, tooth_uncertainty, warnings, report)
+
+    def _segment(self, array: np.ndarray, spacing_zyx: tuple[float, ...], report: dict[str, Any],
+                 warnings: list[str], progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and normalised entropy, on request) of a canonical array, before post-processing:
+        a cascade's coarse member first finds the region its fine member then segments."""
+        stats = image_statistics(array)
+        class_values = np.asarray(self.card.class_values)
+        labels = np.zeros(array.shape, dtype=np.uint8 if class_values.max() < 256 else np.uint16)
+        entropy = np.zeros(array.shape, dtype=np.float32) if self.options.uncertainty else None
+        roi: tuple[slice, ...] | None = tuple(slice(0, n) for n in array.shape)
+        skip = None
+        if self.is_cascade and self.options.use_cascade:
+            roi, skip, report["coarse"] = self._coarse_stage(array, spacing_zyx, stats,
+                                                             progress.sub(0.0, 0.25, "locating teeth"))
+            fine_progress = progress.sub(0.25, 0.9, "segmenting teeth")
+        else:
+            fine_progress = progress.sub(0.0, 0.9, "segmenting teeth")
+        if roi is None:
+            warnings.append("no teeth were found in this scan; the result is empty")
+            return labels, entropy
+        runner = self._runner("fine" if self.is_cascade else None)
+        region = array[roi]
+        probs = self._probabilities(runner, region, spacing_zyx, stats, fine_progress, skip)
+        report["forward_passes"] = runner.forward_passes
+        self._probabilities_to_labels(probs, region.shape, class_values, labels, entropy, roi,
+                                      progress.sub(0.9, 0.95, "mapping back"))
+        return labels, entropy
+
+    @staticmethod
+    def _numbering_warnings(result: Volume, report: dict[str, Any]) -> list[str]:
+        """FDI numbering checks on the canonical result; a 3D result's handedness goes into the report."""
+        hand = handedness_of(result)
+        if not result.is_2d:
+            report["handedness"] = hand.to_dict()
+        return check_numbering(result, handedness=hand)
 
     def _probabilities_to_labels(self, probs: torch.Tensor, region_shape: tuple[int, ...], class_values: np.ndarray,
                                  labels: np.ndarray, entropy: np.ndarray | None, roi: tuple[slice, ...],
@@ -355,55 +307,26 @@ class Predictor:
     def _coarse_stage(self, array: np.ndarray, spacing_zyx: tuple[float, ...], stats: dict[str, float],
                       progress: Progress):
         """Run the coarse member; return (roi slices or None, window skip function, report)."""
-        from scipy import ndimage
-
         runner = self._runner("coarse")
         probs = self._probabilities(runner, array, spacing_zyx, stats, progress,
                                     overlap=min(self.options.coarse_overlap, self._window_config(runner).overlap))
         foreground = (probs.argmax(dim=0) > 0).numpy()
-        coarse_shape = foreground.shape
-        report = {"grid": list(coarse_shape), "foreground_voxels": int(foreground.sum()),
-                  "forward_passes": runner.forward_passes}
-        if not foreground.any():
+        report: dict[str, Any] = {"grid": list(foreground.shape), "foreground_voxels": int(foreground.sum()),
+                                  "forward_passes": runner.forward_passes}
+        margin = self.options.roi_margin_mm
+        region = roi_from_foreground(foreground, array.shape, spacing_zyx, margin)
+        if region is None:
             return None, None, report
-        scale = [n / m for n, m in zip(array.shape, coarse_shape)]  # native voxels per coarse voxel
-        margin = [int(math.ceil(self.options.roi_margin_mm / s)) for s in spacing_zyx]
-        coords = np.argwhere(foreground)
-        lo = [max(0, int(math.floor(c * f)) - m) for c, f, m in zip(coords.min(0), scale, margin)]
-        hi = [min(n, int(math.ceil((c + 1) * f)) + m) for c, f, m, n in zip(coords.max(0), scale, margin, array.shape)]
-        roi = tuple(slice(a, b) for a, b in zip(lo, hi))
-        coarse_spacing = [s * f for s, f in zip(spacing_zyx, scale)]
-        reach = [max(1, int(math.ceil(self.options.roi_margin_mm / s))) for s in coarse_spacing]
-        dilated = ndimage.binary_dilation(foreground, np.ones([2 * r + 1 for r in reach], bool))
-        integral = dilated.astype(np.int32).cumsum(0).cumsum(1).cumsum(2)
-        integral = np.pad(integral, [(1, 0)] * 3)
-        fine_runner = self._runner("fine")
-        fine_grid = self._model_grid(fine_runner, tuple(b - a for a, b in zip(lo, hi)), spacing_zyx)
-        fine_scale = [(b - a) / g for a, b, g in zip(lo, hi, fine_grid)]  # native voxels per fine voxel
-
-        def skip(window: tuple[slice, ...]) -> bool:
-            box = []
-            for axis, s in enumerate(window):
-                start = (lo[axis] + s.start * fine_scale[axis]) / scale[axis]
-                stop = (lo[axis] + s.stop * fine_scale[axis]) / scale[axis]
-                box.append((max(0, int(math.floor(start))), min(coarse_shape[axis], int(math.ceil(stop)))))
-            (z0, z1), (y0, y1), (x0, x1) = box
-            if z1 <= z0 or y1 <= y0 or x1 <= x0:
-                return True
-            total = (integral[z1, y1, x1] - integral[z0, y1, x1] - integral[z1, y0, x1] - integral[z1, y1, x0]
-                     + integral[z0, y0, x1] + integral[z0, y1, x0] + integral[z1, y0, x0] - integral[z0, y0, x0])
-            return total == 0
-
-        report["roi"] = [[a, b] for a, b in zip(lo, hi)]
-        report["roi_fraction"] = round(float(np.prod([b - a for a, b in zip(lo, hi)]) / np.prod(array.shape)), 4)
-        return roi, skip, report
+        fine_grid = self._model_grid(self._runner("fine"), region.shape, spacing_zyx)
+        skip = EmptyWindowSkipper(foreground, region, spacing_zyx, margin, fine_grid)
+        report["roi"] = [[a, b] for a, b in zip(region.lo, region.hi)]
+        report["roi_fraction"] = round(float(np.prod(region.shape) / np.prod(array.shape)), 4)
+        return region.slices, skip, report
 
 
 def _per_label_mean(labels: np.ndarray, values: np.ndarray) -> dict[int, float]:
     present = [int(v) for v in np.unique(labels) if v]
     if not present:
         return {}
-    from scipy import ndimage
-
     means = ndimage.mean(values, labels, present)
     return {v: round(float(m), 5) for v, m in zip(present, means)}

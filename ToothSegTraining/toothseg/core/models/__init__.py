@@ -1,6 +1,2 @@
-"""Segmentation networks (PyTorch) and the registry that builds them from model cards.
-
-Importing this package does not import torch; :func:`build_network` does.
-"""
-
-from .registry import architecture_names, build_network, register_architecture  # noqa: F401
+"""Model folders: the model card, weights (safetensors), the catalogue, downloads, checkpoints and the
+importers of the authors' checkpoints. The networks they describe are :mod:`toothseg.core.networks`."""

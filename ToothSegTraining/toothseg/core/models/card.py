@@ -80,7 +80,7 @@ class ModelCard:
     spacing_zyx: list[float] | None = None
     #: 2D only: the extent (y, x), in the units of ``spacing_zyx``, a whole X-ray is taken to span,
     #: whatever its size and pixel spacing (models trained on X-rays resized to one size); None: the
-    #: image's own pixel spacing. See :func:`toothseg.core.inference.preprocessing.whole_image_spacing`.
+    #: image's own pixel spacing. See :func:`toothseg.core.preprocessing.whole_image_spacing`.
     image_extent_yx: list[float] | None = None
     intensity: IntensityNormalization = field(default_factory=IntensityNormalization)
     patch_size: list[int] | None = None

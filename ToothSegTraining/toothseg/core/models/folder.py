@@ -60,7 +60,7 @@ def save_model_folder(network, card: ModelCard, folder: str | os.PathLike[str], 
     """Write ``weights.safetensors`` then ``model.json`` (with the weights' SHA-256) into ``folder``."""
     from safetensors.torch import save_file
 
-    from .registry import get_spec
+    from ..networks.build import get_spec
 
     get_spec(card.architecture)
     folder = Path(folder)
@@ -80,7 +80,7 @@ def save_model_folder(network, card: ModelCard, folder: str | os.PathLike[str], 
 
 
 def _build(card: ModelCard):
-    from .registry import build_network, get_spec
+    from ..networks.build import build_network, get_spec
 
     spec = get_spec(card.architecture)
     if card.spatial_dims not in spec.dims:

@@ -28,7 +28,7 @@ from .checkpoints import (
     unwrap_state_dict,
 )
 from .folder import save_model_folder
-from .registry import build_network
+from ..networks.build import build_network
 
 __all__ = ["import_rail_students", "import_nnunet_checkpoint", "rail_card"]
 

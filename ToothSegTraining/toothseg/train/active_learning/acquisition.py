@@ -22,7 +22,7 @@ def tta_disagreement(predictor, volume: Volume, labels: Volume | None = None) ->
 
     ``labels``: the predictor's own prediction of ``volume`` (without TTA) when the caller has it,
     so that only the mirrored scan is predicted here."""
-    from ...core.inference.preprocessing import to_canonical  # torch: only where predictions run
+    from ...core.preprocessing import to_canonical  # torch: only where predictions run
 
     table = predictor.table
     canonical, _ = to_canonical(volume)

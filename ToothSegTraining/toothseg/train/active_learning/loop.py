@@ -403,12 +403,13 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
     mid-run, and a resumed run would meet the same revision again."""
     from ...core.io.images import read_label_map
     from ..config import stage_data
-    from ..data.dataset import IGNORE, class_values_for, label_table_for
+    from ..data.dataset import IGNORE, class_values_for
+    from ...core.labels import label_table_named
 
     config = stage_data(recipe, 0)
     if config.label_table == "binary":
         return
-    classes = set(class_values_for(config, label_table_for(config.label_table)))
+    classes = set(class_values_for(config, label_table_named(config.label_table)))
     for case_id in case_ids:
         revision = pool.path(state.cases[case_id].label)
         values = np.unique(read_label_map(revision).array)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ...core.errors import InputError
 from ...core.labels import LabelTable
-from ..config import AugmentConfig
+from ..config.schema import AugmentConfig
 
 __all__ = ["spatial_augment", "intensity_augment", "strong_augment", "lr_axis", "check_extra_flips"]
 

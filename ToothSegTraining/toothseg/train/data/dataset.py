@@ -24,7 +24,7 @@ import torch
 
 from ...core.errors import InputError, LabelError
 from ...core.handedness import handedness_of, mirror_label_numbers
-from ...core.inference.preprocessing import (
+from ...core.preprocessing import (
     image_statistics,
     normalize_intensities,
     resample_array,
@@ -36,11 +36,11 @@ from ...core.io.images import read_label_map, read_volume
 from ...core.labels import LabelTable
 from ...core.models.card import IntensityNormalization
 from ...core.volume import Volume, check_same_geometry
-from ..config import DataConfig
+from ..config.schema import DataConfig
 from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
-__all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample", "label_table_for",
+__all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample",
            "drop_small_labels", "read_training_labels", "BUILTIN_LABEL_MAPS"]
 
 log = logging.getLogger(__name__)
@@ -112,19 +112,6 @@ def drop_small_labels(labels: np.ndarray, min_voxels: int) -> tuple[np.ndarray, 
 def class_values_for(config: DataConfig, table: LabelTable) -> list[int]:
     """The label value of each output channel: the recipe's ``class_values``, else every table entry."""
     return list(config.class_values or [0, *table.values])
-
-
-def label_table_for(name: str) -> LabelTable:
-    if name == "fdi":
-        return LabelTable.fdi()
-    if name == "fdi-deciduous":
-        return LabelTable.fdi(deciduous=True)
-    if name == "binary":
-        return LabelTable.custom({1: "tooth"}, name="binary-tooth")
-    path = Path(name)
-    if path.is_file():
-        return LabelTable.from_json(path.read_text(encoding="utf-8"))
-    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, or a JSON file)")
 
 
 def nearest_resample(labels: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:

@@ -11,8 +11,10 @@ from ...core.errors import InputError
 from ...core.labels import LabelTable
 from ...core.io.atomic import atomic_folder
 from ...core.progress import CancelToken, Progress
-from ..config import DataConfig, Recipe, stage_data
-from ..data.dataset import TrainingData, class_values_for, label_table_for
+from ..config.mapping import stage_data
+from ..config.schema import DataConfig, Recipe
+from ..data.dataset import TrainingData, class_values_for
+from ...core.labels import label_table_named
 from ..methods.base import Method, unwrap
 from .trainer import StageResult, Trainer, distributed_context
 
@@ -177,7 +179,7 @@ def _stage_datasets(recipe: Recipe) -> list[tuple[DataConfig, LabelTable, list[i
     out = []
     for index, stage in enumerate(recipe.stages):
         config = stage_data(recipe, index)
-        table = label_table_for(config.label_table)
+        table = label_table_named(config.label_table)
         class_values = class_values_for(config, table)
         key = repr(config)
         if key not in datasets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ...core.errors import InputError
-from ..config import OPTIMIZERS, SCHEDULES, OptimizerConfig
+from ..config.schema import OPTIMIZERS, SCHEDULES, OptimizerConfig
 
 __all__ = ["learning_rate", "build_optimizer"]
 

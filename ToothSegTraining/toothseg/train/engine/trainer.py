@@ -35,7 +35,7 @@ from ...core.labels import LabelTable
 from ...core.models.card import IntensityNormalization, ModelCard
 from ...core.models.folder import LoadedModel, save_model_folder
 from ...core.progress import CancelToken
-from ..config import Recipe, StageConfig
+from ..config.schema import Recipe, StageConfig
 from ..data.dataset import TrainingData
 from ..methods.base import Method, MethodContext, unwrap
 from .schedules import build_optimizer, learning_rate
@@ -143,7 +143,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ networks
     def build_network(self, **overrides) -> nn.Module:
-        from ...core.models import build_network
+        from ...core.networks import build_network
 
         kwargs = {**self.recipe.model.kwargs, **overrides}
         kwargs.setdefault("num_classes", len(self.class_values))

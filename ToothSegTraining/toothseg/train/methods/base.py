@@ -23,7 +23,7 @@ from torch import nn
 from ...core.errors import InputError
 
 __all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "running_statistics_kept",
-           "register_method", "get_method", "method_names", "STEPS", "schedule_settings"]
+           "register_method", "registered_methods", "STEPS", "schedule_settings"]
 
 # Field metadata of a setting that is a length of the schedule, so that a shortened or lengthened
 # schedule (a benchmark's ``--scale``) can keep the method's proportions: ``STEPS`` counts optimiser
@@ -53,22 +53,9 @@ def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
     return wrap
 
 
-def method_names() -> list[str]:
-    from . import _load_builtins
-
-    _load_builtins()
-    return sorted(_METHODS)
-
-
-def get_method(name: str) -> type["Method"]:
-    from . import _load_builtins
-
-    _load_builtins()
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, list(_METHODS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"unknown training method {name!r}{hint}; known: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+def registered_methods() -> dict[str, type["Method"]]:
+    """The methods registered so far (a copy); :func:`toothseg.train.methods.get_method` looks them up."""
+    return dict(_METHODS)
 
 
 @dataclass

@@ -114,7 +114,7 @@ class RAIL(Method):
             if self.student_b() == "same":
                 b = self.context.build_network()
             else:
-                from ...core.models import build_network
+                from ...core.networks import build_network
 
                 b = build_network(self.student_b(), num_classes=self.context.num_classes,
                                   spatial_dims=self.context.spatial_dims)

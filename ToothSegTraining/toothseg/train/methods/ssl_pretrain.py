@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.errors import InputError
-from ...core.models.blocks import conv_nd
+from ...core.networks.blocks import conv_nd
 from .base import Method, StepOutput, register_method, unwrap
 
 __all__ = ["corrupt_dae", "block_mask", "rectangle_mask"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.inference.preprocessing import resampled_shape, to_canonical
+from ...core.preprocessing import resampled_shape, to_canonical
 from ...core.io.images import write_volume
 from ...core.volume import Volume
 from ..data.cases import Case

@@ -1,7 +1,7 @@
 """U-Mamba2 (STSR-2025 winner): nnU-Net's ResEnc U-Net with one Mamba2 layer at the bottleneck.
 
 The deepest feature map is flattened to tokens in C order over (z, y, x), layer-normalised, passed
-through :class:`~toothseg.core.models.mamba2.Mamba2` (d_state 32, expand 2, headdim 80) and reshaped
+through :class:`~toothseg.core.networks.mamba2.Mamba2` (d_state 32, expand 2, headdim 80) and reshaped
 back; the result *replaces* the bottleneck features (no residual, no positional encoding), as in
 the paper's code. The Mamba layer runs in :meth:`bottleneck`, i.e. after any feature perturbation
 applied to the encoder output (U-Mamba2-SSL's consistency stage).

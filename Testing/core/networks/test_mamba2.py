@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toothseg.core.models import build_network
-from toothseg.core.models.mamba2 import Mamba2, mamba_ssm_available, segment_sum, ssd_chunked
+from toothseg.core.networks import build_network
+from toothseg.core.networks.mamba2 import Mamba2, mamba_ssm_available, segment_sum, ssd_chunked
 
 
 def sequential_ssd(x, dt, A, B, C):

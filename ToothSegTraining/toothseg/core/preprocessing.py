@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..models.card import IntensityNormalization
-from ..volume import Volume
+from .errors import InputError
+from .models.card import IntensityNormalization
+from .volume import Volume
 
 __all__ = ["Orientation", "to_canonical", "restore_orientation", "resampled_shape", "axis_weights",
            "iter_resampled_slabs", "resample_array", "normalize_intensities", "image_statistics",

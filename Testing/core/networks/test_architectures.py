@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from toothseg.core import InputError
-from toothseg.core.models import architecture_names, build_network
-from toothseg.core.models.edge import laplacian_level, sobel_magnitude
+from toothseg.core.networks import architecture_names, build_network
+from toothseg.core.networks.edge import laplacian_level, sobel_magnitude
 
 
 def n_params(model) -> int:
@@ -225,7 +225,7 @@ def test_sobel_and_laplacian():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_edge_module_cbam_modes_share_weights_and_differ_only_in_how_they_end(dims):
     """``gate``: CBAM(y) (the seed's); ``residual``: y + CBAM(y); ``none``: y — same parameters otherwise."""
-    from toothseg.core.models.edge import EdgeGuidedAttention
+    from toothseg.core.networks.edge import EdgeGuidedAttention
 
     torch.manual_seed(0)
     modules = {mode: EdgeGuidedAttention(8, dims, cbam=mode).eval() for mode in ("gate", "residual", "none")}
