@@ -36,12 +36,20 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool, k
             base = ".".join(parts + ([base] if base else []))
         names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
     found = []
+    own_packages = _ancestors(module)
     for name in names:
         while name and name not in known:
             name = name.rpartition(".")[0]
         if name and name != module:
-            found.append(name)
+            # importing a.b.c runs a/b/__init__.py first: an edge to each package above the target,
+            # except those above the importing module (already being imported when it runs)
+            found += [p for p in [*_ancestors(name), name] if p in known and p not in own_packages and p != module]
     return found
+
+
+def _ancestors(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
@@ -110,6 +118,19 @@ def test_the_checker_finds_a_cycle_hidden_in_a_function(tmp_path):
     graph = import_graph(module_files(tmp_path, "pkg"))
     assert graph["pkg.c"] == {"pkg.a"}
     assert cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+def test_the_checker_counts_the_package_init_a_submodule_import_runs(tmp_path):
+    """``from .sub.schema import X`` runs ``sub/__init__.py`` first: a cycle through it is one."""
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("from .loader import load\n")
+    (tmp_path / "pkg" / "sub" / "schema.py").write_text("X = 1\n")
+    (tmp_path / "pkg" / "sub" / "loader.py").write_text("from ..data import y\n\ndef load():\n    return y\n")
+    (tmp_path / "pkg" / "data.py").write_text("from .sub.schema import X\ny = X\n")
+    graph = import_graph(module_files(tmp_path, "pkg"))
+    assert "pkg.sub" in graph["pkg.data"]
+    assert cycles(graph) == [["pkg.data", "pkg.sub", "pkg.sub.loader"]]
 
 
 def test_toothseg_has_no_import_cycle():

@@ -48,12 +48,12 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ssl_synth3d import LABEL_MAPS  # noqa: E402
 from bench_ufba import write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
-from toothseg.core.preprocessing import image_statistics, normalize_intensities  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.core.models.card import IntensityNormalization  # noqa: E402
 from toothseg.core.networks.edge import CBAM  # noqa: E402
 from toothseg.core.networks.unet2d import DoubleConv, UNet2D  # noqa: E402
 from toothseg.core.networks.vnet import VNet  # noqa: E402
+from toothseg.core.preprocessing import image_statistics, normalize_intensities  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
 from toothseg.train.methods.bcp import weighted_mix_loss  # noqa: E402
 
@@ -88,9 +88,10 @@ def fixed_batch_2d(size: int = BATCH_2D) -> tuple[torch.Tensor, torch.Tensor, in
     """(size, 1, 256, 256) images, (size, 256, 256) class indices and the number of classes: the first
     ``size`` labeled patches that BCP's 2D recipe draws (real UFBA-425 X-rays, 10 % split, its
     augmentation, seed 0)."""
-    from toothseg.train.config import load_recipe, stage_data
-    from toothseg.train.data.dataset import TrainingData
     from toothseg.core.labels import label_table_named
+    from toothseg.train.config import stage_data
+    from toothseg.train.config.loader import load_recipe
+    from toothseg.train.data.dataset import TrainingData
 
     recipe, _ = load_recipe(BCP_2D_RECIPE)
     config = stage_data(recipe, 0)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 from bench_ufba import paired_gain_interval, plot, score_model, shown, write_result  # noqa: E402
 from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
-from toothseg.train.config import load_recipe, setting  # noqa: E402
+from toothseg.train.config.loader import load_recipe, setting  # noqa: E402
 from toothseg.train.data.cases import ufba_cases  # noqa: E402
 from toothseg.train.methods import get_method, schedule_settings  # noqa: E402
 

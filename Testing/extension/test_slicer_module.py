@@ -11,7 +11,6 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,31 +215,6 @@ def test_the_writer_of_progress_lines_speaks_the_modules_protocol(capsys):
     print_progress_line(1.0, "")
     lines = capsys.readouterr().out.splitlines()
     assert [parseProgressLine(line) for line in lines] == [(0.25, "fine model: window 2/8"), (1.0, "")]
-
-
-def test_geometry_adapter_agrees_with_the_core_and_simpleitk():
-
-    from toothseg.core import Volume
-    from toothseg.core.io.images import volume_to_sitk
-
-    from ..conftest import oblique_direction
-
-    sys.path.insert(0, str(MODULE))
-    try:
-        from ToothSegLib.Geometry import geometryFromIjkToRas, ijkToRasFromGeometry, lpsToRasPoints
-    finally:
-        sys.path.remove(str(MODULE))
-    volume = Volume(np.zeros((4, 5, 6), np.int16), (0.3, 0.4, 0.5), (12.0, -7.5, 3.25), oblique_direction())
-    ijk_to_ras = ijkToRasFromGeometry(volume.spacing, volume.origin, volume.direction)
-    image = volume_to_sitk(volume)
-    for ijk in [(0, 0, 0), (5, 4, 3), (2, 1, 3)]:  # i along the array's last axis (KJI order)
-        lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
-        ras = ijk_to_ras @ np.array([*ijk, 1.0])
-        np.testing.assert_allclose(ras[:3], lpsToRasPoints(lps[None])[0], atol=1e-9)
-    spacing, origin, direction = geometryFromIjkToRas(ijk_to_ras)
-    np.testing.assert_allclose(spacing, volume.spacing)
-    np.testing.assert_allclose(origin, volume.origin)
-    np.testing.assert_allclose(direction, volume.direction, atol=1e-12)
 
 
 def test_module_cmake_lists_every_file():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from toothseg.core import InputError
-from toothseg.train.config import apply_overrides, load_recipe, recipe_from_dict
+from toothseg.train.config.loader import apply_overrides, load_recipe, recipe_from_dict
 
 from .conftest import toy_recipe
 
@@ -109,7 +108,6 @@ def test_image_extent_puts_every_xray_on_the_training_scale():
     """With data.image_extent, an X-ray of any size and pixel spacing reaches the network at the size the
     training X-rays did; without it, its own spacing decides (a 0.1 mm X-ray would shrink to a few pixels)."""
     import numpy as np
-
     from toothseg.core import Volume
     from toothseg.train.config import DataConfig
     from toothseg.train.data.dataset import prepare_volume

@@ -9,8 +9,7 @@ import json
 
 import numpy as np
 import pytest
-
-from toothseg.train.config import recipe_from_dict
+from toothseg.train.config.loader import recipe_from_dict
 from toothseg.train.engine.pipeline import run_recipe
 
 from .conftest import losses, toy_recipe

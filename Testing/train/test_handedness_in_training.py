@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from Testing.conftest import shared_data_dir
 from toothseg.cli import main
 from toothseg.core import Volume
 from toothseg.core.errors import InputError, LabelError
 from toothseg.core.handedness import handedness_of, mirror_label_numbers
 from toothseg.core.io.images import read_label_map
+from toothseg.core.labels import label_table_named
 from toothseg.train.config import DataConfig
 from toothseg.train.data.cases import read_manifest
 from toothseg.train.data.dataset import BUILTIN_LABEL_MAPS, TrainingData, read_training_labels
-from toothseg.core.labels import label_table_named
+
+from Testing.conftest import shared_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_a_recipe_refuses_a_mirrored_label_map_unless_told_to_fix_it(tmp_path, s
 
 
 def test_recipe_handedness_setting_is_checked():
-    from toothseg.train.config import recipe_from_dict
+    from toothseg.train.config.loader import recipe_from_dict
 
     with pytest.raises(InputError, match="handedness must be one of check, fix, off"):
         recipe_from_dict({"name": "x", "data": {"handedness": "ignore"}, "model": {}, "stages": [{}]})

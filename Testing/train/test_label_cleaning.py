@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from toothseg.core import InputError
-from toothseg.train.config import DataConfig, load_recipe
+from toothseg.core.labels import label_table_named
+from toothseg.train.config import DataConfig
+from toothseg.train.config.loader import load_recipe
 from toothseg.train.data.cases import read_manifest
 from toothseg.train.data.dataset import IGNORE, TrainingData, drop_small_labels
-from toothseg.core.labels import label_table_named
 
 
 def test_labels_under_the_size_become_background_and_others_stay():

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from toothseg.train.config import load_recipe, stage_data
+from toothseg.train.config import stage_data
+from toothseg.train.config.loader import load_recipe
 
 RECIPE_FOLDER = Path(__file__).resolve().parents[2] / "ToothSegTraining" / "toothseg" / "train" / "recipes"
 RECIPES = sorted(RECIPE_FOLDER.glob("*.yaml"))
@@ -178,7 +178,7 @@ def test_ssl_benchmark_from_supervised_starts_every_method_from_the_baseline(tmp
 def test_ssl_benchmark_from_a_start_drops_the_pretraining_stages(tmp_path):
     """From trained weights U-Mamba2-SSL's denoising stage is dropped (the start replaces it) and its
     consistency stage begins from the start; a recipe that starts with segmentation keeps every stage."""
-    from toothseg.train.config import load_recipe
+    from toothseg.train.config.loader import load_recipe
 
     bench = _bench_ssl_ufba()
     start = tmp_path / "model"
@@ -277,8 +277,8 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
 
 
 def test_3d_benchmark_dataset_is_drawn_once_with_test_draws_unseen_in_training(tmp_path):
-    from toothseg.core.io.images import read_label_map, read_volume
     from toothseg.core.errors import ToothSegError
+    from toothseg.core.io.images import read_label_map, read_volume
     from toothseg.train.data.cases import read_manifest
 
     bench = _bench_ssl_synth3d()
@@ -362,9 +362,8 @@ def test_edge_guided_fit_benchmark_ablations_and_dice():
 
 def test_edge_guided_fit_benchmark_2d_ablations_touch_only_the_cbams_they_name():
     import torch
-    from torch import nn
-
     from toothseg.core.networks.edge import CBAM
+    from torch import nn
 
     bench = _benchmark("bench_edge_guided_fit")
     kinds = {name: [type(a.cbam) for a in build(5).edge_attention]

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from toothseg.core.networks import build_network
-from toothseg.train.config import load_recipe
+from toothseg.train.config.loader import load_recipe
 from toothseg.train.losses import soft_dice_loss
 from toothseg.train.methods import MethodContext, get_method
 from toothseg.train.methods.bcp import weighted_mix_loss

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from toothseg.core import InputError, LabelError
 from toothseg.core.io import read_label_map
 from toothseg.core.models.folder import load_model_folder
 from toothseg.core.progress import CancelToken
-from toothseg.train.config import recipe_from_dict
+from toothseg.train.config.loader import recipe_from_dict
 from toothseg.train.engine.pipeline import run_recipe
 
 from .conftest import losses, toy_recipe
@@ -361,9 +360,9 @@ def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_p
     is a cascade whose card says its intensities were synthetic."""
     from toothseg.core import Volume
     from toothseg.core.io import write_volume
+    from toothseg.core.labels import label_table_named
     from toothseg.train.config import stage_data
     from toothseg.train.data.dataset import TrainingData, class_values_for
-    from toothseg.core.labels import label_table_named
 
     small = tmp_path / "teeth.nii.gz"  # the real STS-2024 shapes at 1.2 mm
     write_volume(Volume(sts_labels.array[::4, ::4, ::4].copy(), tuple(4 * s for s in sts_labels.spacing_zyx),
@@ -430,7 +429,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_curve(tmp_path, toy_dataset):
 def test_log_rows_keep_one_value_per_named_column_when_a_term_starts_later(tmp_path):
     """A term that appears mid-stage (a consistency weight after its ramp starts) widens the header
     instead of leaving unnamed cells, and a resumed run's truncation keeps the widened file readable."""
-    from toothseg.train.engine.trainer import _append_csv, _truncate_csv
+    from toothseg.train.engine.run_logs import append_csv as _append_csv, truncate_csv as _truncate_csv
 
     path = tmp_path / "log.csv"
     _append_csv(path, {"step": 0, "loss": 1.5, "supervised": 1.5})

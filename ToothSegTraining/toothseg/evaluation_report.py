@@ -98,15 +98,15 @@ def crop_to_content(*slices: np.ndarray, margin: int = 8) -> tuple[slice, slice]
 def prepare_report_folder(folder: str | Path) -> Path:
     """Create the report folder and make sure matplotlib is there — before hours of metrics, not after."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: PLC0415, F401
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise InputError("--report needs matplotlib: pip install 'toothseg[report]'") from exc
     return make_output_folder(folder, "--report writes a folder (index.html and its plots)")
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (optional plotting library)
+    from matplotlib.figure import Figure  # noqa: PLC0415 (optional plotting library)
 
     figure = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(figure)
@@ -140,7 +140,7 @@ def _per_tooth(rows: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, float]]
 
 
 def _chart_png(per_tooth: Mapping[int, Mapping[str, float]]) -> bytes:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415 (optional plotting library)
 
     figure = _figure(10, 3.2)
     axes = figure.add_subplot()
@@ -166,7 +166,7 @@ def _chart_png(per_tooth: Mapping[int, Mapping[str, float]]) -> bytes:
 
 
 def _rectangle(x: float, y: float, colour):
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # noqa: PLC0415 (optional plotting library)
 
     return Rectangle((x + 0.04, y + 0.04), 0.92, 0.92, facecolor=colour, edgecolor="black", linewidth=0.6)
 
@@ -178,7 +178,7 @@ def _group_dice(rows: Sequence[Mapping[str, Any]], group: str) -> list[float]:
 
 def _box_png(methods: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
     """Per-tooth Dice by tooth type, one box per method side by side within each type."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415 (optional plotting library)
 
     groups = [g for g in TOOTH_GROUPS if any(_group_dice(rows, g) for rows in methods.values())]
     figure = _figure(max(6.0, 1.2 * len(groups) * len(methods)), 3.4)
@@ -207,7 +207,7 @@ def _box_png(methods: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
 
 
 def _case_png(view: CaseView) -> bytes:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415 (optional plotting library)
 
     figure = _figure(8, 3.4)
     cmap = colormaps["tab20"]

@@ -14,7 +14,7 @@ MANIFESTS = ("labeled.json", "validation.json", "unlabeled.json", "label_table.j
 def cmd_manifest(args: argparse.Namespace) -> int:
     from ..core.errors import InputError
     from ..core.io.atomic import atomic_write_text, check_writable_output
-    from ..train.config import yaml_text
+    from ..train.config.loader import yaml_text
     from ..train.data.cases import write_manifest
     from ..train.data.layouts import class_mapping, label_table_for, scan_dataset, split_validation, with_label_values
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputError, ToothSegError
@@ -137,119 +138,155 @@ def _name_and_folder(text: str) -> tuple[str, str]:
     return name, folder
 
 
+@dataclass
+class _Scores:
+    """What one pass over the cases gathers: the protocol's rows, the problems, and for ``--report``
+    and ``--compare`` the per-tooth rows and case views."""
+
+    rows: list[dict] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    stsr_inputs: list[tuple] = field(default_factory=list)
+    tooth_rows: list[dict] = field(default_factory=list)
+    views: list = field(default_factory=list)
+    other_rows: dict[str, list[dict]] = field(default_factory=dict)
+    scored: int = 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..core.io.atomic import atomic_write_text
-    from ..core.io.images import read_label_map
-    from ..core.metrics.protocols import aggregate_sts2024, sts2024_case, stsr2025_cases
-
+    """Score PRED against GT: one pair (any problem is an error, nothing is scored) or two folders (a bad
+    case is reported and the others are scored: an unusable prediction scores as an empty one, as in the
+    challenges; an unreadable ground truth cannot be scored and is skipped)."""
     gt_root, pred_root = Path(args.gt), Path(args.pred)
-    if not gt_root.exists():
-        raise InputError(f"{gt_root}: no such file or folder")
-    # One pair: any problem is the user's to fix, so it is an error and nothing is scored. Folders: a
-    # bad case is reported and the others are scored (an unusable prediction scores as an empty one,
-    # as in the challenges; an unreadable ground truth cannot be scored and is skipped).
-    single = gt_root.is_file()
-    if single and not pred_root.is_file():
-        raise InputError(f"{pred_root}: no such file (the ground truth {gt_root.name} is one file, so PRED must be)")
-    if not single and not pred_root.is_dir():
-        raise InputError(f"{pred_root}: no such folder (the ground truth {gt_root} is a folder, so PRED must be)")
+    single = _check_inputs(gt_root, pred_root)
     pairs = _pairs(gt_root, pred_root)
     if not pairs:  # scores of nothing would print as NaN with exit 0
         raise InputError(f"{gt_root}: no ground-truth label maps in this folder (.nii.gz, .nrrd, .seg.nrrd, .mha, "
                          ".png, ...)")
     new_report_folder = _check_outputs(args, single)
-    rows, problems, stsr_inputs = [], [], []
-    tooth_rows, views = [], []  # for --report only
     # Other methods (--compare) are scored in the same pass, while each ground truth is in memory.
     compared = {name: {case_id: path for case_id, _, path in _pairs(gt_root, Path(folder))}
                 for name, folder in args.compare}
-    other_rows: dict[str, list[dict]] = {name: [] for name in compared}
-    scored = 0
+    scores = _Scores(other_rows={name: [] for name in compared})
     for case_id, gt_path, pred_path in pairs:
-        try:
-            gt = read_label_map(gt_path)
-        except ToothSegError as exc:
-            if single:
-                raise
-            problems.append({"case": case_id, "problem": f"ground truth skipped: {exc}"})
-            continue
-        scored += 1
-        pred = None
-        if pred_path is None or not Path(pred_path).exists():
-            problems.append({"case": case_id, "problem": "no prediction (counted as empty)"})
-        else:
-            try:
-                pred = _load(Path(pred_path), gt, args.strict)
-            except ToothSegError as exc:
-                if single:
-                    raise
-                problems.append({"case": case_id, "problem": f"{exc} (counted as empty)"})
-        pred_array = pred.array if pred is not None else np.zeros_like(gt.array)
-        if args.protocol == "sts2024":
-            rows.append({"case": case_id, **sts2024_case(gt.array, pred_array)})
-        elif args.protocol == "stsr2025":
-            stsr_inputs.append((gt.array, pred.array if pred is not None else None, gt.spacing_zyx))
-        teeth = _tooth_rows(case_id, gt, pred_array) if args.protocol == "toothseg" or args.report else []
-        if args.protocol == "toothseg":
-            rows.extend(teeth)
-        if args.report:
-            tooth_rows.extend(teeth)
-            views.append(_case_view(case_id, gt, pred_array, teeth))
-        for name, predictions in compared.items():
-            other = predictions.get(case_id)
-            other_array = None
-            if other is None or not Path(other).exists():
-                problems.append({"case": case_id, "problem": f"[{name}] no prediction (counted as empty)"})
-            else:
-                try:
-                    other_array = _load(Path(other), gt, args.strict).array
-                except ToothSegError as exc:
-                    problems.append({"case": case_id, "problem": f"[{name}] {exc} (counted as empty)"})
-            other_rows[name] += _tooth_rows(case_id, gt, np.zeros_like(gt.array) if other_array is None
-                                            else other_array)
-    if not scored:  # every ground truth unreadable: no score to give, and no output files written
+        _score_case(args, scores, case_id, gt_path, pred_path, compared, single)
+    if not scores.scored:  # every ground truth unreadable: no score to give, and no output files written
         if new_report_folder is not None:
             with contextlib.suppress(OSError):  # only if still empty
                 new_report_folder.rmdir()
-        for problem in problems:
+        for problem in scores.problems:
             print(f"  {problem['case']}: {problem['problem']}", file=sys.stderr)
-        raise InputError(f"no case could be scored: all {len(problems)} ground-truth file(s) in {gt_root} are "
-                         "unreadable (listed above)")
-    if args.protocol == "sts2024":
-        summary = aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in rows])
-    elif args.protocol == "stsr2025":
-        summary = stsr2025_cases(stsr_inputs)
-        rows = [dict(case=i, **c) for i, c in enumerate(summary.pop("cases"))]
+        raise InputError(f"no case could be scored: all {len(scores.problems)} ground-truth file(s) in {gt_root} "
+                         "are unreadable (listed above)")
+    summary = _summary(args.protocol, scores)
+    _write_outputs(args, summary, scores)
+    for key, value in summary.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if scores.problems:
+        print(f"problems ({len(scores.problems)}):")
+    for problem in scores.problems:
+        print(f"  {problem['case']}: {problem['problem']}")
+    return 0
+
+
+def _check_inputs(gt_root: Path, pred_root: Path) -> bool:
+    """Whether GT and PRED are one pair of files (else two folders); an error if they are neither."""
+    if not gt_root.exists():
+        raise InputError(f"{gt_root}: no such file or folder")
+    single = gt_root.is_file()
+    if single and not pred_root.is_file():
+        raise InputError(f"{pred_root}: no such file (the ground truth {gt_root.name} is one file, so PRED must be)")
+    if not single and not pred_root.is_dir():
+        raise InputError(f"{pred_root}: no such folder (the ground truth {gt_root} is a folder, so PRED must be)")
+    return single
+
+
+def _score_case(args: argparse.Namespace, scores: _Scores, case_id: str, gt_path: Path, pred_path: Path | None,
+                compared: dict[str, dict[str, Path]], single: bool) -> None:
+    import numpy as np
+
+    from ..core.io.images import read_label_map
+    from ..core.metrics.protocols import sts2024_case
+
+    try:
+        gt = read_label_map(gt_path)
+    except ToothSegError as exc:
+        if single:
+            raise
+        scores.problems.append({"case": case_id, "problem": f"ground truth skipped: {exc}"})
+        return
+    scores.scored += 1
+    pred = None
+    if pred_path is None or not Path(pred_path).exists():
+        scores.problems.append({"case": case_id, "problem": "no prediction (counted as empty)"})
     else:
-        values = [r["dice"] for r in rows if r["in_gt"]]
-        summary = {"mean_dice": float(np.nanmean(values)) if values else math.nan, "teeth": len(values)}
-    output = {"protocol": args.protocol, **summary, "cases": rows, "problems": problems}
-    text = json.dumps(output, indent=1, default=float)
+        try:
+            pred = _load(Path(pred_path), gt, args.strict)
+        except ToothSegError as exc:
+            if single:
+                raise
+            scores.problems.append({"case": case_id, "problem": f"{exc} (counted as empty)"})
+    pred_array = pred.array if pred is not None else np.zeros_like(gt.array)
+    if args.protocol == "sts2024":
+        scores.rows.append({"case": case_id, **sts2024_case(gt.array, pred_array)})
+    elif args.protocol == "stsr2025":
+        scores.stsr_inputs.append((gt.array, pred.array if pred is not None else None, gt.spacing_zyx))
+    teeth = _tooth_rows(case_id, gt, pred_array) if args.protocol == "toothseg" or args.report else []
+    if args.protocol == "toothseg":
+        scores.rows.extend(teeth)
+    if args.report:
+        scores.tooth_rows.extend(teeth)
+        scores.views.append(_case_view(case_id, gt, pred_array, teeth))
+    for name, predictions in compared.items():
+        other = predictions.get(case_id)
+        other_array = None
+        if other is None or not Path(other).exists():
+            scores.problems.append({"case": case_id, "problem": f"[{name}] no prediction (counted as empty)"})
+        else:
+            try:
+                other_array = _load(Path(other), gt, args.strict).array
+            except ToothSegError as exc:
+                scores.problems.append({"case": case_id, "problem": f"[{name}] {exc} (counted as empty)"})
+        scores.other_rows[name] += _tooth_rows(case_id, gt, np.zeros_like(gt.array) if other_array is None
+                                               else other_array)
+
+
+def _summary(protocol: str, scores: _Scores) -> dict:
+    """The protocol's aggregate (STSR 2025 also replaces the rows by its per-case table)."""
+    import numpy as np
+
+    from ..core.metrics.protocols import aggregate_sts2024, stsr2025_cases
+
+    if protocol == "sts2024":
+        return aggregate_sts2024([{k: v for k, v in r.items() if k != "case"} for r in scores.rows])
+    if protocol == "stsr2025":
+        summary = stsr2025_cases(scores.stsr_inputs)
+        scores.rows = [dict(case=i, **c) for i, c in enumerate(summary.pop("cases"))]
+        return summary
+    values = [r["dice"] for r in scores.rows if r["in_gt"]]
+    return {"mean_dice": float(np.nanmean(values)) if values else math.nan, "teeth": len(values)}
+
+
+def _write_outputs(args: argparse.Namespace, summary: dict, scores: _Scores) -> None:
+    """--json, --csv and --report, each written atomically."""
+    from ..core.io.atomic import atomic_write_text
+
+    output = {"protocol": args.protocol, **summary, "cases": scores.rows, "problems": scores.problems}
     if args.json:
-        atomic_write_text(args.json, text)
+        atomic_write_text(args.json, json.dumps(output, indent=1, default=float))
     if args.csv:  # written even when no tooth was found anywhere, so that no earlier table is left in its place
         table = io.StringIO()  # through csv: a case ID may hold a comma
-        columns = list(rows[0]) if rows else ["case", "label"]
+        columns = list(scores.rows[0]) if scores.rows else ["case", "label"]
         writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(scores.rows)
         atomic_write_text(args.csv, table.getvalue())
     if args.report:
         from ..evaluation_report import ReportData, write_report
 
-        page = write_report(ReportData(args.protocol, summary, tooth_rows, views, problems, _method_name(args),
-                                       other_rows),
+        page = write_report(ReportData(args.protocol, summary, scores.tooth_rows, scores.views, scores.problems,
+                                       _method_name(args), scores.other_rows),
                             args.report, note=args.report_note or "")
         print(f"report: {page}")
-    for key, value in summary.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    if problems:
-        print(f"problems ({len(problems)}):")
-    for problem in problems:
-        print(f"  {problem['case']}: {problem['problem']}")
-    return 0
 
 
 def add_evaluate_parser(sub, common: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ __all__ = ["add_train_parser", "cmd_train"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train.config import load_recipe
+    from ..train.config.loader import load_recipe
     from ..train.engine.pipeline import run_recipe
 
     logging.getLogger("toothseg.train").setLevel(logging.INFO)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from ..errors import OutputWriteError
 from ..io.atomic import atomic_output
@@ -27,12 +28,12 @@ def _load_opengl_backend() -> None:
     """Register VTK's OpenGL classes; must run before any renderer, mapper or actor is made."""
     if not os.environ.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in os.environ:
         os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"  # no X server: skip the X attempt
-    import vtkmodules.vtkRenderingFreeType  # noqa: F401  (text)
-    import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
+    import vtkmodules.vtkRenderingFreeType  # noqa: PLC0415, F401  (text)
+    import vtkmodules.vtkRenderingOpenGL2  # noqa: PLC0415, F401
 
 
 def _offscreen_window(width: int, height: int):
-    from vtkmodules.vtkRenderingCore import vtkRenderWindow
+    from vtkmodules.vtkRenderingCore import vtkRenderWindow  # noqa: PLC0415 (offscreen rendering, loaded only to draw)
 
     window = vtkRenderWindow()
     window.SetOffScreenRendering(1)
@@ -50,8 +51,8 @@ def render_teeth_rgb(labels: Volume, table: LabelTable, values: list[int] | None
     the picture, as in a clinical frontal view.
     """
     _load_opengl_backend()
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkRenderingCore import (
+    from vtkmodules.util.numpy_support import vtk_to_numpy  # noqa: PLC0415 (offscreen rendering, loaded only to draw)
+    from vtkmodules.vtkRenderingCore import (  # noqa: PLC0415 (offscreen rendering, loaded only to draw)
         vtkActor,
         vtkPolyDataMapper,
         vtkRenderer,
@@ -111,8 +112,6 @@ def render_teeth_rgb(labels: Volume, table: LabelTable, values: list[int] | None
 
 def write_rgb_png(pixels: np.ndarray, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
     """Write an ``(H, W, 3)`` uint8 picture as PNG, atomically."""
-    import SimpleITK as sitk
-
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 picture, got {pixels.shape} {pixels.dtype}")
     path = Path(path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError, OutputWriteError
 from ..io.atomic import TEMP_PREFIX, atomic_output, make_output_folder
@@ -82,8 +83,8 @@ class ExportedSurface:
 
 def _vtk_image(mask: np.ndarray, offset_ijk: tuple[int, int, int]):
     """vtkImageData in index units whose points are the voxel centres of ``mask`` (z, y, x)."""
-    from vtkmodules.util import numpy_support
-    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.util import numpy_support  # noqa: PLC0415 (vtk: toothseg.core loads without it)
+    from vtkmodules.vtkCommonDataModel import vtkImageData  # noqa: PLC0415 (vtk: toothseg.core loads without it)
 
     image = vtkImageData()
     z, y, x = mask.shape
@@ -104,8 +105,6 @@ def _index_to_output_matrix(volume: Volume, system: CoordinateSystem) -> np.ndar
 
 def label_boxes(labels: np.ndarray) -> list[tuple[slice, ...] | None]:
     """Bounding box (z, y, x slices) of every label value, in one pass: ``boxes[value - 1]``."""
-    from scipy import ndimage
-
     return ndimage.find_objects(labels.astype(np.int64, copy=False) if labels.dtype.kind != "u" else labels)
 
 
@@ -118,16 +117,16 @@ def label_surface(volume: Volume, value: int, options: SurfaceOptions = SurfaceO
 
     Returns None when the label is absent.
     """
-    from vtkmodules.vtkCommonMath import vtkMatrix4x4
-    from vtkmodules.vtkCommonTransforms import vtkTransform
-    from vtkmodules.vtkFiltersCore import (
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4  # noqa: PLC0415 (vtk: toothseg.core loads without it)
+    from vtkmodules.vtkCommonTransforms import vtkTransform  # noqa: PLC0415 (vtk: toothseg.core loads without it)
+    from vtkmodules.vtkFiltersCore import (  # noqa: PLC0415 (vtk: toothseg.core loads without it)
         vtkFlyingEdges3D,
         vtkPolyDataNormals,
         vtkQuadricDecimation,
         vtkTriangleFilter,
         vtkWindowedSincPolyDataFilter,
     )
-    from vtkmodules.vtkFiltersGeneral import vtkTransformFilter
+    from vtkmodules.vtkFiltersGeneral import vtkTransformFilter  # noqa: PLC0415 (vtk: toothseg.core loads without it)
 
     if box is None:
         boxes = label_boxes(volume.array)
@@ -192,8 +191,8 @@ def label_surface(volume: Volume, value: int, options: SurfaceOptions = SurfaceO
 
 def surface_stats(poly) -> tuple[float, tuple[float, float, float], bool, int]:
     """Enclosed volume (mm³), volume centroid, watertight+manifold flag, triangle count."""
-    from vtkmodules.util import numpy_support
-    from vtkmodules.vtkFiltersCore import vtkFeatureEdges, vtkMassProperties, vtkTriangleFilter
+    from vtkmodules.util import numpy_support  # noqa: PLC0415 (vtk: toothseg.core loads without it)
+    from vtkmodules.vtkFiltersCore import vtkFeatureEdges, vtkMassProperties, vtkTriangleFilter  # noqa: PLC0415 (vtk: toothseg.core loads without it)
 
     triangles = vtkTriangleFilter()
     triangles.SetInputData(poly)
@@ -221,7 +220,7 @@ def surface_stats(poly) -> tuple[float, tuple[float, float, float], bool, int]:
 
 
 def _write_poly(poly, path: Path, file_format: str, header: str, overwrite: bool) -> None:
-    from vtkmodules.vtkIOGeometry import vtkOBJWriter, vtkSTLWriter
+    from vtkmodules.vtkIOGeometry import vtkOBJWriter, vtkSTLWriter  # noqa: PLC0415 (vtk: toothseg.core loads without it)
 
     with atomic_output(path, overwrite=overwrite) as tmp:
         if file_format == "stl":
@@ -257,7 +256,7 @@ def export_surfaces(labels: Volume, table: LabelTable, out_dir: str | os.PathLik
     Returns:
         One record per exported label, with the checks a user may want to see.
     """
-    from vtkmodules.vtkFiltersCore import vtkAppendPolyData
+    from vtkmodules.vtkFiltersCore import vtkAppendPolyData  # noqa: PLC0415 (vtk: toothseg.core loads without it)
 
     if labels.shape[0] < 2 and labels.is_2d:
         raise InputError("a 2D label map has no volume to turn into surfaces")

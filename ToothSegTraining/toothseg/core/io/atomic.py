@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,8 +205,6 @@ def leftover_temporaries(folder: str | os.PathLike[str], older_than_s: float = 3
     A folder counts only when nothing in it changed for ``older_than_s`` seconds, so that a
     write still in progress (a large scan being copied) is not mistaken for debris.
     """
-    import time
-
     limit = time.time() - older_than_s
     found = []
     for tmp in Path(folder).rglob(TEMP_PREFIX + "*"):

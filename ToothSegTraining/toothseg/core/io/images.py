@@ -11,16 +11,22 @@ Outputs: NIfTI, NRRD, MetaImage, and PNG for 2D label maps; geometry is kept exa
 from __future__ import annotations
 
 import concurrent.futures
-
+import gzip
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
+import SimpleITK as sitk
+from PIL import Image
 
 from ..errors import InputError, OutputWriteError
 from ..volume import Volume, VolumeKind
 from .atomic import atomic_output
+from .segmentation import read_segmentation
 
 __all__ = [
     "read_volume",
@@ -79,8 +85,6 @@ def input_kind(path: str | os.PathLike[str]) -> str:
     headers only: a 2D file, a volume of one slice (Slicer saves X-rays as such NRRDs) or a DICOM
     folder whose series is one single-frame image is 2D; HDF5 crops are scans. Picks the default model
     before the image is read."""
-    import SimpleITK as sitk
-
     fmt = file_format(path)
     if fmt == "2d":
         return "2d"
@@ -115,8 +119,6 @@ def _first_line(exc: BaseException) -> str:
 def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") -> Volume:
     """Wrap a SimpleITK image (2D or 3D, scalar) as a Volume; colour 2D images become grey (marked in
     ``metadata["colour"]`` when the channels differ)."""
-    import SimpleITK as sitk
-
     dimension = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()
     coloured = False  # channels that differ: a colour image, not grey stored as RGB
@@ -158,8 +160,6 @@ def volume_from_sitk(image, kind: VolumeKind | None = None, source: str = "") ->
 
 def volume_to_sitk(volume: Volume, as_2d: bool = False):
     """SimpleITK image with the Volume's voxels and geometry (2D when ``as_2d`` and one slice)."""
-    import SimpleITK as sitk
-
     array = volume.array
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
@@ -180,8 +180,6 @@ def volume_to_sitk(volume: Volume, as_2d: bool = False):
 
 def _largest_dicom_series(folder: Path) -> tuple[str, tuple[str, ...], int]:
     """(UID, sorted files, number of series) of the DICOM series in ``folder`` with the most files."""
-    import SimpleITK as sitk
-
     reader = sitk.ImageSeriesReader()
     try:
         series_ids = reader.GetGDCMSeriesIDs(str(folder))
@@ -225,8 +223,6 @@ def _check_slice_spacing(folder: Path, reader, image) -> None:
 def holds_dicom_series(folder: str | os.PathLike[str]) -> bool:
     """Whether GDCM finds a DICOM series directly in ``folder``: a batch of cases leaves other
     sub-folders (notes, results, empty ones) out instead of failing on them."""
-    import SimpleITK as sitk
-
     try:
         return bool(sitk.ImageSeriesReader().GetGDCMSeriesIDs(str(folder)))
     except RuntimeError:
@@ -235,8 +231,6 @@ def holds_dicom_series(folder: str | os.PathLike[str]) -> bool:
 
 def read_dicom_series(folder: str | os.PathLike[str]) -> Volume:
     """Read the largest DICOM series in ``folder`` (GDCM sorts slices by image position)."""
-    import SimpleITK as sitk
-
     folder = Path(folder)
     series_id, files, count = _largest_dicom_series(folder)
     if count > 1:
@@ -266,8 +260,6 @@ def read_h5(path: str | os.PathLike[str], key: str = "image") -> Volume:
     ``(z, y, x)``. Optional attributes ``spacing``/``origin`` (x, y, z) on the dataset or the
     file are used when present, otherwise 1 mm and the origin 0 are assumed (with a warning).
     """
-    import h5py
-
     path = Path(path)
     try:
         with h5py.File(path, "r") as handle:
@@ -292,9 +284,6 @@ def read_h5(path: str | os.PathLike[str], key: str = "image") -> Volume:
 def _scan_nifti(path: Path) -> tuple[bytes, int]:
     """(first 352 bytes, total decompressed length) of a NIfTI file; ``.nii.gz`` is decompressed as
     a stream, which verifies the gzip CRC and length. Raises InputError on a corrupt stream."""
-    import gzip
-    import zlib
-
     try:
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as handle:
@@ -312,8 +301,6 @@ def _scan_nifti(path: Path) -> tuple[bytes, int]:
 def _check_nifti_complete(path: Path, image, scan: tuple[bytes, int]) -> None:
     """ITK reads a truncated NIfTI without complaint (missing voxels become 0): check it here,
     from the header and length found by :func:`_scan_nifti`."""
-    import struct
-
     header, total = scan
     expected = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel() * \
         image.GetSizeOfPixelComponent()
@@ -335,8 +322,6 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
     Raises:
         InputError: missing, truncated, corrupt or unsupported input (one readable line).
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -346,8 +331,6 @@ def read_volume(path: str | os.PathLike[str], key: str = "image") -> Volume:
     elif fmt == "h5":
         volume = read_h5(path, key)
     elif fmt == "seg.nrrd":
-        from .segmentation import read_segmentation
-
         volume = read_segmentation(path).labels
     else:
         if path.stat().st_size == 0:
@@ -380,9 +363,6 @@ def _read_grey_alpha_png(path: Path):
     reader refuses ("Unknown PixelType"), read with Pillow (VTK's PNG reader would crash the process on
     a truncated file); ``None`` for any other PNG, or one Pillow cannot read either. Pixels are 1 mm, as
     SimpleITK gives every PNG."""
-    import SimpleITK as sitk
-    from PIL import Image
-
     try:
         with Image.open(path) as png:
             if png.format != "PNG" or png.mode != "LA":
@@ -397,8 +377,6 @@ def _png_palette_indices(path: Path) -> np.ndarray | None:
     """The pixel indices of an indexed-colour (palette) PNG, the way many labelling tools store label
     maps (the index is the label, the palette only shows it); ``None`` for any other file. SimpleITK
     expands the palette to RGB, which would lose the labels."""
-    from PIL import Image
-
     if _suffix(path) != ".png":
         return None
     try:
@@ -457,8 +435,6 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], overwrite: bool =
     Raises:
         OutputExistsError, OutputWriteError, InputError (format cannot hold the data).
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     suffix = _suffix(path)
     check_writable_suffix(path)

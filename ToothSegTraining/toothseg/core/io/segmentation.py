@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import slicerio
+from scipy import ndimage
 
 from ..errors import GeometryMismatchError, InputError, OutputWriteError
 from ..labels import LabelInfo, LabelTable, fdi_of_segment_name, is_fdi_tooth
@@ -43,8 +45,6 @@ class Segmentation:
 
 def segment_dicts(labels: np.ndarray, table: LabelTable, values: list[int]) -> list[dict]:
     """slicerio segment records (name, colour, terminology, value, extent) for ``values``."""
-    from scipy import ndimage
-
     segments = []
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False))
     for value in values:
@@ -88,8 +88,6 @@ def write_segmentation(labels: Volume, table: LabelTable, path: str | os.PathLik
         LabelError: the map has values the table does not define.
         OutputExistsError, OutputWriteError.
     """
-    import slicerio
-
     path = Path(path)
     if not path.name.lower().endswith(".seg.nrrd"):
         raise InputError(f"{path}: a Slicer segmentation file name must end with .seg.nrrd")
@@ -216,8 +214,6 @@ def read_segmentation(path: str | os.PathLike[str], reference: Volume | None = N
         InputError: unreadable, truncated or not a segmentation file.
         GeometryMismatchError: the segmentation does not lie on the reference grid.
     """
-    import slicerio
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")

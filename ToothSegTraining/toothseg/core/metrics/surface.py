@@ -12,9 +12,11 @@ Empty masks: both empty → NSD 1, HD95/ASD 0; exactly one empty → NSD 0, HD95
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["crop_to_union", "surface_metrics", "normalized_surface_dice"]
 
@@ -36,7 +38,7 @@ def crop_to_union(a: np.ndarray, b: np.ndarray, margin: int = 3) -> tuple[np.nda
 
 
 def _onehot(mask: np.ndarray):
-    import torch
+    import torch  # noqa: PLC0415 (torch: the GUI's pool ranking loads metrics without it)
 
     t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None]
     return torch.cat([1 - t, t], dim=1)
@@ -48,7 +50,7 @@ _TABLES: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
 def _area_table(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(surfel area per 2x2x2 neighbourhood code, encoding kernel) — the DeepMind tables, via MONAI."""
     if spacing not in _TABLES:
-        from monai.metrics.utils import get_code_to_measure_table
+        from monai.metrics.utils import get_code_to_measure_table  # noqa: PLC0415 (torch: the GUI's pool ranking loads metrics without it)
 
         table, kernel = get_code_to_measure_table(spacing)
         _TABLES[spacing] = (table.cpu().numpy().astype(np.float64), kernel.cpu().numpy().reshape((2,) * len(spacing)))
@@ -87,8 +89,6 @@ def normalized_surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[
     membership of a dilation of the other surface by a Euclidean ball, which equals thresholding its
     distance transform, on the bounding box of the two masks only.
     """
-    from scipy import ndimage
-
     gt, pred = np.asarray(gt, dtype=bool), np.asarray(pred, dtype=bool)  # no copy when already boolean
     if not gt.any() and not pred.any():
         return 1.0
@@ -115,8 +115,6 @@ def normalized_surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[
 def surface_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance: float = 2.0,
                     distances: bool = True) -> dict[str, float]:
     """``{"nsd", "hd95", "asd"}`` of two boolean masks; spacing in array order (z, y, x), mm."""
-    import warnings
-
     gt, pred = gt.astype(bool), pred.astype(bool)
     result = {"nsd": normalized_surface_dice(gt, pred, spacing, tolerance)}
     if not distances:
@@ -126,7 +124,7 @@ def surface_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], 
     if not gt.any() or not pred.any():
         return {**result, "hd95": math.inf, "asd": math.inf}
     g, p = crop_to_union(gt, pred, margin=2)
-    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance  # noqa: PLC0415 (torch: the GUI's pool ranking loads metrics without it)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

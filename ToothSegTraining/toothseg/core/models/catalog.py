@@ -9,6 +9,7 @@ checksum say so (``sha256: null``) rather than inventing one.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, OutputExistsError
-from ..resources import resources_dir
 from ..io.atomic import atomic_folder
+from ..resources import resources_dir
 from .card import ModelCard
 from .folder import CARD_FILE, read_card, verify_model_folder
 
@@ -83,7 +84,6 @@ class Catalog:
         for entry in self.entries:
             if entry.id == model_id:
                 return entry
-        import difflib
 
         close = difflib.get_close_matches(model_id, [e.id for e in self.entries], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -19,9 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..errors import InputError
 from ..io.fingerprint import sha256_file
@@ -36,11 +42,6 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     Raises:
         InputError: the file is not a torch checkpoint, or it contains pickled code/objects.
     """
-    import pickle
-
-    import numpy as np
-    import torch
-
     allowed: list[Any] = [np.dtype, np.ndarray, type(np.dtype(np.float32)), type(np.dtype(np.float64)),
                           type(np.dtype(np.int64))]
     for name in ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
@@ -74,9 +75,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -87,8 +85,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def unwrap_state_dict(data: Any, path: str | os.PathLike[str] = "checkpoint") -> dict[str, Any]:
     """The state dict inside common checkpoint wrappers, without DataParallel's ``module.``."""
-    import torch
-
     for key in ("network_weights", "state_dict", "model", "net", "model_state_dict"):
         if isinstance(data, dict) and key in data and isinstance(data[key], dict):
             data = data[key]

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save_file
+
 from ..errors import InputError, OutputExistsError
 from ..io.atomic import atomic_folder, atomic_output, atomic_write_text
+from ..networks.build import build_network, get_spec
 from ..volume import Volume
-from .card import ModelCard
+from .card import ModelCard, check_model_id
 from .checkpoints import check_state_dict_fits, read_state_dict, sha256_file
 
 __all__ = ["LoadedModel", "save_model_folder", "load_model_folder", "read_card", "verify_model_folder",
@@ -58,10 +61,6 @@ def read_card(folder: str | os.PathLike[str]) -> ModelCard:
 
 def save_model_folder(network, card: ModelCard, folder: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``weights.safetensors`` then ``model.json`` (with the weights' SHA-256) into ``folder``."""
-    from safetensors.torch import save_file
-
-    from ..networks.build import get_spec
-
     get_spec(card.architecture)
     folder = Path(folder)
     if (folder / CARD_FILE).exists() and not overwrite:
@@ -80,8 +79,6 @@ def save_model_folder(network, card: ModelCard, folder: str | os.PathLike[str], 
 
 
 def _build(card: ModelCard):
-    from ..networks.build import build_network, get_spec
-
     spec = get_spec(card.architecture)
     if card.spatial_dims not in spec.dims:
         raise InputError(f"model card says {card.spatial_dims}D but '{card.architecture}' is {spec.dims}D only")
@@ -177,10 +174,6 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
     source's ID in ``provenance.packed_from``. The copy is built beside ``destination`` and renamed
     into place.
     """
-    from safetensors.torch import save_file
-
-    from .card import check_model_id
-
     source, destination = Path(source), Path(destination)
     if new_id is not None:
         check_model_id(new_id, "--id")

@@ -26,7 +26,7 @@ __all__ = ["Mamba2", "ssd_chunked", "segment_sum", "mamba_ssm_available"]
 
 def mamba_ssm_available() -> bool:
     try:
-        import mamba_ssm.ops.triton.ssd_combined  # noqa: F401
+        import mamba_ssm.ops.triton.ssd_combined  # noqa: PLC0415, F401
     except Exception:  # ImportError, or a broken CUDA/Triton install
         return False
     return True
@@ -149,7 +149,7 @@ class Mamba2(nn.Module):
         dt = F.softplus(dt + self.dt_bias)
         A = -torch.exp(self.A_log.float())
         if self.use_kernels and u.is_cuda and mamba_ssm_available():
-            from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+            from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: PLC0415 (optional CUDA kernels)
 
             y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=self.chunk_size, D=None)
         else:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from ..errors import InputError, OutputExistsError, OutputWriteError
 from ..io.atomic import atomic_output, atomic_write_text
@@ -223,8 +224,6 @@ class CasePool:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PoolState]:
         """Hold the lock, yield the current state, write it back atomically if the block succeeds."""
-        from filelock import FileLock, Timeout
-
 
         lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
         try:

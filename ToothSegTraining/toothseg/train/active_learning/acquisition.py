@@ -11,7 +11,9 @@ import itertools
 import numpy as np
 
 from ...core.errors import InputError
+from ...core.inference.predictor import Predictor
 from ...core.pool.ranking import disagreement
+from ...core.preprocessing import to_canonical
 from ...core.volume import Volume
 
 __all__ = ["tta_disagreement", "ensemble_disagreement"]
@@ -22,8 +24,6 @@ def tta_disagreement(predictor, volume: Volume, labels: Volume | None = None) ->
 
     ``labels``: the predictor's own prediction of ``volume`` (without TTA) when the caller has it,
     so that only the mirrored scan is predicted here."""
-    from ...core.preprocessing import to_canonical  # torch: only where predictions run
-
     table = predictor.table
     canonical, _ = to_canonical(volume)
     plain = to_canonical(labels)[0].array if labels is not None else predictor.predict(canonical).labels.array
@@ -35,8 +35,6 @@ def tta_disagreement(predictor, volume: Volume, labels: Volume | None = None) ->
 
 def ensemble_disagreement(model, volume: Volume, options) -> dict[int, float]:
     """Mean pairwise per-tooth disagreement between the members of an ensemble model folder."""
-    from ...core.inference.predictor import Predictor
-
     members = [m for role, m in getattr(model, "members", []) if role == "ensemble"]
     if len(members) < 2:
         raise InputError(f"model {model.card.id!r} is not an ensemble; the 'ensemble' strategy needs a model "

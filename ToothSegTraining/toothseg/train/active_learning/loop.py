@@ -20,16 +20,31 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
 from ...core.errors import CancelledError, InputError, LabelError, ToothSegError
-from ...core.progress import CancelToken, Progress
+from ...core.inference.predictor import InferenceOptions, Predictor
+from ...core.io.atomic import atomic_folder, atomic_write_text
+from ...core.io.fingerprint import fingerprint
+from ...core.io.images import file_format, read_label_map, read_volume, write_volume
+from ...core.labels import label_table_named
+from ...core.metrics.overlap import mean_dice
+from ...core.models.catalog import load_catalog
+from ...core.models.card import ModelCard
+from ...core.models.folder import read_card, save_model_folder, verify_model_folder
 from ...core.pool.ranking import SCORED_STRATEGIES, case_score
 from ...core.pool.store import CasePool, ModelVersion, now_iso
+from ...core.progress import CancelToken, Progress
+from ..config import stage_data
+from ..config.loader import load_recipe, setting
+from ..data.cases import Case, write_manifest
+from ..data.dataset import IGNORE, class_values_for
+from ..engine.pipeline import run_recipe
 from .acquisition import ensemble_disagreement, tta_disagreement
 
 __all__ = ["PredictSummary", "FinetuneResult", "predict_pool", "finetune_pool", "resolve_model",
@@ -57,8 +72,6 @@ class FinetuneResult:
 def resolve_model(pool: CasePool, model: str | None, input_kind: str) -> tuple[Path, str]:
     """(model folder, name recorded in the manifest): ``model``, else the pool's current model, else
     the catalogue default for the pool's kind of image."""
-    from ...core.models.catalog import load_catalog
-
     catalog = load_catalog()
     chosen = model or pool.read().current_model
     if chosen:
@@ -75,10 +88,6 @@ def resolve_model(pool: CasePool, model: str | None, input_kind: str) -> tuple[P
 def _kind_of(pool: CasePool) -> str:
     """``2d`` or ``3d``, from the first image's file type (PNG/JPEG are panoramic X-rays), or — for a
     NIfTI/NRRD that may hold a one-slice X-ray — from its header alone."""
-    import SimpleITK as sitk
-
-    from ...core.io.images import file_format
-
     for record in pool.read().cases.values():
         path = pool.path(record.image)
         if path is None or not path.exists():
@@ -102,10 +111,6 @@ def predict_pool(pool: CasePool, model: str | None = None, device: str = "auto",
     A case already predicted by the same model with every requested score is skipped (unless
     ``redo``); a case whose image is missing or unreadable is reported and the others go on.
     """
-    from ...core.inference.predictor import InferenceOptions, Predictor
-    from ...core.io.fingerprint import fingerprint
-    from ...core.io.images import read_volume, write_volume
-
     unknown = [s for s in scores if s not in SCORED_STRATEGIES]
     if unknown:
         raise InputError(f"unknown score {unknown[0]!r} (choose from {', '.join(SCORED_STRATEGIES)})")
@@ -193,10 +198,6 @@ def holdout_cases(corrected: Sequence[str], already: Sequence[str], share: float
 
 
 def _mean_tooth_dice(folder: Path, cases: list[tuple[str, Path, Path]], device: str) -> dict[str, Any]:
-    from ...core.inference.predictor import InferenceOptions, Predictor
-    from ...core.io.images import read_label_map, read_volume
-    from ...core.metrics.overlap import mean_dice
-
     predictor = Predictor(folder, InferenceOptions(device=device, tta=False, numbering_checks=False))
     per_case = {}
     for case_id, image, label in cases:
@@ -213,9 +214,6 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
     """Recipe overrides that rebuild the parent's network exactly (architecture, classes, label table,
     spacing, patch, intensities, mirror axes), and the folder whose weights start the run — for a
     coarse-to-fine cascade its fine member (the coarse one is kept as it is)."""
-    from ...core.models.folder import read_card
-    from ..config import setting
-
     card = read_card(parent)
     roles = {m["role"]: m["path"] for m in card.members}
     if card.members and set(roles) != {"coarse", "fine"}:
@@ -239,8 +237,6 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
 def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None:
     """The new version folder: the trained model, or — for a cascade parent — the parent's coarse
     member with the newly trained fine member under the parent's top-level card."""
-    from ...core.models.folder import read_card, save_model_folder
-
     top = read_card(parent) if parent is not None else None
     if top is None or not top.members:
         shutil.copytree(trained, staging, dirs_exist_ok=True)
@@ -252,6 +248,31 @@ def _assemble_version(trained: Path, parent: Path | None, staging: Path) -> None
     fine = read_card(staging / "fine")
     top.id, top.metrics, top.provenance = fine.id, fine.metrics, fine.provenance
     save_model_folder(None, top, staging, overwrite=True)
+
+
+@dataclass
+class FinetuneRun:
+    """A fine-tuning run as the pool records it while it trains (``pool.json``'s ``training``), so that
+    an interrupted run resumes with its own case lists, recipe and settings."""
+
+    version: str  # v001, v002, …
+    run: str  # its folder in the pool: runs/<version>
+    recipe: str  # absolute path of the recipe
+    parent: str | None  # the model fine-tuned (as the manifest names it); None: from scratch
+    parent_folder: str | None
+    train: list[str]
+    holdout: list[str]
+    overrides: list[str] = field(default_factory=list)
+    current_folder: str | None = None  # the pool's model when the run started: the judge (older runs: none)
+    started: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FinetuneRun:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_from: str | None = None,
@@ -268,123 +289,32 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
     An interrupted run resumes with its own settings; ``restart`` discards it instead. Corrected cases
     whose image is missing, or has changed since their labels were accepted, are left out (warned).
 
+    Steps: plan (or resume) the run, train, publish the version folder, judge it against the current
+    model on the held-out corrected cases, commit it to the pool (promoted if it is no worse).
+
     Raises:
         InputError: fewer than one training case, a recipe that does not fit the pool, a corrected
             label map with values the network has no class for (before anything is recorded), …
         CancelledError: interrupted (the run resumes on the next call).
     """
-    from ...core.models.folder import read_card, verify_model_folder
-    from ..data.cases import Case, write_manifest
-    from ..engine.pipeline import run_recipe
-
     state = pool.read()
-    missing = set(pool.missing_images(state))
     if state.training and restart:  # discard the interrupted run (its folder too) and start afresh
         shutil.rmtree(pool.folder / state.training["run"], ignore_errors=True)
         with pool.transaction() as fresh:
             fresh.training = None
         state = pool.read()
-    if state.training:  # resume the interrupted run with its own case lists, recipe and overrides
-        run = dict(state.training)
-        changed_recipe = recipe_path is not None and str(Path(recipe_path).resolve()) != run["recipe"]
-        if changed_recipe or (overrides and list(overrides) != run["overrides"]):
-            log.warning("resuming fine-tuning %s with the recipe and settings it started with; "
-                        "the ones given now are ignored (--restart discards it)", run["version"])
-        recipe, raw = _load_run_recipe(pool, run)
+    if state.training:
+        run, recipe, raw = _resume_run(pool, FinetuneRun.from_record(state.training), recipe_path, overrides)
     else:
-        changed = pool.changed_labeled_images(state)
-        left_out = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id in missing)
-        if left_out or changed:
-            log.warning("left out of fine-tuning: %s", "; ".join(
-                ([f"image missing: {', '.join(left_out)}"] if left_out else [])
-                + ([f"image changed since its labels were accepted (labels of another scan): {', '.join(changed)}"]
-                   if changed else [])))
-        missing |= set(changed)
-        corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
-        holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout], holdout_share) \
-            if holdout_share > 0 else []
-        train = [c for c in corrected if c not in holdout]
-        if not train:
-            raise InputError(f"{pool.folder}: no corrected case to train on (accept corrections first"
-                             + (f"; {len(holdout)} held out for judging" if holdout else "") + ")")
-        number = len(state.versions) + 1
-        while (pool.folder / "runs" / f"v{number:03d}").exists():
-            number += 1
-        version = f"v{number:03d}"
-        if from_scratch and start_from:
-            raise InputError("start from a model or from scratch, not both")
-        kind = _kind_of(pool)
-        parent_folder, parent = (None, None) if from_scratch else resolve_model(pool, start_from, kind)
-        try:  # the judge: what the pool predicts with now (a from-scratch run needs none to train)
-            current_folder: Path | None = resolve_model(pool, None, kind)[0]
-        except InputError:
-            if not from_scratch:
-                raise
-            current_folder = None
-        run = {"version": version, "run": f"runs/{version}",
-               "recipe": str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
-               "parent": parent, "parent_folder": str(parent_folder) if parent_folder else None,
-               "current_folder": str(current_folder) if current_folder else None,
-               "train": train, "holdout": holdout, "overrides": list(overrides), "started": now_iso()}
-        run_dir = pool.folder / run["run"]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            write_manifest(run_dir / "labeled.json", [Case(c, pool.path(state.cases[c].image),
-                                                           pool.path(state.cases[c].label)) for c in train])
-            unlabeled = [c for c in state.cases.values() if c.status != "corrected" and c.id not in missing]
-            if unlabeled:
-                write_manifest(run_dir / "unlabeled.json", [Case(c.id, pool.path(c.image)) for c in unlabeled])
-            if holdout:
-                write_manifest(run_dir / "holdout.json", [Case(c, pool.path(state.cases[c].image),
-                                                               pool.path(state.cases[c].label)) for c in holdout])
-            recipe, raw = _load_run_recipe(pool, run)  # a bad recipe or parent fails here, before it is recorded
-            _check_corrected_labels(pool, state, train + holdout, recipe)
-        except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        with pool.transaction() as fresh:
-            for case_id in holdout:
-                fresh.cases[case_id].holdout = True
-            fresh.training = run
-    run_dir = pool.folder / run["run"]
-    parent_folder = Path(run["parent_folder"]) if run["parent_folder"] else None
-    result = run_recipe(recipe, raw, output=run_dir / "training", device=device, quiet=quiet, progress=progress,
-                        token=token)
+        run, recipe, raw = _plan_run(pool, state, recipe_path, start_from, overrides, holdout_share, from_scratch)
+    result = run_recipe(recipe, raw, output=pool.folder / run.run / "training", device=device, quiet=quiet,
+                        progress=progress, token=token)
     if result.interrupted or result.model is None:
-        raise CancelledError(f"fine-tuning {run['version']} was interrupted; run the command again to resume")
-    # the new version folder, with provenance, staged then renamed into place
-    target = pool.folder / "models" / run["version"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from ...core.io.atomic import atomic_folder, atomic_write_text
-
-    with atomic_folder(target, overwrite=True) as staging:
-        _assemble_version(result.model, parent_folder, staging)
-        card = read_card(staging)
-        card.name = f"{card.name or recipe.name} ({pool.folder.name} {run['version']})"
-        card.provenance = {**card.provenance, "active_learning": {
-            "pool": str(pool.folder.resolve()), "version": run["version"], "parent": run["parent"],
-            "recipe": run["recipe"], "trained_on": run["train"], "held_out": run["holdout"], "finished": now_iso()}}
-        atomic_write_text(staging / "model.json", card.to_json() + "\n")
-        verify_model_folder(staging)
-    # judge against the current model on the held-out corrected cases
-    report: dict[str, Any] = {"held_out": run["holdout"]}
-    held = [(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label)) for c in run["holdout"]
-            if c in state.cases and state.cases[c].label]
-    promoted, note = False, ""
-    judge = run.get("current_folder") or run["parent_folder"]  # runs recorded before "current_folder" existed
-    if held and judge:
-        report["new"] = _mean_tooth_dice(target, held, device)  # type: ignore[arg-type]
-        report["current"] = _mean_tooth_dice(Path(judge), held, device)  # type: ignore[arg-type]
-        new, old = report["new"]["mean_tooth_dice"], report["current"]["mean_tooth_dice"]
-        promoted = new is not None and (old is None or new >= old)
-        note = f"held-out mean tooth Dice {new} vs current {old}: " + ("promoted" if promoted else "not promoted")
-    else:
-        note = "no held-out corrected cases to judge it against the current model: kept, not promoted"
-    version = ModelVersion(run["version"], pool.relative(target), card.id, run["parent"], promoted, now_iso(),
-                           report, note)
+        raise CancelledError(f"fine-tuning {run.version} was interrupted; run the command again to resume")
+    target, card = _publish_version(pool, run, result.model, recipe.name)
+    promoted, note, report = _judge_version(pool, state, run, target, device)
+    version = ModelVersion(run.version, pool.relative(target), card.id, run.parent, promoted, now_iso(), report, note)
     if register:
-        from ...core.models.catalog import load_catalog
-
         try:
             load_catalog().add_folder(target, overwrite=True)
         except ToothSegError as exc:  # the version still exists in the pool
@@ -397,15 +327,119 @@ def finetune_pool(pool: CasePool, recipe_path: str | Path | None = None, start_f
     return FinetuneResult(version, target, report)
 
 
+def _resume_run(pool: CasePool, run: FinetuneRun, recipe_path: str | Path | None, overrides: Sequence[str]):
+    """The interrupted run with its own case lists, recipe and overrides (those given now are ignored)."""
+    changed_recipe = recipe_path is not None and str(Path(recipe_path).resolve()) != run.recipe
+    if changed_recipe or (overrides and list(overrides) != run.overrides):
+        log.warning("resuming fine-tuning %s with the recipe and settings it started with; "
+                    "the ones given now are ignored (--restart discards it)", run.version)
+    recipe, raw = _load_run_recipe(pool, run)
+    return run, recipe, raw
+
+
+def _plan_run(pool: CasePool, state, recipe_path: str | Path | None, start_from: str | None,
+              overrides: Sequence[str], holdout_share: float, from_scratch: bool):
+    """A new run: its cases (training, held out, unlabeled), parent and judge, manifests and recipe, all
+    checked, then recorded in the pool; a bad recipe, parent or label map fails before anything is recorded."""
+    missing = set(pool.missing_images(state))
+    changed = pool.changed_labeled_images(state)
+    left_out = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id in missing)
+    if left_out or changed:
+        log.warning("left out of fine-tuning: %s", "; ".join(
+            ([f"image missing: {', '.join(left_out)}"] if left_out else [])
+            + ([f"image changed since its labels were accepted (labels of another scan): {', '.join(changed)}"]
+               if changed else [])))
+    missing |= set(changed)
+    corrected = sorted(c.id for c in state.cases.values() if c.status == "corrected" and c.id not in missing)
+    holdout = holdout_cases(corrected, [c.id for c in state.cases.values() if c.holdout], holdout_share) \
+        if holdout_share > 0 else []
+    train = [c for c in corrected if c not in holdout]
+    if not train:
+        raise InputError(f"{pool.folder}: no corrected case to train on (accept corrections first"
+                         + (f"; {len(holdout)} held out for judging" if holdout else "") + ")")
+    if from_scratch and start_from:
+        raise InputError("start from a model or from scratch, not both")
+    kind = _kind_of(pool)
+    parent_folder, parent = (None, None) if from_scratch else resolve_model(pool, start_from, kind)
+    try:  # the judge: what the pool predicts with now (a from-scratch run needs none to train)
+        current_folder: Path | None = resolve_model(pool, None, kind)[0]
+    except InputError:
+        if not from_scratch:
+            raise
+        current_folder = None
+    version = _next_version(pool, state)
+    run = FinetuneRun(version=version, run=f"runs/{version}", recipe=str(Path(recipe_path or DEFAULT_RECIPE).resolve()),
+                      parent=parent, parent_folder=str(parent_folder) if parent_folder else None, train=train,
+                      holdout=holdout, overrides=list(overrides),
+                      current_folder=str(current_folder) if current_folder else None, started=now_iso())
+    run_dir = pool.folder / run.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        write_manifest(run_dir / "labeled.json", [Case(c, pool.path(state.cases[c].image),
+                                                       pool.path(state.cases[c].label)) for c in train])
+        unlabeled = [c for c in state.cases.values() if c.status != "corrected" and c.id not in missing]
+        if unlabeled:
+            write_manifest(run_dir / "unlabeled.json", [Case(c.id, pool.path(c.image)) for c in unlabeled])
+        if holdout:
+            write_manifest(run_dir / "holdout.json", [Case(c, pool.path(state.cases[c].image),
+                                                           pool.path(state.cases[c].label)) for c in holdout])
+        recipe, raw = _load_run_recipe(pool, run)
+        _check_corrected_labels(pool, state, train + holdout, recipe)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    with pool.transaction() as fresh:
+        for case_id in holdout:
+            fresh.cases[case_id].holdout = True
+        fresh.training = run.to_record()
+    return run, recipe, raw
+
+
+def _next_version(pool: CasePool, state) -> str:
+    number = len(state.versions) + 1
+    while (pool.folder / "runs" / f"v{number:03d}").exists():
+        number += 1
+    return f"v{number:03d}"
+
+
+def _publish_version(pool: CasePool, run: FinetuneRun, trained: Path, recipe_name: str) -> tuple[Path, ModelCard]:
+    """The new version folder (``models/<version>``), with provenance, staged then renamed into place."""
+    target = pool.folder / "models" / run.version
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(target, overwrite=True) as staging:
+        _assemble_version(trained, Path(run.parent_folder) if run.parent_folder else None, staging)
+        card = read_card(staging)
+        card.name = f"{card.name or recipe_name} ({pool.folder.name} {run.version})"
+        card.provenance = {**card.provenance, "active_learning": {
+            "pool": str(pool.folder.resolve()), "version": run.version, "parent": run.parent,
+            "recipe": run.recipe, "trained_on": run.train, "held_out": run.holdout, "finished": now_iso()}}
+        atomic_write_text(staging / "model.json", card.to_json() + "\n")
+        verify_model_folder(staging)
+    return target, card
+
+
+def _judge_version(pool: CasePool, state, run: FinetuneRun, target: Path,
+                   device: str) -> tuple[bool, str, dict[str, Any]]:
+    """(promoted, note, report): the new version against the current model on the held-out corrected
+    cases; promoted when its mean tooth Dice is no lower. Without held-out cases it is kept, not promoted."""
+    report: dict[str, Any] = {"held_out": run.holdout}
+    held = [(c, pool.path(state.cases[c].image), pool.path(state.cases[c].label)) for c in run.holdout
+            if c in state.cases and state.cases[c].label]
+    judge = run.current_folder or run.parent_folder  # runs recorded before "current_folder" existed
+    if not (held and judge):
+        return False, "no held-out corrected cases to judge it against the current model: kept, not promoted", report
+    report["new"] = _mean_tooth_dice(target, held, device)  # type: ignore[arg-type]
+    report["current"] = _mean_tooth_dice(Path(judge), held, device)  # type: ignore[arg-type]
+    new, old = report["new"]["mean_tooth_dice"], report["current"]["mean_tooth_dice"]
+    promoted = new is not None and (old is None or new >= old)
+    return promoted, f"held-out mean tooth Dice {new} vs current {old}: " + ("promoted" if promoted else
+                                                                               "not promoted"), report
+
+
 def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], recipe) -> None:
     """Refuse, before a run is recorded, corrected labels with values the network has no class for
     (a segment drawn in Slicer and never named as a tooth): found later, they would stop the training
     mid-run, and a resumed run would meet the same revision again."""
-    from ...core.io.images import read_label_map
-    from ..config import stage_data
-    from ..data.dataset import IGNORE, class_values_for
-    from ...core.labels import label_table_named
-
     config = stage_data(recipe, 0)
     if config.label_table == "binary":
         return
@@ -421,29 +455,27 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
                 f"in Slicer name the segment 'Tooth NN' and save the case again)")
 
 
-def _load_run_recipe(pool: CasePool, run: dict[str, Any]):
+def _load_run_recipe(pool: CasePool, run: FinetuneRun):
     """The recipe of a fine-tuning run: the pool's case lists, the parent's network, the run's overrides."""
-    from ..config import load_recipe, setting
-
-    run_dir = pool.folder / run["run"]
+    run_dir = pool.folder / run.run
     unlabeled = run_dir / "unlabeled.json"
     settings = ["data.source=files", setting("data.labeled", str(run_dir / "labeled.json")),
                 "data.labeled_fraction=1.0", "data.root=null",
                 setting("data.unlabeled", str(unlabeled) if unlabeled.exists() else None),
-                setting("data.validation", str(run_dir / "holdout.json") if run["holdout"] else None),
-                f"export.id={_version_id(pool, run)}", *run["overrides"]]
-    if run["parent_folder"]:
-        derived, trained_from = _parent_settings(Path(run["parent_folder"]), run_dir)
+                setting("data.validation", str(run_dir / "holdout.json") if run.holdout else None),
+                f"export.id={_version_id(pool, run)}", *run.overrides]
+    if run.parent_folder:
+        derived, trained_from = _parent_settings(Path(run.parent_folder), run_dir)
         settings = derived + settings + [setting("stages.0.init_from", str(trained_from))]
     try:
-        return load_recipe(run["recipe"], settings)
+        return load_recipe(run.recipe, settings)
     except InputError as exc:
-        if run["recipe"] and not Path(run["recipe"]).is_file():
-            raise InputError(f"{exc} (fine-tuning {run['version']}: its recipe is gone; --restart discards the run)") \
+        if run.recipe and not Path(run.recipe).is_file():
+            raise InputError(f"{exc} (fine-tuning {run.version}: its recipe is gone; --restart discards the run)") \
                 from exc
         raise
 
 
-def _version_id(pool: CasePool, run: dict[str, Any]) -> str:
+def _version_id(pool: CasePool, run: FinetuneRun) -> str:
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in pool.folder.resolve().name) or "pool"
-    return f"toothseg-al-{stem}-{run['version']}"
+    return f"toothseg-al-{stem}-{run.version}"

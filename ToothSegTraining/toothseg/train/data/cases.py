@@ -18,7 +18,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ...core.errors import InputError
+from ...core.io.atomic import atomic_write_text
 
 __all__ = ["Case", "read_manifest", "write_manifest", "apply_label_values", "ufba_cases", "make_ufba_split",
            "shared_data_dir", "UFBA_SPLIT_FILE"]
@@ -106,7 +109,6 @@ def apply_label_values(array, label_values: tuple[tuple[int, int], ...]):
     """``array`` with a manifest's value mapping applied (values it does not name are kept)."""
     if not label_values:
         return array
-    import numpy as np
 
     top = max(int(array.max(initial=0)), *(source for source, _ in label_values)) + 1
     lut = np.arange(top, dtype=np.int64)
@@ -118,8 +120,6 @@ def apply_label_values(array, label_values: tuple[tuple[int, int], ...]):
 def write_manifest(path: str | os.PathLike[str], cases: list[Case], notes: str | None = None) -> None:
     """Write a manifest (paths relative to its folder); the cases' ``label_values`` (all the same, or
     none) go with it, ``notes`` too (a sentence saying where it came from)."""
-    from ...core.io.atomic import atomic_write_text
-
     path = Path(path)
     mappings = {case.label_values for case in cases}
     if len(mappings) > 1:

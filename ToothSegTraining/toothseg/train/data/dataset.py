@@ -24,6 +24,9 @@ import torch
 
 from ...core.errors import InputError, LabelError
 from ...core.handedness import handedness_of, mirror_label_numbers
+from ...core.io.images import read_label_map, read_volume
+from ...core.labels import LabelTable
+from ...core.models.card import IntensityNormalization
 from ...core.preprocessing import (
     image_statistics,
     normalize_intensities,
@@ -32,11 +35,9 @@ from ...core.preprocessing import (
     to_canonical,
     whole_image_spacing,
 )
-from ...core.io.images import read_label_map, read_volume
-from ...core.labels import LabelTable
-from ...core.models.card import IntensityNormalization
 from ...core.volume import Volume, check_same_geometry
 from ..config.schema import DataConfig
+from ..synth import SynthesisOptions, prepare_anatomy, synthesize
 from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
@@ -337,8 +338,6 @@ class TrainingData:
     def _anatomy_for(self, case: Case):
         key = f"{case.label}:{case.mirror_labels}"  # validation scans share their training map's anatomy
         if key not in self._anatomy:
-            from ..synth import prepare_anatomy
-
             labels = read_training_labels(case, self.config.handedness)
             canonical, _ = to_canonical(labels)
             if self.config.spacing:
@@ -352,8 +351,6 @@ class TrainingData:
     def synthetic_volume(self, case: Case, rng: np.random.Generator,
                          region: tuple[slice, ...] | None = None) -> tuple[Volume, Volume]:
         """A synthetic scan (image, labels) on the training grid, or just ``region`` of it."""
-        from ..synth import SynthesisOptions, synthesize
-
         return synthesize(self._anatomy_for(case), rng, SynthesisOptions.from_dict(self.config.synthesis),
                           region=region)
 

@@ -7,14 +7,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch.distributed as dist
+import yaml
+
 from ...core.errors import InputError
-from ...core.labels import LabelTable
+from ...core.inference import InferenceOptions, Predictor
 from ...core.io.atomic import atomic_folder
+from ...core.io.images import read_volume, write_volume
+from ...core.labels import LabelTable, label_table_named
+from ...core.models.checkpoints import read_state_dict
+from ...core.models.folder import read_card, save_model_folder
 from ...core.progress import CancelToken, Progress
 from ..config.mapping import stage_data
 from ..config.schema import DataConfig, Recipe
+from ..data.cases import Case
 from ..data.dataset import TrainingData, class_values_for
-from ...core.labels import label_table_named
 from ..methods.base import Method, unwrap
 from .trainer import StageResult, Trainer, distributed_context
 
@@ -42,9 +50,6 @@ def _initializer(init_from: str, previous: Path | None):
             raise InputError(f"init_from: {init_from!r} is not a model folder")
 
     def load(method: Method) -> None:
-        from ...core.models.folder import read_card
-        from ...core.models.checkpoints import read_state_dict
-
         card = read_card(folder)
         state = read_state_dict(folder / card.weights_file)
         for name, network in method.nets.items():
@@ -72,8 +77,6 @@ def _cascade_folder(recipe: Recipe, out: Path, fine: str | None = None) -> Path:
     The coarse stage is ``export.cascade.coarse``; the fine one ``fine`` if given (pseudo-labelling
     with the stage just before), else ``export.cascade.fine``.
     """
-    from ...core.models.folder import read_card, save_model_folder
-
     names = dict(recipe.export.cascade or {})
     if fine is not None:
         names["fine"] = fine
@@ -110,12 +113,6 @@ def add_pseudo_labels(data: TrainingData, model_folder: Path, folder: Path, max_
     voxels of the other predicted teeth are marked 255 ("ignore": no loss there), so that
     uncertain identifications neither teach nor contradict (CFP's confidence filtering).
     """
-    import numpy as np
-
-    from ...core.inference import InferenceOptions, Predictor
-    from ...core.io.images import read_volume, write_volume
-    from ..data.cases import Case
-
     folder.mkdir(parents=True, exist_ok=True)
     predictor = None
     added = []
@@ -199,8 +196,6 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
 
     ``progress`` hears every step (its own cancel token is not used: ``token`` stops training at a
     step boundary, with a checkpoint, instead of raising mid-step)."""
-    import yaml
-
     rank, world, _ = distributed_context()
     out = Path(output or recipe.output_dir or Path("runs") / recipe.name)
     saved = out / "recipe.yaml"
@@ -219,8 +214,6 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
         # setting) takes the corrected recipe: nothing trained there can be mixed up.
         saved.write_text(text, encoding="utf-8")
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
     token = token or CancelToken()
     stage_datasets = _stage_datasets(recipe)
@@ -242,8 +235,6 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
             if rank == 0:
                 add_pseudo_labels(data, source, stage_dir / "pseudo_labels", config.pseudo_max_uncertainty, device)
             if world > 1:
-                import torch.distributed as dist
-
                 dist.barrier()
                 if rank != 0:
                     add_pseudo_labels(data, source, stage_dir / "pseudo_labels", config.pseudo_max_uncertainty,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ...core.errors import InputError
 from ..config.schema import OPTIMIZERS, SCHEDULES, OptimizerConfig
 
@@ -48,8 +50,6 @@ def learning_rate(config: OptimizerConfig, step: int, total: int) -> float:
 def build_optimizer(config: OptimizerConfig, parameters):
     """The optimiser over ``parameters``; with ``no_decay_norm_bias`` the 1-D ones (norm weights and
     biases) form a second group without weight decay."""
-    import torch
-
     parameters = list(parameters)
     if config.no_decay_norm_bias:
         parameters = [{"params": [p for p in parameters if p.ndim > 1]},

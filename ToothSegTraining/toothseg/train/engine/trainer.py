@@ -13,12 +13,9 @@ previous one is kept and training goes on with a warning.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -27,17 +24,26 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from ...core.errors import InputError, OutputWriteError, ToothSegError
-from ...core.io.atomic import atomic_folder, atomic_output, atomic_write_text
+from ...core.errors import InputError, ToothSegError
+from ...core.inference import InferenceOptions, Predictor
+from ...core.inference.predictor import resolve_device
 from ...core.labels import LabelTable
-from ...core.models.card import IntensityNormalization, ModelCard
-from ...core.models.folder import LoadedModel, save_model_folder
+from ...core.metrics import mean_dice
+from ...core.models.card import ModelCard
+from ...core.models.folder import LoadedModel, load_model_folder
+from ...core.networks import build_network
 from ...core.progress import CancelToken
 from ..config.schema import Recipe, StageConfig
 from ..data.dataset import TrainingData
-from ..methods.base import Method, MethodContext, unwrap
+from ..methods import get_method
+from ..methods.base import Method, MethodContext, StepOutput, unwrap
+from .checkpointing import load_checkpoint, save_checkpoint
+from .export import Member, export_model_folder, exported_members, loaded_model, stage_card
+from .run_logs import StepLog, all_reduce_mean, append_csv, truncate_csv
 from .schedules import build_optimizer, learning_rate
 
 __all__ = ["Trainer", "StageResult", "distributed_context"]
@@ -55,7 +61,6 @@ def distributed_context() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, 0
-    import torch.distributed as dist
 
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -111,8 +116,6 @@ class Trainer:
     def __init__(self, recipe: Recipe, stage_index: int, out_dir: Path, data: TrainingData, table: LabelTable,
                  class_values: list[int], device: str = "auto", token: CancelToken | None = None,
                  quiet: bool = False, on_step: Callable[[int, int, float], None] | None = None) -> None:
-        from ...core.inference.predictor import resolve_device
-
         self.recipe, self.stage_index = recipe, stage_index
         self.stage: StageConfig = recipe.stages[stage_index]
         self.out_dir = out_dir
@@ -125,7 +128,6 @@ class Trainer:
         self.token = token or CancelToken()
         self.quiet = quiet or self.rank != 0
         self.on_step = on_step  # (steps done, total, loss): the GUI's progress lines; cancelling stays with token
-        from ..methods import get_method
 
         method_cls = get_method(self.stage.method)
         settings = method_cls.validate_settings(self.stage.settings, f"stages[{stage_index}].settings")
@@ -143,8 +145,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ networks
     def build_network(self, **overrides) -> nn.Module:
-        from ...core.networks import build_network
-
         kwargs = {**self.recipe.model.kwargs, **overrides}
         kwargs.setdefault("num_classes", len(self.class_values))
         kwargs.setdefault("spatial_dims", 2 if self.data.config.kind == "2d" else 3)
@@ -159,13 +159,11 @@ class Trainer:
                 for p in net.parameters():
                     p.requires_grad_(False)
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             for name in self.trainable:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 self.method.nets[name] = DistributedDataParallel(self.method.nets[name], device_ids=ids,
                                                                  find_unused_parameters=True)
-        groups = getattr(self.method, "optimizer_groups", lambda: [list(self.trainable)])()
+        groups = self.method.optimizer_groups()
         self.optimizers = [build_optimizer(self.stage.optimizer,
                                            [p for n in group for p in self.method.nets[n].parameters()
                                             if p.requires_grad]) for group in groups]
@@ -176,39 +174,12 @@ class Trainer:
         return self.out_dir / "checkpoint.pt"
 
     def save_checkpoint(self, step: int, best: float) -> None:
-        if self.rank != 0:
-            return
-        state = {
-            "step": step, "best": best, "stage": self.stage_index,
-            "networks": {n: unwrap(net).state_dict() for n, net in self.method.nets.items()},
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "scaler": self.scaler.state_dict(),
-            "method": self.method.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()},
-        }
-        try:
-            with atomic_output(self._checkpoint_path(), overwrite=True) as tmp:
-                torch.save(state, str(tmp))
-        except (OutputWriteError, OSError, RuntimeError) as exc:
-            log.warning("could not write a checkpoint at step %d (%s); the previous one is kept", step, exc)
+        if self.rank == 0:
+            save_checkpoint(self._checkpoint_path(), self.method, self.optimizers, self.scaler, step, best,
+                            self.stage_index)
 
     def load_checkpoint(self) -> tuple[int, float] | None:
-        path = self._checkpoint_path()
-        if not path.exists():
-            return None
-        from ...core.models.checkpoints import safe_torch_load
-
-        state = safe_torch_load(path)
-        for name, net in self.method.nets.items():
-            unwrap(net).load_state_dict(state["networks"][name])
-        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
-            optimizer.load_state_dict(saved)
-        self.scaler.load_state_dict(state["scaler"])
-        self.method.load_state_dict(state["method"])
-        torch.set_rng_state(state["rng"]["torch"])
-        _set_numpy_state(state["rng"]["numpy"])
-        _set_python_state(state["rng"]["python"])
-        return int(state["step"]), float(state["best"])
+        return load_checkpoint(self._checkpoint_path(), self.method.nets, self.optimizers, self.scaler, self.method)
 
     # ------------------------------------------------------------------ data
     def _batches(self, start_step: int):
@@ -241,56 +212,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation and export
     def card(self, metrics: dict[str, Any] | None = None) -> ModelCard:
-        recipe = self.recipe
-        export = recipe.export
-        data = self.data.config
-        dims = 2 if data.kind == "2d" else 3
-        kwargs = {k: v for k, v in recipe.model.kwargs.items() if k not in ("num_classes",)}
-        kwargs["spatial_dims"] = dims
-        commit = _git_commit()
-        return ModelCard(
-            id=export.id or recipe.name, name=export.name or recipe.name, description=export.description,
-            architecture=recipe.model.architecture, kwargs=kwargs, spatial_dims=dims,
-            label_table=self.table.subset(self.class_values[1:]), class_values=self.class_values,
-            input_kind=data.kind, spacing_zyx=data.spacing, image_extent_yx=data.image_extent,
-            intensity=IntensityNormalization(**data.intensity), patch_size=list(data.patch_size),
-            mirror_axes=list(export.mirror_axes), license=export.license,
-            provenance={"recipe": recipe.name, "method": self.stage.method, "stage": self.stage.name,
-                        "iterations": self.stage.iterations, "data_source": data.source,
-                        "labeled_cases": len(self.data.labeled), "unlabeled_cases": len(self.data.unlabeled),
-                        "seed": recipe.seed, "commit": commit, "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "synthetic_intensities": data.source == "synthetic"},
-            metrics=metrics or {})
+        return stage_card(self.recipe, self.stage, self.data, self.table, self.class_values, metrics)
 
     def exported_network(self) -> nn.Module:
         return unwrap(self.method.nets[self.method.exported])
 
-    def _member_cards(self, metrics: dict[str, Any] | None = None) -> list[tuple[str, ModelCard, nn.Module]]:
+    def _member_cards(self, metrics: dict[str, Any] | None = None) -> list[Member]:
         """(name, card, network) of each exported network: one, or the method's ensemble."""
-        names = list(getattr(self.method, "ensemble", ()) or [self.method.exported])
-        members = []
-        for name in names:
-            card = self.card(metrics)
-            override = self.method.member_architecture(name)
-            if override is not None:
-                card.architecture, card.kwargs = override[0], {**override[1], "spatial_dims": card.spatial_dims}
-            if len(names) > 1:
-                card.id = f"{card.id}-{name}"
-            members.append((name, card, unwrap(self.method.nets[name])))
-        return members
+        return exported_members(self.method, lambda: self.card(metrics))
 
     def _loaded(self) -> LoadedModel:
-        members = self._member_cards()
-        if len(members) == 1:
-            return LoadedModel(members[0][1], self.out_dir, network=members[0][2])
-        top = LoadedModel(self.card(), self.out_dir)
-        top.members = [("ensemble", LoadedModel(card, self.out_dir, network=net)) for _, card, net in members]
-        return top
+        return loaded_model(self._member_cards(), self.card(), self.out_dir)
 
     def validate(self) -> dict[str, float]:
-        from ...core.inference import InferenceOptions, Predictor
-        from ...core.metrics import mean_dice
-
         if not self.method.produces_segmentation:
             return {}  # pretraining: nothing to segment yet
         volumes = self.data.validation_volumes()
@@ -316,121 +250,37 @@ class Trainer:
         return {"val_dice": float(np.nanmean(scores))}
 
     def export(self, folder: Path, metrics: dict[str, Any]) -> Path:
-        """Write the model folder whole or not at all: ``best/`` is replaced during training, and a run
-        killed half-way through that must not leave weights that no longer match their card."""
-        members = self._member_cards(metrics)
-        with atomic_folder(folder, overwrite=True) as staging:
-            if len(members) == 1:
-                save_model_folder(members[0][2], members[0][1], staging)
-                return folder
-            for name, card, network in members:
-                save_model_folder(network, card, staging / name)
-            top = self.card(metrics)
-            top.members = [{"role": "ensemble", "path": name} for name, _, _ in members]
-            top.description = (top.description + " " if top.description else "") + \
-                f"Ensemble of {len(members)} students (mean softmax)."
-            save_model_folder(None, top, staging)
-        return folder
+        """Write the model folder whole or not at all (see :func:`.export.export_model_folder`)."""
+        return export_model_folder(folder, self._member_cards(metrics), self.card(metrics))
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = True, init_weights=None) -> StageResult:
         """Train the stage; ``init_weights(method)`` (``init_from``) runs only when not resuming."""
-        self._setup()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        start, best = 0, -math.inf
-        loaded = self.load_checkpoint() if resume else None
-        if loaded is not None:
-            start, best = loaded
-            if self.rank == 0:
-                log.info("resuming stage %s at step %d", self.stage.name, start)
-                _truncate_csv(self.out_dir / "log.csv", start)  # steps after the checkpoint are redone
-        elif init_weights is not None:
-            init_weights(self.method)
+        start, best = self._start(resume, init_weights)
         total = self.stage.iterations
         if start >= total:
-            metrics = self._final_metrics(best)
-            return StageResult(self.out_dir / "model", metrics)
+            return StageResult(self.out_dir / "model", self._final_metrics(best))
         for net in self.method.nets.values():
             net.train()
-        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: self.token.cancel())}
-        log_file = self.out_dir / "log.csv"
-        writer = _TensorBoard(self.out_dir / "tensorboard") if self.rank == 0 else None
-        bar = None
-        if not self.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=start, desc=self.stage.name, unit="it", dynamic_ncols=True, disable=None)
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.token.cancel())
         interrupted = False
         step = start
-        accumulate = max(1, self.stage.grad_accumulation)
         batches = self._batches(start)
         started = time.perf_counter()
         try:
-            for step in range(start, total):
-                lr = learning_rate(self.stage.optimizer, step, total)
-                for optimizer in self.optimizers:
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                for optimizer in self.optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                logs: dict[str, float] = {}
-                for _ in range(accumulate):  # accumulate, then one optimiser step (U-Mamba2's bug U1 fixed)
-                    batch = next(batches)
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
-                        output = self.method.train_step(batch, step)
-                    if not torch.isfinite(output.loss):
-                        raise FloatingPointError(f"the loss became {output.loss.item()} at step {step}")
-                    self.scaler.scale(output.loss / accumulate).backward()
-                    for key, value in output.terms.items():
-                        logs[key] = logs.get(key, 0.0) + float(value.detach()) / accumulate
-                    logs.update(output.logs)
-                for optimizer in self.optimizers:
-                    self.scaler.unscale_(optimizer)
-                if self.stage.grad_clip > 0:
-                    params = [p for net in self.trainable.values() for p in net.parameters() if p.grad is not None]
-                    torch.nn.utils.clip_grad_norm_(params, self.stage.grad_clip)
-                for optimizer in self.optimizers:
-                    self.scaler.step(optimizer)
-                self.scaler.update()
-                self.method.after_step(step)
-                if self.world > 1:  # log the global-batch mean, as a single process would
-                    logs = _all_reduce_mean(logs, self.device)
-                loss = sum(v for k, v in logs.items() if k in output.terms)
-                row = {"step": step, "lr": lr, "loss": loss, **logs}
-                if self.rank == 0:
-                    _append_csv(log_file, row)
-                    if writer:
-                        writer.add(row, step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                    bar.update(1)
-                done = step + 1
-                if self.on_step is not None and self.rank == 0:
-                    self.on_step(done, total, loss)
-                validate_now = bool(self.stage.validate_every) and done % self.stage.validate_every == 0
-                if validate_now and done < total and self.rank == 0:
-                    metrics = self.validate()
-                    if metrics:
-                        _append_csv(self.out_dir / "validation.csv", {"step": done, **metrics})
-                        if metrics["val_dice"] > best:
-                            best = metrics["val_dice"]
-                            self.export(self.out_dir / "best", {**metrics, "step": done})
-                if done % max(1, self.stage.checkpoint_every) == 0 or done == total:
-                    self.save_checkpoint(done, best)
-                if self.token.cancelled:
-                    self.save_checkpoint(done, best)
-                    interrupted = True
-                    break
+            with StepLog(self.out_dir, self.stage.name, start, total, self.rank, self.quiet, self.on_step) as logs:
+                for step in range(start, total):
+                    logs.step(self._optimisation_step(step, total, batches))
+                    best = self._after_step(step + 1, best)
+                    if self.token.cancelled:
+                        self.save_checkpoint(step + 1, best)
+                        interrupted = True
+                        break
         except KeyboardInterrupt:
             self.save_checkpoint(step, best)
             interrupted = True
         finally:
-            if bar is not None:
-                bar.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if writer:
-                writer.close()
+            signal.signal(signal.SIGTERM, previous)
         if interrupted:
             if self.rank == 0:
                 log.warning("training stopped at step %d; run the same command again to resume", step + 1)
@@ -439,17 +289,78 @@ class Trainer:
             log.info("stage %s: %d steps in %.0f s", self.stage.name, total - start, time.perf_counter() - started)
         return StageResult(self.out_dir / "model", self._final_metrics(best))
 
+    def _start(self, resume: bool, init_weights) -> tuple[int, float]:
+        """(first step, best validation so far): from the checkpoint, else 0 after ``init_weights``."""
+        self._setup()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        loaded = self.load_checkpoint() if resume else None
+        if loaded is None:
+            if init_weights is not None:
+                init_weights(self.method)
+            return 0, -math.inf
+        if self.rank == 0:
+            log.info("resuming stage %s at step %d", self.stage.name, loaded[0])
+            truncate_csv(self.out_dir / "log.csv", loaded[0])  # steps after the checkpoint are redone
+        return loaded
+
+    def _optimisation_step(self, step: int, total: int, batches) -> dict[str, Any]:
+        """One optimiser step (over ``grad_accumulation`` batches); its log row."""
+        lr = learning_rate(self.stage.optimizer, step, total)
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+        accumulate = max(1, self.stage.grad_accumulation)
+        logs: dict[str, float] = {}
+        output: StepOutput | None = None
+        for _ in range(accumulate):  # accumulate, then one optimiser step (U-Mamba2's bug U1 fixed)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+                output = self.method.train_step(next(batches), step)
+            if not torch.isfinite(output.loss):
+                raise FloatingPointError(f"the loss became {output.loss.item()} at step {step}")
+            self.scaler.scale(output.loss / accumulate).backward()
+            for key, value in output.terms.items():
+                logs[key] = logs.get(key, 0.0) + float(value.detach()) / accumulate
+            logs.update(output.logs)
+        for optimizer in self.optimizers:
+            self.scaler.unscale_(optimizer)
+        if self.stage.grad_clip > 0:
+            params = [p for net in self.trainable.values() for p in net.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.stage.grad_clip)
+        for optimizer in self.optimizers:
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        self.method.after_step(step)
+        if self.world > 1:  # log the global-batch mean, as a single process would
+            logs = all_reduce_mean(logs, self.device)
+        assert output is not None
+        loss = sum(v for k, v in logs.items() if k in output.terms)
+        return {"step": step, "lr": lr, "loss": loss, **logs}
+
+    def _after_step(self, done: int, best: float) -> float:
+        """Validation (keeping the best model) and checkpoints after ``done`` steps; the best score."""
+        total = self.stage.iterations
+        validate_now = bool(self.stage.validate_every) and done % self.stage.validate_every == 0
+        if validate_now and done < total and self.rank == 0:
+            metrics = self.validate()
+            if metrics:
+                append_csv(self.out_dir / "validation.csv", {"step": done, **metrics})
+                if metrics["val_dice"] > best:
+                    best = metrics["val_dice"]
+                    self.export(self.out_dir / "best", {**metrics, "step": done})
+        if done % max(1, self.stage.checkpoint_every) == 0 or done == total:
+            self.save_checkpoint(done, best)
+        return best
+
     def _final_metrics(self, best: float) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if self.rank == 0:
             final = self.validate()
             metrics = {**final, "step": self.stage.iterations}
             if final:
-                _append_csv(self.out_dir / "validation.csv", {"step": self.stage.iterations, **final})
+                append_csv(self.out_dir / "validation.csv", {"step": self.stage.iterations, **final})
             use_best = final and best > final.get("val_dice", -math.inf) and (self.out_dir / "best").exists()
             if use_best:
-                from ...core.models.folder import load_model_folder
-
                 best_model = load_model_folder(self.out_dir / "best")
                 sources = [m for _, m in best_model.members] if best_model.members else [best_model]
                 for (_, _, network), source in zip(self._member_cards(), sources):
@@ -457,114 +368,5 @@ class Trainer:
                 metrics = dict(best_model.card.metrics)
             self.export(self.out_dir / "model", metrics)
         if self.world > 1:
-            import torch.distributed as dist
-
             dist.barrier()
         return metrics
-
-
-class _TensorBoard:
-    """TensorBoard scalars when the ``tensorboard`` package is installed; otherwise nothing."""
-
-    def __init__(self, folder: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(folder))
-        except Exception:  # ImportError (tensorboard not installed) or a broken install
-            self.writer = None
-
-    def add(self, row: dict[str, float], step: int) -> None:
-        if self.writer:
-            for key, value in row.items():
-                if key != "step":
-                    self.writer.add_scalar(key, value, step)
-
-    def close(self) -> None:
-        if self.writer:
-            self.writer.close()
-
-
-def _all_reduce_mean(logs: dict[str, float], device: torch.device) -> dict[str, float]:
-    import torch.distributed as dist
-
-    keys = sorted(logs)
-    values = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(values)
-    values /= dist.get_world_size()
-    return dict(zip(keys, values.tolist()))
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop log rows of steps ≥ ``step`` (a run killed after its last checkpoint repeats them)."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < step]
-    if len(kept) == len(rows):
-        return
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(kept)
-    atomic_write_text(path, text.getvalue())
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    """Append one row; a key the file's header lacks (a term that starts later in a stage, such as a
-    ramped-up consistency weight) widens the header, earlier rows get empty cells, so every line keeps
-    one value per named column."""
-    fields = list(row)
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = list(reader.fieldnames or [])
-            added = [k for k in row if k not in header]
-            earlier = list(reader) if added else []
-        fields = header + added
-        if added and header:
-            text = io.StringIO()
-            rewriter = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-            rewriter.writeheader()
-            rewriter.writerows(earlier)
-            atomic_write_text(path, text.getvalue())
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def _numpy_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-            "cached": float(cached)}
-
-
-def _set_numpy_state(state: dict[str, Any]) -> None:
-    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
-                         state["cached"]))
-
-
-def _python_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss": -1.0 if gauss is None else float(gauss)}
-
-
-def _set_python_state(state: dict[str, Any]) -> None:
-    gauss = None if state["gauss"] == -1.0 else state["gauss"]
-    random.setstate((state["version"], tuple(int(v) for v in state["internal"].tolist()), gauss))
-
-
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""

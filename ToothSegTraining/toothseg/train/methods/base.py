@@ -134,6 +134,8 @@ class Method:
     produces_segmentation: ClassVar[bool] = True  # False: pretraining only (nothing to validate)
     trainable: tuple[str, ...] = ("student",)
     exported: str = "student"
+    # networks exported together as an ensemble (mean softmax), e.g. RAIL's four students; empty: ``exported`` alone
+    ensemble: tuple[str, ...] = ()
     # labeled image passes through a trainable network per labeled image in the batch: 1 for most methods;
     # BCP mixes pairs, so each mixed image carries half of two labeled images (the budget tests count it)
     labeled_passes_per_image: ClassVar[float] = 1.0
@@ -180,6 +182,14 @@ class Method:
     def active_trainable(self, step: int) -> tuple[str, ...]:
         """Trainable networks that step ``step`` updates (RAIL alternates its groups)."""
         return self.trainable
+
+    def optimizer_groups(self) -> list[list[str]]:
+        """Trainable networks grouped by optimiser: one optimiser (and learning-rate schedule) per group."""
+        return [list(self.trainable)]
+
+    def exported_members(self) -> list[str]:
+        """The networks a model folder gets: the ensemble's, or the one exported network."""
+        return list(self.ensemble) or [self.exported]
 
     def member_architecture(self, name: str) -> tuple[str, dict] | None:
         """(architecture, kwargs) of an exported ensemble member, if not the recipe's."""

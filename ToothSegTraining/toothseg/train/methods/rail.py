@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ...core.networks import build_network
 from ..losses import class_sum_mse, masked_mean, sharpen, soft_dice_loss
 from .base import STEPS, Method, StepOutput, ema_update, register_method
 from .ramps import CompetenceGate, tooth_dice
@@ -114,8 +115,6 @@ class RAIL(Method):
             if self.student_b() == "same":
                 b = self.context.build_network()
             else:
-                from ...core.networks import build_network
-
                 b = build_network(self.student_b(), num_classes=self.context.num_classes,
                                   spatial_dims=self.context.spatial_dims)
             nets[f"{group}_a"], nets[f"{group}_b"] = a, b

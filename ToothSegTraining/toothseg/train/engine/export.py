@@ -1,0 +1,100 @@
+"""A trained stage as a model folder: its card (what it was trained on, how to run it, where it came
+from) and its weights, one network or an ensemble of members, written whole or not at all."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ...core.io.atomic import atomic_folder
+from ...core.labels import LabelTable
+from ...core.models.card import IntensityNormalization, ModelCard
+from ...core.models.folder import LoadedModel, save_model_folder
+from ..config.schema import Recipe, StageConfig
+from ..data.dataset import TrainingData
+from ..methods.base import Method, unwrap
+
+__all__ = ["Member", "stage_card", "exported_members", "loaded_model", "export_model_folder", "git_commit"]
+
+Member = tuple[str, ModelCard, nn.Module]
+"""(network name in the method, its card, the network)."""
+
+
+def stage_card(recipe: Recipe, stage: StageConfig, data: TrainingData, table: LabelTable, class_values: list[int],
+               metrics: dict[str, Any] | None = None) -> ModelCard:
+    """The model card of a stage's exported network (metrics: the validation it reached)."""
+    export = recipe.export
+    config = data.config
+    dims = 2 if config.kind == "2d" else 3
+    kwargs = {k: v for k, v in recipe.model.kwargs.items() if k not in ("num_classes",)}
+    kwargs["spatial_dims"] = dims
+    return ModelCard(
+        id=export.id or recipe.name, name=export.name or recipe.name, description=export.description,
+        architecture=recipe.model.architecture, kwargs=kwargs, spatial_dims=dims,
+        label_table=table.subset(class_values[1:]), class_values=class_values,
+        input_kind=config.kind, spacing_zyx=config.spacing, image_extent_yx=config.image_extent,
+        intensity=IntensityNormalization(**config.intensity), patch_size=list(config.patch_size),
+        mirror_axes=list(export.mirror_axes), license=export.license,
+        provenance={"recipe": recipe.name, "method": stage.method, "stage": stage.name,
+                    "iterations": stage.iterations, "data_source": config.source,
+                    "labeled_cases": len(data.labeled), "unlabeled_cases": len(data.unlabeled),
+                    "seed": recipe.seed, "commit": git_commit(), "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "synthetic_intensities": config.source == "synthetic"},
+        metrics=metrics or {})
+
+
+def exported_members(method: Method, make_card: Callable[[], ModelCard]) -> list[Member]:
+    """Each exported network with its own card: one, or the method's ensemble (members named ``<id>-<net>``,
+    with their own architecture where the method says so, as RAIL's V-Net and ResVNet students)."""
+    names = method.exported_members()
+    members = []
+    for name in names:
+        member_card = make_card()
+        override = method.member_architecture(name)
+        if override is not None:
+            member_card.architecture = override[0]
+            member_card.kwargs = {**override[1], "spatial_dims": member_card.spatial_dims}
+        if len(names) > 1:
+            member_card.id = f"{member_card.id}-{name}"
+        members.append((name, member_card, unwrap(method.nets[name])))
+    return members
+
+
+def loaded_model(members: list[Member], top_card: ModelCard, folder: Path) -> LoadedModel:
+    """The members as the model the core's Predictor runs (validation uses the one inference path)."""
+    if len(members) == 1:
+        return LoadedModel(members[0][1], folder, network=members[0][2])
+    top = LoadedModel(top_card, folder)
+    top.members = [("ensemble", LoadedModel(card, folder, network=net)) for _, card, net in members]
+    return top
+
+
+def export_model_folder(folder: Path, members: list[Member], top_card: ModelCard) -> Path:
+    """Write the model folder whole or not at all: ``best/`` is replaced during training, and a run
+    killed half-way through that must not leave weights that no longer match their card."""
+    with atomic_folder(folder, overwrite=True) as staging:
+        if len(members) == 1:
+            save_model_folder(members[0][2], members[0][1], staging)
+            return folder
+        for name, card, network in members:
+            save_model_folder(network, card, staging / name)
+        top_card.members = [{"role": "ensemble", "path": name} for name, _, _ in members]
+        top_card.description = (top_card.description + " " if top_card.description else "") + \
+            f"Ensemble of {len(members)} students (mean softmax)."
+        save_model_folder(None, top_card, staging)
+    return folder
+
+
+def git_commit() -> str:
+    """The source's commit (short hash) for the card's provenance; empty outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
