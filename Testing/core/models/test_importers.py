@@ -148,6 +148,18 @@ def test_nnunet_checkpoint_with_duplicate_keys_and_numpy_log(tmp_path, class_nam
         torch.testing.assert_close(loaded.network(x), network(x))
 
 
+@pytest.mark.parametrize("saved", [{"inference_allowed_mirroring_axes": None}, {}], ids=["None", "no entry"])
+def test_an_nnunet_checkpoint_trained_without_mirroring_is_not_mirrored(tmp_path, saved):
+    """nnU-Net's NoMirroring trainers save None (its predictor reads a missing entry as None too): no
+    test-time mirroring, which for side-labelled classes would average a tooth with its twin."""
+    network, configuration = _nnunet_files(tmp_path)
+    torch.save({"network_weights": _as_nnunet_state(network), "trainer_name": "nnUNetTrainerNoMirroring", **saved},
+               str(tmp_path / "checkpoint_final.pth"))
+    folder = import_nnunet_checkpoint(tmp_path / "checkpoint_final.pth", tmp_path / "plans.json",
+                                      tmp_path / "dataset.json", tmp_path / "model", configuration=configuration)
+    assert load_model_folder(folder).card.mirror_axes == []
+
+
 def test_nnunet_checkpoint_that_does_not_fit(tmp_path):
     network, configuration = _nnunet_files(tmp_path)
     state = _as_nnunet_state(network)

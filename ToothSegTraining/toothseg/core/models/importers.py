@@ -121,6 +121,8 @@ def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str
                                            mean=properties["mean"], std=properties["std"])
     else:
         intensity = IntensityNormalization("zscore")
+    # as nnU-Net's predictor reads it: None, or no entry, means no test-time mirroring (its NoMirroring
+    # trainers, used for side-labelled tasks, save None; mirroring their left/right classes would blur them)
     mirror = raw.get("inference_allowed_mirroring_axes") if isinstance(raw, dict) else None
     dims = kwargs["spatial_dims"]
     card = ModelCard(
@@ -129,7 +131,7 @@ def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str
         class_values=class_values, input_kind="3d" if dims == 3 else "2d",
         spacing_zyx=[float(s) for s in config["spacing"]], intensity=intensity,
         patch_size=[int(p) for p in config["patch_size"]],
-        mirror_axes=list(mirror) if mirror is not None else list(range(dims)),
+        mirror_axes=[int(a) for a in mirror] if mirror is not None else [],
         provenance={"method": "nnunet", "imported_from": Path(checkpoint).name,
                     "trainer": raw.get("trainer_name", "") if isinstance(raw, dict) else ""})
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
