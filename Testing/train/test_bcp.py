@@ -110,7 +110,8 @@ def test_u_weight_scales_the_pseudo_labelled_terms_as_in_bcps_mix_loss():
             bcp.nets["student"].scale.fill_(0.5)  # a doubtful student: every term is well above zero
         out = bcp.train_step(batch, step=0)
         terms[u_weight] = {name: float(value.detach()) for name, value in out.terms.items()}
-        assert float(out.loss.detach()) == pytest.approx(terms[u_weight]["supervised"] + terms[u_weight]["pseudo"])
+        assert float(out.loss.detach()) == pytest.approx(sum(terms[u_weight].values()))
+        assert set(terms[u_weight]) == {"supervised", "pseudo", "plain"}  # plain: the unmixed labeled batch
     assert terms[1.0]["pseudo"] > 0.1
     assert terms[0.5]["supervised"] == pytest.approx(terms[1.0]["supervised"])
     assert terms[0.5]["pseudo"] == pytest.approx(terms[1.0]["pseudo"] / 2)
