@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -514,6 +515,18 @@ def test_benchmark_figures_are_written_atomically(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         bench.save_figure(figure, path)
     assert path.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+
+def test_ufba_summary_gives_the_mean_per_tooth_and_per_x_ray():
+    bench = _benchmark("bench_ufba")
+    rows = [{"case": "a", "tooth": t, "dice": 0.9, "iou": 0.8, "hd95": 1.0, "in_gt": True, "in_pred": True}
+            for t in (11, 12, 13)] + \
+           [{"case": "b", "tooth": 11, "dice": 0.3, "iou": 0.2, "hd95": 9.0, "in_gt": True, "in_pred": True},
+            {"case": "b", "tooth": 48, "dice": 0.0, "iou": 0.0, "hd95": math.inf, "in_gt": False, "in_pred": True}]
+    summary = bench.summarize(rows, 1.0, "f")
+    assert summary["mean_tooth_dice"] == pytest.approx((3 * 0.9 + 0.3) / 4)  # 0.75: teeth weigh alike
+    assert summary["mean_xray_dice"] == pytest.approx((0.9 + 0.3) / 2)  # 0.6: X-rays weigh alike
+    assert summary["false_teeth"] == 1 and summary["teeth"] == 4
 
 
 def test_paired_gain_interval_is_the_bootstrap_of_the_difference_over_x_rays():
