@@ -226,3 +226,12 @@ def test_a_pool_whose_path_reads_as_yaml_syntax_fine_tunes(tmp_path, tiny_model)
     result = finetune_pool(pool, toy_recipe_file(base, iterations=1), device="cpu", register=False, holdout_share=0)
     assert (pool.folder / result.version.folder / "model.json").is_file()
     assert result.version.model_id.startswith("toothseg-al-pool-")
+
+
+def test_an_incomplete_fine_tuning_record_is_refused_with_the_way_out(tmp_path, tiny_model):
+    pool = corrected_pool(tmp_path, tiny_model, corrected=3, total=3)
+    with pool.transaction() as state:  # a pool.json cut short or edited by hand: no case lists
+        state.training = {"version": "v001", "run": "runs/v001"}
+    with pytest.raises(InputError, match="incomplete.*--restart discards it"):
+        finetune_pool(pool, toy_recipe_file(tmp_path), device="cpu", register=False)
+    assert pool.read().training == {"version": "v001", "run": "runs/v001"}  # nothing lost or changed

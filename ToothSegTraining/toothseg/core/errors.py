@@ -7,7 +7,11 @@ CLI and the Slicer module can show one clear line instead of a traceback, and te
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
+    "did_you_mean",
     "ToothSegError",
     "InputError",
     "GeometryMismatchError",
@@ -44,3 +48,10 @@ class OutputWriteError(ToothSegError):
 
 class CancelledError(ToothSegError):
     """The user cancelled a long operation; no partial output is left."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to a mistyped one, else empty: one wording for
+    every "unknown architecture / method / model" error."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

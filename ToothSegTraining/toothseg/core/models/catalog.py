@@ -9,7 +9,6 @@ checksum say so (``sha256: null``) rather than inventing one.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError, did_you_mean
 from ..io.atomic import atomic_folder
 from ..resources import resources_dir
 from .card import ModelCard
@@ -85,8 +84,7 @@ class Catalog:
             if entry.id == model_id:
                 return entry
 
-        close = difflib.get_close_matches(model_id, [e.id for e in self.entries], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(model_id, [e.id for e in self.entries])
         raise InputError(f"no model {model_id!r} in the catalogue{hint}; see 'toothseg models list'")
 
     def default(self, input_kind: str) -> CatalogEntry:

@@ -7,11 +7,10 @@ because they import torch, which a command such as ``toothseg --help`` should no
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from .registry import ArchitectureSpec, registered
 
 __all__ = ["build_network", "architecture_names", "get_spec"]
@@ -33,9 +32,8 @@ def architecture_names() -> list[str]:
 def get_spec(name: str) -> ArchitectureSpec:
     specs = _load_builtins()
     if name not in specs:
-        close = difflib.get_close_matches(name, list(specs), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"unknown architecture {name!r}{hint}; known: {', '.join(sorted(specs))}")
+        raise InputError(f"unknown architecture {name!r}{did_you_mean(name, specs)}; "
+                         f"known: {', '.join(sorted(specs))}")
     return specs[name]
 
 

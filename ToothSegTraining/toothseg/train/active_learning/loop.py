@@ -269,7 +269,11 @@ class FinetuneRun:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> FinetuneRun:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in record.items() if k in known})
+        except TypeError as exc:  # an entry missing: a pool.json edited by hand or cut short
+            raise InputError(f"fine-tuning record {record.get('version')!r} in pool.json is incomplete ({exc}); "
+                             "--restart discards it") from exc
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,9 +4,8 @@ Importing the package registers every built-in method (each module adds itself w
 :func:`register_method`); :func:`get_method` then finds one by the name a recipe gives.
 """
 
-import difflib
 
-from ...core.errors import InputError
+from ...core.errors import InputError, did_you_mean
 from . import bcp, consistency, mean_teacher, rail, ssl_pretrain, supervised  # noqa: F401  (they register)
 from .base import (Method, MethodContext, StepOutput, register_method, registered_methods,  # noqa: F401
                    schedule_settings)
@@ -19,7 +18,6 @@ def method_names() -> list[str]:
 def get_method(name: str) -> type[Method]:
     methods = registered_methods()
     if name not in methods:
-        close = difflib.get_close_matches(name, list(methods), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"unknown training method {name!r}{hint}; known: {', '.join(sorted(methods))}")
+        raise InputError(f"unknown training method {name!r}{did_you_mean(name, methods)}; "
+                         f"known: {', '.join(sorted(methods))}")
     return methods[name]
