@@ -562,8 +562,9 @@ def test_ufba_bench_reports_each_models_gain_over_a_named_baseline(tmp_path, mon
 
     def score(name, folder, cases, device, tta):
         rows = [{"model": name, "case": c, "tooth": 11, "dice": dice[name], "in_gt": True} for c in cases]
-        return {"mean_tooth_dice": dice[name], "incisors": 0.5, "canines": 0.5, "premolars": 0.5, "molars": 0.5,
-                "teeth_with_iou_over_0.5": 0.5, "median_hd95_px": 3.0, "false_teeth": 0}, rows
+        return {"mean_tooth_dice": dice[name], "mean_xray_dice": dice[name], "incisors": 0.5, "canines": 0.5,
+                "premolars": 0.5, "molars": 0.5, "teeth_with_iou_over_0.5": 0.5, "median_hd95_px": 3.0,
+                "false_teeth": 0}, rows
 
     monkeypatch.setattr(bench, "score_model", score)
     out = tmp_path / "r.json"
