@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toothseg-installed
 DEPS   := ToothSegTraining/pyproject.toml ToothSegTraining/constraints.txt
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean nnunet-fixtures
 
 demo: $(STAMP)
 	$(BIN)/toothseg demo --out-dir demo-output
@@ -21,6 +21,17 @@ $(STAMP): $(DEPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c ToothSegTraining/constraints.txt -e "ToothSegTraining[train,dev]"
 	@touch $(STAMP)
+
+# Developers only (never CI): remake Testing/data/nnunet_reference with nnU-Net itself, in its own
+# environment, torch held at ToothSeg's version (unpinned, pip would fetch the newest CUDA build, some
+# GB). torchvision's PyPI build does not load on a CPU-only torch, and nnU-Net's inference and
+# the trainers used here do not need it, so a broken one is removed.
+NNUNET_VENV := .venv-nnunet
+nnunet-fixtures:
+	@test -x $(NNUNET_VENV)/bin/python || $(PYTHON) -m venv $(NNUNET_VENV)
+	$(NNUNET_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c ToothSegTraining/constraints.txt "nnunetv2==2.8.1"
+	@$(NNUNET_VENV)/bin/python -c "import torchvision" 2>/dev/null || $(NNUNET_VENV)/bin/python -m pip uninstall -y -q torchvision
+	$(NNUNET_VENV)/bin/python Testing/benchmarks/make_nnunet_fixtures.py --out Testing/data/nnunet_reference --overwrite
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

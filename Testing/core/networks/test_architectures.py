@@ -105,7 +105,8 @@ UMAMBA2_PLAN = dict(features=[32, 64, 128, 256, 320, 320, 320],
 
 
 def test_registry_lists_every_architecture():
-    assert architecture_names() == ["resenc_unet", "resvnet", "umamba2", "unet2d", "unet2d_nac", "unet2d_scag", "vnet"]
+    assert architecture_names() == ["plain_conv_unet", "resenc_unet", "resvnet", "umamba2", "unet2d", "unet2d_nac",
+                                    "unet2d_scag", "vnet"]
     with pytest.raises(InputError, match="did you mean 'vnet'"):
         build_network("vnett")
     with pytest.raises(InputError, match="3D"):

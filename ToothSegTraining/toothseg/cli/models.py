@@ -194,7 +194,9 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("--id", help="model ID for the card")
     p.add_argument("--vnet", nargs="+", metavar="PTH", help="RAIL V-Net student checkpoints")
     p.add_argument("--resvnet", nargs="+", metavar="PTH", help="RAIL ResVNet student checkpoints")
-    p.add_argument("--checkpoint", help="nnU-Net checkpoint_final.pth / checkpoint_best.pth")
+    p.add_argument("--checkpoint", nargs="+", metavar="PTH",
+                   help="nnU-Net checkpoint_final.pth / checkpoint_best.pth; one per fold for a fold ensemble "
+                        "(logits averaged, as nnUNetv2_predict does)")
     p.add_argument("--plans", help="nnU-Net plans.json")
     p.add_argument("--dataset", help="nnU-Net dataset.json")
     p.add_argument("--configuration", default="3d_fullres", help="plans configuration (default 3d_fullres)")

@@ -155,16 +155,23 @@ def _interp_axis(block: torch.Tensor, axis: int,
     return a + (b - a) * frac
 
 
-def iter_resampled_slabs(source, out_shape: Sequence[int], slab: int = 8,
-                         dtype: torch.dtype = torch.float32) -> Iterator[tuple[int, int, torch.Tensor]]:
+def iter_resampled_slabs(source, out_shape: Sequence[int], slab: int = 8, dtype: torch.dtype = torch.float32,
+                         first_axis_rows: Sequence[int] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Resample ``source`` ((C,) Z, Y, X; numpy or torch) to ``out_shape`` (Z', Y', X'), slab by slab.
 
     Yields ``(z0, z1, block)`` with ``block`` = output rows ``z0:z1`` as a float tensor
     ((C,) z1-z0, Y', X'); only the source rows these need are converted to float at a time.
+    ``first_axis_rows`` (one source row per output row) replaces linear interpolation along the first
+    axis by picking rows: nnU-Net's nearest-neighbour rule across thick slices.
     """
     channels = source.ndim == 4
     src_shape = source.shape[-3:]
     wz, wy, wx = (axis_weights(n, m) for n, m in zip(src_shape, out_shape))
+    if first_axis_rows is not None:
+        rows = torch.as_tensor(list(first_axis_rows), dtype=torch.long)
+        if len(rows) != out_shape[0]:
+            raise ValueError(f"first_axis_rows has {len(rows)} entries for {out_shape[0]} output rows")
+        wz = (rows, rows, torch.zeros(len(rows)))
     lead = 1 if channels else 0
     for z0 in range(0, out_shape[0], slab):
         z1 = min(out_shape[0], z0 + slab)

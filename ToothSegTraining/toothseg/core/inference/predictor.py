@@ -7,6 +7,9 @@ back onto the input grid slab by slab, arg-maxes them into FDI values, post-proc
 numbering, and returns the labels in the input's own geometry — plus, on request, a voxel-wise
 uncertainty map (normalised entropy) and the mean uncertainty per tooth.
 
+A model imported from nnU-Net is run with nnU-Net's own arithmetic instead (:mod:`.nnunet_pipeline`),
+so that it segments as ``nnUNetv2_predict`` does.
+
 A coarse-to-fine cascade runs its coarse member on the whole scan at low resolution, crops the
 region that holds teeth (plus a margin), and runs the fine member only there, skipping windows
 that the coarse result says are empty.
@@ -44,6 +47,7 @@ from ..preprocessing import (
 )
 from ..postprocessing import apply_steps, check_numbering
 from .cascade import EmptyWindowSkipper, roi_from_foreground
+from .nnunet_pipeline import segment_like_nnunet
 from .sliding_window import SlidingWindowConfig, sliding_window_predict
 from .tta import WindowRunner
 
@@ -148,6 +152,7 @@ class Predictor:
         self.device = resolve_device(self.options.device)
         roles = {role for role, _ in self.model.members}
         self.is_cascade = {"coarse", "fine"} <= roles
+        self.nnunet = self.model.card.nnunet_settings
         if self.model.members and not self.is_cascade and roles != {"ensemble"}:
             raise InputError(f"model {self.model.card.id!r}: members must be an ensemble or a coarse+fine cascade")
 
@@ -214,16 +219,29 @@ class Predictor:
         started = time.perf_counter()
         volume.check_finite()
         self.model.check_input(volume)
-        canonical, orientation = to_canonical(volume)
-        spacing_zyx = canonical.spacing_zyx
-        if self.card.image_extent_yx and canonical.is_2d:  # X-rays as the model saw them: whole-image scale
-            spacing_zyx = (spacing_zyx[0], *whole_image_spacing(canonical.array.shape[1:], self.card.image_extent_yx))
         report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
                                   "tta": self.options.tta and not self.options.fast}
         warnings: list[str] = dental_input_warnings(volume.size_xyz, volume.spacing, volume.is_2d, volume.array)
-        labels, entropy = self._segment(canonical.array, spacing_zyx, report, warnings, progress)
+        if self.nnunet is not None:
+            # nnU-Net's arithmetic works in the image's stored axis order; the result is then brought
+            # into the canonical orientation like any other, for the checks below
+            labels, entropy = self._segment_like_nnunet(volume, report, progress.sub(0.0, 0.95))
+            canonical, orientation = to_canonical(volume.with_array(labels))
+            labels = canonical.array
+            if entropy is not None:
+                entropy = to_canonical(volume.with_array(entropy))[0].array
+            spacing_zyx = canonical.spacing_zyx
+        else:
+            canonical, orientation = to_canonical(volume)
+            spacing_zyx = canonical.spacing_zyx
+            if self.card.image_extent_yx and canonical.is_2d:  # X-rays as the model saw them: whole-image scale
+                spacing_zyx = (spacing_zyx[0],
+                               *whole_image_spacing(canonical.array.shape[1:], self.card.image_extent_yx))
+            labels, entropy = self._segment(canonical.array, spacing_zyx, report, warnings, progress)
         progress.update(0.95, "post-processing")
-        steps = DEFAULT_POSTPROCESSING if self.options.postprocessing is None else self.options.postprocessing
+        steps = self.options.postprocessing
+        if steps is None:  # nnU-Net post-processes nothing by default; its models are run as nnU-Net runs them
+            steps = [] if self.nnunet is not None else DEFAULT_POSTPROCESSING
         if steps and labels.any():
             labels = apply_steps(labels, spacing_zyx, steps)
         if self.options.numbering_checks:
@@ -269,6 +287,18 @@ class Predictor:
         self._probabilities_to_labels(probs, region.shape, class_values, labels, entropy, roi,
                                       progress.sub(0.9, 0.95, "mapping back"))
         return labels, entropy
+
+    def _segment_like_nnunet(self, volume: Volume, report: dict[str, Any],
+                             progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
+        """An imported nnU-Net model run with nnU-Net's arithmetic (:mod:`.nnunet_pipeline`): logits of
+        mirrored passes and folds averaged, no left/right channel swap, in the image's own axis order."""
+        models = [m for _, m in self.model.members] or [self.model]
+        tta = self.options.tta and not self.options.fast
+        runner = WindowRunner(models, self.device, tta, logits=True, swap_sides=False)
+        batch = self.options.batch_size or (2 if self.device.type == "cuda" else 1)
+        report["tta"] = tta and bool(runner.mirrors)
+        return segment_like_nnunet(runner, volume, self.nnunet, self.device, batch, self.options.uncertainty,
+                                   report, progress.sub(0.0, 1.0, "segmenting"))
 
     @staticmethod
     def _numbering_warnings(result: Volume, report: dict[str, Any]) -> list[str]:

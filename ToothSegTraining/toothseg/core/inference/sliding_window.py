@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import Progress
-from .windows import gaussian_importance, symmetric_padding, window_slices
+from .windows import gaussian_importance, nnunet_gaussian_importance, symmetric_padding, window_slices
 
 __all__ = ["SlidingWindowConfig", "sliding_window_predict"]
 
@@ -39,6 +39,7 @@ class SlidingWindowConfig:
     placement: str = "even"
     sigma_scale: float = 0.125
     exact: bool = False  # float32 accumulators (tests, comparisons); default float16 probabilities
+    importance: str = "monai"  # the Gaussian's discretisation: "monai" or "nnunet" (see windows.py)
 
 
 def _accumulate_dtype(config: SlidingWindowConfig) -> torch.dtype:
@@ -105,7 +106,8 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classe
         windows = [w for w in windows if not skip(tuple(slice(max(0, s.start - o), max(0, s.stop - o))
                                                         for s, o in zip(w, offsets)))]
     dtype = _accumulate_dtype(config)
-    weights_np = gaussian_importance(patch, config.sigma_scale)
+    weights_np = (nnunet_gaussian_importance(patch, config.sigma_scale) if config.importance == "nnunet"
+                  else gaussian_importance(patch, config.sigma_scale))
     state = _FallbackState(device=device, batch=max(1, config.batch_size), acc_device=device)
 
     def allocate(where: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -30,10 +30,13 @@ class WindowRunner:
     """One network (or an ensemble of networks with one card) as a window predictor.
 
     Called with a (B, 1, Z, Y, X) batch, returns class probabilities (B, C, Z, Y, X): the mean over
-    ensemble members and, with ``tta``, over the mirrored passes the card allows.
+    ensemble members and, with ``tta``, over the mirrored passes the card allows. With ``logits`` it
+    averages logits instead (nnU-Net's arithmetic, for imported nnU-Net models); ``swap_sides=False``
+    never swaps left/right FDI channels (windows not in ToothSeg's canonical orientation).
     """
 
-    def __init__(self, models: list[LoadedModel], device: torch.device, tta: bool) -> None:
+    def __init__(self, models: list[LoadedModel], device: torch.device, tta: bool, logits: bool = False,
+                 swap_sides: bool = True) -> None:
         self.models = models
         self.card = models[0].card
         self.device = device
@@ -47,7 +50,8 @@ class WindowRunner:
         offset = 5 - dims
         self.mirrors = mirror_combinations([a + offset for a in self.card.mirror_axes]) if tta else []
         perm = self.card.label_table.channel_swap_permutation(self.card.class_values)
-        self.swap = torch.tensor(perm) if perm != list(range(len(perm))) else None
+        self.swap = torch.tensor(perm) if swap_sides and perm != list(range(len(perm))) else None
+        self.logits = logits
         self.is_2d = dims == 2
         self.forward_passes = 0
 
@@ -66,14 +70,14 @@ class WindowRunner:
         return total if count == 1 else total.div_(count)
 
     def _pass(self, network: torch.nn.Module, batch: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-        """Probabilities of one (possibly mirrored) pass, in the unmirrored frame and channel order."""
+        """Probabilities (or logits) of one (possibly mirrored) pass, in the unmirrored frame and channel order."""
         x = torch.flip(batch, list(axes)) if axes else batch
         x = x[:, :, 0] if self.is_2d else x
         with torch.autocast("cuda", dtype=torch.float16, enabled=batch.device.type == "cuda"):
             logits = network(x)
         if isinstance(logits, (list, tuple)):  # deep supervision: the full-resolution output
             logits = logits[0]
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = logits.float() if self.logits else torch.softmax(logits.float(), dim=1)
         del logits
         probs = probs[:, :, None] if self.is_2d else probs
         if axes:

@@ -5,7 +5,8 @@ overlap, spread evenly so the first and last touch the borders) and ``"monai"`` 
 ``sliding_window_inference``: a fixed step ``int(patch * (1 - overlap))``, the last window moved back
 inside the image). The Gaussian importance map is MONAI's ``compute_importance_map`` formula
 (sigma = 0.125 x patch per axis, normalised to 1 at the centre, floored at max(min, 1e-3)), which
-is also nnU-Net's choice of sigma; blending divides the weighted sum by the summed weights.
+is also nnU-Net's choice of sigma; blending divides the weighted sum by the summed weights. Imported
+nnU-Net models use nnU-Net's own discretisation of that Gaussian (:func:`nnunet_gaussian_importance`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["window_starts", "window_slices", "gaussian_importance", "symmetric_padding"]
+__all__ = ["window_starts", "window_slices", "gaussian_importance", "nnunet_gaussian_importance", "symmetric_padding"]
 
 
 def window_starts(size: int, patch: int, overlap: float, placement: str = "even") -> list[int]:
@@ -64,6 +66,18 @@ def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> np.
         weights = weights[..., None] * g
     floor = max(float(weights.min()), 1e-3)
     return np.maximum(weights, np.float32(floor)).astype(np.float32)
+
+
+def nnunet_gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """nnU-Net's ``compute_gaussian``: a unit impulse at ``patch // 2`` smoothed by ``ndimage.gaussian_filter``
+    (σ = ``sigma_scale`` x patch, truncated at 4σ), scaled to a maximum of 10, rounded to float16, zeros
+    raised to the smallest non-zero weight. Returned as float32 holding those float16 values."""
+    impulse = np.zeros([int(p) for p in patch])
+    impulse[tuple(int(p) // 2 for p in patch)] = 1
+    weights = ndimage.gaussian_filter(impulse, [p * sigma_scale for p in patch], 0, mode="constant", cval=0)
+    weights = (weights / (weights.max() / 10)).astype(np.float16)
+    weights[weights == 0] = weights[weights != 0].min()
+    return weights.astype(np.float32)
 
 
 def symmetric_padding(shape: Sequence[int], patch: Sequence[int]) -> list[tuple[int, int]]:

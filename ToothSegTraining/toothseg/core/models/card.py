@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import InputError
 from ..labels import LabelTable
 from ..names import PLAIN_NAME_RULE, is_plain_name, is_plain_relative_path
+from .nnunet_settings import NnUNetSettings
 
 __all__ = ["ModelCard", "IntensityNormalization", "SCHEMA_VERSION", "MEMBER_ROLES"]
 
@@ -89,6 +90,9 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
+    #: an imported nnU-Net model's plan (:class:`NnUNetSettings`): inference then does nnU-Net's arithmetic,
+    #: and ``spacing_zyx``/``patch_size``/``mirror_axes`` are in nnU-Net's transposed axis order
+    nnunet: dict[str, Any] | None = None
     weights_file: str = "weights.safetensors"
     weights_sha256: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -125,6 +129,13 @@ class ModelCard:
                 problems.append(f"member {member} needs a 'path' and a role in {MEMBER_ROLES}")
             elif not is_plain_relative_path(member["path"]):
                 problems.append(f"member path {member['path']!r} must be a sub-folder of the model folder")
+        if self.nnunet is not None:
+            try:
+                self.nnunet = NnUNetSettings.from_dict(self.nnunet).to_dict()
+            except InputError as exc:
+                problems.append(str(exc))
+            if any(member.get("role") != "ensemble" for member in self.members):
+                problems.append("an nnU-Net model's members must be folds (role 'ensemble')")
         if self.schema_version > SCHEMA_VERSION:
             problems.append(f"schema version {self.schema_version} is newer than this ToothSeg ({SCHEMA_VERSION})")
         if problems:
@@ -133,6 +144,11 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         return len(self.class_values)
+
+    @property
+    def nnunet_settings(self) -> NnUNetSettings | None:
+        """The nnU-Net plan this model must be run with, or None (ToothSeg's own pipeline)."""
+        return NnUNetSettings.from_dict(self.nnunet) if self.nnunet is not None else None
 
     @property
     def is_composite(self) -> bool:

@@ -155,6 +155,10 @@ def resolve_nnunet_configuration(plans: dict[str, Any], configuration: str) -> d
     return config
 
 
+_NNUNET_CLASSES = {"PlainConvUNet": "plain_conv_unet", "ResidualEncoderUNet": "resenc_unet", "UMambaBot2": "umamba2"}
+"""nnU-Net network classes (``dynamic_network_architectures`` names) and the ToothSeg architecture of each."""
+
+
 def nnunet_architecture_kwargs(plans: dict[str, Any], configuration: str, dataset: dict[str, Any]) -> tuple[str, dict]:
     """(architecture, kwargs) of a ToothSeg network equivalent to an nnU-Net plans entry."""
     try:
@@ -165,10 +169,13 @@ def nnunet_architecture_kwargs(plans: dict[str, Any], configuration: str, datase
         labels = dataset["labels"]
     except (KeyError, TypeError) as exc:
         raise InputError(f"plans/dataset JSON lacks {exc} for configuration {configuration!r}") from exc
-    if class_name not in ("ResidualEncoderUNet", "UMambaBot2"):
-        raise InputError(f"nnU-Net network class {class_name!r} is not supported (ResidualEncoderUNet, UMambaBot2)")
+    architecture = _NNUNET_CLASSES.get(class_name)
+    if architecture is None:
+        raise InputError(f"nnU-Net network class {class_name!r} is not supported ({', '.join(_NNUNET_CLASSES)})")
     conv_op = str(kwargs.get("conv_op", "Conv3d"))
     dims = 2 if conv_op.endswith("Conv2d") else 3
+    # the plain U-Net's encoder stages are n_conv_per_stage convolutions, the others' residual blocks
+    stage_key = "n_conv_per_stage" if architecture == "plain_conv_unet" else "n_blocks_per_stage"
     num_classes = len(labels) if "regions_class_order" not in dataset else len(dataset["regions_class_order"]) + 1
     ours = {
         "spatial_dims": dims,
@@ -176,12 +183,12 @@ def nnunet_architecture_kwargs(plans: dict[str, Any], configuration: str, datase
         "num_classes": num_classes,
         "features_per_stage": list(kwargs["features_per_stage"]),
         "strides": [list(s) if isinstance(s, (list, tuple)) else s for s in kwargs["strides"]],
-        "n_blocks_per_stage": list(kwargs["n_blocks_per_stage"]),
+        stage_key: list(kwargs[stage_key]),
         "n_conv_per_stage_decoder": list(kwargs["n_conv_per_stage_decoder"]),
         "kernel_sizes": [list(k) if isinstance(k, (list, tuple)) else k for k in kwargs["kernel_sizes"]],
         "conv_bias": bool(kwargs.get("conv_bias", True)),
     }
-    return ("umamba2" if class_name == "UMambaBot2" else "resenc_unet"), ours
+    return architecture, ours
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

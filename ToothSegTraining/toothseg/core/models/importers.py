@@ -2,13 +2,15 @@
 
 * RAIL: the four students (two V-Nets, two ResVNets) become one *ensemble* folder; at inference
   their softmax outputs are averaged, as RAIL's test script does (without its accumulation bug R4).
-* nnU-Net / U-Mamba2: ``checkpoint_final.pth`` + ``plans.json`` + ``dataset.json`` become one
-  folder with the plan's spacing, patch size, CT normalisation and label names.
+* nnU-Net / U-Mamba2: ``checkpoint_final.pth`` (one per fold) + ``plans.json`` + ``dataset.json`` become
+  one folder (folds: an ensemble) with the plan's spacing, patch size, normalisation, label names and
+  the rest of the plan that nnU-Net's inference arithmetic needs (see :mod:`.nnunet_settings`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from .checkpoints import (
     unwrap_state_dict,
 )
 from .folder import save_model_folder
+from .nnunet_settings import nnunet_settings_from_plans
 from ..networks.build import build_network
 
 __all__ = ["import_rail_students", "import_nnunet_checkpoint", "rail_card"]
@@ -97,43 +100,70 @@ def _label_table_from_dataset(dataset: dict[str, Any]) -> tuple[LabelTable, list
     return table, sorted(by_value)
 
 
-def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str], plans_path: str | os.PathLike[str],
-                             dataset_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                             configuration: str = "3d_fullres", model_id: str = "nnunet-imported",
-                             overwrite: bool = False) -> Path:
-    """Convert an nnU-Net v2 (ResEnc or U-Mamba2) checkpoint into a model folder."""
+def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                             plans_path: str | os.PathLike[str], dataset_path: str | os.PathLike[str],
+                             out_dir: str | os.PathLike[str], configuration: str = "3d_fullres",
+                             model_id: str = "nnunet-imported", overwrite: bool = False) -> Path:
+    """Convert nnU-Net v2 (plain, ResEnc or U-Mamba2) checkpoints into a model folder.
+
+    Several checkpoints (one per fold, e.g. ``fold_0 … fold_4/checkpoint_final.pth``) become an
+    ensemble whose logits are averaged, as ``nnUNetv2_predict`` averages its folds. The card records
+    the plan (:class:`NnUNetSettings`), so that inference does nnU-Net's arithmetic.
+    """
     check_model_id(model_id, "--id")
+    paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    if not paths:
+        raise InputError("give at least one nnU-Net checkpoint")
     plans, dataset = read_json(plans_path), read_json(dataset_path)
     architecture, kwargs = nnunet_architecture_kwargs(plans, configuration, dataset)
     table, class_values = _label_table_from_dataset(dataset)
     if kwargs["num_classes"] != len(class_values):
         raise InputError(f"dataset.json lists {len(class_values)} labels but the plan expects {kwargs['num_classes']}")
-    raw = safe_torch_load(checkpoint)
-    state = map_nnunet_state_dict(unwrap_state_dict(raw, checkpoint))
-    network = build_network(architecture, **kwargs)
-    check_state_dict_fits(network, state, architecture)
-    network.load_state_dict(state)
     config = resolve_nnunet_configuration(plans, configuration)
-    properties = plans.get("foreground_intensity_properties_per_channel", {}).get("0")
-    if config.get("normalization_schemes", ["CTNormalization"])[0] == "CTNormalization" and properties:
+    settings = nnunet_settings_from_plans(plans, config)
+    networks, first = [], None
+    for path in paths:
+        raw = safe_torch_load(path)
+        state = map_nnunet_state_dict(unwrap_state_dict(raw, path))
+        network = build_network(architecture, **kwargs)
+        check_state_dict_fits(network, state, architecture)
+        network.load_state_dict(state)
+        networks.append(network)
+        first = raw if first is None else first
+    # as nnU-Net's predictor reads it (from the first fold): None, or no entry, means no test-time
+    # mirroring (its NoMirroring trainers, used for side-labelled tasks, save None)
+    mirror = first.get("inference_allowed_mirroring_axes") if isinstance(first, dict) else None
+    dims = kwargs["spatial_dims"]
+    properties = settings.intensity_properties
+    if settings.normalization == "CTNormalization":
         intensity = IntensityNormalization("clip_zscore", clip=(properties["percentile_00_5"],
                                                                 properties["percentile_99_5"]),
                                            mean=properties["mean"], std=properties["std"])
     else:
-        intensity = IntensityNormalization("zscore")
-    # as nnU-Net's predictor reads it: None, or no entry, means no test-time mirroring (its NoMirroring
-    # trainers, used for side-labelled tasks, save None; mirroring their left/right classes would blur them)
-    mirror = raw.get("inference_allowed_mirroring_axes") if isinstance(raw, dict) else None
-    dims = kwargs["spatial_dims"]
-    card = ModelCard(
-        id=model_id, name=f"{plans.get('dataset_name', 'nnU-Net')} {configuration}", architecture=architecture,
-        kwargs={k: v for k, v in kwargs.items() if k != "num_classes"}, spatial_dims=dims, label_table=table,
-        class_values=class_values, input_kind="3d" if dims == 3 else "2d",
-        spacing_zyx=[float(s) for s in config["spacing"]], intensity=intensity,
-        patch_size=[int(p) for p in config["patch_size"]],
-        mirror_axes=[int(a) for a in mirror] if mirror is not None else [],
-        provenance={"method": "nnunet", "imported_from": Path(checkpoint).name,
-                    "trainer": raw.get("trainer_name", "") if isinstance(raw, dict) else ""})
+        intensity = IntensityNormalization("zscore" if settings.normalization == "ZScoreNormalization" else "none")
+    provenance = {"method": "nnunet", "imported_from": [Path(p).name for p in paths],
+                  "trainer": first.get("trainer_name", "") if isinstance(first, dict) else "",
+                  "configuration": configuration, "plans": str(plans.get("plans_name", ""))}
+
+    def card(card_id: str, **extra: Any) -> ModelCard:
+        return ModelCard(
+            id=card_id, architecture=architecture,
+            kwargs={k: v for k, v in kwargs.items() if k != "num_classes"}, spatial_dims=dims, label_table=table,
+            class_values=class_values, input_kind="3d" if dims == 3 else "2d",
+            spacing_zyx=[float(s) for s in config["spacing"]], intensity=intensity,
+            patch_size=[int(p) for p in config["patch_size"]],
+            mirror_axes=[int(a) for a in mirror] if mirror is not None else [], nnunet=settings.to_dict(),
+            provenance=provenance, **extra)
+
+    name = f"{plans.get('dataset_name', 'nnU-Net')} {configuration}"
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
-        save_model_folder(network, card, staging)
+        if len(networks) == 1:
+            save_model_folder(networks[0], card(model_id, name=name), staging)
+        else:
+            members = []
+            for index, network in enumerate(networks):
+                save_model_folder(network, card(f"{model_id}-fold{index}", name=f"{name} fold {index}"),
+                                  staging / f"fold_{index}")
+                members.append({"role": "ensemble", "path": f"fold_{index}"})
+            save_model_folder(None, card(model_id, name=f"{name} ({len(networks)} folds)", members=members), staging)
     return Path(out_dir)

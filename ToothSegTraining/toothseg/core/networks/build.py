@@ -15,7 +15,7 @@ from .registry import ArchitectureSpec, registered
 
 __all__ = ["build_network", "architecture_names", "get_spec"]
 
-BUILTIN_MODULES = ("resenc_unet", "umamba2", "unet2d", "vnet")
+BUILTIN_MODULES = ("plain_unet", "resenc_unet", "umamba2", "unet2d", "vnet")
 """Modules of this package that register an architecture when imported."""
 
 

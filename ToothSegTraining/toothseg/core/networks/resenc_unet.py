@@ -22,7 +22,7 @@ from torch import nn
 from .blocks import SegmentationNetwork, avg_pool_nd, conv_nd, conv_transpose_nd, norm_nd
 from .registry import register_architecture
 
-__all__ = ["ResEncUNet", "ConvNormAct", "resenc_config"]
+__all__ = ["ResEncUNet", "ConvNormAct", "StackedConvs", "resenc_config"]
 
 
 def _as_list(value, n: int, dims: int) -> list[list[int]]:
@@ -214,11 +214,16 @@ class ResEncUNet(SegmentationNetwork):
         for stride in stride_list:
             total = [t * s for t, s in zip(total, stride)]
         self.size_divisor = tuple(total)
-        self.encoder = ResidualEncoder(dims, in_channels, features, kernels, stride_list, blocks, conv_bias,
-                                       normalization)
+        self.encoder = self._build_encoder(dims, in_channels, features, kernels, stride_list, blocks, conv_bias,
+                                           normalization)
         self.decoder = UNetDecoder(dims, features, kernels, stride_list, n_convs, num_classes, conv_bias,
                                    normalization)
         self.encoder_prefixes = ("encoder.",)
+
+    @staticmethod
+    def _build_encoder(dims: int, in_channels: int, features: list[int], kernels, strides, blocks: list[int],
+                       bias: bool, norm: str) -> nn.Module:
+        return ResidualEncoder(dims, in_channels, features, kernels, strides, blocks, bias, norm)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.encoder(x)
