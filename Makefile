@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toothseg-installed
 DEPS   := ToothSegTraining/pyproject.toml ToothSegTraining/constraints.txt
 
-.PHONY: demo test install bench clean nnunet-fixtures
+.PHONY: demo test install bench clean nnunet-fixtures rail-fixtures
 
 demo: $(STAMP)
 	$(BIN)/toothseg demo --out-dir demo-output
@@ -32,6 +32,12 @@ nnunet-fixtures:
 	$(NNUNET_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c ToothSegTraining/constraints.txt "nnunetv2==2.8.1"
 	@$(NNUNET_VENV)/bin/python -c "import torchvision" 2>/dev/null || $(NNUNET_VENV)/bin/python -m pip uninstall -y -q torchvision
 	$(NNUNET_VENV)/bin/python Testing/benchmarks/make_nnunet_fixtures.py --out Testing/data/nnunet_reference --overwrite
+
+# RAIL's fixtures need a checkout of its code (never committed): make rail-fixtures RAIL=/path/to/RAIL
+rail-fixtures:
+	@test -n "$(RAIL)" || (echo "usage: make rail-fixtures RAIL=/path/to/a/RAIL/checkout" && exit 2)
+	@test -x $(NNUNET_VENV)/bin/python || $(MAKE) nnunet-fixtures
+	$(NNUNET_VENV)/bin/python Testing/benchmarks/make_rail_fixtures.py --rail "$(RAIL)" --out Testing/data/rail_reference --overwrite
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -173,7 +173,8 @@ class Predictor:
         else:
             models = [m for r, m in self.model.members if r == role]
         tta = self.options.tta and not self.options.fast and role != "coarse"
-        return WindowRunner(models, self.device, tta)
+        # left/right FDI channels are swapped under a sagittal mirror only in the canonical orientation
+        return WindowRunner(models, self.device, tta, swap_sides=self.card.reorient)
 
     def _window_config(self, runner: WindowRunner, overlap: float | None = None) -> SlidingWindowConfig:
         card = runner.card
@@ -183,7 +184,13 @@ class Predictor:
         if overlap is None:
             overlap = 0.25 if self.options.fast else self.options.overlap
         batch = self.options.batch_size or (2 if self.device.type == "cuda" else 1)
-        return SlidingWindowConfig(patch, overlap, batch, self.options.placement, exact=self.options.exact)
+        window = card.sliding_window or {}
+        strides = window.get("strides")
+        if strides is not None and card.spatial_dims == 2:
+            strides = [1, *strides]
+        importance = "uniform" if window.get("importance") == "uniform" else "monai"
+        return SlidingWindowConfig(patch, overlap, batch, self.options.placement, exact=self.options.exact,
+                                   importance=importance, strides=strides)
 
     def _model_grid(self, runner: WindowRunner, shape: tuple[int, ...],
                     spacing_zyx: tuple[float, ...]) -> tuple[int, ...]:
@@ -222,10 +229,13 @@ class Predictor:
         report: dict[str, Any] = {"model": self.card.id, "device": str(self.device), "input": volume.describe(),
                                   "tta": self.options.tta and not self.options.fast}
         warnings: list[str] = dental_input_warnings(volume.size_xyz, volume.spacing, volume.is_2d, volume.array)
-        if self.nnunet is not None:
-            # nnU-Net's arithmetic works in the image's stored axis order; the result is then brought
-            # into the canonical orientation like any other, for the checks below
-            labels, entropy = self._segment_like_nnunet(volume, report, progress.sub(0.0, 0.95))
+        if self.nnunet is not None or not self.card.reorient:
+            # the network sees the array as the file stores it (nnU-Net's and RAIL's code do not reorient);
+            # the result is then brought into the canonical orientation like any other, for the checks below
+            if self.nnunet is not None:
+                labels, entropy = self._segment_like_nnunet(volume, report, progress.sub(0.0, 0.95))
+            else:
+                labels, entropy = self._segment(volume.array, volume.spacing_zyx, report, warnings, progress)
             canonical, orientation = to_canonical(volume.with_array(labels))
             labels = canonical.array
             if entropy is not None:
@@ -240,8 +250,8 @@ class Predictor:
             labels, entropy = self._segment(canonical.array, spacing_zyx, report, warnings, progress)
         progress.update(0.95, "post-processing")
         steps = self.options.postprocessing
-        if steps is None:  # nnU-Net post-processes nothing by default; its models are run as nnU-Net runs them
-            steps = [] if self.nnunet is not None else DEFAULT_POSTPROCESSING
+        if steps is None:  # the card's own (imported models: none, as their code does), else ToothSeg's
+            steps = self.card.postprocessing if self.card.postprocessing is not None else DEFAULT_POSTPROCESSING
         if steps and labels.any():
             labels = apply_steps(labels, spacing_zyx, steps)
         if self.options.numbering_checks:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +40,8 @@ class SlidingWindowConfig:
     placement: str = "even"
     sigma_scale: float = 0.125
     exact: bool = False  # float32 accumulators (tests, comparisons); default float16 probabilities
-    importance: str = "monai"  # the Gaussian's discretisation: "monai" or "nnunet" (see windows.py)
+    importance: str = "monai"  # "monai" or "nnunet" (two discretisations of the Gaussian) or "uniform"
+    strides: Sequence[int] | None = None  # fixed steps per axis instead of the overlap (RAIL's test code)
 
 
 def _accumulate_dtype(config: SlidingWindowConfig) -> torch.dtype:
@@ -100,14 +102,18 @@ def sliding_window_predict(image: torch.Tensor, predictor: Predictor, num_classe
         flat = [v for pair in reversed(pads) for v in pair]
         image = F.pad(image[None], flat, mode="constant", value=0.0)[0]
     padded = tuple(image.shape[1:])
-    windows = window_slices(padded, patch, config.overlap, config.placement)
+    windows = window_slices(padded, patch, config.overlap, config.placement, config.strides)
     if skip is not None:
         offsets = [p[0] for p in pads]
         windows = [w for w in windows if not skip(tuple(slice(max(0, s.start - o), max(0, s.stop - o))
                                                         for s, o in zip(w, offsets)))]
     dtype = _accumulate_dtype(config)
-    weights_np = (nnunet_gaussian_importance(patch, config.sigma_scale) if config.importance == "nnunet"
-                  else gaussian_importance(patch, config.sigma_scale))
+    if config.importance == "uniform":
+        weights_np = np.ones(patch, dtype=np.float32)
+    elif config.importance == "nnunet":
+        weights_np = nnunet_gaussian_importance(patch, config.sigma_scale)
+    else:
+        weights_np = gaussian_importance(patch, config.sigma_scale)
     state = _FallbackState(device=device, batch=max(1, config.batch_size), acc_device=device)
 
     def allocate(where: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

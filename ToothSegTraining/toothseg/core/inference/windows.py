@@ -21,10 +21,17 @@ from scipy import ndimage
 __all__ = ["window_starts", "window_slices", "gaussian_importance", "nnunet_gaussian_importance", "symmetric_padding"]
 
 
-def window_starts(size: int, patch: int, overlap: float, placement: str = "even") -> list[int]:
-    """Start indices along one axis (the image is at least ``patch`` long)."""
+def window_starts(size: int, patch: int, overlap: float, placement: str = "even", step: int | None = None) -> list[int]:
+    """Start indices along one axis (the image is at least ``patch`` long).
+
+    ``step`` fixes the stride (RAIL's test code: starts ``0, s, 2s, ...`` with the last moved back inside
+    the image, as ``min(s * i, size - patch)``); ``overlap`` and ``placement`` are then not used."""
     if size <= patch:
         return [0]
+    if step is not None:
+        if step < 1:
+            raise ValueError(f"window stride must be at least 1, got {step}")
+        return [min(step * i, size - patch) for i in range(math.ceil((size - patch) / step) + 1)]
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if placement == "monai":
@@ -49,10 +56,12 @@ def window_starts(size: int, patch: int, overlap: float, placement: str = "even"
 
 
 def window_slices(shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float],
-                  placement: str = "even") -> list[tuple[slice, ...]]:
-    """All windows over ``shape`` (spatial), in C order (last axis fastest)."""
+                  placement: str = "even", strides: Sequence[int] | None = None) -> list[tuple[slice, ...]]:
+    """All windows over ``shape`` (spatial), in C order (last axis fastest); ``strides`` fixes the step
+    per axis (see :func:`window_starts`)."""
     overlaps = [overlap] * len(shape) if isinstance(overlap, (int, float)) else list(overlap)
-    per_axis = [window_starts(s, p, o, placement) for s, p, o in zip(shape, patch, overlaps)]
+    steps = list(strides) if strides is not None else [None] * len(shape)
+    per_axis = [window_starts(s, p, o, placement, t) for s, p, o, t in zip(shape, patch, overlaps, steps)]
     return [tuple(slice(start, start + p) for start, p in zip(starts, patch))
             for starts in itertools.product(*per_axis)]
 

@@ -65,6 +65,19 @@ class IntensityNormalization:
             self.clip = (float(self.clip[0]), float(self.clip[1]))
 
 
+def _sliding_window_problems(window: Any, dims: int) -> list[str]:
+    if not isinstance(window, dict) or set(window) - {"strides", "importance"}:
+        return ["sliding_window takes 'strides' and 'importance' only"]
+    problems = []
+    strides = window.get("strides")
+    if strides is not None and (not isinstance(strides, list) or len(strides) != dims
+                                or not all(isinstance(s, int) and s > 0 for s in strides)):
+        problems.append(f"sliding_window strides must be {dims} positive integers (z, y, x order), got {strides}")
+    if window.get("importance", "gaussian") not in ("gaussian", "uniform"):
+        problems.append(f"sliding_window importance must be 'gaussian' or 'uniform', got {window.get('importance')!r}")
+    return problems
+
+
 @dataclass
 class ModelCard:
     """Contents of ``model.json``. Spatial lists (spacing, patch) are in **array order (z, y, x)**."""
@@ -90,6 +103,16 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = ""
+    #: True: the network sees the scan reoriented to LPS axes (ToothSeg's models, trained so); False: in
+    #: the order the file stores it, as RAIL's and nnU-Net's own code feed their networks
+    reorient: bool = True
+    #: how its windows are placed and weighted when not ToothSeg's default (half-patch overlap, Gaussian):
+    #: ``{"strides": [z, y, x], "importance": "gaussian" | "uniform"}`` (RAIL's test code: fixed strides,
+    #: every window weighted 1)
+    sliding_window: dict[str, Any] | None = None
+    #: post-processing steps its authors apply (:mod:`toothseg.core.postprocessing`); None: ToothSeg's
+    #: defaults, ``[]``: none (imported models, run as their own code runs them)
+    postprocessing: list[dict[str, Any]] | None = None
     #: an imported nnU-Net model's plan (:class:`NnUNetSettings`): inference then does nnU-Net's arithmetic,
     #: and ``spacing_zyx``/``patch_size``/``mirror_axes`` are in nnU-Net's transposed axis order
     nnunet: dict[str, Any] | None = None
@@ -129,6 +152,11 @@ class ModelCard:
                 problems.append(f"member {member} needs a 'path' and a role in {MEMBER_ROLES}")
             elif not is_plain_relative_path(member["path"]):
                 problems.append(f"member path {member['path']!r} must be a sub-folder of the model folder")
+        if self.sliding_window is not None:
+            problems += _sliding_window_problems(self.sliding_window, self.spatial_dims)
+        if self.postprocessing is not None and (not isinstance(self.postprocessing, list) or not all(
+                isinstance(step, dict) and "name" in step for step in self.postprocessing)):
+            problems.append("postprocessing must be a list of steps, each an object with a 'name'")
         if self.nnunet is not None:
             try:
                 self.nnunet = NnUNetSettings.from_dict(self.nnunet).to_dict()

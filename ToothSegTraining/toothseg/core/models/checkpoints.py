@@ -119,13 +119,21 @@ _RAIL_UNUSED = re.compile(r"^(block_(one|two|three|four|five)(_dw)?\.|branchs\.)
 
 
 def map_rail_state_dict(state: dict[str, Any], student: str) -> dict[str, Any]:
-    """Keys of a RAIL student (``vnet`` or ``resvnet``) as ToothSeg names."""
+    """Keys of a RAIL student (``vnet`` or ``resvnet``) as ToothSeg names, kernels turned to ToothSeg's axes.
+
+    RAIL's networks see nibabel's arrays, (x, y, z); ToothSeg feeds SimpleITK's, (z, y, x), the same
+    voxels with the axes reversed. Every convolution kernel's spatial axes are reversed too, so that the
+    network computes RAIL's function on ToothSeg's arrays (all of RAIL's kernels, strides and paddings are
+    cubic, so nothing else depends on the axis order)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if student == "resvnet":
-        return {k: v for k, v in state.items() if not _RAIL_UNUSED.match(k)}
-    if student == "vnet":
-        return {k: v for k, v in state.items() if not k.startswith("branchs.")}
-    raise InputError(f"unknown RAIL student type {student!r} (vnet or resvnet)")
+        state = {k: v for k, v in state.items() if not _RAIL_UNUSED.match(k)}
+    elif student == "vnet":
+        state = {k: v for k, v in state.items() if not k.startswith("branchs.")}
+    else:
+        raise InputError(f"unknown RAIL student type {student!r} (vnet or resvnet)")
+    return {k: v.permute(0, 1, 4, 3, 2).contiguous() if getattr(v, "ndim", 0) == 5 else v
+            for k, v in state.items()}
 
 
 def map_nnunet_state_dict(state: dict[str, Any]) -> dict[str, Any]:

@@ -39,12 +39,16 @@ RAIL_TABLE = LabelTable.custom({1: "tooth"}, name="binary-tooth")
 
 
 def rail_card(model_id: str, architecture: str, **extra: Any) -> ModelCard:
-    """Card of one RAIL student: binary tooth mask, clip [500, 2500] → [0, 1], patch 112x112x80."""
+    """Card of one RAIL student, run as RAIL's ``test_util`` runs it: binary tooth mask, clip [500, 2500]
+    → [0, 1], no resampling, the array as stored (nibabel's x, y, z is SimpleITK's z, y, x reversed),
+    patch 112 x 112 x 80 at strides 64/64/32 with every window weighted 1, no mirroring, no post-processing."""
     return ModelCard(
         id=model_id, architecture=architecture, kwargs={"in_channels": 1}, spatial_dims=3, label_table=RAIL_TABLE,
         class_values=[0, 1], input_kind="3d", spacing_zyx=None,
         intensity=IntensityNormalization("clip_scale", clip=(500.0, 2500.0)),
-        patch_size=[80, 112, 112], mirror_axes=[1, 2], license="see the RAIL repository", **extra)
+        patch_size=[80, 112, 112], mirror_axes=[], reorient=False, postprocessing=[],
+        sliding_window={"strides": [32, 64, 64], "importance": "uniform"}, license="see the RAIL repository",
+        **extra)
 
 
 def import_rail_students(vnets: list[str | os.PathLike[str]], resvnets: list[str | os.PathLike[str]],
@@ -68,14 +72,16 @@ def import_rail_students(vnets: list[str | os.PathLike[str]], resvnets: list[str
         for kind, paths in (("vnet", vnets), ("resvnet", resvnets)):
             for index, path in enumerate(paths):
                 state = map_rail_state_dict(read_state_dict(path), kind)
-                network = build_network(kind, in_channels=1, num_classes=2,
-                                        **({"has_dropout": True} if kind == "vnet" else {}))
+                kwargs: dict[str, Any] = {"has_dropout": True} if kind == "vnet" else {}
+                first = state.get("block_one.conv.0.weight")
+                if kind == "vnet" and first is not None and first.shape[0] != 16:
+                    kwargs["n_filters"] = int(first.shape[0])  # a narrower V-Net than the paper's 16
+                network = build_network(kind, in_channels=1, num_classes=2, **kwargs)
                 check_state_dict_fits(network, state, kind)
                 network.load_state_dict(state)
                 name = f"{kind}_{index}"
                 card = rail_card(f"{model_id}-{name}", kind, provenance={**provenance, "file": Path(path).name})
-                if kind == "vnet":
-                    card.kwargs["has_dropout"] = True
+                card.kwargs.update(kwargs)
                 save_model_folder(network, card, staging / name)
                 members.append({"role": "ensemble", "path": name})
         top = rail_card(model_id, "vnet", name="RAIL (imported)", members=members, provenance=provenance,
@@ -153,6 +159,7 @@ def import_nnunet_checkpoint(checkpoint: str | os.PathLike[str] | Sequence[str |
             spacing_zyx=[float(s) for s in config["spacing"]], intensity=intensity,
             patch_size=[int(p) for p in config["patch_size"]],
             mirror_axes=[int(a) for a in mirror] if mirror is not None else [], nnunet=settings.to_dict(),
+            reorient=False, postprocessing=[],
             provenance=provenance, **extra)
 
     name = f"{plans.get('dataset_name', 'nnU-Net')} {configuration}"
