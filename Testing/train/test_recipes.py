@@ -29,8 +29,8 @@ def test_recipe_is_valid(path):
     for index, stage in enumerate(recipe.stages):
         data = stage_data(recipe, index)
         assert len(data.patch_size) == (2 if data.kind == "2d" else 3)
-        if index == 0:
-            assert stage.init_from == "none"
+        if index == 0:  # nothing before it; a continuation starts from a model folder that exists
+            assert stage.init_from == "none" or (RECIPE_FOLDER.parents[3] / stage.init_from / "model.json").is_file()
 
 
 def _benchmark(name: str):

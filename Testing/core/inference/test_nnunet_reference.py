@@ -12,6 +12,7 @@ in 3D.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from toothseg.core.io.images import read_volume
 from toothseg.core.labels import LabelTable
 from toothseg.core.models.card import ModelCard
 from toothseg.core.models.folder import load_model_folder
+from toothseg.core.models.nnunet_import import known_trainer, sided_pairs
 from toothseg.core.models.nnunet_settings import NnUNetResampling, NnUNetSettings
 from toothseg.core.networks import build_network
 
@@ -158,6 +160,76 @@ def test_folds_are_averaged_as_logits(imported, tmp_path):
     two = Predictor(out, options).predict(image).labels.array
     one = Predictor(imported[name], options).predict(image).labels.array
     assert np.array_equal(one, two)
+
+
+def _distributed_zip(path: Path, name: str, folds: list[str],
+                     configurations: tuple[str, ...] = ("3d_fullres",)) -> Path:
+    """A fixture model packed as nnU-Net models are distributed (Dataset…/Trainer__Plans__config/fold_N/)."""
+    source = FIXTURES / name
+    with zipfile.ZipFile(path, "w") as archive:
+        for configuration in configurations:
+            folder = f"Dataset901_Aniso/nnUNetTrainer__nnUNetPlansTiny__{configuration}"
+            for file in ("plans.json", "dataset.json"):
+                archive.write(source / file, f"{folder}/{file}")
+            for fold in folds:
+                archive.write(source / "checkpoint_final.pth", f"{folder}/fold_{fold}/checkpoint_final.pth")
+                archive.writestr(f"{folder}/fold_{fold}/debug.json", "{}")
+    return path
+
+
+@needs_fixtures
+def test_a_distributed_zip_imports_as_it_comes(imported, tmp_path, capsys):
+    name = "aniso_plain_mirroring"
+    archive = _distributed_zip(tmp_path / "model.zip", name, ["0", "1"])
+    assert main(["models", "import-checkpoint", "nnunet", "--zip", str(archive), "--out", str(tmp_path / "m")]) == 0
+    loaded = load_model_folder(tmp_path / "m")
+    assert len(loaded.members) == 2  # both folds, as nnUNetv2_predict would use them
+    assert loaded.card.provenance["archive"] == "model.zip"
+    assert loaded.card.provenance["imported_from"][0].endswith("fold_0/checkpoint_final.pth")
+    assert main(["models", "import-checkpoint", "nnunet", "--zip", str(archive), "--folds", "1",
+                 "--out", str(tmp_path / "one")]) == 0
+    image = read_volume(_cases(name)[0][0])
+    options = InferenceOptions(device="cpu", tta=False)
+    one = Predictor(tmp_path / "one", options).predict(image).labels.array
+    assert np.array_equal(one, Predictor(imported[name], options).predict(image).labels.array)
+    # a fold that is not there, an archive with two configurations and a file that is no zip are refused
+    # with a clear message, and nothing is written
+    def refused(*arguments: str) -> str:
+        assert main(["models", "import-checkpoint", "nnunet", *arguments, "--out", str(tmp_path / "x")]) != 0
+        assert not (tmp_path / "x").exists()
+        return capsys.readouterr().err
+
+    assert "no fold(s) 3" in refused("--zip", str(archive), "--folds", "3")
+    both = _distributed_zip(tmp_path / "two.zip", name, ["all"], ("3d_fullres", "3d_lowres"))
+    assert "several models (3d_fullres" in refused("--zip", str(both))
+    assert "not a readable zip" in refused("--zip", str(FIXTURES / "manifest.json"))
+    assert "either --zip or" in refused("--zip", str(archive), "--plans", "plans.json")
+
+
+@needs_fixtures
+def test_an_unknown_trainer_is_reported(tmp_path, caplog):
+    import torch
+
+    source = FIXTURES / "aniso_plain_mirroring"
+    checkpoint = torch.load(source / "checkpoint_final.pth", weights_only=False)  # our own fixture file
+    checkpoint["trainer_name"] = "MyCustomTrainer"
+    torch.save(checkpoint, tmp_path / "custom.pth")
+    with caplog.at_level("WARNING"):
+        assert main(["models", "import-checkpoint", "nnunet", "--checkpoint", str(tmp_path / "custom.pth"),
+                     "--plans", str(source / "plans.json"), "--dataset", str(source / "dataset.json"),
+                     "--out", str(tmp_path / "m")]) == 0
+    assert "'MyCustomTrainer' is not one ToothSeg knows" in caplog.text
+    assert load_model_folder(tmp_path / "m").card.provenance["trainer_known"] is False
+
+
+def test_trainer_names_and_sided_labels():
+    assert known_trainer("nnUNetTrainer") and known_trainer("nnUNetTrainerNoMirroring")
+    assert known_trainer("nnUNetTrainer_4000epochs_NoMirroring")
+    assert known_trainer("nnUNetTrainer_DASegOrd0_NoMirroring")
+    assert not known_trainer("nnUNetTrainerUMambaBot") and not known_trainer("MyTrainer")
+    names = {1: "Maxilla & Upper Skull", 2: "Mandible", 3: "sinus_maxillary_left", 4: "sinus_maxillary_right",
+             5: "Left Mandibular Canal", 6: "Right Mandibular Canal", 7: "left_only_thing"}
+    assert sided_pairs(names) == {3: 4, 4: 3, 5: 6, 6: 5}
 
 
 # --------------------------------------------------------------------------- arithmetic, without fixtures

@@ -83,7 +83,7 @@ def test_import_checkpoint_cli_writes_a_folder_that_verifies(tmp_path):
     assert result.returncode == 0 and "toothseg models verify" in result.stdout, result.stderr
     assert run("verify", tmp_path / "rail").returncode == 0
     result = run("import-checkpoint", "nnunet", "--out", tmp_path / "nn", "--plans", "p.json")
-    assert result.returncode == 1 and "needs --checkpoint, --dataset" in result.stderr
+    assert result.returncode == 1 and "needs --zip, or --checkpoint, --dataset" in result.stderr
     assert not (tmp_path / "nn").exists()
 
 

@@ -117,19 +117,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from ..core.errors import InputError
     from ..core.models import importers
 
     if args.format == "rail":
         out = importers.import_rail_students(args.vnet or [], args.resvnet or [], args.out, args.id or "rail-imported",
                                              overwrite=args.overwrite)
+    elif args.zip:
+        if args.checkpoint or args.plans or args.dataset:
+            raise InputError("give either --zip or --checkpoint/--plans/--dataset, not both")
+        out = importers.import_nnunet_zip(args.zip, args.out, configuration=args.configuration, folds=args.folds,
+                                          checkpoint_name=args.checkpoint_name,
+                                          model_id=args.id or "nnunet-imported", overwrite=args.overwrite)
     else:
         missing = [name for name in ("checkpoint", "plans", "dataset") if not getattr(args, name)]
         if missing:
-            from ..core.errors import InputError
-
-            raise InputError("nnunet import needs " + ", ".join(f"--{m}" for m in missing))
+            raise InputError("nnunet import needs --zip, or " + ", ".join(f"--{m}" for m in missing))
         out = importers.import_nnunet_checkpoint(args.checkpoint, args.plans, args.dataset, args.out,
-                                                 configuration=args.configuration,
+                                                 configuration=args.configuration or "3d_fullres",
                                                  model_id=args.id or "nnunet-imported", overwrite=args.overwrite)
     print(f"wrote model folder {out}; check it with 'toothseg models verify {out}', install with "
           f"'toothseg models add {out}'")
@@ -199,6 +204,12 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
                         "(logits averaged, as nnUNetv2_predict does)")
     p.add_argument("--plans", help="nnU-Net plans.json")
     p.add_argument("--dataset", help="nnU-Net dataset.json")
-    p.add_argument("--configuration", default="3d_fullres", help="plans configuration (default 3d_fullres)")
+    p.add_argument("--configuration",
+                   help="plans configuration (default 3d_fullres; with --zip: the one model in the archive)")
+    p.add_argument("--zip", metavar="FILE",
+                   help="an nnU-Net model zip as distributed (Dataset…/Trainer__Plans__configuration/fold_N/…)")
+    p.add_argument("--folds", nargs="+", metavar="N", help="with --zip: only these folds (default: all it holds)")
+    p.add_argument("--checkpoint-name", default="checkpoint_final.pth",
+                   help="with --zip: checkpoint file of each fold (default checkpoint_final.pth)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_import)
