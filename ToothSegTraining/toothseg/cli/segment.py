@@ -249,7 +249,7 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="no TTA and less window overlap")
     p.add_argument("--batch-size", type=int, default=0,
                    help="windows per forward pass (default: 2 on a GPU; on a CPU as many as make about "
-                        "2 M voxels, up to 8)")
+                        "1 M voxels, up to 8)")
     p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS; 3D scans only)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")

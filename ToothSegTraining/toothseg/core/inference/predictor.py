@@ -83,15 +83,16 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-CPU_BATCH_VOXELS = 2**21
-"""Voxels per forward pass that automatic batching aims at on a CPU (one 128^3 window)."""
+CPU_BATCH_VOXELS = 2**20
+"""Voxels per forward pass that automatic batching aims at on a CPU (one 128 x 128 x 64 window)."""
 
 
 def auto_batch_size(device: torch.device, patch: list[int]) -> int:
     """Windows per forward pass when the user did not choose: 2 on a GPU; on a CPU enough windows for
     about :data:`CPU_BATCH_VOXELS` voxels, 1 to 8. On two CPU cores a small nnU-Net plan (patch 28 x 40 x
-    40, 8 mirrored passes) ran 7x faster at 8 windows per call than at 1, with the same labels
-    (``Testing/benchmarks/bench_nnunet_speed.py``); a 128^3 window gains nothing and stays at 1."""
+    40, 8 mirrored passes) ran 6x faster at 8 windows per call than at 1, with the same labels
+    (``Testing/benchmarks/bench_nnunet_speed.py``); the bundled cascade (64^3 and 64 x 96 x 96 windows)
+    gains little, so the budget stays where its memory stays (1.36 GB at 2 M voxels, 1.0 GB here)."""
     if device.type == "cuda":
         return 2
     return max(1, min(8, CPU_BATCH_VOXELS // max(1, math.prod(int(p) for p in patch))))
@@ -107,7 +108,7 @@ class InferenceOptions:
         fast: no TTA and less window overlap (0.25) — several times faster.
         overlap: window overlap (fraction of the patch).
         batch_size: windows per forward pass; 0 = automatic (:func:`auto_batch_size`: 2 on a GPU; on a
-            CPU as many windows as make about 2 M voxels, at most 8: small patches gain several-fold
+            CPU as many windows as make about 1 M voxels, at most 8: small patches gain several-fold
             from fewer, larger calls, large ones nothing).
         use_cascade: for cascade models, run the fine model only where the coarse one found teeth.
         roi_margin_mm: margin around the coarse teeth region.
