@@ -118,8 +118,10 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
                 card = read_card(entry.folder)
             except InputError as exc:  # an edited or damaged card: say so in the panel, not as a traceback
                 return "<br>".join(lines + [escape(f"The model card cannot be read: {exc}")])
-            lines.append(escape(f"Classes: {card.num_classes - 1} ({card.label_table.name}); "
-                                f"spacing (z, y, x): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}"))
+            lines.append(escape(f"Classes: {card.num_classes - 1} ({card.label_table.name}); spacing "
+                                f"({card.input_axes}): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}"))
+            if card.nnunet is not None:
+                lines.append(escape("Runs with nnU-Net's own preprocessing and blending (imported nnU-Net model)."))
             if card.provenance:
                 data = card.provenance.get("data_source", "")
                 synthetic = " (synthetic intensities)" if card.provenance.get("synthetic_intensities") else ""

@@ -32,18 +32,14 @@ def _print_card(folder) -> None:
     card = read_card(folder)
     print(f"  folder: {folder}")
     print(f"  classes: {card.num_classes} ({', '.join(str(v) for v in card.class_values[1:][:40])})")
-    settings = card.nnunet_settings
-    # an nnU-Net plan's axes are the stored array's (z, y, x) transposed by its transpose_forward
-    axes = f"nnU-Net's axes, stored (z, y, x) transposed by {settings.transpose_forward}" if settings else (
-        "z, y, x" if card.reorient else "z, y, x as stored")
     if card.spacing_zyx:
-        print(f"  input spacing ({axes}): {card.spacing_zyx} mm")
+        print(f"  input spacing ({card.input_axes}): {card.spacing_zyx} mm")
     if card.patch_size:
-        print(f"  patch ({axes}): {card.patch_size}")
+        print(f"  patch ({card.input_axes}): {card.patch_size}")
     if card.sliding_window:
         print(f"  windows: {json.dumps(card.sliding_window)}")
     print(f"  mirror axes for TTA: {card.mirror_axes or 'none'}")
-    if settings:
+    if card.nnunet is not None:
         print("  inference: nnU-Net's arithmetic (the plan is on the card; no post-processing)")
     if card.metrics:
         print(f"  validation metrics: {json.dumps(card.metrics)}")

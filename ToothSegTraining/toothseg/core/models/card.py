@@ -179,6 +179,14 @@ class ModelCard:
         return NnUNetSettings.from_dict(self.nnunet) if self.nnunet is not None else None
 
     @property
+    def input_axes(self) -> str:
+        """The axes ``spacing_zyx`` and ``patch_size`` are listed in, in words (model panels, ``models show``)."""
+        settings = self.nnunet_settings
+        if settings is not None:
+            return f"nnU-Net's axes: the stored (z, y, x) transposed by {settings.transpose_forward}"
+        return "z, y, x" if self.reorient else "z, y, x as stored"
+
+    @property
     def is_composite(self) -> bool:
         """True for ensembles and cascades, whose weights live in member folders."""
         return bool(self.members)
