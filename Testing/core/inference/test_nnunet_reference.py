@@ -29,6 +29,7 @@ from toothseg.core.inference.windows import nnunet_gaussian_importance
 from toothseg.core.io.images import read_volume
 from toothseg.core.labels import LabelTable
 from toothseg.core.models.card import ModelCard
+from toothseg.core.models.checkpoints import safe_torch_load
 from toothseg.core.models.folder import load_model_folder
 from toothseg.core.models.nnunet_import import known_trainer, sided_pairs
 from toothseg.core.models.nnunet_settings import NnUNetResampling, NnUNetSettings
@@ -211,7 +212,7 @@ def test_an_unknown_trainer_is_reported(tmp_path, caplog):
     import torch
 
     source = FIXTURES / "aniso_plain_mirroring"
-    checkpoint = torch.load(source / "checkpoint_final.pth", weights_only=False)  # our own fixture file
+    checkpoint = safe_torch_load(source / "checkpoint_final.pth")  # weights_only, as the importer reads it
     checkpoint["trainer_name"] = "MyCustomTrainer"
     torch.save(checkpoint, tmp_path / "custom.pth")
     with caplog.at_level("WARNING"):
