@@ -16,12 +16,19 @@
    161 x 161 x 132 mm field of the bundled STS-2024 ``Validation_0002`` label map, SYNTHETIC
    intensities) at 0.6 mm; model: the bundled ``toothseg-cbct-synthetic-demo`` (or ``--model``).
 
-4. ``xray``: the whole ``Predictor`` pipeline with the bundled panoramic model (uncertainty on) on a
+4. ``fullfield``: what a clinician's full-field scan costs with the bundled model as ``segment`` runs it
+   (default options: TTA on, post-processing and numbering checks): a 640 x 640 x 400 scan at 0.25 mm
+   (160 x 160 x 100 mm, int16, uncompressed NIfTI), the 0.6 mm full-field synthetic scan of ``cascade``
+   resampled onto it (SYNTHETIC intensities) with fine noise added; reading and predicting timed apart,
+   peak resident memory of the whole child process (goal: <= 2.5 GiB and <= 60 s on 2 CPU threads).
+
+5. ``xray``: the whole ``Predictor`` pipeline with the bundled panoramic model (uncertainty on) on a
    random X-ray of clinical size (default 3000 x 6000 px at 0.1 mm): peak resident memory and seconds.
 
     python Testing/benchmarks/bench_inference.py monai
     python Testing/benchmarks/bench_inference.py large [--size 640 640 400]
     python Testing/benchmarks/bench_inference.py cascade [--model DIR] [--json OUT]
+    python Testing/benchmarks/bench_inference.py fullfield [--model DIR] [--json OUT]
     python Testing/benchmarks/bench_inference.py xray [--xray-size 3000 6000]
 """
 
@@ -29,16 +36,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
 
+from peak_memory import peak_rss_gib  # the script's folder is on sys.path
+
 
 def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_rss_gib()
 
 
 def _network(classes: int):
@@ -141,6 +149,65 @@ def child_cascade(variant: str, model: str, image_path: str, labels_path: str) -
             "metrics": {k: round(float(v), 4) for k, v in metrics.items()}}
 
 
+FULL_FIELD_SIZE_XYZ = (640, 640, 400)
+FULL_FIELD_SPACING = 0.25
+
+
+def clinical_full_field_scan(folder: str) -> tuple[str, str]:
+    """A 640 x 640 x 400 int16 scan at 0.25 mm centred on the teeth (image, labels): the 0.6 mm full-field
+    scan resampled (linear; labels nearest) plus noise at the fine grid's own scale."""
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    image_path, labels_path = full_field_scan(folder, 0.6)
+    coarse_image, coarse_labels = sitk.ReadImage(image_path), sitk.ReadImage(labels_path)
+    teeth = np.argwhere(sitk.GetArrayViewFromImage(coarse_labels) > 0).mean(axis=0)[::-1]  # x y z index
+    centre = np.asarray(coarse_labels.TransformContinuousIndexToPhysicalPoint(teeth.tolist()))
+    size = np.asarray(FULL_FIELD_SIZE_XYZ)
+    direction = np.asarray(coarse_image.GetDirection()).reshape(3, 3)
+    origin = centre - direction @ ((size - 1) / 2 * FULL_FIELD_SPACING)
+    reference = sitk.Image([int(v) for v in size], sitk.sitkInt16)
+    reference.SetSpacing([FULL_FIELD_SPACING] * 3)
+    reference.SetDirection(coarse_image.GetDirection())
+    reference.SetOrigin(origin.tolist())
+    fine = sitk.Resample(coarse_image, reference, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(fine)
+    del fine
+    array += np.random.default_rng(0).normal(0.0, 25.0, array.shape).astype(np.float32)
+    image = sitk.GetImageFromArray(np.clip(array, -1024, 3071).astype(np.int16))
+    del array
+    image.CopyInformation(reference)
+    labels = sitk.Resample(coarse_labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    paths = str(Path(folder) / "clinical_field.nii"), str(Path(folder) / "clinical_field_teeth.nii.gz")
+    sitk.WriteImage(image, paths[0])
+    sitk.WriteImage(labels, paths[1], True)
+    return paths
+
+
+def child_fullfield(model: str, image_path: str, labels_path: str) -> dict:
+    import torch
+
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.io.images import read_label_map, read_volume
+    from toothseg.core.metrics.protocols import sts2024_case
+
+    predictor = Predictor(model, InferenceOptions(device="cpu"))  # segment's defaults
+    base = _peak_gib()
+    start = time.perf_counter()
+    image = read_volume(image_path)
+    read_seconds = time.perf_counter() - start
+    prediction = predictor.predict(image)
+    seconds = time.perf_counter() - start
+    peak = _peak_gib()
+    labels = prediction.labels.array
+    del image, prediction
+    metrics = sts2024_case(read_label_map(labels_path).array, labels)
+    return {"seconds": seconds, "read_seconds": read_seconds, "peak_gib": peak, "baseline_gib": base,
+            "threads": torch.get_num_threads(), "shape_zyx": list(labels.shape),
+            "metrics": {k: round(float(v), 4) for k, v in metrics.items()}}
+
+
 def child_xray(rows: int, cols: int) -> dict:
     import torch
 
@@ -169,9 +236,9 @@ def _child(args: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which",
-                        choices=("monai", "large", "cascade", "xray", "_child_monai", "_child_large", "_child_cascade",
-                                 "_child_xray"))
-    parser.add_argument("--model", help="cascade model folder for 'cascade' (default: the bundled 3D model)")
+                        choices=("monai", "large", "cascade", "fullfield", "xray", "_child_monai", "_child_large",
+                                 "_child_cascade", "_child_fullfield", "_child_xray"))
+    parser.add_argument("--model", help="model folder for 'cascade' and 'fullfield' (default: the bundled 3D model)")
     parser.add_argument("--spacing", type=float, default=0.6, help="voxel size (mm) of the scan for 'cascade'")
     parser.add_argument("--image", help=argparse.SUPPRESS)
     parser.add_argument("--labels", help=argparse.SUPPRESS)
@@ -199,7 +266,28 @@ def main() -> int:
     if args.which == "_child_cascade":
         print(json.dumps(child_cascade(args.variant, args.model, args.image, args.labels)))
         return 0
-    if args.which == "cascade":
+    if args.which == "_child_fullfield":
+        print(json.dumps(child_fullfield(args.model, args.image, args.labels)))
+        return 0
+    if args.which == "fullfield":
+        import tempfile
+        from pathlib import Path
+
+        model = args.model or str(Path(__file__).resolve().parents[2] / "Resources" / "Models" /
+                                  "toothseg-cbct-synthetic-demo")
+        with tempfile.TemporaryDirectory(prefix="toothseg-bench-") as folder:
+            image_path, labels_path = clinical_full_field_scan(folder)
+            r = _child(["_child_fullfield", "--model", model, "--image", image_path, "--labels", labels_path])
+        m = r["metrics"]
+        print(f"# {Path(model).name} as segment runs it (TTA on), {FULL_FIELD_SIZE_XYZ} (x y z) int16 scan at "
+              f"{FULL_FIELD_SPACING} mm, SYNTHETIC intensities, CPU, {r['threads']} threads")
+        print(f"peak resident memory {r['peak_gib']:.2f} GiB (goal <= 2.5; model loaded: {r['baseline_gib']:.2f}), "
+              f"{r['seconds']:.1f} s including {r['read_seconds']:.1f} s reading (goal <= 60); instance Dice "
+              f"{m['instance_dsc']:.3f}, IA {m['ia']:.3f}")
+        result = {"benchmark": "fullfield", "settings": {"model": Path(model).name, "size_xyz": FULL_FIELD_SIZE_XYZ,
+                                                         "spacing_mm": FULL_FIELD_SPACING, "intensities": "SYNTHETIC"},
+                  "run": r}
+    elif args.which == "cascade":
         import tempfile
         from pathlib import Path
 

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from peak_memory import peak_rss_gib  # noqa: E402  (the script's folder is on sys.path)
+
 # (label, architecture, kwargs, input shape (B, C, *spatial), source of the patch size)
 CASES = [
     ("RAIL V-Net", "vnet", {"has_dropout": True}, (1, 1, 80, 112, 112), "RAIL patch 112x112x80"),
@@ -38,7 +40,6 @@ CASES = [
 
 def measure(index: int, device: str, repeats: int) -> dict:
     """Runs inside the child process."""
-    import resource
 
     import torch
 
@@ -48,7 +49,7 @@ def measure(index: int, device: str, repeats: int) -> dict:
     torch.manual_seed(0)
     model = build_network(name, **kwargs).to(device).eval()
     x = torch.randn(shape, device=device)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_gib = peak_rss_gib()
     timings = []
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=device == "cuda"):
         for _ in range(repeats + 1):  # the first run warms up allocators and kernels
@@ -63,8 +64,8 @@ def measure(index: int, device: str, repeats: int) -> dict:
         "label": label, "architecture": name, "input": list(shape), "source": source, "device": device,
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": min(timings[1:]) if repeats else timings[0],
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "rss_increase_gib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 2**20,
+        "peak_rss_gib": peak_rss_gib(),
+        "rss_increase_gib": peak_rss_gib() - baseline_gib,
     }
     if device == "cuda":
         result["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30

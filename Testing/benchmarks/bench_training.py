@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+from peak_memory import peak_rss_gib  # noqa: E402  (the script's folder is on sys.path)
 
 # (label, method, settings, architecture, kwargs, labeled batch, unlabeled batch, patch (z, y, x) or (y, x), note)
 CASES = [
@@ -74,7 +75,7 @@ def child(index: int, device: str, steps: int) -> dict:
         timings.append(time.perf_counter() - start)
     result = {"label": label, "method": name, "architecture": arch, "patch": list(patch), "batch": [n_l, n_u],
               "note": note, "device": device, "seconds_per_step": min(timings[1:]),
-              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+              "peak_rss_gib": peak_rss_gib(),
               "trainable_parameters": sum(p.numel() for p in params)}
     if device == "cuda":
         result["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30

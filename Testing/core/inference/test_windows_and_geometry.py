@@ -13,6 +13,7 @@ from toothseg.core import Volume
 from toothseg.core.preprocessing import (
     axis_weights,
     image_statistics,
+    iter_resampled_argmax,
     iter_resampled_slabs,
     resample_array,
     restore_orientation,
@@ -158,6 +159,26 @@ def test_slab_resampling_equals_trilinear_interpolation(shape_in, shape_out):
     torch.testing.assert_close(resample_array(source, shape_out, slab=2), expected, atol=1e-5, rtol=1e-5)
     blocks = list(iter_resampled_slabs(source.numpy(), shape_out, slab=3))
     assert [b[0] for b in blocks] == list(range(0, shape_out[0], 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_resampled_argmax_equals_the_argmax_of_all_classes(dtype):
+    """Skipping the classes that cannot win a slab changes no label: mostly background, a few local
+    classes, voxels where two classes are close, and all-zero voxels (windows never run)."""
+    generator = torch.Generator().manual_seed(3)
+    classes, shape_in, shape_out = 12, (9, 14, 11), (23, 31, 27)
+    logits = torch.randn((classes, *shape_in), generator=generator)
+    logits[0] += 4.0  # background nearly everywhere
+    for c in range(1, classes):
+        z, y, x = (int(torch.randint(0, n - 3, (), generator=generator)) for n in shape_in)
+        logits[c, z:z + 3, y:y + 3, x:x + 3] += 6.0  # each class wins a small block
+    probs = torch.softmax(logits, dim=0)
+    probs[:, 0, :2, :2] = 0.0  # never-run windows count as nothing
+    probs = probs.to(dtype)
+    expected = torch.cat([block.argmax(dim=0) for _, _, block in iter_resampled_slabs(probs, shape_out, slab=2)])
+    got = torch.cat([winner for _, _, winner in iter_resampled_argmax(probs, shape_out, slab=2)])
+    assert torch.equal(got, expected)
+    assert len(torch.unique(expected)) > classes // 2  # the test has several winners to keep
 
 
 def test_axis_weights_identity_and_statistics():

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +26,8 @@ from .models.card import IntensityNormalization
 from .volume import Volume
 
 __all__ = ["Orientation", "to_canonical", "restore_orientation", "resampled_shape", "axis_weights",
-           "iter_resampled_slabs", "resample_array", "normalize_intensities", "image_statistics",
-           "whole_image_spacing"]
+           "iter_resampled_slabs", "iter_resampled_argmax", "resample_array", "normalize_intensities",
+           "image_statistics", "whole_image_spacing"]
 
 
 @dataclass(frozen=True)
@@ -155,15 +155,12 @@ def _interp_axis(block: torch.Tensor, axis: int,
     return a + (b - a) * frac
 
 
-def iter_resampled_slabs(source, out_shape: Sequence[int], slab: int = 8, dtype: torch.dtype = torch.float32,
-                         first_axis_rows: Sequence[int] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Resample ``source`` ((C,) Z, Y, X; numpy or torch) to ``out_shape`` (Z', Y', X'), slab by slab.
-
-    Yields ``(z0, z1, block)`` with ``block`` = output rows ``z0:z1`` as a float tensor
-    ((C,) z1-z0, Y', X'); only the source rows these need are converted to float at a time.
-    ``first_axis_rows`` (one source row per output row) replaces linear interpolation along the first
-    axis by picking rows: nnU-Net's nearest-neighbour rule across thick slices.
-    """
+def _resampled_slabs(source, out_shape: Sequence[int], slab: int, dtype: torch.dtype,
+                     first_axis_rows: Sequence[int] | None,
+                     channels_of: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
+    """The loop of :func:`iter_resampled_slabs`; ``channels_of(source rows)`` may pick the channels
+    (an index tensor) a slab interpolates, yielded with the block."""
     channels = source.ndim == 4
     src_shape = source.shape[-3:]
     wz, wy, wx = (axis_weights(n, m) for n, m in zip(src_shape, out_shape))
@@ -178,11 +175,52 @@ def iter_resampled_slabs(source, out_shape: Sequence[int], slab: int = 8, dtype:
         lower, upper, frac = wz[0][z0:z1], wz[1][z0:z1], wz[2][z0:z1]
         lo, hi = int(lower.min()), int(upper.max()) + 1
         rows = source[..., lo:hi, :, :]
-        block = torch.as_tensor(np.asarray(rows) if isinstance(rows, np.ndarray) else rows).to(dtype)
+        block = torch.as_tensor(np.asarray(rows) if isinstance(rows, np.ndarray) else rows)
+        kept = None
+        if channels_of is not None:
+            kept = channels_of(block)
+            block = block.index_select(0, kept)
+        block = block.to(dtype)
         block = _interp_axis(block, lead, (lower - lo, upper - lo, frac))
         block = _interp_axis(block, lead + 1, wy)
         block = _interp_axis(block, lead + 2, wx)
+        yield z0, z1, block, kept
+
+
+def iter_resampled_slabs(source, out_shape: Sequence[int], slab: int = 8, dtype: torch.dtype = torch.float32,
+                         first_axis_rows: Sequence[int] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Resample ``source`` ((C,) Z, Y, X; numpy or torch) to ``out_shape`` (Z', Y', X'), slab by slab.
+
+    Yields ``(z0, z1, block)`` with ``block`` = output rows ``z0:z1`` as a float tensor
+    ((C,) z1-z0, Y', X'); only the source rows these need are converted to float at a time.
+    ``first_axis_rows`` (one source row per output row) replaces linear interpolation along the first
+    axis by picking rows: nnU-Net's nearest-neighbour rule across thick slices.
+    """
+    for z0, z1, block, _ in _resampled_slabs(source, out_shape, slab, dtype, first_axis_rows):
         yield z0, z1, block
+
+
+def iter_resampled_argmax(probabilities, out_shape: Sequence[int], slab: int = 8,
+                          first_axis_rows: Sequence[int] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Arg-max over the channels of linearly resampled class probabilities (C, Z, Y, X), slab by slab:
+    ``(z0, z1, channel index block)``, the arg-max of :func:`iter_resampled_slabs`'s blocks.
+
+    Only channels that can win are interpolated: linear interpolation is a convex combination and the
+    channels sum to 1 at every voxel, so the winner has at least 1/C there, and a channel below
+    0.5/C in every source row a slab reads stays below it everywhere in the slab. Channel 0 is always
+    kept (an all-zero voxel's arg-max is 0, as before). Most of a scan holds background and one or
+    two teeth per slab: 33 classes at 0.25 mm cost about a tenth of the time this way.
+    """
+    floor = 0.5 / probabilities.shape[0]
+
+    def possible_winners(rows: torch.Tensor) -> torch.Tensor:
+        keep = rows.amax(dim=tuple(range(1, rows.dim()))) >= floor
+        keep[0] = True
+        return torch.nonzero(keep).flatten()
+
+    for z0, z1, block, kept in _resampled_slabs(probabilities, out_shape, slab, torch.float32, first_axis_rows,
+                                                possible_winners):
+        yield z0, z1, kept[block.argmax(dim=0)]
 
 
 def resample_array(source, out_shape: Sequence[int], slab: int = 8, dtype: torch.dtype = torch.float32) -> torch.Tensor:

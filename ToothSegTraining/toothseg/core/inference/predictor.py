@@ -32,11 +32,13 @@ from scipy import ndimage
 from ..errors import InputError
 from ..handedness import handedness_of
 from ..labels import LabelTable
+from ..metrics.protocols import present_labels
 from ..models.folder import LoadedModel, load_model_folder
 from ..progress import Progress
 from ..volume import Volume, dental_input_warnings
 from ..preprocessing import (
     image_statistics,
+    iter_resampled_argmax,
     iter_resampled_slabs,
     normalize_intensities,
     resample_array,
@@ -281,7 +283,7 @@ class Predictor:
         if not output.array.any() and not any("no teeth" in w for w in warnings):
             warnings.append("no teeth were found in this scan; the result is empty")
         report["seconds"] = round(time.perf_counter() - started, 3)
-        report["labels_found"] = [int(v) for v in np.unique(output.array) if v]
+        report["labels_found"] = sorted(v for v in present_labels(output.array) if v)  # boxes: no full sort
         for message in warnings:  # returned to the caller, who shows them (the CLI prints them once)
             log.info("%s", message)
         progress.update(1.0, "done")
@@ -349,17 +351,25 @@ class Predictor:
         source = probs.transpose(1, 2) if by_rows else probs
         shape = (region_shape[1], 1, region_shape[2]) if by_rows else tuple(region_shape)
         slab = max(1, int(2**23 // max(1, probs.shape[0] * shape[1] * shape[2])))
+
+        def target_of(a0: int, a1: int) -> tuple[slice, ...]:
+            if by_rows:
+                return roi[0], slice(roi[1].start + a0, roi[1].start + a1), roi[2]
+            return slice(roi[0].start + a0, roi[0].start + a1), roi[1], roi[2]
+
+        if entropy is None:  # only the classes that can win a slab are interpolated (same labels)
+            for a0, a1, winner in iter_resampled_argmax(source, shape, slab=slab):
+                progress.update(a0 / shape[0], "mapping back")
+                labels[target_of(a0, a1)] = lut[winner.transpose(0, 1) if by_rows else winner].numpy()
+            return
         for a0, a1, block in iter_resampled_slabs(source, shape, slab=slab):
             progress.update(a0 / shape[0], "mapping back")
             if by_rows:
                 block = block.transpose(1, 2)
-                target = (roi[0], slice(roi[1].start + a0, roi[1].start + a1), roi[2])
-            else:
-                target = (slice(roi[0].start + a0, roi[0].start + a1), roi[1], roi[2])
+            target = target_of(a0, a1)
             labels[target] = lut[block.argmax(dim=0)].numpy().astype(labels.dtype)
-            if entropy is not None:
-                p = block.clamp_min(1e-8)
-                entropy[target] = (-(p * p.log()).sum(dim=0) / log_c).numpy()
+            p = block.clamp_min(1e-8)
+            entropy[target] = (-(p * p.log()).sum(dim=0) / log_c).numpy()
 
     def _coarse_stage(self, array: np.ndarray, spacing_zyx: tuple[float, ...], stats: dict[str, float],
                       progress: Progress):
@@ -382,8 +392,8 @@ class Predictor:
 
 
 def _per_label_mean(labels: np.ndarray, values: np.ndarray) -> dict[int, float]:
-    present = [int(v) for v in np.unique(labels) if v]
-    if not present:
+    """Mean of ``values`` over each label, inside its bounding box (no full-scan float64 temporaries)."""
+    if not labels.any():
         return {}
-    means = ndimage.mean(values, labels, present)
-    return {v: round(float(m), 5) for v, m in zip(present, means)}
+    return {value: round(float(values[box][labels[box] == value].mean()), 5)
+            for value, box in enumerate(ndimage.find_objects(labels), start=1) if box is not None}

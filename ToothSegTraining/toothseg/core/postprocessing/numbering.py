@@ -22,11 +22,16 @@ from ..volume import Volume
 __all__ = ["check_numbering"]
 
 
-def _centroids(labels: np.ndarray, values: list[int]) -> dict[int, np.ndarray]:
-    if not values:
-        return {}
-    centres = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.uint8), labels, values)
-    return {v: np.asarray(c) for v, c in zip(values, centres)}
+def _centroids(labels: np.ndarray, boxes: list, values: list[int]) -> dict[int, np.ndarray]:
+    """Index-space centroid of each value, computed inside its bounding box: ``ndimage.center_of_mass``
+    over the whole map made float64 coordinate grids of the full scan (2.6 GiB and 22 s on a
+    640 x 640 x 400 result)."""
+    centres = {}
+    for value in values:
+        box = boxes[value - 1]
+        offset = np.array([s.start for s in box], dtype=np.float64)
+        centres[value] = np.argwhere(labels[box] == value).mean(axis=0) + offset
+    return centres
 
 
 def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0, handedness: Handedness | None = None) -> list[str]:
@@ -34,11 +39,11 @@ def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0, handedness: 
 
     ``handedness``: the map's :func:`handedness_of`, when the caller has it already."""
     array = labels.array
-    present = [int(v) for v in np.unique(array) if v and is_fdi_tooth(int(v))]
+    boxes = ndimage.find_objects(array) if array.any() else []
+    present = [v for v in (i + 1 for i, box in enumerate(boxes) if box is not None) if is_fdi_tooth(v)]
     warnings: list[str] = []
     voxel = labels.voxel_volume_mm3
     structure = ndimage.generate_binary_structure(3, 3)
-    boxes = ndimage.find_objects(array)
     for value in present:
         box = boxes[value - 1]
         components, count = ndimage.label(array[box] == value, structure)
@@ -48,7 +53,7 @@ def check_numbering(labels: Volume, min_fragment_mm3: float = 20.0, handedness: 
                 warnings.append(f"tooth {value} appears as {(sizes >= min_fragment_mm3).sum()} separate objects")
     if labels.is_2d:
         return warnings
-    kji = _centroids(array, present)
+    kji = _centroids(array, boxes, present)
     lps = {v: labels.index_to_physical(c[::-1][None])[0] for v, c in kji.items()}
 
     def mean_of(quadrants: Sequence[int], axis: int) -> float | None:
