@@ -116,3 +116,32 @@ def test_u_weight_scales_the_pseudo_labelled_terms_as_in_bcps_mix_loss():
     assert terms[0.5]["supervised"] == pytest.approx(terms[1.0]["supervised"])
     assert terms[0.5]["pseudo"] == pytest.approx(terms[1.0]["pseudo"] / 2)
     assert terms[0.0]["pseudo"] == 0.0
+
+
+def test_pseudo_labels_below_the_confidence_threshold_are_ignored():
+    """Issue defect 9: BCP took every arg-max of its teacher as a label, however unsure. Voxels whose
+    teacher confidence is under ``pseudo_threshold`` (0.9) become IGNORE (they count nowhere); confident
+    ones keep their class."""
+    from toothseg.train.methods.supervised import IGNORE
+
+    bcp = method("bcp")
+    logits = torch.zeros((1, CLASSES, 6, 6))
+    logits[0, 1, :, :3] = 5.0  # confident class 1 on the left half: softmax 0.987
+    logits[0, 2, :, 3:] = 0.5  # a doubtful class 2 on the right half: softmax 0.45
+    pseudo = bcp.pseudo_labels(logits)
+    assert (pseudo[0, :, :3] == 1).all()
+    assert (pseudo[0, :, 3:] == IGNORE).all()
+
+
+def test_the_pseudo_labelled_terms_wait_for_a_competent_teacher():
+    """The gate keeps the pseudo-labelled terms at weight 0 while the teacher's labeled-batch tooth Dice
+    is under ``gate_dice``: a teacher that says 'background' everywhere teaches nothing."""
+    label = torch.stack([combs(0), combs(1)])
+    batch = {"image": torch.zeros_like(label, dtype=torch.float)[:, None], "label": label,  # all background
+             "unlabeled_image": torch.stack([combs(2), combs(0)]).float()[:, None]}
+    bcp = method("bcp")
+    out = bcp.train_step(batch, step=0)
+    assert out.logs["w_pseudo"] == 0.0 and float(out.terms["pseudo"].detach()) == 0.0
+    batch["image"] = label.float()[:, None]  # now the teacher reads every label right
+    opened = [bcp.train_step(batch, step=s).logs["w_pseudo"] for s in range(1, 40)]
+    assert opened[-1] == pytest.approx(bcp.settings.u_weight)
