@@ -46,6 +46,15 @@ def test_model_spacing_round_trip_keeps_geometry():
     assert max(abs(z), abs(y), abs(x)) < 0.5  # centroid within half a voxel
 
 
+def test_the_report_says_whether_mirrored_passes_ran():
+    """TTA asked of a model whose card allows no mirror axis runs unmirrored, and the report says so."""
+    image, _ = teeth_as_intensity()
+    options = InferenceOptions(tta=True, postprocessing=[])
+    plain = Predictor(loaded(IntensityToClass(3), [0, 11, 21], mirror_axes=[]), options).predict(image)
+    mirrored = Predictor(loaded(IntensityToClass(3), [0, 11, 21], mirror_axes=[2]), options).predict(image)
+    assert plain.report["tta"] is False and mirrored.report["tta"] is True
+
+
 def test_mirroring_swaps_left_and_right_labels():
     """A 'network' that calls the patient's right (low LPS x = image left) tooth 11, the other 21:
     mirrored TTA must swap the channels, or the two halves would end up 50/50."""

@@ -309,6 +309,7 @@ class Predictor:
             warnings.append("no teeth were found in this scan; the result is empty")
             return labels, entropy
         runner = self._runner("fine" if self.is_cascade else None)
+        report["tta"] = bool(runner.mirrors)  # a card without mirror axes runs unmirrored whatever was asked
         region = array[roi]
         probs = self._probabilities(runner, region, spacing_zyx, stats, fine_progress, skip)
         report["forward_passes"] = runner.forward_passes
