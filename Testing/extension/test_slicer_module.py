@@ -244,3 +244,23 @@ def test_a_mirrored_result_is_named_in_the_status_and_in_a_warning_dialog():
     report["warnings"] = []
     assert segmentationResultMessage(report) == ("3 teeth found.", None)
     assert segmentationResultMessage({}) == ("0 teeth found.", None)  # an older report without the verdict
+
+
+def test_an_imported_zip_is_named_for_the_catalogue_model_that_waits_for_it(tmp_path, monkeypatch):
+    """The panel's "Import nnU-Net model (.zip)…": the ID, and the command it runs, which installs the
+    model where the catalogue finds it."""
+    sys.path.insert(0, str(MODULE))
+    try:
+        from ToothSegLib.Commands import checkpointImportArguments, importedModelId
+    finally:
+        sys.path.remove(str(MODULE))
+    assert importedModelId("/downloads/Dataset111_453CT.zip", "dentalsegmentator", True) == "dentalsegmentator"
+    assert importedModelId("/downloads/Dataset111_453CT.zip", "toothseg-cbct-synthetic-demo", False) == \
+        "Dataset111_453CT"
+    assert importedModelId("C:/my models/teeth v2.zip") == "teeth_v2"
+    arguments = checkpointImportArguments("/downloads/a b.zip", "dentalsegmentator")
+    assert arguments[-1] == "--install" and "/downloads/a b.zip" in arguments  # one argument, no shell
+    from toothseg.cli.main import build_parser
+
+    parsed = build_parser().parse_args(arguments)
+    assert parsed.install and parsed.zip == "/downloads/a b.zip" and parsed.id == "dentalsegmentator"

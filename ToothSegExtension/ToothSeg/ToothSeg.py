@@ -90,6 +90,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.getWeightsButton.connect("clicked(bool)", self.onGetWeights)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -157,6 +158,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         haveInput = bool(node and node.inputVolume)
         haveModel = self.ui.modelComboBox.currentData is not None
         self.ui.getWeightsButton.enabled = haveModel and not running and not self._modelInstalled()
+        self.ui.importModelButton.enabled = not running
         self.ui.applyButton.enabled = haveInput and haveModel and not running
         self.ui.applyButton.toolTip = _("Segment the teeth") if haveInput else _("Select or load a volume first")
         haveResult = bool(node and node.segmentation)
@@ -222,6 +224,35 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             modelId = self.logic.addModelFolder(folder)
             self.populateModels()
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(modelId))
+
+    def onImportModel(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Choose an nnU-Net model zip"), "",
+                                              _("nnU-Net model (*.zip)"))
+        if isinstance(path, (tuple, list)):  # PythonQt returns the path; Qt for Python (path, filter)
+            path = path[0]
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The import could not start."), waitCursor=True):
+            modelId = self.logic.importTargetId(path, self.ui.modelComboBox.currentData)
+            self.logic.startCheckpointImport(path, modelId,
+                                             onFinished=lambda ok, message: self.onImportFinished(ok, message, modelId))
+            self.ui.progressBar.setVisible(True)
+            self.ui.progressBar.setRange(0, 0)  # busy: an import reports no fraction, only that it runs
+            self.ui.statusLabel.text = _("Importing {path} as {modelId}…").format(path=path, modelId=modelId)
+            self.ui.cancelButton.setEnabled(True)
+            self._updateButtons()
+
+    def onImportFinished(self, ok: bool, message: str, modelId: str) -> None:
+        self.ui.cancelButton.setEnabled(False)
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.setVisible(False)
+        self.ui.statusLabel.text = message
+        if ok:
+            self.populateModels()
+            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(modelId))
+        elif not self.logic.lastTaskCancelled():
+            slicer.util.errorDisplay(message)
+        self._updateButtons()
 
     def _modelInstalled(self) -> bool:
         modelId = self.ui.modelComboBox.currentData

@@ -302,3 +302,30 @@ def test_plain_conv_unet_loads_nnunet_key_names():
     # by hand: encoder 564 + 2640 (convs with bias, affine instance norms), decoder 260 (transposed conv)
     # + 876 + 444 (convs) + 15 (1x1 head)
     assert sum(p.numel() for p in network.parameters()) == 4799
+
+
+@needs_fixtures
+def test_install_imports_a_zip_straight_into_the_model_folders(tmp_path, monkeypatch, capsys):
+    """What the Slicer panel's "Import nnU-Net model (.zip)…" runs: no --out, the model lands in the
+    user's model folders under the given ID, and the scratch folder is gone."""
+    import tempfile
+
+    from toothseg.core.models.catalog import load_catalog
+
+    monkeypatch.setenv("TOOTHSEG_MODELS_DIR", str(tmp_path / "home"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    archive = _distributed_zip(tmp_path / "model.zip", "aniso_plain_mirroring", ["0"])
+    assert main(["models", "import-checkpoint", "nnunet", "--zip", str(archive)]) != 0  # neither --out nor --install
+    assert "--install" in capsys.readouterr().err
+    assert main(["models", "import-checkpoint", "nnunet", "--zip", str(archive), "--id", "my-nnunet",
+                 "--install"]) == 0
+    assert "installed model 'my-nnunet'" in capsys.readouterr().out
+    entry = load_catalog().get("my-nnunet")
+    assert entry.available and entry.folder == tmp_path / "home" / "my-nnunet"
+    assert load_model_folder(entry.folder).card.nnunet is not None
+    assert list((tmp_path / "tmp").iterdir()) == []  # the scratch copy was removed
+    assert main(["models", "import-checkpoint", "nnunet", "--zip", str(archive), "--id", "my-nnunet",
+                 "--install"]) != 0  # installed already: refused, the installed copy kept
+    assert "already installed" in capsys.readouterr().err
+    assert load_model_folder(entry.folder).card.id == "my-nnunet"

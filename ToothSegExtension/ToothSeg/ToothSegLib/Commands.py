@@ -7,7 +7,7 @@ import shutil
 import sys
 
 __all__ = ["pythonSlicerExecutable", "parseProgressLine", "segmentationResultMessage", "MIRRORED_NUMBERING_TITLE",
-           "jobOutcome", "CANCELLED_EXIT_CODE"]
+           "jobOutcome", "CANCELLED_EXIT_CODE", "importedModelId", "checkpointImportArguments"]
 
 CANCELLED_EXIT_CODE = 130  # toothseg's exit status after SIGTERM or Ctrl-C (nothing partial written)
 
@@ -64,3 +64,19 @@ def jobOutcome(exitCode: int, cancelled: bool, log: str, what: str, cancelledMes
         errors = [line for line in log.splitlines() if "error" in line.lower()]
         return "failed", errors[-1] if errors else f"{what} failed (exit code {exitCode})."
     return "ok", ""
+
+
+def importedModelId(zipPath: str, selectedId: str | None = None, selectedNeedsWeights: bool = False) -> str:
+    """The ID an imported nnU-Net zip is installed under: the selected catalogue model's when that model
+    waits for these weights (DentalSegmentator chosen, its zip downloaded: the entry then shows as
+    installed), else a plain name made from the file name ("Dataset111_453CT.zip" → "Dataset111_453CT")."""
+    if selectedId and selectedNeedsWeights:
+        return selectedId
+    from toothseg.core.names import plain_name_from
+
+    return plain_name_from(os.path.splitext(os.path.basename(zipPath))[0], "nnunet-imported")
+
+
+def checkpointImportArguments(zipPath: str, modelId: str) -> list[str]:
+    """``toothseg`` arguments that convert an nnU-Net model zip and install it (a list: no shell string)."""
+    return ["models", "import-checkpoint", "nnunet", "--zip", str(zipPath), "--id", modelId, "--install"]

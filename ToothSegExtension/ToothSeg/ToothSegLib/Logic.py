@@ -20,7 +20,7 @@ from pathlib import Path
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from .Commands import jobOutcome, segmentationResultMessage
+from .Commands import checkpointImportArguments, importedModelId, jobOutcome, segmentationResultMessage
 from .ProcessRunner import ToothSegProcess
 
 __all__ = ["ToothSegLogic"]
@@ -138,6 +138,34 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     def addModelFolder(self, folder: str) -> str:
         """Verify (SHA-256, schema, weights) and install a model folder; returns its ID."""
         return self.catalog().add_folder(folder).id
+
+    def importTargetId(self, zipPath: str, selectedId: str | None) -> str:
+        """The ID an imported nnU-Net zip is installed under (:func:`importedModelId`)."""
+        try:
+            entry = self.catalog().get(selectedId) if selectedId else None
+        except Exception:  # not a catalogue ID (a removed folder): name the model after its file
+            entry = None
+        waiting = entry is not None and entry.method == "nnunet" and not entry.available
+        return importedModelId(zipPath, selectedId, waiting)
+
+    def startCheckpointImport(self, zipPath: str, modelId: str, onFinished=None) -> ToothSegProcess:
+        """``toothseg models import-checkpoint nnunet --zip FILE --id ID --install`` in a background process
+        (checkpoints read with weights_only; the model is written in a scratch folder and installed only
+        once whole, so Cancel leaves nothing); ``onFinished(ok, message)``."""
+        if self.process is not None and self.process.isRunning():
+            raise RuntimeError("Another ToothSeg task is running.")
+
+        def finished(exitCode: int, cancelled: bool, log: str) -> None:
+            state, message = jobOutcome(exitCode, cancelled, log, "Import",
+                                        "Import cancelled; nothing was installed.")
+            ok = state == "ok"
+            if onFinished:
+                onFinished(ok, f"Model {modelId} imported and installed." if ok else message)
+
+        self.process = ToothSegProcess(checkpointImportArguments(zipPath, modelId), onFinished=finished,
+                                       pythonPath=_packageDir())
+        self.process.start()
+        return self.process
 
     def downloadSource(self, modelId: str) -> tuple[str | None, str]:
         """(archive URL or None, how to get the weights otherwise) of a catalogue model."""

@@ -121,25 +121,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
     from ..core.errors import InputError
     from ..core.models import importers
+    from ..core.progress import interrupt_on_sigterm
 
-    if args.format == "rail":
-        out = importers.import_rail_students(args.vnet or [], args.resvnet or [], args.out, args.id or "rail-imported",
-                                             overwrite=args.overwrite)
-    elif args.zip:
-        if args.checkpoint or args.plans or args.dataset:
-            raise InputError("give either --zip or --checkpoint/--plans/--dataset, not both")
-        out = importers.import_nnunet_zip(args.zip, args.out, configuration=args.configuration, folds=args.folds,
-                                          checkpoint_name=args.checkpoint_name,
-                                          model_id=args.id or "nnunet-imported", overwrite=args.overwrite)
-    else:
-        missing = [name for name in ("checkpoint", "plans", "dataset") if not getattr(args, name)]
-        if missing:
-            raise InputError("nnunet import needs --zip, or " + ", ".join(f"--{m}" for m in missing))
-        out = importers.import_nnunet_checkpoint(args.checkpoint, args.plans, args.dataset, args.out,
-                                                 configuration=args.configuration or "3d_fullres",
-                                                 model_id=args.id or "nnunet-imported", overwrite=args.overwrite)
+    if args.out is None and not args.install:
+        raise InputError("give --out FOLDER for the new model folder, or --install to put it straight into your "
+                         "model folders")
+    model_id = args.id or f"{args.format}-imported"
+    with interrupt_on_sigterm(), tempfile.TemporaryDirectory(prefix="toothseg-import-") as scratch:
+        destination = args.out or str(Path(scratch) / model_id)
+        if args.format == "rail":
+            out = importers.import_rail_students(args.vnet or [], args.resvnet or [], destination, model_id,
+                                                 overwrite=args.overwrite)
+        elif args.zip:
+            if args.checkpoint or args.plans or args.dataset:
+                raise InputError("give either --zip or --checkpoint/--plans/--dataset, not both")
+            out = importers.import_nnunet_zip(args.zip, destination, configuration=args.configuration,
+                                              folds=args.folds, checkpoint_name=args.checkpoint_name,
+                                              model_id=model_id, overwrite=args.overwrite)
+        else:
+            missing = [name for name in ("checkpoint", "plans", "dataset") if not getattr(args, name)]
+            if missing:
+                raise InputError("nnunet import needs --zip, or " + ", ".join(f"--{m}" for m in missing))
+            out = importers.import_nnunet_checkpoint(args.checkpoint, args.plans, args.dataset, destination,
+                                                     configuration=args.configuration or "3d_fullres",
+                                                     model_id=model_id, overwrite=args.overwrite)
+        if args.install:
+            entry = _catalog().add_folder(out, overwrite=args.overwrite)
+            print(f"installed model {entry.id!r} in {entry.folder}")
+            return 0
     print(f"wrote model folder {out}; check it with 'toothseg models verify {out}', install with "
           f"'toothseg models add {out}'")
     return 0
@@ -199,7 +213,9 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
                          description="Checkpoints are read with torch.load(weights_only=True): pickled code is "
                                      "refused.")
     p.add_argument("format", choices=("rail", "nnunet"))
-    p.add_argument("--out", required=True, help="new model folder")
+    p.add_argument("--out", help="new model folder (optional with --install)")
+    p.add_argument("--install", action="store_true",
+                   help="install the model into your model folders (as 'toothseg models add' does)")
     p.add_argument("--id", help="model ID for the card")
     p.add_argument("--vnet", nargs="+", metavar="PTH", help="RAIL V-Net student checkpoints")
     p.add_argument("--resvnet", nargs="+", metavar="PTH", help="RAIL ResVNet student checkpoints")

@@ -81,6 +81,21 @@ def cancel_on_sigterm(token: CancelToken) -> Iterator[CancelToken]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """While active, SIGTERM raises KeyboardInterrupt, so a step that cannot check a cancel token (an
+    import) still unwinds its ``with`` blocks (staging and temporary folders removed; exit status 130)."""
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def print_progress_line(fraction: float, stage: str) -> None:
     """Print one ``progress FRACTION STAGE`` line on stdout (flushed): the protocol of ``--progress-lines``,
     which the Slicer module's background-process runner parses."""
