@@ -19,6 +19,13 @@ the exact training command of every run, each model's summary and its gain over 
 at the same fraction with a 95 % interval (paired bootstrap over the test X-rays); the PNG beside it
 shows per-tooth Dice box plots.
 
+``--seed N`` (repeatable) trains every method once per training seed (``--set seed=N``: network
+initialisation, batch order, augmentation; the labeled subset stays the fixed one) and pairs each run with
+the supervised run of the same seed; the summary gives each method's mean gain over the seeds with a
+95 % t-interval across seeds (``seed_gain_interval``), the figure a comparison of methods should quote,
+besides the per-run interval over test X-rays. Seed 0's run folders keep their old names, so earlier
+single-seed runs resume as seed 0.
+
 ``--from-supervised`` asks another question: does a method's unlabeled term help a network that already
 finds teeth? The supervised baseline is trained as above, then every method's schedule (the supervised
 one too) runs again from its final weights (``stages.0.init_from``; a network of another architecture
@@ -137,14 +144,32 @@ def method_scales(parser: argparse.ArgumentParser, texts: list[str],
     return scales
 
 
+def seed_gain_interval(gains: list[float]) -> dict:
+    """Mean of per-seed gains (each a method's Dice minus supervised's at the same seed) and its 95 %
+    Student-t interval across seeds; no interval from a single seed."""
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(gains, dtype=float)
+    result = {"seeds": len(values), "mean_gain": round(float(values.mean()), 4)}
+    if len(values) >= 2:
+        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+        result["ci95"] = [round(float(values.mean()) - half, 4), round(float(values.mean()) + half, 4)]
+    return result
+
+
 def train_command(method: str, fraction: float, args: argparse.Namespace,
-                  scale: float | None = None, start: Path | None = None) -> tuple[list[str], Path]:
+                  scale: float | None = None, start: Path | None = None, seed: int = 0) -> tuple[list[str], Path]:
     """The ``train.py`` argument list of one run (no shell) and its run folder. With ``start`` (a model
-    folder) the run's first stage begins from those weights (``init_from``) in a folder of its own."""
+    folder) the run's first stage begins from those weights (``init_from``) in a folder of its own; a
+    seed other than 0 trains with that seed, in a folder named for it."""
     recipe = RECIPES / METHODS[method]
-    run_dir = args.runs / f"{'from_start_' if start else ''}{method}_{round(fraction * 100)}"
+    run_dir = args.runs / (f"{'from_start_' if start else ''}{method}_{round(fraction * 100)}"
+                           + (f"_seed{seed}" if seed else ""))
     scale = args.scale if scale is None else scale
     settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale), *args.set]
+    if seed:
+        settings.append(f"seed={seed}")
     if start is not None:
         settings += start_overrides(recipe, start)
     command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
@@ -206,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="every method, the supervised one too, trains its schedule again starting from the "
                              "supervised baseline's final weights; gains are measured against supervised "
                              "training continued for its schedule (equal steps, the same start)")
+    parser.add_argument("--seed", action="append", type=int,
+                        help="training seed (repeatable; default 0): every method runs once per seed, and its gain "
+                             "over supervised training of the same seed gets an interval across seeds")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation when scoring")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N test images")
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ssl_ufba.json")
@@ -216,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 0 < f < 1 for f in fractions):
         parser.error("--fraction must lie strictly between 0 and 1")
     scales = method_scales(parser, args.method_scale)
+    seeds = list(dict.fromkeys(args.seed or [0]))
+    if any(seed < 0 for seed in seeds):
+        parser.error("--seed must not be negative")
     methods = ["supervised"] + [m for m in dict.fromkeys(args.method or sorted(METHODS)) if m != "supervised"]
 
     try:
@@ -228,31 +259,36 @@ def main(argv: list[str] | None = None) -> int:
         cases = cases[:args.limit]
     runs, summaries, all_rows, names = {}, {}, [], []
     model_rows: dict[str, list[dict]] = {}
-    for fraction in fractions:
+    seed_gains: dict[str, list[float]] = {}  # "method 10%" → its gain at each seed
+    for fraction, seed in ((f, s) for f in fractions for s in seeds):
         start = None  # --from-supervised: the supervised baseline's model, once it is trained
         plan = [(m, False) for m in methods]
         if args.from_supervised:  # only the start and every method's schedule from it
             plan = [("supervised", False)] + [(m, True) for m in methods]
+        seed_tag = f" seed {seed}" if len(seeds) > 1 else ""
         for method, continued in plan:
-            name = f"{method} {round(fraction * 100)}%" + (" from supervised" if continued else "")
+            group = f"{method} {round(fraction * 100)}%" + (" from supervised" if continued else "")
+            name = group + seed_tag
             scale = scales.get(method, args.scale)
-            command, run_dir = train_command(method, fraction, args, scale, start if continued else None)
+            command, run_dir = train_command(method, fraction, args, scale, start if continued else None, seed)
             try:
                 seconds = train(command, run_dir)
                 summary, rows = score_model(name, str(run_dir / "model"), cases, args.device, args.tta)
             except ToothSegError as exc:
                 print(f"bench_ssl_ufba: {name}: {exc}", file=sys.stderr)
                 return 1
-            runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale,
+            runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale, "seed": seed,
                           "command": ["python", *(shown(c) for c in command[1:])],
                           "train_seconds_this_call": round(seconds, 1),
                           "train_seconds_logged": logged_training_seconds(run_dir)}
             if method == "supervised" and not continued:
                 start = run_dir / "model"
-            baseline_name = f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else "")
+            baseline_name = (f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else "")
+                             + seed_tag)
             baseline = summaries.get(baseline_name)
             if baseline is not None:
                 summary["gain_over_supervised"] = round(summary["mean_tooth_dice"] - baseline["mean_tooth_dice"], 4)
+                seed_gains.setdefault(group, []).append(summary["gain_over_supervised"])
                 if rows:  # paired by X-ray: an interval that excludes 0 is a gain (or loss) beyond the test set's noise
                     summary["gain_ci95"] = paired_gain_interval(rows, model_rows[baseline_name])
             summaries[name] = summary
@@ -265,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
                       "committed training split, labeled share as named, the rest unlabeled",
               "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
               "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta,
-                           "from_supervised": args.from_supervised,
+                           "from_supervised": args.from_supervised, "seeds": seeds,
                            "device": args.device,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
-              "runs": runs, "models": summaries, "teeth": all_rows}
+              "runs": runs, "models": summaries,
+              "across_seeds": {group: seed_gain_interval(gains) for group, gains in seed_gains.items()},
+              "teeth": all_rows}
     write_result(args.out, result)
     plot(all_rows, names, args.out.with_suffix(".png"))
     print("model | mean tooth Dice | gain over supervised [95 % interval] | incisors | canines | premolars | molars "
@@ -279,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                  if interval else "")
         print(f"{name} | {s['mean_tooth_dice']:.4f} | {shown_gain} | "
               f"{s['incisors']} | {s['canines']} | {s['premolars']} | {s['molars']} | {s['teeth_with_iou_over_0.5']}")
+    if len(seeds) > 1:
+        print(f"gain over supervised training of the same seed, mean of {len(seeds)} seeds [95 % t-interval across "
+              "seeds]")
+        for group, summary in result["across_seeds"].items():
+            interval = summary.get("ci95")
+            print(f"{group} | {summary['mean_gain']:+.4f}"
+                  + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from toothseg.train.config import stage_data
 from toothseg.train.config.loader import load_recipe
@@ -151,6 +152,36 @@ def test_ssl_benchmark_runs_a_method_or_fraction_named_twice_once(tmp_path, monk
                        "--method", "supervised", "--runs", str(tmp_path / "runs"),
                        "--out", str(tmp_path / "result.json")]) == 0
     assert trained == ["supervised_10", "bcp_10"]
+
+
+def test_ssl_benchmark_pairs_each_seed_with_supervised_training_of_the_same_seed(tmp_path, monkeypatch):
+    """--seed: every method runs once per seed (seed 0 in its old folder, so earlier runs resume as seed 0),
+    its gain is taken against supervised training of the same seed, and the summary gives the mean gain
+    with a Student-t interval across seeds."""
+    bench = _bench_ssl_ufba()
+    commands = []
+    monkeypatch.setattr(bench, "ufba_cases", lambda subset: [])
+    monkeypatch.setattr(bench, "train", lambda command, run_dir: commands.append((run_dir.name, command)) or 0.0)
+    dice = {"supervised 10% seed 0": 0.50, "bcp 10% seed 0": 0.53, "supervised 10% seed 1": 0.40,
+            "bcp 10% seed 1": 0.44, "supervised 10% seed 2": 0.45, "bcp 10% seed 2": 0.47}
+    monkeypatch.setattr(bench, "score_model", lambda name, folder, cases, device, tta: (
+        {"folder": folder, "mean_tooth_dice": dice[name], "incisors": 0.5, "canines": 0.5, "premolars": 0.5,
+         "molars": 0.5, "teeth_with_iou_over_0.5": 0.5}, []))
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+    out = tmp_path / "result.json"
+    assert bench.main(["--fraction", "0.1", "--method", "bcp", "--seed", "0", "--seed", "1", "--seed", "2",
+                       "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert [name for name, _ in commands] == ["supervised_10", "bcp_10", "supervised_10_seed1", "bcp_10_seed1",
+                                              "supervised_10_seed2", "bcp_10_seed2"]
+    assert "seed=2" in commands[-1][1] and not any(c.startswith("seed=") for c in commands[0][1])
+    result = json.loads(out.read_text())
+    gains = [0.03, 0.04, 0.02]  # each against its own seed's supervised run, not seed 0's
+    assert [result["models"][f"bcp 10% seed {s}"]["gain_over_supervised"] for s in range(3)] == pytest.approx(gains)
+    summary = result["across_seeds"]["bcp 10%"]
+    half = 4.302653 * np.std(gains, ddof=1) / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert summary["seeds"] == 3 and summary["mean_gain"] == pytest.approx(0.03)
+    assert summary["ci95"] == pytest.approx([0.03 - half, 0.03 + half], abs=1e-4)
+    assert bench.seed_gain_interval([0.01]) == {"seeds": 1, "mean_gain": 0.01}  # no interval from one seed
 
 
 def test_ssl_benchmark_from_supervised_starts_every_method_from_the_baseline(tmp_path, monkeypatch):
