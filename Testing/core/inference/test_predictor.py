@@ -199,6 +199,30 @@ def test_a_one_slice_xray_maps_back_row_by_row_with_the_same_numbers():
     expected = -(whole.clamp_min(1e-8) * whole.clamp_min(1e-8).log()).sum(dim=0) / np.log(5)
     np.testing.assert_allclose(entropy, expected.numpy(), atol=1e-6)
     assert len(steps) > 1  # row slabs, reported as they go
+    # without uncertainty only the classes that can win a slab are interpolated: the same labels
+    pruned = np.zeros(shape, np.uint8)
+    predictor._probabilities_to_labels(probs, shape, np.array([0, 11, 12, 21, 22]), pruned, None,
+                                       tuple(slice(0, n) for n in shape), Progress())
+    np.testing.assert_array_equal(pruned, labels)
+
+
+def test_a_scan_maps_back_into_its_region_with_the_same_labels_with_or_without_uncertainty():
+    """The fine region of a cascade goes back slab by slab into its place in the full label map; the
+    path that interpolates only the classes able to win gives the labels of the full interpolation."""
+    model = loaded(IntensityToClass(4), [0, 11, 21, 31])
+    predictor = Predictor(model, InferenceOptions(tta=False, postprocessing=[]))
+    logits = torch.randn(4, 9, 11, 13, generator=torch.Generator().manual_seed(1))
+    logits[0] += 2.0
+    probs = torch.softmax(logits * 2, dim=0)
+    region, full = (20, 27, 31), (30, 40, 50)
+    roi = (slice(5, 25), slice(3, 30), slice(10, 41))
+    values = np.array([0, 11, 21, 31])
+    with_entropy, without = np.zeros(full, np.uint8), np.zeros(full, np.uint8)
+    predictor._probabilities_to_labels(probs, region, values, with_entropy, np.zeros(full, np.float32), roi,
+                                       Progress())
+    predictor._probabilities_to_labels(probs, region, values, without, None, roi, Progress())
+    np.testing.assert_array_equal(without, with_entropy)
+    assert set(np.unique(without[roi])) == {0, 11, 21, 31} and not without[:5].any()
 
 
 def test_cancel_mid_run():
