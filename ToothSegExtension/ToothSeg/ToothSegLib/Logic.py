@@ -152,20 +152,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         """``toothseg models import-checkpoint nnunet --zip FILE --id ID --install`` in a background process
         (checkpoints read with weights_only; the model is written in a scratch folder and installed only
         once whole, so Cancel leaves nothing); ``onFinished(ok, message)``."""
-        if self.process is not None and self.process.isRunning():
-            raise RuntimeError("Another ToothSeg task is running.")
-
-        def finished(exitCode: int, cancelled: bool, log: str) -> None:
-            state, message = jobOutcome(exitCode, cancelled, log, "Import",
-                                        "Import cancelled; nothing was installed.")
-            ok = state == "ok"
-            if onFinished:
-                onFinished(ok, f"Model {modelId} imported and installed." if ok else message)
-
-        self.process = ToothSegProcess(checkpointImportArguments(zipPath, modelId), onFinished=finished,
-                                       pythonPath=_packageDir())
-        self.process.start()
-        return self.process
+        return self._startModelJob(checkpointImportArguments(zipPath, modelId), "Import",
+                                   f"Model {modelId} imported and installed.", None, onFinished)
 
     def downloadSource(self, modelId: str) -> tuple[str | None, str]:
         """(archive URL or None, how to get the weights otherwise) of a catalogue model."""
@@ -181,19 +169,24 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
     def startModelDownload(self, modelId: str, onProgress=None, onFinished=None) -> ToothSegProcess:
         """``toothseg models get ID`` in a background process (SHA-256 checked before anything is
         installed); ``onFinished(ok, message)``."""
+        return self._startModelJob(["models", "get", modelId, "--progress-lines"], "Download",
+                                   f"Model {modelId} installed.", onProgress, onFinished)
+
+    def _startModelJob(self, arguments: list[str], what: str, doneMessage: str, onProgress,
+                       onFinished) -> ToothSegProcess:
+        """A background ``toothseg`` job that installs a model; ``onFinished(ok, message)``, where a
+        cancelled job says that nothing was installed."""
         if self.process is not None and self.process.isRunning():
             raise RuntimeError("Another ToothSeg task is running.")
 
         def finished(exitCode: int, cancelled: bool, log: str) -> None:
-            state, message = jobOutcome(exitCode, cancelled, log, "Download",
-                                        "Download cancelled; nothing was installed.")
-            ok = state == "ok"
-            message = f"Model {modelId} installed." if ok else message
+            state, message = jobOutcome(exitCode, cancelled, log, what,
+                                        f"{what} cancelled; nothing was installed.")
             if onFinished:
-                onFinished(ok, message)
+                onFinished(state == "ok", doneMessage if state == "ok" else message)
 
-        self.process = ToothSegProcess(["models", "get", modelId, "--progress-lines"], onProgress=onProgress,
-                                       onFinished=finished, pythonPath=_packageDir())
+        self.process = ToothSegProcess(arguments, onProgress=onProgress, onFinished=finished,
+                                       pythonPath=_packageDir())
         self.process.start()
         return self.process
 
