@@ -28,7 +28,7 @@
     python Testing/benchmarks/bench_inference.py monai
     python Testing/benchmarks/bench_inference.py large [--size 640 640 400]
     python Testing/benchmarks/bench_inference.py cascade [--model DIR] [--json OUT]
-    python Testing/benchmarks/bench_inference.py fullfield [--model DIR] [--json OUT]
+    python Testing/benchmarks/bench_inference.py fullfield [--model DIR] [--size 640 640 400] [--json OUT]
     python Testing/benchmarks/bench_inference.py xray [--xray-size 3000 6000]
 """
 
@@ -149,22 +149,21 @@ def child_cascade(variant: str, model: str, image_path: str, labels_path: str) -
             "metrics": {k: round(float(v), 4) for k, v in metrics.items()}}
 
 
-FULL_FIELD_SIZE_XYZ = (640, 640, 400)
 FULL_FIELD_SPACING = 0.25
 
 
-def clinical_full_field_scan(folder: str) -> tuple[str, str]:
-    """A 640 x 640 x 400 int16 scan at 0.25 mm centred on the teeth (image, labels): the 0.6 mm full-field
-    scan resampled (linear; labels nearest) plus noise at the fine grid's own scale."""
+def clinical_full_field_scan(folder: str, size_xyz: list[int], source_spacing: float) -> tuple[str, str]:
+    """An int16 scan of ``size_xyz`` voxels at 0.25 mm centred on the teeth (image, labels): the full-field
+    scan made at ``source_spacing`` resampled (linear; labels nearest) plus noise at the fine grid's scale."""
     from pathlib import Path
 
     import SimpleITK as sitk
 
-    image_path, labels_path = full_field_scan(folder, 0.6)
+    image_path, labels_path = full_field_scan(folder, source_spacing)
     coarse_image, coarse_labels = sitk.ReadImage(image_path), sitk.ReadImage(labels_path)
     teeth = np.argwhere(sitk.GetArrayViewFromImage(coarse_labels) > 0).mean(axis=0)[::-1]  # x y z index
     centre = np.asarray(coarse_labels.TransformContinuousIndexToPhysicalPoint(teeth.tolist()))
-    size = np.asarray(FULL_FIELD_SIZE_XYZ)
+    size = np.asarray(size_xyz)
     direction = np.asarray(coarse_image.GetDirection()).reshape(3, 3)
     origin = centre - direction @ ((size - 1) / 2 * FULL_FIELD_SPACING)
     reference = sitk.Image([int(v) for v in size], sitk.sitkInt16)
@@ -239,10 +238,12 @@ def main() -> int:
                         choices=("monai", "large", "cascade", "fullfield", "xray", "_child_monai", "_child_large",
                                  "_child_cascade", "_child_fullfield", "_child_xray"))
     parser.add_argument("--model", help="model folder for 'cascade' and 'fullfield' (default: the bundled 3D model)")
-    parser.add_argument("--spacing", type=float, default=0.6, help="voxel size (mm) of the scan for 'cascade'")
+    parser.add_argument("--spacing", type=float, default=0.6,
+                        help="voxel size (mm) of the scan for 'cascade' (for 'fullfield': of the scan it resamples)")
     parser.add_argument("--image", help=argparse.SUPPRESS)
     parser.add_argument("--labels", help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, nargs=3, default=[640, 640, 400], help="x y z voxels for 'large'")
+    parser.add_argument("--size", type=int, nargs=3, default=[640, 640, 400], help="x y z voxels for 'large' "
+                        "and 'fullfield'")
     parser.add_argument("--shape", type=int, nargs=3, default=[96, 160, 160], help="z y x voxels for 'monai'")
     parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -276,15 +277,15 @@ def main() -> int:
         model = args.model or str(Path(__file__).resolve().parents[2] / "Resources" / "Models" /
                                   "toothseg-cbct-synthetic-demo")
         with tempfile.TemporaryDirectory(prefix="toothseg-bench-") as folder:
-            image_path, labels_path = clinical_full_field_scan(folder)
+            image_path, labels_path = clinical_full_field_scan(folder, args.size, args.spacing)
             r = _child(["_child_fullfield", "--model", model, "--image", image_path, "--labels", labels_path])
         m = r["metrics"]
-        print(f"# {Path(model).name} as segment runs it (TTA on), {FULL_FIELD_SIZE_XYZ} (x y z) int16 scan at "
+        print(f"# {Path(model).name} as segment runs it (TTA on), {tuple(args.size)} (x y z) int16 scan at "
               f"{FULL_FIELD_SPACING} mm, SYNTHETIC intensities, CPU, {r['threads']} threads")
         print(f"peak resident memory {r['peak_gib']:.2f} GiB (goal <= 2.5; model loaded: {r['baseline_gib']:.2f}), "
               f"{r['seconds']:.1f} s including {r['read_seconds']:.1f} s reading (goal <= 60); instance Dice "
               f"{m['instance_dsc']:.3f}, IA {m['ia']:.3f}")
-        result = {"benchmark": "fullfield", "settings": {"model": Path(model).name, "size_xyz": FULL_FIELD_SIZE_XYZ,
+        result = {"benchmark": "fullfield", "settings": {"model": Path(model).name, "size_xyz": args.size,
                                                          "spacing_mm": FULL_FIELD_SPACING, "intensities": "SYNTHETIC"},
                   "run": r}
     elif args.which == "cascade":

@@ -65,6 +65,17 @@ def test_bench_inference_whole_pipelines_run_small(tmp_path):
     assert large["run"]["size_xyz"] == [64, 64, 40] and large["run"]["forward_passes"] >= 1
 
 
+def test_bench_inference_fullfield_runs_small(tmp_path):
+    """The clinician's full-field benchmark on a small field (the goal figures come from 640 x 640 x 400):
+    the bundled model as segment runs it, scored, its peak memory its own."""
+    (report,) = run_bench("bench_inference.py", "fullfield", "--size", "96", "96", "64", "--spacing", "1.5",
+                          out=tmp_path / "f.json", timeout=900)
+    run = report["run"]
+    assert report["settings"]["size_xyz"] == [96, 96, 64] and run["shape_zyx"] == [64, 96, 96]
+    assert run["peak_gib"] > run["baseline_gib"] > 0 and run["seconds"] >= run["read_seconds"]
+    assert set(run["metrics"]) >= {"instance_dsc", "ia"}
+
+
 @pytest.mark.slow
 def test_bench_inference_cascade_runs_fewer_windows_and_scores_both_paths(tmp_path):
     """About 80 s here: the bundled models work at their own spacing whatever the scan's."""
