@@ -208,8 +208,9 @@ def iter_resampled_argmax(probabilities, out_shape: Sequence[int], slab: int = 8
     Only channels that can win are interpolated: linear interpolation is a convex combination and the
     channels sum to 1 at every voxel, so the winner has at least 1/C there, and a channel below
     0.5/C in every source row a slab reads stays below it everywhere in the slab. Channel 0 is always
-    kept (an all-zero voxel's arg-max is 0, as before). Most of a scan holds background and one or
-    two teeth per slab: 33 classes at 0.25 mm cost about a tenth of the time this way.
+    kept (an all-zero voxel's arg-max is 0, as before). An axial slab still crosses a whole arch (up
+    to 16 tooth classes), so the gain is partial: on the 640 x 640 x 400 benchmark scan the mapping back
+    took 17 s instead of 29 s (2 cores shared with a training run).
     """
     floor = 0.5 / probabilities.shape[0]
 
