@@ -62,6 +62,17 @@ def sts_labels(sts_gt_path):
     return read_label_map(sts_gt_path)
 
 
+@pytest.fixture(scope="session")
+def sts_0001_labels():
+    """The other real STS-2024 patient, ``Validation_0001`` ground truth (20 teeth, as stored: mirrored
+    like the bundled ``Validation_0002`` map, so the two agree with each other)."""
+    from toothseg.core.io import read_label_map
+
+    path = shared_data_dir() / "sts2024" / "Validation_0001_gt.nii.gz"
+    assert path.exists(), f"shared data missing: {path}"
+    return read_label_map(path)
+
+
 def oblique_direction() -> np.ndarray:
     """A rotation about z and x (det +1), so that axis mix-ups show up in tests."""
     a, b = np.deg2rad(20.0), np.deg2rad(-12.0)

@@ -15,6 +15,7 @@ Sources:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ __all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample",
 log = logging.getLogger(__name__)
 
 IGNORE = 255  # label value (and class index) of voxels that give no loss: unconfident pseudo-labels
+
+
+def _patient_of(case: Case) -> str:
+    """Which patient a synthetic source's label map shows: STS-2024's ``_gt`` and ``_pred`` maps of one
+    scan are one patient."""
+    stem = Path(str(case.label)).name.split(".")[0]
+    return re.sub(r"_(gt|pred)$", "", stem)
 
 
 #: The real label maps of ``shared/data/sts2024`` by recipe name. Both patients' maps are mirrored
@@ -348,11 +356,21 @@ class TrainingData:
             self._anatomy[key] = prepare_anatomy(canonical)
         return self._anatomy[key]
 
-    def synthetic_volume(self, case: Case, rng: np.random.Generator,
-                         region: tuple[slice, ...] | None = None) -> tuple[Volume, Volume]:
-        """A synthetic scan (image, labels) on the training grid, or just ``region`` of it."""
-        return synthesize(self._anatomy_for(case), rng, SynthesisOptions.from_dict(self.config.synthesis),
-                          region=region)
+    def _donors_for(self, case: Case) -> list:
+        """Anatomies of the other patients (a map and a prediction of one scan are one patient), whose
+        teeth ``tooth_exchange_probability`` may lend this one."""
+        own = _patient_of(case)
+        return [self._anatomy_for(c) for c in self.labeled if _patient_of(c) != own]
+
+    def synthetic_volume(self, case: Case, rng: np.random.Generator, region: tuple[slice, ...] | None = None,
+                         tooth_moves: bool = True) -> tuple[Volume, Volume]:
+        """A synthetic scan (image, labels) on the training grid, or just ``region`` of it; without
+        ``tooth_moves`` the patient's teeth stay as they are (validation scans)."""
+        options = SynthesisOptions.from_dict(self.config.synthesis)
+        if not tooth_moves:
+            options = replace(options, tooth_jitter_probability=0.0, tooth_exchange_probability=0.0)
+        donors = self._donors_for(case) if options.tooth_exchange_probability > 0 else []
+        return synthesize(self._anatomy_for(case), rng, options, region=region, donors=donors)
 
     def _synthetic_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Only the block around the sampled patch is synthesised (15x less work than the whole scan);
@@ -387,7 +405,8 @@ class TrainingData:
         out = []
         for index, case in enumerate(self.validation):
             if self.config.source == "synthetic":
-                image, labels = self.synthetic_volume(case, np.random.default_rng([self.seed, 99, index]))
+                image, labels = self.synthetic_volume(case, np.random.default_rng([self.seed, 99, index]),
+                                                      tooth_moves=False)
             else:
                 image, labels = read_volume(case.image), read_training_labels(case, self.config.handedness)
             out.append((case.id, image, labels))

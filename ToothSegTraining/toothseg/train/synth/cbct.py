@@ -13,9 +13,10 @@ Anatomy derived from the labels (:class:`SynthesisAnatomy`, computed once per la
 * **alveolar bone** grown around the roots (cancellous inside a cortical shell), a jaw-shaped
   envelope of **soft tissue**, **air** outside, and a cylindrical field of view.
 
-Per sample (:func:`synthesize`): random intensities per tissue (HU-like ranges, random global
-gamma/affine mapping), texture noise, random missing teeth (replaced by healed bone), metal
-fillings with streak artefacts, ring artefacts, cupping, blur (point-spread) and noise.
+Per sample (:func:`synthesize`): teeth turned, resized, shifted or taken from another patient at the
+same FDI position (:mod:`.tooth_moves`, off unless asked), random intensities per tissue (HU-like
+ranges, random global gamma/affine mapping), texture noise, random missing teeth (replaced by healed
+bone), metal fillings with streak artefacts, ring artefacts, cupping, blur (point-spread) and noise.
 
 With ``synthseg_probability`` a sample is instead drawn fully SynthSeg-style (Billot et al., 2023):
 every tissue class gets an intensity drawn independently from one wide range (no HU order: enamel may
@@ -37,6 +38,7 @@ from scipy import ndimage
 from ...core.errors import InputError
 from ...core.labels import is_fdi_tooth
 from ...core.volume import Volume
+from .tooth_moves import ToothMoveOptions, move_teeth, tooth_centroids, tooth_placements
 
 __all__ = ["SynthesisAnatomy", "SynthesisOptions", "prepare_anatomy", "synthesize"]
 
@@ -73,6 +75,12 @@ class SynthesisOptions:
     thick_slices: tuple[float, float] = (1.0, 4.0)  # resolution loss factor along one random axis
     thick_slices_probability: float = 0.0
     poisson_noise_probability: float = 0.0  # else Gaussian: noise grows with the signal (photon counts)
+    # Tooth-level anatomy augmentation (synth.tooth_moves), per tooth and sample; off by default.
+    tooth_jitter_probability: float = 0.0  # turn, resize and shift a tooth in place
+    tooth_rotate_deg: float = 6.0
+    tooth_shift_mm: float = 0.8
+    tooth_scale: tuple[float, float] = (0.9, 1.1)
+    tooth_exchange_probability: float = 0.0  # take the same FDI tooth from another patient (a donor)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "SynthesisOptions":
@@ -85,6 +93,11 @@ class SynthesisOptions:
         converted = {k: tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
         return cls(**converted)
 
+    @property
+    def tooth_moves(self) -> ToothMoveOptions:
+        return ToothMoveOptions(self.tooth_jitter_probability, self.tooth_rotate_deg, self.tooth_shift_mm,
+                                tuple(self.tooth_scale), self.tooth_exchange_probability)
+
 
 @dataclass
 class SynthesisAnatomy:
@@ -95,6 +108,7 @@ class SynthesisAnatomy:
     depth: np.ndarray  # (Z, Y, X) float32 mm below the tooth surface (0 outside teeth)
     teeth: list[int] = field(default_factory=list)
     bone_shell: np.ndarray | None = None  # cortical mask
+    centroids: dict = field(default_factory=dict)  # tooth value → tooth_moves.ToothSite
 
 
 def _downsampled_distance(mask: np.ndarray, spacing: tuple[float, ...], inside: bool) -> np.ndarray:
@@ -164,7 +178,8 @@ def prepare_anatomy(labels: Volume, bone_margin_mm: float = 4.0, soft_margin_mm:
     tissue[bone] = BONE_CANCELLOUS
     shell = bone & (ndimage.distance_transform_edt(bone, sampling=spacing) <= 1.2)
     tissue[shell] = BONE_CORTICAL
-    return SynthesisAnatomy(labels, tissue, depth, teeth, shell)
+    centroids = {v: c for v, c in tooth_centroids(array, spacing).items() if v in teeth}
+    return SynthesisAnatomy(labels, tissue, depth, teeth, shell, centroids)
 
 
 def crown_neighbourhood(crown: np.ndarray, spacing: tuple[float, ...], reach_mm: float = 2.0) -> np.ndarray:
@@ -215,12 +230,14 @@ def _thick_slices(image: np.ndarray, rng: np.random.Generator, factor: tuple[flo
 
 
 def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: SynthesisOptions | None = None,
-               region: tuple[slice, ...] | None = None) -> tuple[Volume, Volume]:
+               region: tuple[slice, ...] | None = None,
+               donors: tuple[SynthesisAnatomy, ...] | list[SynthesisAnatomy] = ()) -> tuple[Volume, Volume]:
     """One random synthetic CBCT and its label map (teeth removed from the labels when "missing").
 
     ``region`` (array slices) synthesises only that block — a training patch — with the rings,
     cupping and field of view still placed relative to the whole scan; the returned volumes then
-    cover just the block (origin moved accordingly).
+    cover just the block (origin moved accordingly). ``donors``: other patients' anatomies, in the
+    same orientation, whose teeth ``tooth_exchange_probability`` may put in place of this one's.
     """
     o = options or SynthesisOptions()
     full_shape = anatomy.labels.shape
@@ -230,6 +247,14 @@ def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: Syn
     spacing = anatomy.labels.spacing_zyx
     shape = labels.shape
     offset = [s.start for s in region]
+    moves = o.tooth_moves
+    if moves.active:  # teeth turned, resized, shifted or exchanged before anything is painted
+        for donor in donors:
+            if not np.allclose(donor.labels.direction, anatomy.labels.direction, atol=1e-3):
+                raise InputError("synthesis donors must share the scan's orientation (read both canonical)")
+        placements = tooth_placements(anatomy.centroids, [d.centroids for d in donors], rng, moves)
+        move_teeth(labels, tissue, region, spacing, anatomy.centroids, (anatomy.labels.array, anatomy.tissue),
+                   [(d.labels.array, d.tissue, d.labels.spacing_zyx, d.centroids) for d in donors], placements)
     # missing teeth become bone (healed sockets)
     n_missing = int(rng.integers(o.missing_teeth[0], o.missing_teeth[1] + 1)) if anatomy.teeth else 0
     for value in rng.choice(anatomy.teeth, size=min(n_missing, len(anatomy.teeth)), replace=False) if n_missing else []:
