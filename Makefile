@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toothseg-installed
 DEPS   := ToothSegTraining/pyproject.toml ToothSegTraining/constraints.txt
 
-.PHONY: demo test install bench clean nnunet-fixtures rail-fixtures
+.PHONY: demo test install bench clean nnunet-fixtures rail-fixtures rtk-env
 
 demo: $(STAMP)
 	$(BIN)/toothseg demo --out-dir demo-output
@@ -38,6 +38,13 @@ rail-fixtures:
 	@test -n "$(RAIL)" || (echo "usage: make rail-fixtures RAIL=/path/to/a/RAIL/checkout" && exit 2)
 	@test -x $(NNUNET_VENV)/bin/python || $(MAKE) nnunet-fixtures
 	$(NNUNET_VENV)/bin/python Testing/benchmarks/make_rail_fixtures.py --rail "$(RAIL)" --out Testing/data/rail_reference --overwrite
+
+# Developers only (never CI: about 1.9 GB): RTK, the Reconstruction Toolkit, for the physically simulated
+# cone-beam family of the 3D benchmarks (Testing/benchmarks/rtk_cbct.py); its tests run when it exists.
+RTK_VENV := .venv-rtk
+rtk-env:
+	@test -x $(RTK_VENV)/bin/python || $(PYTHON) -m venv $(RTK_VENV)
+	$(RTK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "itk-rtk==2.7.0.post1" "itk==5.4.7" numpy scipy
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -8,7 +8,11 @@ trained with:
 * ``hu``: ToothSeg's own synthesiser with HU-like tissue ranges, metal streaks and rings (the
   bundled sample's family);
 * ``synthseg``: the same anatomy, every tissue's grey value drawn on its own from a wide range, a
-  bias field, thick slices and photon noise.
+  bias field, thick slices and photon noise;
+* ``rtk``: a physically simulated cone-beam scan of the same anatomy (``rtk_cbct.py``: attenuation
+  at two energies, RTK cone-beam forward projection, scatter, Poisson noise, photon starvation behind
+  metal, FDK reconstruction), a family no ToothSeg recipe trains on. Needs ``make rtk-env`` (itk-rtk in
+  its own environment, ``.venv-rtk``); about a minute per scan on 2 cores.
 
 Each scan is the patient's teeth cropped with a 12 mm margin at 0.6 mm, as the bundled sample; each
 has its own seed (``--seed`` + index), so the figures are reproducible. Reported per model, patient and
@@ -18,13 +22,17 @@ prediction (+1: the patient's right teeth numbered as right ones).
     python Testing/benchmarks/bench_cbct_generalisation.py --model toothseg-cbct-synthetic-demo \\
         --model runs/cbct_lopo_0001/export --patient sts2024-0002 --family hu --family synthseg \\
         --scans 2 --out Testing/benchmarks/results/cbct_generalisation_cpu.json
+    python Testing/benchmarks/bench_cbct_generalisation.py --model toothseg-cbct-synthetic-demo --family rtk \
+        --scans 2 --out Testing/benchmarks/results/cbct_rtk_family_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,22 +43,28 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
 from toothseg.core.handedness import handedness_of  # noqa: E402
 from toothseg.core.inference import InferenceOptions, Predictor  # noqa: E402
+from toothseg.core.io.images import read_volume, write_volume  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.metrics.protocols import sts2024_case  # noqa: E402
 from toothseg.core.models.catalog import load_catalog  # noqa: E402
 from toothseg.core.models.folder import read_card  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
 from toothseg.train.data.dataset import BUILTIN_LABEL_MAPS  # noqa: E402
+from toothseg.core.volume import Volume  # noqa: E402
 from toothseg.train.synth import SynthesisOptions, synthesize  # noqa: E402
 from toothseg.train.synth.sample import cropped_anatomy  # noqa: E402
 
+RTK_PYTHON = REPO / ".venv-rtk" / "bin" / "python"
+RTK_SCRIPT = Path(__file__).resolve().parent / "rtk_cbct.py"
 FAMILIES = {
     "hu": SynthesisOptions(missing_teeth=(0, 0), metal_probability=0.5, ring_probability=0.5),
     "synthseg": SynthesisOptions(missing_teeth=(0, 0), metal_probability=0.5, ring_probability=0.0,
                                  synthseg_probability=1.0, bias_field_probability=1.0, thick_slices_probability=0.3,
                                  poisson_noise_probability=0.5),
+    "rtk": None,  # not painted: simulated by rtk_cbct.py in its own environment
 }
-NOTE = ("INTENSITIES ARE SYNTHETIC: scans painted by toothseg.train.synth onto real STS-2024 tooth shapes "
+NOTE = ("INTENSITIES ARE SYNTHETIC: scans painted by toothseg.train.synth (families hu, synthseg) or simulated "
+        "by RTK cone-beam projection and FDK reconstruction (family rtk) on real STS-2024 tooth shapes "
         "(left/right numbering corrected); no real CBCT image exists in this project")
 
 
@@ -59,7 +73,27 @@ def scans(patient: str, family: str, count: int, seed: int):
     path = shared_data_dir() / "sts2024" / f"{BUILTIN_LABEL_MAPS[patient]}.nii.gz"
     anatomy, region = cropped_anatomy(path, 0.6, 12.0)
     for index in range(count):
-        yield index, *synthesize(anatomy, np.random.default_rng([seed, index]), FAMILIES[family], region=region)
+        if family == "rtk":
+            yield index, *rtk_scan(anatomy, region, seed * 1000 + index)
+        else:
+            yield index, *synthesize(anatomy, np.random.default_rng([seed, index]), FAMILIES[family], region=region)
+
+
+def rtk_scan(anatomy, region: tuple[slice, ...], seed: int) -> tuple[Volume, Volume]:
+    """A cone-beam scan simulated by ``rtk_cbct.py`` (in ``.venv-rtk``) of the anatomy's block."""
+    if not RTK_PYTHON.exists():
+        raise SystemExit(f"the rtk family needs the RTK environment {RTK_PYTHON.parent.parent}: run  make rtk-env")
+    labels = anatomy.labels
+    origin = tuple(labels.index_to_physical(np.array([[s.start for s in region][::-1]], dtype=float))[0])
+    geometry = dict(spacing=labels.spacing, origin=origin, direction=labels.direction)
+    with tempfile.TemporaryDirectory(prefix="toothseg-rtk-") as scratch:
+        tissue_path, image_path = Path(scratch) / "tissue.nii.gz", Path(scratch) / "image.nii.gz"
+        write_volume(Volume(anatomy.tissue[region].copy(), **geometry), tissue_path)
+        subprocess.run([str(RTK_PYTHON), str(RTK_SCRIPT), "--tissue", str(tissue_path), "--out", str(image_path),
+                        "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+        image = read_volume(image_path)
+    image.metadata["synthetic"] = True
+    return image, Volume(labels.array[region].copy(), **geometry)
 
 
 def score(model_folder: Path, patients: list[str], families: list[str], count: int, seed: int, tta: bool) -> dict:
@@ -98,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", required=True, help="model ID or folder (repeatable)")
     parser.add_argument("--patient", action="append", choices=["sts2024-0001", "sts2024-0002"],
                         help="held-out patient(s) (default: both)")
-    parser.add_argument("--family", action="append", choices=sorted(FAMILIES), help="intensity family (default: all)")
+    parser.add_argument("--family", action="append", choices=sorted(FAMILIES),
+                        help="intensity family (default: hu and synthseg; rtk needs make rtk-env)")
     parser.add_argument("--scans", type=int, default=2, help="scans per patient and family")
     parser.add_argument("--seed", type=int, default=7000)
     parser.add_argument("--no-tta", action="store_true")
@@ -109,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.model:
         folder = catalog.resolve(model)
         print(f"{model}:", flush=True)
-        results.append(score(folder, args.patient or ["sts2024-0001", "sts2024-0002"], args.family or sorted(FAMILIES),
-                             args.scans, args.seed, not args.no_tta))
+        families = args.family or ["hu", "synthseg"]
+        results.append(score(folder, args.patient or ["sts2024-0001", "sts2024-0002"], families, args.scans,
+                             args.seed, not args.no_tta))
     for result in results:
         for key, values in result["summary"].items():
             print(f"{result['model']:<32} {key:<24} instance Dice {values['instance_dsc']:.3f}  IA {values['ia']:.3f}  "
