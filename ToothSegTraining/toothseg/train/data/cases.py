@@ -36,6 +36,7 @@ class Case:
     label: Path | None = None
     label_values: tuple[tuple[int, int], ...] = ()  # (dataset value, ToothSeg value) pairs, from the manifest
     mirror_labels: bool = False  # swap left/right numbers when read (a mirrored numbering, see the module doc)
+    anatomy: str = "teeth"  # a synthetic source's map: FDI "teeth", or "jaws" (jaw-level, binary teeth only)
 
 
 def shared_data_dir() -> Path:

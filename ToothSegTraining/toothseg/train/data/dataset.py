@@ -39,11 +39,12 @@ from ...core.preprocessing import (
 from ...core.volume import Volume, check_same_geometry
 from ..config.schema import DataConfig
 from ..synth import SynthesisOptions, prepare_anatomy, synthesize
+from ..synth.jaw_map import prepare_jaw_anatomy
 from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
 __all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample",
-           "drop_small_labels", "read_training_labels", "BUILTIN_LABEL_MAPS"]
+           "drop_small_labels", "read_training_labels", "BUILTIN_LABEL_MAPS", "BUILTIN_JAW_MAPS"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ BUILTIN_LABEL_MAPS = {
     "sts2024-0002": "Validation_0002_gt", "sts2024-0002-pred": "Validation_0002_pred",
     "sts2024-0001": "Validation_0001_gt", "sts2024-0001-pred": "Validation_0001_pred",
 }
+#: Real jaw-level maps (maxilla, mandible, teeth without FDI numbers, canal): binary tooth models only.
+BUILTIN_JAW_MAPS = {"dentalsegmentator": "dentalsegmentator/PostDentalSurgery_Segmentation.nii.gz"}
 
 
 def _read_case_labels(case: Case) -> Volume:
@@ -180,6 +183,11 @@ class TrainingData:
         self._cache: dict[str, PreparedCase] = {}
         self._anatomy: dict[str, Any] = {}
         self.dims = 2 if data.kind == "2d" else 3
+        jaw_maps = [c.label.name for c in self.labeled if c.anatomy == "jaws"]
+        if jaw_maps and data.label_table != "binary":
+            raise InputError(f"synthetic data: {', '.join(jaw_maps)} is a jaw-level map whose teeth carry no FDI "
+                             "numbers; only a binary tooth model (label_table: binary, e.g. a cascade's coarse "
+                             "stage) can learn from it")
         if data.source != "synthetic" and not self.labeled:
             raise InputError("the recipe's labeled set is empty")
 
@@ -212,13 +220,16 @@ class TrainingData:
     def _label_map_case(name: str) -> Case:
         """A synthetic source's label map: a built-in STS-2024 name (read mirrored back) or a file."""
         name = name.strip()
+        if name in BUILTIN_JAW_MAPS:
+            path = shared_data_dir() / BUILTIN_JAW_MAPS[name]
+            return Case(f"synthetic-{path.name.split('.')[0]}", path, path, anatomy="jaws")
         if name in BUILTIN_LABEL_MAPS:
             stem = BUILTIN_LABEL_MAPS[name]
             path = shared_data_dir() / "sts2024" / f"{stem}.nii.gz"
             return Case(f"synthetic-{stem}", path, path, BUILTIN_NON_TEETH.get(stem, ()), mirror_labels=True)
         path = Path(name)
         if not path.exists():
-            known = ", ".join(BUILTIN_LABEL_MAPS)
+            known = ", ".join([*BUILTIN_LABEL_MAPS, *BUILTIN_JAW_MAPS])
             raise InputError(f"synthetic data: label map {name!r} not found (a file, or one of {known})")
         return Case(f"synthetic-{path.stem.split('.')[0]}", path, path)
 
@@ -346,21 +357,23 @@ class TrainingData:
     def _anatomy_for(self, case: Case):
         key = f"{case.label}:{case.mirror_labels}"  # validation scans share their training map's anatomy
         if key not in self._anatomy:
-            labels = read_training_labels(case, self.config.handedness)
+            labels = read_label_map(case.label) if case.anatomy == "jaws" else read_training_labels(
+                case, self.config.handedness)  # no FDI numbers, no sides to check
             canonical, _ = to_canonical(labels)
             if self.config.spacing:
                 shape = resampled_shape(canonical.shape, canonical.spacing_zyx, self.config.spacing)
                 array = nearest_resample(canonical.array, shape)
                 spacing = tuple(self.config.spacing)
                 canonical = Volume(array, spacing[::-1], canonical.origin, canonical.direction)
-            self._anatomy[key] = prepare_anatomy(canonical)
+            prepare = prepare_jaw_anatomy if case.anatomy == "jaws" else prepare_anatomy
+            self._anatomy[key] = prepare(canonical)
         return self._anatomy[key]
 
     def _donors_for(self, case: Case) -> list:
         """Anatomies of the other patients (a map and a prediction of one scan are one patient), whose
         teeth ``tooth_exchange_probability`` may lend this one."""
         own = _patient_of(case)
-        return [self._anatomy_for(c) for c in self.labeled if _patient_of(c) != own]
+        return [self._anatomy_for(c) for c in self.labeled if _patient_of(c) != own and c.anatomy == "teeth"]
 
     def synthetic_volume(self, case: Case, rng: np.random.Generator, region: tuple[slice, ...] | None = None,
                          tooth_moves: bool = True) -> tuple[Volume, Volume]:
