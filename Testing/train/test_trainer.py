@@ -370,7 +370,9 @@ def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_p
     data = yaml.safe_load((REPO / "ToothSegTraining/toothseg/train/recipes/demo3d_synthetic.yaml").read_text())
     data["data"].update(labeled=str(small), validation=1, workers=0, spacing=[1.6] * 3, patch_size=[32] * 3)
     data["model"]["kwargs"].update(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1])
-    data["stages"][0]["data"].update(spacing=[2.4] * 3, patch_size=[32] * 3)
+    # the coarse stage keeps the real jaw-level map beside the teeth (bone that is not tooth)
+    assert data["stages"][0]["data"]["labeled"].endswith(",dentalsegmentator")
+    data["stages"][0]["data"].update(spacing=[2.4] * 3, patch_size=[32] * 3, labeled=f"{small},dentalsegmentator")
     data["stages"][1]["data"].update(spacing=[1.6] * 3)
     for stage in data["stages"]:
         stage.update(iterations=2, checkpoint_every=2, validate_every=2)
