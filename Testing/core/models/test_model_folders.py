@@ -338,3 +338,47 @@ def test_a_model_that_is_no_model_folder_says_what_it_is(tmp_path, given, messag
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(InputError, match=re.escape(message)):
         load_catalog().resolve(given.format(tmp=tmp_path))
+
+
+def test_an_ensemble_predicts_the_members_mean_probability(tmp_path):
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.models.folder import ensemble_model_folder
+
+    torch.manual_seed(3)
+    members = [save_model_folder(build_network("unet2d", num_classes=3, base_channels=4), tiny_card(f"snap-{i}"),
+                                 tmp_path / f"snap{i}") for i in range(2)]
+    folder = ensemble_model_folder(members, tmp_path / "ens", "snaps", half=False)
+    loaded = load_model_folder(folder)
+    assert [role for role, _ in loaded.members] == ["ensemble", "ensemble"]
+    assert [e["id"] for e in loaded.card.provenance["ensemble_of"]] == ["snap-0", "snap-1"]
+    options = InferenceOptions(device="cpu", tta=False)
+    batch = torch.randn(2, 1, 1, 32, 48)  # the (B, C, Z, Y, X) windows a 2D model's runner is given
+    mean = sum(Predictor(m, options)._runner()(batch) for m in members) / 2
+    together = Predictor(folder, options)._runner()(batch)
+    torch.testing.assert_close(together, mean, rtol=0, atol=1e-6)
+    assert not torch.allclose(Predictor(members[0], options)._runner()(batch), mean, atol=1e-3)
+    image = Volume(np.random.default_rng(0).integers(0, 255, (1, 40, 60)).astype(np.uint8), (0.1, 0.1, 1.0),
+                   kind="2d")
+    assert Predictor(folder, options).predict(image).labels.shape == image.shape
+
+
+def test_an_ensemble_refuses_members_run_differently_and_leaves_nothing(tmp_path):
+    from toothseg.core.models.folder import ensemble_model_folder
+
+    torch.manual_seed(4)
+    a = save_model_folder(build_network("unet2d", num_classes=3, base_channels=4), tiny_card("a"), tmp_path / "a")
+    b = save_model_folder(build_network("unet2d", num_classes=3, base_channels=4),
+                          tiny_card("b", image_extent_yx=[512.0, 512.0]), tmp_path / "b")
+    with pytest.raises(InputError, match="image_extent_yx"):
+        ensemble_model_folder([a, b], tmp_path / "ens", "ens")
+    with pytest.raises(InputError, match="at least two"):
+        ensemble_model_folder([a], tmp_path / "ens", "ens")
+    assert not (tmp_path / "ens").exists()
+    result = subprocess.run([sys.executable, "-m", "toothseg.cli", "models", "ensemble", str(tmp_path / "ens"),
+                             str(a), str(b), "--id", "ens"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "image_extent_yx" in result.stderr and "Traceback" not in result.stderr
+    c = save_model_folder(build_network("unet2d", num_classes=3, base_channels=4), tiny_card("c"), tmp_path / "c")
+    result = subprocess.run([sys.executable, "-m", "toothseg.cli", "models", "ensemble", str(tmp_path / "ens"),
+                             str(a), str(c), "--id", "ens", "--half"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "2 members" in result.stdout and verify_model_folder(tmp_path / "ens")[-1].endswith("OK")

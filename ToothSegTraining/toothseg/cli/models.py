@@ -171,6 +171,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from ..core.models.catalog import load_catalog
+    from ..core.models.folder import ensemble_model_folder
+
+    catalog = load_catalog()
+    members = [catalog.resolve(member) for member in args.members]
+    out = ensemble_model_folder(members, args.destination, args.id, name=args.name, half=args.half,
+                                overwrite=args.overwrite)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"wrote ensemble model folder {out} ({len(members)} members, {size / 1e6:.1f} MB"
+          f"{', float16 weights' if args.half else ''}); install it with 'toothseg models add {out}'")
+    return 0
+
+
 def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) -> None:
 
     models = sub.add_parser("models", parents=[common], help="list, show, add, verify and import models",
@@ -208,6 +222,19 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("--name", help="the copy's display name")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_pack)
+    p = verbs.add_parser("ensemble", parents=[common],
+                         help="one model folder averaging several models' class probabilities",
+                         description="Snapshots, folds or runs of one recipe as one model: its prediction is the "
+                                     "members' mean class probability. The members must be run alike (classes, "
+                                     "spacing or X-ray extent, normalisation, patch size, mirror axes); the first "
+                                     "difference is named.")
+    p.add_argument("destination", help="new model folder")
+    p.add_argument("members", nargs="+", help="catalogue IDs or model folders (two or more)")
+    p.add_argument("--id", required=True, help="the ensemble's model ID")
+    p.add_argument("--name", help="its display name")
+    p.add_argument("--half", action="store_true", help="store the members' weights as float16")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_ensemble)
     p = verbs.add_parser("import-checkpoint", parents=[common],
                          help="convert RAIL or nnU-Net/U-Mamba2 checkpoints into a model folder",
                          description="Checkpoints are read with torch.load(weights_only=True): pickled code is "

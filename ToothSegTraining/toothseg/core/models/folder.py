@@ -204,3 +204,59 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
             atomic_write_text(staging / CARD_FILE, card.to_json() + "\n")
         verify_model_folder(staging)
     return destination
+
+
+#: Card fields every member of an ensemble must share: the ensemble is run with its first member's
+#: preprocessing, windows and post-processing, and averages class probabilities channel by channel.
+ENSEMBLE_SHARED_FIELDS = ("spatial_dims", "input_kind", "class_values", "spacing_zyx", "image_extent_yx",
+                          "intensity", "patch_size", "mirror_axes", "reorient", "sliding_window", "postprocessing",
+                          "nnunet")
+
+
+def ensemble_model_folder(members: list[str | os.PathLike[str]], destination: str | os.PathLike[str],
+                          model_id: str, name: str | None = None, half: bool = False,
+                          overwrite: bool = False) -> Path:
+    """One model folder whose prediction is the mean class probability of ``members`` (snapshots of one
+    run, folds, or other runs of one recipe).
+
+    Each member is a verified, non-composite model folder; they must agree on everything that decides
+    what a window sees and what a channel means (:data:`ENSEMBLE_SHARED_FIELDS`: the first field that
+    differs is named). The members are copied as sub-folders ``member_0``, ``member_1`` … (float16 with
+    ``half``); the top card is the first member's with the members listed and their IDs and SHA-256 in
+    ``provenance.ensemble_of``. Built beside ``destination`` and renamed into place.
+    """
+    check_model_id(model_id, "--id")
+    if len(members) < 2:
+        raise InputError("an ensemble needs at least two member model folders")
+    cards = []
+    for member in members:
+        verify_model_folder(member)
+        card = read_card(member)
+        if card.is_composite:
+            raise InputError(f"{member}: model {card.id!r} is itself an ensemble or cascade; give its plain "
+                             "members instead")
+        cards.append(card)
+    first = cards[0]
+    for member, card in zip(members[1:], cards[1:]):
+        for field_name in ENSEMBLE_SHARED_FIELDS:
+            if getattr(card, field_name) != getattr(first, field_name):
+                raise InputError(f"{member}: its {field_name} ({getattr(card, field_name)!r}) differs from "
+                                 f"{members[0]}'s ({getattr(first, field_name)!r}); ensemble members must be "
+                                 "run alike")
+        if card.label_table.to_dict() != first.label_table.to_dict():
+            raise InputError(f"{member}: its label table differs from {members[0]}'s")
+    destination = Path(destination)
+    with atomic_folder(destination, overwrite=overwrite) as staging:
+        entries = []
+        for index, member in enumerate(members):
+            path = f"member_{index}"
+            pack_model_folder(member, staging / path, half=half)
+            entries.append({"role": "ensemble", "path": path})
+        top = ModelCard(**{**{f: getattr(first, f) for f in first.__dataclass_fields__},
+                           "id": model_id, "name": name or f"ensemble of {len(members)} ({first.name or first.id})",
+                           "members": entries, "metrics": {}, "weights_sha256": "",
+                           "provenance": {"ensemble_of": [{"id": c.id, "weights_sha256": c.weights_sha256,
+                                                           "provenance": c.provenance} for c in cards]}})
+        save_model_folder(None, top, staging, overwrite=True)
+        verify_model_folder(staging)
+    return destination
