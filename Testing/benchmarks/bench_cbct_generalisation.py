@@ -46,6 +46,7 @@ from toothseg.core.inference import InferenceOptions, Predictor  # noqa: E402
 from toothseg.core.io.images import read_volume, write_volume  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.metrics.protocols import sts2024_case  # noqa: E402
+from toothseg.core.postprocessing.arch_numbering import renumber_from_arch  # noqa: E402
 from toothseg.core.models.catalog import load_catalog  # noqa: E402
 from toothseg.core.models.folder import read_card  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
@@ -96,7 +97,8 @@ def rtk_scan(anatomy, region: tuple[slice, ...], seed: int) -> tuple[Volume, Vol
     return image, Volume(labels.array[region].copy(), **geometry)
 
 
-def score(model_folder: Path, patients: list[str], families: list[str], count: int, seed: int, tta: bool) -> dict:
+def score(model_folder: Path, patients: list[str], families: list[str], count: int, seed: int, tta: bool,
+          arch_numbering: bool = False) -> dict:
     predictor = Predictor(model_folder, InferenceOptions(device="cpu", tta=tta))
     card = read_card(model_folder)
     rows = []
@@ -116,12 +118,19 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
                 print(f"  {card.id} {patient} {family} #{index}: instance Dice {metrics['instance_dsc']:.3f}, "
                       f"IA {metrics['ia']:.3f}, image Dice {metrics['image_dsc']:.3f}, handedness {hand.sign:+d}",
                       flush=True)
+                if arch_numbering:  # the same teeth, numbered from the arch geometry instead of by the network
+                    renumbered, _ = renumber_from_arch(prediction.labels)
+                    arch = sts2024_case(truth.array, renumbered.array)
+                    rows[-1].update({f"arch_{k}": round(float(v), 4) for k, v in arch.items()})
+                    print(f"    numbered from the arch: instance Dice {arch['instance_dsc']:.3f}, IA {arch['ia']:.3f}",
+                          flush=True)
     summary = {}
     for patient in patients:
         for family in families:
             part = [r for r in rows if r["patient"] == patient and r["family"] == family]
-            summary[f"{patient}/{family}"] = {k: round(float(np.mean([r[k] for r in part])), 4)
-                                              for k in ("instance_dsc", "ia", "image_dsc", "handedness")}
+            keys = ["instance_dsc", "ia", "image_dsc", "handedness"] + (["arch_instance_dsc", "arch_ia"]
+                                                                          if arch_numbering else [])
+            summary[f"{patient}/{family}"] = {k: round(float(np.mean([r[k] for r in part])), 4) for k in keys}
     return {"model": card.id, "folder": str(model_folder), "provenance": card.provenance, "rows": rows,
             "summary": summary}
 
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scans", type=int, default=2, help="scans per patient and family")
     parser.add_argument("--seed", type=int, default=7000)
     parser.add_argument("--no-tta", action="store_true")
+    parser.add_argument("--arch-numbering", action="store_true",
+                        help="also score the predicted teeth renumbered from the arch geometry")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     args = parser.parse_args(argv)
     catalog = load_catalog()
@@ -146,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}:", flush=True)
         families = args.family or ["hu", "synthseg"]
         results.append(score(folder, args.patient or ["sts2024-0001", "sts2024-0002"], families, args.scans,
-                             args.seed, not args.no_tta))
+                             args.seed, not args.no_tta, args.arch_numbering))
     for result in results:
         for key, values in result["summary"].items():
+            arch = (f"  | numbered from the arch: instance Dice {values['arch_instance_dsc']:.3f}  IA "
+                    f"{values['arch_ia']:.3f}" if "arch_ia" in values else "")
             print(f"{result['model']:<32} {key:<24} instance Dice {values['instance_dsc']:.3f}  IA {values['ia']:.3f}  "
-                  f"image Dice {values['image_dsc']:.3f}  handedness {values['handedness']:+.2f}")
+                  f"image Dice {values['image_dsc']:.3f}  handedness {values['handedness']:+.2f}{arch}")
     if args.out:
         payload = {"note": NOTE, "command": " ".join(sys.argv), "scans": args.scans, "seed": args.seed,
                    "tta": not args.no_tta, "results": results}

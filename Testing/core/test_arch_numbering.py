@@ -83,3 +83,20 @@ def test_too_little_to_go_on_is_said():
     single = _arch({v for v in range(11, 49) if v != 16})
     result = number_teeth_from_arch(single)
     assert result.numbers == {} and "fewer than two" in result.skipped[16]
+
+
+def test_a_wrongly_numbered_prediction_is_renumbered_from_the_arch():
+    """A network's labels as instances: shuffled numbers, and two separate teeth sharing one number, come
+    back as the true numbers (each connected piece of a label is one tooth)."""
+    from toothseg.core.postprocessing.arch_numbering import renumber_from_arch
+
+    truth = _arch({14, 36})
+    values = sorted(int(v) for v in np.unique(truth.array) if v)
+    shuffled = dict(zip(values, np.random.default_rng(1).permutation(values)))
+    shuffled[16] = shuffled[26] = 11  # the network called two molars "11"
+    lookup = np.zeros(49, dtype=truth.array.dtype)
+    for value, wrong in shuffled.items():
+        lookup[value] = wrong
+    renumbered, result = renumber_from_arch(truth.with_array(lookup[truth.array]))
+    np.testing.assert_array_equal(renumbered.array, truth.array)
+    assert len(result.numbers) == len(values)

@@ -28,7 +28,7 @@ from scipy import ndimage
 from ..handedness import _root_direction
 from ..volume import Volume
 
-__all__ = ["ArchNumbering", "number_teeth_from_arch", "MESIODISTAL_MM"]
+__all__ = ["ArchNumbering", "number_teeth_from_arch", "renumber_from_arch", "MESIODISTAL_MM"]
 
 #: Mean mesiodistal crown widths (mm) of permanent teeth, positions 1-8 (central incisor … third molar),
 #: from the usual dental-anatomy tables; only their ratios and sums matter (the scale is fitted).
@@ -174,3 +174,25 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
             for (_, v), position in zip(members, positions):
                 result.numbers[v] = quadrant * 10 + position
     return result
+
+
+def renumber_from_arch(labels: Volume, min_mm3: float = 20.0) -> tuple[Volume, ArchNumbering]:
+    """A labelled dentition renumbered from its geometry alone: each connected piece of each label of at
+    least ``min_mm3`` is one tooth instance (two teeth a network gave one number stay two), numbered by
+    :func:`number_teeth_from_arch`; pieces it cannot number become background."""
+    array = labels.array
+    instances = np.zeros(array.shape, dtype=np.int32)
+    structure = ndimage.generate_binary_structure(3, 3)
+    voxel = labels.voxel_volume_mm3
+    count = 0
+    for index, box in enumerate(ndimage.find_objects(array)):
+        if box is None:
+            continue
+        pieces, n = ndimage.label(array[box] == index + 1, structure)
+        sizes = np.bincount(pieces.ravel())
+        for piece in range(1, n + 1):
+            if sizes[piece] * voxel >= min_mm3:
+                count += 1
+                instances[box][pieces == piece] = count
+    result = number_teeth_from_arch(labels.with_array(instances), min_mm3)
+    return labels.with_array(result.relabel(instances).astype(array.dtype)), result
