@@ -159,15 +159,30 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_dtype(args: argparse.Namespace) -> str | None:
+    """``--half`` / ``--int8`` as a storage type (None: as the source stores them)."""
+    return "int8" if args.int8 else "float16" if args.half else None
+
+
+def _add_weights_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--half", action="store_true", help="store floating-point weights as float16 (half the size)")
+    group.add_argument("--int8", action="store_true",
+                       help="store convolution weights as int8 with one scale per output channel, the rest as "
+                            "float16 (about a quarter of float32; the network still runs in float32): measure the "
+                            "copy's accuracy before publishing it")
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from ..core.models.catalog import load_catalog
     from ..core.models.folder import pack_model_folder
 
     source = load_catalog().resolve(args.source)
-    out = pack_model_folder(source, args.destination, half=args.half, overwrite=args.overwrite, new_id=args.id,
+    dtype = _weights_dtype(args)
+    out = pack_model_folder(source, args.destination, weights_dtype=dtype, overwrite=args.overwrite, new_id=args.id,
                             new_name=args.name)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote model folder {out} ({size / 1e6:.1f} MB{', float16 weights' if args.half else ''})")
+    print(f"wrote model folder {out} ({size / 1e6:.1f} MB{f', {dtype} weights' if dtype else ''})")
     return 0
 
 
@@ -177,11 +192,12 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
     catalog = load_catalog()
     members = [catalog.resolve(member) for member in args.members]
-    out = ensemble_model_folder(members, args.destination, args.id, name=args.name, half=args.half,
+    dtype = _weights_dtype(args)
+    out = ensemble_model_folder(members, args.destination, args.id, name=args.name, weights_dtype=dtype,
                                 overwrite=args.overwrite)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote ensemble model folder {out} ({len(members)} members, {size / 1e6:.1f} MB"
-          f"{', float16 weights' if args.half else ''}); install it with 'toothseg models add {out}'")
+          f"{f', {dtype} weights' if dtype else ''}); install it with 'toothseg models add {out}'")
     return 0
 
 
@@ -212,12 +228,13 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("id", help="catalogue ID or model folder")
     p.set_defaults(func=cmd_verify)
     p = verbs.add_parser("pack", parents=[common],
-                         help="copy a model folder for bundling or sharing (optionally float16)",
+                         help="copy a model folder for bundling or sharing (optionally float16 or int8)",
                          description="Copy a verified model folder, members included, to a new folder; --half stores "
-                                     "the weights as float16 (half the size; the network still runs in float32).")
+                                     "the weights as float16, --int8 the convolution weights as int8 with per-channel "
+                                     "scales (the network still runs in float32).")
     p.add_argument("source", help="catalogue ID or model folder")
     p.add_argument("destination", help="new model folder")
-    p.add_argument("--half", action="store_true", help="store floating-point weights as float16")
+    _add_weights_options(p)
     p.add_argument("--id", help="the copy's model ID (e.g. to install a changed copy of a bundled model)")
     p.add_argument("--name", help="the copy's display name")
     p.add_argument("--overwrite", action="store_true")
@@ -232,7 +249,7 @@ def add_models_parser(sub, common: argparse.ArgumentParser, parser_class: type) 
     p.add_argument("members", nargs="+", help="catalogue IDs or model folders (two or more)")
     p.add_argument("--id", required=True, help="the ensemble's model ID")
     p.add_argument("--name", help="its display name")
-    p.add_argument("--half", action="store_true", help="store the members' weights as float16")
+    _add_weights_options(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_ensemble)
     p = verbs.add_parser("import-checkpoint", parents=[common],

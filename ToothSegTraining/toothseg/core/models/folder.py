@@ -22,6 +22,7 @@ from ..networks.build import build_network, get_spec
 from ..volume import Volume
 from .card import ModelCard, check_model_id
 from .checkpoints import check_state_dict_fits, read_state_dict, sha256_file
+from .quantize import check_no_raw_int8, compress_state_dict, decompress_state_dict
 
 __all__ = ["LoadedModel", "save_model_folder", "load_model_folder", "read_card", "verify_model_folder",
            "pack_model_folder"]
@@ -127,8 +128,9 @@ def load_model_folder(folder: str | os.PathLike[str], device: str = "cpu", verif
             raise InputError(f"{weights}: SHA-256 mismatch (file {actual[:12]}…, card {card.weights_sha256[:12]}…); "
                              "the weights were changed or damaged")
     network = _build(card)
-    state = read_state_dict(weights)
+    state = decompress_state_dict(read_state_dict(weights))
     check_state_dict_fits(network, state, card.architecture)
+    check_no_raw_int8(state, network.state_dict())
     network.load_state_dict(state, strict=True)
     network.eval()
     loaded.network = network.to(device)
@@ -163,18 +165,22 @@ def _model_folders(folder: Path) -> list[Path]:
 
 
 def pack_model_folder(source: str | os.PathLike[str], destination: str | os.PathLike[str], half: bool = False,
-                      overwrite: bool = False, new_id: str | None = None, new_name: str | None = None) -> Path:
+                      overwrite: bool = False, new_id: str | None = None, new_name: str | None = None,
+                      weights_dtype: str | None = None) -> Path:
     """Copy a verified model folder (members included) to ``destination``, for bundling or sharing.
 
-    ``half`` stores floating-point weights as float16, which halves the files; the networks still
-    run in float32 (``load_state_dict`` casts), so predictions move by float16 rounding only —
-    measure the copy's accuracy before publishing it. Each card gets its new SHA-256 and says so in
-    ``provenance.weights_dtype``. ``new_id``/``new_name`` rename the copy (e.g. a locally changed
-    copy of a bundled model, which cannot be installed under the bundled ID); the card keeps the
-    source's ID in ``provenance.packed_from``. The copy is built beside ``destination`` and renamed
+    ``weights_dtype`` ``float16`` (or ``half``) halves the files, ``int8`` quarters the large ones
+    (per-output-channel scales, :mod:`.quantize`); the networks still run in float32, so predictions
+    move by rounding only — measure the copy's accuracy before publishing it. Each card gets its new
+    SHA-256 and says so in ``provenance.weights_dtype``. ``new_id``/``new_name`` rename the copy (e.g. a
+    locally changed copy of a bundled model, which cannot be installed under the bundled ID); the card
+    keeps the source's ID in ``provenance.packed_from``. The copy is built beside ``destination`` and renamed
     into place.
     """
     source, destination = Path(source), Path(destination)
+    if half and weights_dtype not in (None, "float16"):
+        raise InputError(f"half=True (float16) and weights_dtype={weights_dtype!r} disagree")
+    weights_dtype = "float16" if half else weights_dtype
     if new_id is not None:
         check_model_id(new_id, "--id")
     verify_model_folder(source)
@@ -184,17 +190,16 @@ def pack_model_folder(source: str | os.PathLike[str], destination: str | os.Path
         shutil.copytree(source, staging, dirs_exist_ok=True)
         for folder in _model_folders(staging):
             card = read_card(folder)
-            if half and not card.is_composite:
+            if weights_dtype is not None and not card.is_composite:
                 weights = folder / card.weights_file
-                state = {k: (v.half() if v.is_floating_point() else v).contiguous()
-                         for k, v in read_state_dict(weights).items()}
+                state = compress_state_dict(read_state_dict(weights), weights_dtype)
                 with atomic_output(weights.with_suffix(".safetensors"), overwrite=True) as tmp:
                     save_file(state, str(tmp), metadata={"format": "pt", "toothseg_model": card.id})
                 if weights.suffix != ".safetensors":
                     weights.unlink()
                 card.weights_file = weights.with_suffix(".safetensors").name
                 card.weights_sha256 = sha256_file(folder / card.weights_file)
-                card.provenance = {**(card.provenance or {}), "weights_dtype": "float16"}
+                card.provenance = {**(card.provenance or {}), "weights_dtype": weights_dtype}
                 atomic_write_text(folder / CARD_FILE, card.to_json() + "\n")
         if new_id is not None or new_name is not None:
             card = read_card(staging)
@@ -215,15 +220,15 @@ ENSEMBLE_SHARED_FIELDS = ("spatial_dims", "input_kind", "class_values", "spacing
 
 def ensemble_model_folder(members: list[str | os.PathLike[str]], destination: str | os.PathLike[str],
                           model_id: str, name: str | None = None, half: bool = False,
-                          overwrite: bool = False) -> Path:
+                          overwrite: bool = False, weights_dtype: str | None = None) -> Path:
     """One model folder whose prediction is the mean class probability of ``members`` (snapshots of one
     run, folds, or other runs of one recipe).
 
     Each member is a verified, non-composite model folder; they must agree on everything that decides
     what a window sees and what a channel means (:data:`ENSEMBLE_SHARED_FIELDS`: the first field that
-    differs is named). The members are copied as sub-folders ``member_0``, ``member_1`` … (float16 with
-    ``half``); the top card is the first member's with the members listed and their IDs and SHA-256 in
-    ``provenance.ensemble_of``. Built beside ``destination`` and renamed into place.
+    differs is named). The members are copied as sub-folders ``member_0``, ``member_1`` … (stored as
+    ``weights_dtype``, or float16 with ``half``); the top card is the first member's with the members
+    listed and their IDs and SHA-256 in ``provenance.ensemble_of``. Built beside ``destination`` and renamed into place.
     """
     check_model_id(model_id, "--id")
     if len(members) < 2:
@@ -250,7 +255,7 @@ def ensemble_model_folder(members: list[str | os.PathLike[str]], destination: st
         entries = []
         for index, member in enumerate(members):
             path = f"member_{index}"
-            pack_model_folder(member, staging / path, half=half)
+            pack_model_folder(member, staging / path, half=half, weights_dtype=weights_dtype)
             entries.append({"role": "ensemble", "path": path})
         top = ModelCard(**{**{f: getattr(first, f) for f in first.__dataclass_fields__},
                            "id": model_id, "name": name or f"ensemble of {len(members)} ({first.name or first.id})",

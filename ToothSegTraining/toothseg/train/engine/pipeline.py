@@ -17,6 +17,7 @@ from ...core.io.atomic import atomic_folder
 from ...core.io.images import read_volume, write_volume
 from ...core.labels import LabelTable, label_table_named
 from ...core.models.checkpoints import read_state_dict
+from ...core.models.quantize import decompress_state_dict
 from ...core.models.folder import read_card, save_model_folder
 from ...core.progress import CancelToken, Progress
 from ..config.mapping import stage_data
@@ -51,7 +52,7 @@ def _initializer(init_from: str, previous: Path | None):
 
     def load(method: Method) -> None:
         card = read_card(folder)
-        state = read_state_dict(folder / card.weights_file)
+        state = decompress_state_dict(read_state_dict(folder / card.weights_file))  # int8-packed folders too
         for name, network in method.nets.items():
             module = unwrap(network)
             own = module.state_dict()
