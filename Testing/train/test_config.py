@@ -61,6 +61,14 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
      "cascade needs export.cascade"),
     ({"stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "cascade"}}],
       "export": {"cascade": {"coarse": "a", "fine": "b"}}}, "cascade needs the coarse stage 'a' to come before"),
+    # a result numbered by post-processing needs the steps that number it, and steps that exist
+    ({"export": {"output_label_table": "fdi"}}, "output_label_table needs the export.postprocessing steps"),
+    ({"export": {"output_label_table": "fdj", "postprocessing": [{"name": "teeth_from_boundary"}]}},
+     "unknown label table 'fdj'"),
+    ({"export": {"postprocessing": [{"name": "teeth_from_boundry"}]}}, r"unknown step\(s\) \['teeth_from_boundry'\]"),
+    # a tooth-boundary model's own output is not a map with one value per tooth
+    ({"data": {"label_table": "tooth-boundary"},
+      "stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "a"}}]}, "pseudo_labels with label_table"),
 ])
 def test_bad_recipes_name_the_problem(toy_dataset, change, message):
     data = toy_recipe(toy_dataset)

@@ -398,6 +398,49 @@ def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_p
         assert [row["step"] for row in csv.DictReader(handle)] == ["2"]
 
 
+
+def test_the_instance_first_recipe_trains_and_exports_a_model_that_numbers_teeth(tmp_path, sts_labels):
+    """instance3d_synthetic.yaml in miniature: the fine stage learns interior/boundary classes made from the
+    FDI maps, validation scores the numbered result against the FDI maps, and the exported cascade's card
+    says its result is FDI teeth (post-processing teeth_from_boundary), which the Predictor then returns."""
+    from toothseg.core import Volume
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.io import write_volume
+    from toothseg.core.labels import label_table_named
+    from toothseg.train.config import stage_data
+    from toothseg.train.data.dataset import TrainingData, class_values_for
+
+    small = tmp_path / "teeth.nii.gz"
+    write_volume(Volume(sts_labels.array[::4, ::4, ::4].copy(), tuple(4 * s for s in sts_labels.spacing_zyx),
+                        sts_labels.origin, sts_labels.direction), small)
+    data = yaml.safe_load((REPO / "ToothSegTraining/toothseg/train/recipes/instance3d_synthetic.yaml").read_text())
+    data["data"].update(labeled=str(small), validation=1, workers=0, spacing=[1.2] * 3, patch_size=[32] * 3)
+    data["model"]["kwargs"].update(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1])
+    data["stages"][0]["data"].update(spacing=[2.4] * 3, patch_size=[32] * 3, labeled=f"{small},dentalsegmentator")
+    for stage in data["stages"]:
+        stage.update(iterations=2, checkpoint_every=2, validate_every=2)
+    recipe = recipe_from_dict(json.loads(json.dumps(data)))
+
+    config = stage_data(recipe, 1)
+    table = label_table_named(config.label_table)
+    dataset = TrainingData(config, table, class_values_for(config, table), recipe.seed)
+    labels = [dataset.labeled_item(i)["label"] for i in range(6)]
+    assert set(torch.unique(torch.stack(labels)).tolist()) == {0, 1, 2}  # interior and boundary, made from FDI
+
+    result = train(data, tmp_path / "run")
+    model = load_model_folder(result.model)
+    assert [role for role, _ in model.members] == ["coarse", "fine"]
+    assert model.members[0][1].card.class_values == [0, 1] and model.card.class_values == [0, 1, 2]
+    assert model.members[0][1].card.output_label_table is None  # the binary coarse stage keeps its own
+    assert model.card.output_table.name == label_table_named("fdi").name
+    assert model.card.postprocessing[0]["name"] == "teeth_from_boundary"
+    with open(tmp_path / "run" / "fine" / "validation.csv", encoding="utf-8") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["2"]
+    scan = dataset.validation_volumes()[0][1]
+    prediction = Predictor(result.model, InferenceOptions(device="cpu", tta=False)).predict(scan)
+    assert prediction.table.name == label_table_named("fdi").name
+    assert set(np.unique(prediction.labels.array).tolist()) <= {0, *range(11, 49)}
+
 def test_kill_9_then_rerun_gives_the_uninterrupted_curve(tmp_path, toy_dataset):
     """SIGKILL mid-run: the rerun restarts from the last checkpoint and repeats no logged step."""
     import signal

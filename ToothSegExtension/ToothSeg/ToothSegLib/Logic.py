@@ -118,7 +118,8 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
                 card = read_card(entry.folder)
             except InputError as exc:  # an edited or damaged card: say so in the panel, not as a traceback
                 return "<br>".join(lines + [escape(f"The model card cannot be read: {exc}")])
-            lines.append(escape(f"Classes: {card.num_classes - 1} ({card.label_table.name}); spacing "
+            numbered = f", numbered as {card.output_table.name}" if card.output_label_table is not None else ""
+            lines.append(escape(f"Classes: {card.num_classes - 1} ({card.label_table.name}{numbered}); spacing "
                                 f"({card.input_axes}): {card.spacing_zyx or 'native'} mm; patch: {card.patch_size}"))
             if card.nnunet is not None:
                 lines.append(escape("Runs with nnU-Net's own preprocessing and blending (imported nnU-Net model)."))

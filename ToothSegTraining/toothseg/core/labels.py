@@ -463,15 +463,23 @@ class LabelTable:
             raise InputError(f"label table is not valid JSON: {exc}") from exc
 
 
+#: The instance-first design's classes: tooth interior (1) and tooth boundary (2), numbered afterwards
+#: (:mod:`toothseg.core.postprocessing.instances`); the training targets are made from FDI label maps.
+TOOTH_BOUNDARY = "tooth-boundary"
+
+
 def label_table_named(name: str) -> LabelTable:
-    """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, or a JSON file's path."""
+    """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, ``tooth-boundary``, or a JSON
+    file's path."""
     if name == "fdi":
         return LabelTable.fdi()
     if name == "fdi-deciduous":
         return LabelTable.fdi(deciduous=True)
     if name == "binary":
         return LabelTable.custom({1: "tooth"}, name="binary-tooth")
+    if name == TOOTH_BOUNDARY:
+        return LabelTable.custom({1: "tooth interior", 2: "tooth boundary"}, name=TOOTH_BOUNDARY)
     path = Path(name)
     if path.is_file():
         return LabelTable.from_json(path.read_text(encoding="utf-8"))
-    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, or a JSON file)")
+    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, {TOOTH_BOUNDARY}, or a JSON file)")

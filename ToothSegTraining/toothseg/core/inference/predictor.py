@@ -180,7 +180,7 @@ class Predictor:
 
     @property
     def table(self) -> LabelTable:
-        return self.model.card.label_table
+        return self.model.card.output_table
 
     # ------------------------------------------------------------------ helpers
     def _runner(self, role: str | None = None) -> WindowRunner:

@@ -116,6 +116,10 @@ class ModelCard:
     #: an imported nnU-Net model's plan (:class:`NnUNetSettings`): inference then does nnU-Net's arithmetic,
     #: and ``spacing_zyx``/``patch_size``/``mirror_axes`` are in nnU-Net's transposed axis order
     nnunet: dict[str, Any] | None = None
+    #: the labels of the *result* when post-processing renumbers the network's classes (a tooth-boundary
+    #: network whose teeth are numbered from the arch: ``label_table`` interior/boundary, this one FDI);
+    #: None: the result carries ``label_table``'s values
+    output_label_table: LabelTable | None = None
     weights_file: str = "weights.safetensors"
     weights_sha256: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -157,6 +161,9 @@ class ModelCard:
         if self.postprocessing is not None and (not isinstance(self.postprocessing, list) or not all(
                 isinstance(step, dict) and "name" in step for step in self.postprocessing)):
             problems.append("postprocessing must be a list of steps, each an object with a 'name'")
+        if self.output_label_table is not None and not self.postprocessing:
+            problems.append("output_label_table needs the post-processing steps that make those labels "
+                            "(e.g. teeth_from_boundary)")
         if self.nnunet is not None:
             try:
                 self.nnunet = NnUNetSettings.from_dict(self.nnunet).to_dict()
@@ -187,6 +194,11 @@ class ModelCard:
         return "z, y, x" if self.reorient else "z, y, x as stored"
 
     @property
+    def output_table(self) -> LabelTable:
+        """The label table of what the model's prediction (after its post-processing) holds."""
+        return self.output_label_table if self.output_label_table is not None else self.label_table
+
+    @property
     def is_composite(self) -> bool:
         """True for ensembles and cascades, whose weights live in member folders."""
         return bool(self.members)
@@ -194,6 +206,10 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["label_table"] = self.label_table.to_dict()
+        if self.output_label_table is None:
+            del data["output_label_table"]  # cards without it stay as earlier versions wrote them
+        else:
+            data["output_label_table"] = self.output_label_table.to_dict()
         data["intensity"] = {k: v for k, v in asdict(self.intensity).items() if v is not None}
         return data
 
@@ -214,6 +230,8 @@ class ModelCard:
             raise InputError(f"model card has unknown field(s): {', '.join(unknown)}")
         values = dict(data)
         values["label_table"] = LabelTable.from_dict(data["label_table"])
+        if data.get("output_label_table") is not None:
+            values["output_label_table"] = LabelTable.from_dict(data["output_label_table"])
         values["intensity"] = IntensityNormalization(**data.get("intensity", {}))
         if not isinstance(values["kwargs"], dict):
             raise InputError("model card 'kwargs' must be an object")

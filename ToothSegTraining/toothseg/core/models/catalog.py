@@ -143,7 +143,8 @@ class Catalog:
 def _user_entry(card: ModelCard, folder: Path) -> CatalogEntry:
     return CatalogEntry(id=card.id, name=card.name or card.id, input_kind=card.input_kind,
                         method=str(card.provenance.get("method", "")),
-                        labels=f"{card.num_classes - 1} classes ({card.label_table.name})",
+                        labels=f"{card.num_classes - 1} classes ({card.label_table.name})" + (
+                            f", numbered as {card.output_table.name}" if card.output_label_table else ""),
                         architecture=card.architecture, description=card.description, folder=folder,
                         license=card.license, origin="user")
 

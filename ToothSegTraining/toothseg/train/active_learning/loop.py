@@ -32,7 +32,7 @@ from ...core.inference.predictor import InferenceOptions, Predictor
 from ...core.io.atomic import atomic_folder, atomic_write_text
 from ...core.io.fingerprint import fingerprint
 from ...core.io.images import file_format, read_label_map, read_volume, write_volume
-from ...core.labels import label_table_named
+from ...core.labels import TOOTH_BOUNDARY, label_table_named
 from ...core.metrics.overlap import mean_dice
 from ...core.models.catalog import load_catalog
 from ...core.models.card import ModelCard
@@ -220,7 +220,7 @@ def _parent_settings(parent: Path, run_dir: Path) -> tuple[list[str], Path]:
         raise InputError(f"model {card.id!r}: fine-tuning an ensemble is not supported; pass --from one member")
     trained = parent / roles["fine"] if roles else parent
     card = read_card(trained)
-    (run_dir / "labels.json").write_text(card.label_table.to_json(), encoding="utf-8")
+    (run_dir / "labels.json").write_text(card.output_table.to_json(), encoding="utf-8")
     settings = [setting("data.kind", "2d" if card.spatial_dims == 2 else "3d"),
                 setting("model.architecture", card.architecture), setting("model.kwargs", card.kwargs),
                 setting("data.class_values", card.class_values),
@@ -445,7 +445,7 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
     (a segment drawn in Slicer and never named as a tooth): found later, they would stop the training
     mid-run, and a resumed run would meet the same revision again."""
     config = stage_data(recipe, 0)
-    if config.label_table == "binary":
+    if config.label_table in ("binary", TOOTH_BOUNDARY):  # any tooth value is a tooth (or an instance) there
         return
     classes = set(class_values_for(config, label_table_named(config.label_table)))
     for case_id in case_ids:

@@ -13,7 +13,8 @@ from ...core.models.card import IntensityNormalization, check_model_id
 from ...core.names import PLAIN_NAME_RULE, is_plain_name
 from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
-from ...core.labels import label_table_named
+from ...core.labels import TOOTH_BOUNDARY, label_table_named
+from ...core.postprocessing import postprocessing_steps
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
 from .mapping import stage_data
@@ -46,6 +47,17 @@ def check_recipe(recipe: Recipe) -> None:
     # found now, not when the trained model is exported hours later
     check_model_id(recipe.export.id or recipe.name, "the recipe's " + (
         "export.id" if recipe.export.id else "name (the model ID unless export.id is set)"))
+    if recipe.export.output_label_table is not None:
+        label_table_named(recipe.export.output_label_table)  # an unknown name is refused with the known ones
+        if not recipe.export.postprocessing:
+            raise InputError("export.output_label_table needs the export.postprocessing steps that make those "
+                             "labels (e.g. [{name: teeth_from_boundary}])")
+    if recipe.export.postprocessing:
+        unknown = [step.get("name") for step in recipe.export.postprocessing
+                   if not isinstance(step, dict) or step.get("name") not in postprocessing_steps()]
+        if unknown:
+            raise InputError(f"export.postprocessing: unknown step(s) {unknown} (known: "
+                             f"{', '.join(postprocessing_steps())})")
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
@@ -134,6 +146,10 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         problems.append(f"workers must be ≥ 0 (0: load in the main process), got {data.workers}")
     if not 0 < data.labeled_fraction <= 1:
         problems.append(f"labeled_fraction must be in (0, 1], got {data.labeled_fraction}")
+    if data.label_table == TOOTH_BOUNDARY and data.pseudo_labels:
+        problems.append(f"pseudo_labels with label_table {TOOTH_BOUNDARY}: its classes are made from maps with one "
+                        "value per tooth, and a tooth-boundary model's own output (interior/boundary) is not one; "
+                        "label the unlabeled set with an FDI model instead")
     for name in ("foreground_oversample", "pseudo_max_uncertainty"):
         if not 0 <= getattr(data, name) <= 1:
             problems.append(f"{name} must be in [0, 1], got {getattr(data, name)}")

@@ -53,7 +53,7 @@ class DataConfig:
     validation: str | None = None  # manifest (files), split name (ufba425), number of scans (synthetic); none
     root: str | None = None  # folder the manifest paths are relative to (default: the manifest's folder)
     labeled_fraction: float = 1.0  # keep this share of the labeled training cases (the rest: unlabeled)
-    label_table: str = "fdi"  # fdi, fdi-deciduous, binary (every tooth → 1), or a JSON file
+    label_table: str = "fdi"  # fdi, fdi-deciduous, binary (every tooth → 1), tooth-boundary, or a JSON file
     class_values: list[int] | None = None  # output channels' label values; default: all in the table
     spacing: list[float] | None = None
     # 2D only: the extent (y, x), in the units of ``spacing``, that a whole X-ray is taken to span,
@@ -128,7 +128,11 @@ class ExportConfig:
     description: str = ""
     mirror_axes: list[int] = field(default_factory=list)
     license: str = ""
+    # post-processing steps written into the model card (None: ToothSeg's defaults) and, when they renumber
+    # the network's classes, the label table of the result (e.g. fdi for a tooth-boundary network numbered
+    # by teeth_from_boundary); both apply to the stages that train the recipe's own data.label_table
     postprocessing: list[dict[str, Any]] | None = None
+    output_label_table: str | None = None
     cascade: dict[str, str] | None = None  # {"coarse": stage name, "fine": stage name}: export a cascade
 
 

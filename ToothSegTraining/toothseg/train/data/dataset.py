@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ import torch
 from ...core.errors import InputError, LabelError
 from ...core.handedness import handedness_of, mirror_label_numbers
 from ...core.io.images import read_label_map, read_volume
-from ...core.labels import LabelTable
+from ...core.labels import TOOTH_BOUNDARY, LabelTable
 from ...core.models.card import IntensityNormalization
+from ...core.postprocessing.instances import boundary_classes
 from ...core.preprocessing import (
     image_statistics,
     normalize_intensities,
@@ -234,10 +236,13 @@ class TrainingData:
         return Case(f"synthetic-{path.stem.split('.')[0]}", path, path)
 
     # ------------------------------------------------------------------ preparation
-    def _labels_to_classes(self, values: np.ndarray, where: str) -> np.ndarray:
-        """Label values → class indices; 255 (pseudo-label "ignore") stays 255; a binary table takes any tooth."""
+    def _labels_to_classes(self, values: np.ndarray, where: str, spacing: Sequence[float]) -> np.ndarray:
+        """Label values → class indices; 255 (pseudo-label "ignore") stays 255; a binary table takes any tooth,
+        ``tooth-boundary`` makes interior/boundary classes from the teeth (``spacing``: of ``values``, in mm)."""
         if self.config.label_table == "binary":
             return np.where(values == IGNORE, IGNORE, values > 0).astype(np.uint8)
+        if self.config.label_table == TOOTH_BOUNDARY:
+            return boundary_classes(values, spacing[-values.ndim:], ignore=IGNORE)
         present = np.unique(values)
         unknown = [int(v) for v in present if v != IGNORE and (v >= len(self.to_class) or self.to_class[v] < 0)]
         if unknown:
@@ -265,7 +270,7 @@ class TrainingData:
                          self.config.min_label_voxels)
             if array.shape != shape:
                 array = nearest_resample(array, shape)
-            labels = self._labels_to_classes(array, f"case {case.id}")
+            labels = self._labels_to_classes(array, f"case {case.id}", spacing)
             foreground = self._foreground(labels)
         prepared = PreparedCase(case.id, image, labels, spacing, foreground)
         if self.config.cache_cases:
@@ -391,7 +396,7 @@ class TrainingData:
         case = self.labeled[int(rng.integers(len(self.labeled)))]
         anatomy = self._anatomy_for(case)
         if case.id not in self._cache:
-            classes = self._labels_to_classes(anatomy.labels.array, case.id)
+            classes = self._labels_to_classes(anatomy.labels.array, case.id, anatomy.labels.spacing_zyx)
             self._cache[case.id] = PreparedCase(case.id, np.zeros((1, 1, 1, 1), np.float32), classes,
                                                 anatomy.labels.spacing_zyx, self._foreground(classes, 4000))
         layout = self._cache[case.id]
@@ -404,13 +409,16 @@ class TrainingData:
         stats = image_statistics(image.array, step=2)
         tensor = torch.from_numpy(image.array.astype(np.float32))
         normalize_intensities(tensor, IntensityNormalization(**self.config.intensity), stats)
-        classes = self._labels_to_classes(labels.array, case.id)
+        classes = self._labels_to_classes(labels.array, case.id, labels.spacing_zyx)
         prepared = PreparedCase(case.id, tensor.numpy()[None], classes, image.spacing_zyx,
                                 self._foreground(classes, 4000))
         return self._sample(prepared, rng, labeled=True)
 
-    def reference_values(self, labels: np.ndarray) -> np.ndarray:
-        """Ground-truth label values as the model predicts them (any tooth → 1 for a binary model)."""
+    def reference_values(self, labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """Ground-truth label values as the model predicts them (any tooth → 1 for a binary model; interior and
+        boundary classes for a tooth-boundary one, at ``spacing``, the map's own)."""
+        if self.config.label_table == TOOTH_BOUNDARY:
+            return boundary_classes(labels, spacing[-labels.ndim:], ignore=IGNORE)
         return (labels > 0).astype(np.uint8) if self.config.label_table == "binary" else labels
 
     def validation_volumes(self) -> list[tuple[str, Volume, Volume]]:

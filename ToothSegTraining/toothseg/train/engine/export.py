@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ...core.io.atomic import atomic_folder
-from ...core.labels import LabelTable
+from ...core.labels import LabelTable, label_table_named
 from ...core.models.card import IntensityNormalization, ModelCard
 from ...core.models.folder import LoadedModel, save_model_folder
 from ..config.schema import Recipe, StageConfig
@@ -33,6 +33,10 @@ def stage_card(recipe: Recipe, stage: StageConfig, data: TrainingData, table: La
     dims = 2 if config.kind == "2d" else 3
     kwargs = {k: v for k, v in recipe.model.kwargs.items() if k not in ("num_classes",)}
     kwargs["spatial_dims"] = dims
+    # the export's post-processing and result labels belong to the recipe's own classes: a stage that
+    # trains other ones (a cascade's binary coarse stage) keeps ToothSeg's defaults
+    own_classes = config.label_table == recipe.data.label_table
+    output_table = label_table_named(export.output_label_table) if own_classes and export.output_label_table else None
     return ModelCard(
         id=export.id or recipe.name, name=export.name or recipe.name, description=export.description,
         architecture=recipe.model.architecture, kwargs=kwargs, spatial_dims=dims,
@@ -40,6 +44,8 @@ def stage_card(recipe: Recipe, stage: StageConfig, data: TrainingData, table: La
         input_kind=config.kind, spacing_zyx=config.spacing, image_extent_yx=config.image_extent,
         intensity=IntensityNormalization(**config.intensity), patch_size=list(config.patch_size),
         mirror_axes=list(export.mirror_axes), license=export.license,
+        postprocessing=list(export.postprocessing) if own_classes and export.postprocessing is not None else None,
+        output_label_table=output_table,
         provenance={"recipe": recipe.name, "method": stage.method, "stage": stage.name,
                     "iterations": stage.iterations, "data_source": config.source,
                     "labeled_cases": len(data.labeled), "unlabeled_cases": len(data.unlabeled),

@@ -237,11 +237,15 @@ class Trainer:
             if hasattr(net, "deep_supervision"):
                 net.deep_supervision = False
         try:
+            card = self.card()
             options = InferenceOptions(device=str(self.device.type), tta=False, overlap=0.25,
-                                       postprocessing=self.recipe.export.postprocessing or [], numbering_checks=False)
+                                       postprocessing=card.postprocessing or [], numbering_checks=False)
             predictor = Predictor(self._loaded(), options)
-            scores = [mean_dice(self.data.reference_values(labels.array), predictor.predict(image).labels.array)
-                      for _, image, labels in volumes]
+            # a model whose post-processing makes the result's labels (teeth numbered from tooth-boundary
+            # classes) is scored on those, against the label maps as they are
+            scores = [mean_dice(labels.array if card.output_label_table is not None else
+                                self.data.reference_values(labels.array, labels.spacing_zyx),
+                                predictor.predict(image).labels.array) for _, image, labels in volumes]
         finally:
             for net, (training, deep) in zip(networks, states):
                 net.train(training)

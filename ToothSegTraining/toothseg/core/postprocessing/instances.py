@@ -1,0 +1,129 @@
+"""Tooth instances from a tooth/boundary segmentation: the instance-first design's separation step.
+
+A network that predicts three classes — background, tooth interior, tooth boundary — learns what every
+tooth has in common and where one tooth stops, not which of 32 teeth it sees: far less to learn from two
+patients. Touching teeth are separated because the boundary class runs between them; each connected
+piece of interior (face connectivity, so a diagonal leak through a thin boundary does not merge two
+teeth) is one tooth's seed, and every tooth voxel near a seed joins the nearest one. FDI numbers then
+come from the arch (:mod:`.arch_numbering`).
+
+:func:`boundary_classes` makes the training targets from an instance or FDI label map; the same function
+on the ground truth is what validation compares against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..volume import Volume
+from .arch_numbering import number_teeth_from_arch
+from .steps import register_step
+
+__all__ = ["BACKGROUND", "INTERIOR", "BOUNDARY", "boundary_classes", "separate_instances", "teeth_from_boundary"]
+
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+
+
+def _footprint(spacing_zyx: Sequence[float], width_mm: float) -> np.ndarray:
+    """Voxels within ``width_mm`` of the centre (an ellipsoid in voxels), never less than the face neighbours."""
+    radii = [max(1.0, width_mm / float(s)) for s in spacing_zyx]
+    grids = np.meshgrid(*[np.arange(-int(r), int(r) + 1) for r in radii], indexing="ij")
+    inside = sum((g / r) ** 2 for g, r in zip(grids, radii)) <= 1.0 + 1e-9
+    return inside
+
+
+def boundary_classes(labels: np.ndarray, spacing_zyx: Sequence[float], width_mm: float = 0.8,
+                     ignore: int | None = 255) -> np.ndarray:
+    """0 background, 1 tooth interior, 2 tooth boundary (uint8) from a map with one value per tooth.
+
+    A tooth voxel is boundary when a voxel of another value (background or another tooth) lies within
+    ``width_mm``; so between two touching teeth the boundary is about ``2 * width_mm`` thick, and a tooth
+    narrower than that is boundary only (its seed then comes from its wider parts). ``ignore`` voxels
+    (pseudo-label "don't know") stay ``ignore`` and count as no other value.
+    """
+    if labels.ndim not in (2, 3):
+        raise InputError(f"boundary_classes needs a 2D or 3D label map, not {labels.ndim}D")
+    if len(spacing_zyx) != labels.ndim:
+        raise InputError(f"spacing {tuple(spacing_zyx)} does not match a {labels.ndim}D label map")
+    values = labels.astype(np.int32)
+    unknown = values == ignore if ignore is not None else np.zeros(values.shape, bool)
+    out = np.zeros(values.shape, np.uint8)
+    tooth = (values > 0) & ~unknown
+    if not tooth.any():
+        out[unknown] = ignore if ignore is not None else 0
+        return out
+    box = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in ndimage.find_objects(tooth.astype(np.uint8))[0])
+    footprint = _footprint(spacing_zyx, width_mm)
+    # ignore voxels take the value of the voxel itself in the comparisons: no boundary is drawn against them
+    part = values[box].copy()
+    part[unknown[box]] = -1
+    highest = ndimage.maximum_filter(part, footprint=footprint, mode="nearest")
+    masked_low = np.where(part < 0, np.iinfo(np.int32).max, part)
+    lowest = ndimage.minimum_filter(masked_low, footprint=footprint, mode="nearest")
+    t = tooth[box]
+    edge = t & ((highest > part) | (lowest < part))
+    out[box] = np.where(t, np.where(edge, BOUNDARY, INTERIOR), BACKGROUND)
+    if ignore is not None:
+        out[unknown] = ignore
+    return out
+
+
+def separate_instances(classes: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
+                       max_grow_mm: float = 3.0) -> np.ndarray:
+    """Tooth instances ``1..N`` (int32, ordered by size, largest first) from a class map of
+    :data:`INTERIOR`/:data:`BOUNDARY`.
+
+    Seeds are the face-connected pieces of interior of at least ``min_seed_mm3`` (mm³; mm² for a 2D map);
+    every tooth voxel (interior or boundary) within ``max_grow_mm`` of a seed joins the nearest seed, and
+    tooth voxels farther from every seed are dropped (boundary fragments with no tooth inside).
+    """
+    if len(spacing_zyx) != classes.ndim:
+        raise InputError(f"spacing {tuple(spacing_zyx)} does not match a {classes.ndim}D class map")
+    out = np.zeros(classes.shape, np.int32)
+    tooth = (classes == INTERIOR) | (classes == BOUNDARY)
+    if not tooth.any():
+        return out
+    # work in the teeth's bounding box: the distance transform's indices take 3 ints per voxel
+    margin = [int(np.ceil(max_grow_mm / float(s))) + 1 for s in spacing_zyx]
+    box = tuple(slice(max(0, s.start - m), min(n, s.stop + m))
+                for s, m, n in zip(ndimage.find_objects(tooth.astype(np.uint8))[0], margin, classes.shape))
+    interior = classes[box] == INTERIOR
+    seeds, count = ndimage.label(interior, ndimage.generate_binary_structure(interior.ndim, 1))
+    if count == 0:
+        return out
+    voxel = float(np.prod(spacing_zyx))
+    sizes = np.bincount(seeds.ravel(), minlength=count + 1) * voxel
+    kept = np.flatnonzero(sizes >= min_seed_mm3)
+    kept = kept[kept > 0]
+    if kept.size == 0:
+        return out
+    order = kept[np.argsort(-sizes[kept], kind="stable")]
+    lookup = np.zeros(count + 1, np.int32)
+    lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    seeds = lookup[seeds]
+    distance, indices = ndimage.distance_transform_edt(seeds == 0, sampling=spacing_zyx, return_indices=True)
+    nearest = seeds[tuple(indices)]
+    grown = np.where(tooth[box] & (distance <= max_grow_mm), nearest, 0)
+    out[box] = grown
+    return out
+
+
+@register_step("teeth_from_boundary")
+def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
+                        max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0) -> np.ndarray:
+    """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
+    numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`; teeth it cannot number are
+    dropped). ``labels`` is the canonical array (axes towards superior, posterior, left), as every
+    post-processing step receives it."""
+    if labels.ndim != 3 or labels.shape[0] == 1:
+        raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
+    instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm)
+    if not instances.any():
+        return np.zeros(labels.shape, np.uint8)
+    canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
+    numbering = number_teeth_from_arch(canonical, min_mm3=min_tooth_mm3)
+    return numbering.relabel(instances).astype(np.uint8)
