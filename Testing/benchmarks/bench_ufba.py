@@ -5,7 +5,7 @@ Every model segments the same test images (``toothseg.core.inference.Predictor``
 ``toothseg evaluate`` (pixel spacing taken as 1, so HD95 is in pixels). Figures are grouped as in the
 OralBBNet paper (incisors / canines / premolars / molars; it reports 89.34 / 88.40 / 88.38 / 87.87).
 
-    python Testing/benchmarks/bench_ufba.py --model bundled=toothseg-panoramic-demo
+    python Testing/benchmarks/bench_ufba.py --model bundled=toothseg-panoramic-resenc
     python Testing/benchmarks/bench_ufba.py --model sup100=runs/sup/model --model rail10=runs/rail10/model \\
         --out Testing/benchmarks/results/ufba425_methods.json
 

@@ -128,7 +128,7 @@ def test_an_xray_saved_by_slicer_gets_the_panoramic_model_and_named_teeth(tmp_pa
                           tmp_path / "input.nrrd")
     result = run("segment", source, "-o", tmp_path / "teeth.seg.nrrd", "--fast", "--report", tmp_path / "r.json")
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "r.json").read_text())["model"] == "toothseg-panoramic-demo"
+    assert json.loads((tmp_path / "r.json").read_text())["model"] == "toothseg-panoramic-resenc"  # the 2D default
     seg = slicerio.read_segmentation(str(tmp_path / "teeth.seg.nrrd"))
     assert len(seg["segments"]) >= 8
     for segment in seg["segments"]:

@@ -70,7 +70,7 @@ def test_the_3d_default_says_its_intensities_are_synthetic():
 
 def test_the_panoramic_default_finds_teeth_on_an_xray_at_clinical_size():
     """UFBA-425 X-rays are 512 x 512 px without spacing; a clinic's panoramic is thousands of px wide at ~0.1 mm.
-    With its card's image_extent_yx the bundled model segments such an X-ray as it does the 512 px one;
+    With its card's image_extent_yx the bundled default segments such an X-ray as it does the 512 px one;
     read at its own pixel spacing (the behaviour before the field) it found no tooth at all."""
     import json
 
@@ -89,7 +89,7 @@ def test_the_panoramic_default_finds_teeth_on_an_xray_at_clinical_size():
     case = split["test"][1]
     xray = read_volume(shared_data_dir() / "ufba425" / "images" / f"{case}.png")
     truth = read_label_map(shared_data_dir() / "ufba425" / "labels" / f"{case}.png")
-    predictor = Predictor(load_catalog().resolve("toothseg-panoramic-demo"), InferenceOptions(device="cpu", tta=False))
+    predictor = Predictor(load_catalog().default("2d").folder, InferenceOptions(device="cpu", tta=False))
     assert predictor.card.image_extent_yx == [512.0, 512.0]
     at_512 = tooth_dice(truth.array, predictor.predict(xray).labels.array)
     big = np.round(resample_array(xray.array.astype(np.float32), (1, 700, 1400)).numpy()).astype(np.uint8)
