@@ -51,6 +51,38 @@ def shown(argument: str | Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(argument)
 
 
+#: What went wrong with a ground-truth tooth, from the label the prediction gives most of its pixels
+#: (Dice < 0.5) or from its Dice (0.5-0.8): where the gap to a better model lies.
+ERROR_KINDS = ("missed", "neighbour_number", "other_quadrant", "other_number", "outline")
+
+
+def error_kind(tooth: int, dice: float, majority: int) -> str:
+    """``""`` for a tooth segmented well (Dice ≥ 0.8), else one of :data:`ERROR_KINDS`: ``missed`` (mostly
+    background), ``neighbour_number`` (the next or previous tooth's number in its quadrant),
+    ``other_quadrant`` (its position in another quadrant: a side or jaw swap), ``other_number``, or
+    ``outline`` (found and numbered, Dice 0.5-0.8)."""
+    if dice >= 0.8:
+        return ""
+    if dice >= 0.5:
+        return "outline"
+    if majority == 0:
+        return "missed"
+    if majority // 10 == tooth // 10 and abs(majority - tooth) == 1:
+        return "neighbour_number"
+    if majority % 10 == tooth % 10:
+        return "other_quadrant"
+    return "other_number"
+
+
+def majority_labels(truth: np.ndarray, predicted: np.ndarray) -> dict[int, int]:
+    """For each ground-truth tooth, the predicted label covering most of its pixels (0: background)."""
+    out = {}
+    for tooth in (int(v) for v in np.unique(truth) if v):
+        values, counts = np.unique(predicted[truth == tooth], return_counts=True)
+        out[tooth] = int(values[np.argmax(counts)])
+    return out
+
+
 def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool) -> tuple[dict, list[dict]]:
     """Segment every case with ``model`` and return (summary, per-tooth rows)."""
     from toothseg.core.inference.predictor import InferenceOptions, Predictor
@@ -63,9 +95,13 @@ def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool
     for case in cases:
         truth = read_label_map(case.label)
         predicted = predictor.predict(read_volume(case.image)).labels.array
+        majority = majority_labels(truth.array, predicted)
         for label, metrics in toothseg_case(truth.array, predicted, (1.0,) * truth.array.ndim).items():
-            rows.append({"model": name, "case": case.id, "tooth": label,
-                         **{k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}})
+            row = {"model": name, "case": case.id, "tooth": label,
+                   **{k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}}
+            if row["in_gt"]:
+                row["error"] = error_kind(label, float(metrics["dice"]), majority[label])
+            rows.append(row)
     seconds = time.perf_counter() - started
     return summarize(rows, seconds / max(len(cases), 1), shown(str(Path(folder).resolve()))), rows
 
@@ -90,6 +126,7 @@ def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
     hd95 = [r["hd95"] for r in truth if r["in_pred"] and np.isfinite(r["hd95"])]
     summary["median_hd95_px"] = round(float(np.median(hd95)), 2) if hd95 else None
     summary["false_teeth"] = sum(1 for r in rows if not r["in_gt"])
+    summary["errors"] = {kind: sum(1 for r in truth if r.get("error") == kind) for kind in ERROR_KINDS}
     summary["seconds_per_case"] = round(seconds_per_case, 2)
     return summary
 

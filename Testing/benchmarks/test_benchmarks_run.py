@@ -86,3 +86,33 @@ def test_bench_inference_cascade_runs_fewer_windows_and_scores_both_paths(tmp_pa
     for run in (full, cascade):
         assert set(run["metrics"]) >= {"image_dsc", "instance_dsc", "ia"}
     assert report["time_ratio"] == pytest.approx(full["seconds"] / cascade["seconds"])
+
+
+def test_bench_ufba_says_what_went_wrong_with_each_tooth(tmp_path):
+    """Every ground-truth tooth gets an error kind (or none), and the kinds are counted per model; a model
+    that numbers every tooth one place off is all ``neighbour_number``, one that finds nothing all ``missed``."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import numpy as np
+    from bench_ufba import error_kind, majority_labels
+
+    truth = np.zeros((1, 10, 40), np.uint8)
+    for i, tooth in enumerate((13, 12, 11, 21)):
+        truth[0, 2:8, 2 + 9 * i:9 + 9 * i] = tooth
+    shifted = np.where(truth == 13, 12, np.where(truth == 12, 11, np.where(truth == 11, 21, truth)))
+    majority = majority_labels(truth, shifted)
+    assert [error_kind(t, 0.0, majority[t]) for t in (13, 12, 11)] == ["neighbour_number", "neighbour_number",
+                                                                     "other_quadrant"]
+    assert error_kind(21, 0.0, majority_labels(truth, np.zeros_like(truth))[21]) == "missed"
+    assert error_kind(21, 0.0, 37) == "other_number"
+    assert (error_kind(21, 0.7, 21), error_kind(21, 0.95, 21)) == ("outline", "")
+
+    out = tmp_path / "u.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_ufba.py"), "--subset", "val", "--limit", "2",
+                           "--device", "cpu", "--model", "small=toothseg-panoramic-demo", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    summary = report["models"]["small"]
+    truth_rows = [row for row in report["teeth"] if row["in_gt"]]
+    assert sum(summary["errors"].values()) == sum(1 for row in truth_rows if row["error"])
+    assert all((row["error"] == "") == (row["dice"] >= 0.8) for row in truth_rows)
