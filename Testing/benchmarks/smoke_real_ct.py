@@ -4,7 +4,7 @@ The CT (InVesalius example, conventional CT, 0.957x0.957x1.5 mm, not a CBCT) sho
 in its lowest ~6 slices and one metal filling; there is no ground truth. So this reports what the
 model found and where, against what is known about the scan, not an accuracy:
 
-    python Testing/benchmarks/smoke_real_ct.py --model MODEL [--prediction EXISTING.nii.gz] [--json OUT]
+    python Testing/benchmarks/smoke_real_ct.py --model MODEL [--prediction EXISTING.nii.gz] [--json OUT] [--picture PNG]
 
 Figures: the labelled volume (mm³), the slices it spans, connected components, how much of it lies
 in the slices where teeth can be (the lowest ``--teeth-slices``), and what share of the very bright
@@ -53,12 +53,41 @@ def summarise(ct_path: Path, prediction_path: Path, teeth_slices: int) -> dict:
             "median_hu_of_found": float(np.median(image.array[found])) if found.any() else None}
 
 
+def picture(ct_path: Path, prediction_path: Path, teeth_slices: int, path: Path, title: str) -> None:
+    """Front and side maximum-intensity projections of the CT (0-2500 HU) with the found voxels in red and
+    the crown slices' top marked: where the model put its teeth, at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench_ufba import save_figure
+
+    image, labels = read_volume(ct_path), read_label_map(prediction_path)
+    found = labels.array > 0
+    sz, sy, sx = image.spacing_zyx
+    figure, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, axis, name, width in ((axes[0], 1, "front (max over y)", sx), (axes[1], 2, "side (max over x)", sy)):
+        mip = np.clip(image.array.max(axis=axis), 0, 2500)
+        ax.imshow(mip, cmap="gray", origin="lower", aspect=sz / width)
+        overlay = np.ma.masked_where(~found.any(axis=axis), np.ones(mip.shape))
+        ax.imshow(overlay, cmap="autumn", alpha=0.6, origin="lower", aspect=sz / width)
+        ax.axhline(teeth_slices - 0.5, color="cyan", lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_ylabel("slice (inferior first)")
+    figure.suptitle(title + f"\nred: found; below the cyan line: the {teeth_slices} crown slices", fontsize=9)
+    save_figure(figure, path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model ID or folder (runs toothseg segment)")
     parser.add_argument("--prediction", type=Path, help="an existing prediction of the CT instead of running one")
     parser.add_argument("--teeth-slices", type=int, default=6)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--picture", type=Path, help="PNG of where the found voxels lie (front and side projections)")
     args = parser.parse_args(argv)
     ct = shared_data_dir() / "ct" / "Cranium_ProMED_CT_0051.nii.gz"
     prediction = args.prediction
@@ -75,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         run_report = json.loads(report.read_text())
     summary = {**summarise(ct, prediction, args.teeth_slices), "model": args.model,
                "warnings": run_report.get("warnings"), "seconds": run_report.get("seconds")}
+    if args.picture:
+        share = summary["share_in_lowest_slices"]
+        title = f"{args.model or shown(prediction)} on the real head CT: {share:.0%} of found voxels in crown slices"
+        picture(ct, prediction, args.teeth_slices, args.picture, title)
     if scratch is not None:  # the prediction was only made to be summarised
         summary["prediction"] = None
         shutil.rmtree(scratch, ignore_errors=True)
