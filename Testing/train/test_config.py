@@ -66,6 +66,7 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"export": {"output_label_table": "fdj", "postprocessing": [{"name": "teeth_from_boundary"}]}},
      "unknown label table 'fdj'"),
     ({"export": {"postprocessing": [{"name": "teeth_from_boundry"}]}}, r"unknown step\(s\) \['teeth_from_boundry'\]"),
+    ({"export": {"postprocessing": [{"name": "teeth_from_boundary"}]}}, "teeth_from_boundary reads interior"),
     # a tooth-boundary model's own output is not a map with one value per tooth
     ({"data": {"label_table": "tooth-boundary"},
       "stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "a"}}]}, "pseudo_labels with label_table"),

@@ -354,33 +354,41 @@ def test_pseudo_labels_from_a_named_stage_and_a_stage_without_unlabeled_cases(tm
     assert not (tmp_path / "run2" / "first").exists()  # refused before the first stage trained
 
 
-def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_path, sts_labels):
-    """The recipe of the bundled CBCT model (``source: synthetic``), shrunk: synthetic scans painted on
-    a real tooth label map feed both stages, validation runs on unseen synthetic scans, and the export
-    is a cascade whose card says its intensities were synthetic."""
+def _miniature_3d_recipe(name: str, sts_labels, tmp_path: Path, spacing: float) -> tuple[dict, object, object]:
+    """A shipped synthetic 3D recipe shrunk to run in seconds on the real STS-2024 shapes at 1.2 mm (the fine
+    stage at ``spacing``, the coarse one at 2.4 mm): its raw dict (for ``train``), the parsed recipe and the
+    fine stage's training data."""
     from toothseg.core import Volume
     from toothseg.core.io import write_volume
     from toothseg.core.labels import label_table_named
     from toothseg.train.config import stage_data
     from toothseg.train.data.dataset import TrainingData, class_values_for
 
-    small = tmp_path / "teeth.nii.gz"  # the real STS-2024 shapes at 1.2 mm
+    small = tmp_path / "teeth.nii.gz"
     write_volume(Volume(sts_labels.array[::4, ::4, ::4].copy(), tuple(4 * s for s in sts_labels.spacing_zyx),
                         sts_labels.origin, sts_labels.direction), small)
-    data = yaml.safe_load((REPO / "ToothSegTraining/toothseg/train/recipes/demo3d_synthetic.yaml").read_text())
-    data["data"].update(labeled=str(small), validation=1, workers=0, spacing=[1.6] * 3, patch_size=[32] * 3)
+    data = yaml.safe_load((REPO / f"ToothSegTraining/toothseg/train/recipes/{name}.yaml").read_text())
+    data["data"].update(labeled=str(small), validation=1, workers=0, spacing=[spacing] * 3, patch_size=[32] * 3)
     data["model"]["kwargs"].update(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1])
     # the coarse stage keeps the real jaw-level map beside the teeth (bone that is not tooth)
     assert data["stages"][0]["data"]["labeled"].endswith(",dentalsegmentator")
     data["stages"][0]["data"].update(spacing=[2.4] * 3, patch_size=[32] * 3, labeled=f"{small},dentalsegmentator")
-    data["stages"][1]["data"].update(spacing=[1.6] * 3)
+    if "spacing" in data["stages"][1].get("data", {}):  # a fine stage with a spacing of its own
+        data["stages"][1]["data"]["spacing"] = [spacing] * 3
     for stage in data["stages"]:
         stage.update(iterations=2, checkpoint_every=2, validate_every=2)
     recipe = recipe_from_dict(json.loads(json.dumps(data)))
-
     config = stage_data(recipe, 1)
+    assert config.spacing == [spacing] * 3
     table = label_table_named(config.label_table)
-    dataset = TrainingData(config, table, class_values_for(config, table), recipe.seed)
+    return data, recipe, TrainingData(config, table, class_values_for(config, table), recipe.seed)
+
+
+def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_path, sts_labels):
+    """The recipe of the bundled CBCT model (``source: synthetic``), shrunk: synthetic scans painted on
+    a real tooth label map feed both stages, validation runs on unseen synthetic scans, and the export
+    is a cascade whose card says its intensities were synthetic."""
+    data, recipe, dataset = _miniature_3d_recipe("demo3d_synthetic", sts_labels, tmp_path, 1.6)
     items = [dataset.labeled_item(i) for i in range(10)]
     assert items[0]["image"].shape[-3:] == (32, 32, 32) and float(items[0]["image"].std()) > 0.1
     assert not torch.equal(items[1]["image"], items[0]["image"])
@@ -403,27 +411,10 @@ def test_the_instance_first_recipe_trains_and_exports_a_model_that_numbers_teeth
     """instance3d_synthetic.yaml in miniature: the fine stage learns interior/boundary classes made from the
     FDI maps, validation scores the numbered result against the FDI maps, and the exported cascade's card
     says its result is FDI teeth (post-processing teeth_from_boundary), which the Predictor then returns."""
-    from toothseg.core import Volume
     from toothseg.core.inference import InferenceOptions, Predictor
-    from toothseg.core.io import write_volume
     from toothseg.core.labels import label_table_named
-    from toothseg.train.config import stage_data
-    from toothseg.train.data.dataset import TrainingData, class_values_for
 
-    small = tmp_path / "teeth.nii.gz"
-    write_volume(Volume(sts_labels.array[::4, ::4, ::4].copy(), tuple(4 * s for s in sts_labels.spacing_zyx),
-                        sts_labels.origin, sts_labels.direction), small)
-    data = yaml.safe_load((REPO / "ToothSegTraining/toothseg/train/recipes/instance3d_synthetic.yaml").read_text())
-    data["data"].update(labeled=str(small), validation=1, workers=0, spacing=[1.2] * 3, patch_size=[32] * 3)
-    data["model"]["kwargs"].update(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1])
-    data["stages"][0]["data"].update(spacing=[2.4] * 3, patch_size=[32] * 3, labeled=f"{small},dentalsegmentator")
-    for stage in data["stages"]:
-        stage.update(iterations=2, checkpoint_every=2, validate_every=2)
-    recipe = recipe_from_dict(json.loads(json.dumps(data)))
-
-    config = stage_data(recipe, 1)
-    table = label_table_named(config.label_table)
-    dataset = TrainingData(config, table, class_values_for(config, table), recipe.seed)
+    data, recipe, dataset = _miniature_3d_recipe("instance3d_synthetic", sts_labels, tmp_path, 1.2)
     labels = [dataset.labeled_item(i)["label"] for i in range(6)]
     assert set(torch.unique(torch.stack(labels)).tolist()) == {0, 1, 2}  # interior and boundary, made from FDI
 

@@ -58,6 +58,11 @@ def check_recipe(recipe: Recipe) -> None:
         if unknown:
             raise InputError(f"export.postprocessing: unknown step(s) {unknown} (known: "
                              f"{', '.join(postprocessing_steps())})")
+        if recipe.data.label_table != TOOTH_BOUNDARY and any(
+                step.get("name") == "teeth_from_boundary" for step in recipe.export.postprocessing):
+            raise InputError(f"export.postprocessing: teeth_from_boundary reads interior/boundary classes; the "
+                             f"recipe trains label_table {recipe.data.label_table!r}, whose result it would empty "
+                             f"(use label_table: {TOOTH_BOUNDARY})")
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
