@@ -103,6 +103,8 @@ def test_a_stage_set_to_null_is_dropped(tmp_path, toy_dataset):
     assert [s["name"] for s in raw["stages"]] == ["seg"]  # the saved recipe is the one that ran
     with pytest.raises(InputError, match="no stages"):
         load_recipe(path, ["stages.0=null", "stages.1=null"])
+    with pytest.raises(InputError, match="'stages.0' is null, not a mapping"):  # was a TypeError ('internal error')
+        load_recipe(path, ["stages.0=null", "stages.0.iterations=5"])
 
 
 def test_overrides_report_bad_paths(toy_dataset):

@@ -41,6 +41,9 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
                 node = node[key]
             else:
                 raise InputError(f"--set {dotted}: '{'.'.join(parts[:i + 1])}' does not exist") from None
+    if not isinstance(node, (dict, list)):  # e.g. a key under a stage set to null earlier on the command line
+        where = ".".join(parts[:-1])
+        raise InputError(f"--set {dotted}: '{where}' is {yaml_text(node)}, not a mapping or list")
     last: Any = int(parts[-1]) if isinstance(node, list) else parts[-1]
     if isinstance(node, list) and not (0 <= last < len(node)):
         raise InputError(f"--set {dotted}: index {last} is out of range")
