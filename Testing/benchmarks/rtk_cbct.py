@@ -186,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import itk
 
-    tissue_image = itk.imread(str(args.tissue))
+    try:
+        tissue_image = itk.imread(str(args.tissue))
+    except (RuntimeError, OSError) as exc:  # itk raises RuntimeError with ITK's whole exception text
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"error: {args.tissue}: cannot read the tissue map ({reason})", file=sys.stderr)
+        return 2
     tissue = itk.array_from_image(tissue_image)
     spacing = np.array(tissue_image.GetSpacing(), dtype=float)
     if tissue.ndim != 3 or not np.allclose(spacing, spacing[0], rtol=1e-3):
@@ -203,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     partial = args.out.with_name(args.out.name + ".partial" + "".join(args.out.suffixes))
     itk.imwrite(out, str(partial), compression=True)
     partial.replace(args.out)
-    args.out.with_name(args.out.name.split(".")[0] + ".draw.json").write_text(json.dumps(asdict(draw), indent=1))
+    record = args.out.with_name(args.out.name.split(".")[0] + ".draw.json")  # its own env: no toothseg helpers
+    record_partial = record.with_name(record.name + ".partial")
+    record_partial.write_text(json.dumps(asdict(draw), indent=1))
+    record_partial.replace(record)
     print(json.dumps(asdict(draw)))
     return 0
 

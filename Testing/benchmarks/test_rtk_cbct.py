@@ -77,3 +77,15 @@ def test_a_simulated_scan_is_reproducible_from_its_seed_and_shows_the_anatomy(tm
     median = {k: float(np.median(first[t == k])) for k in (cbct.AIR, cbct.SOFT, cbct.DENTINE, cbct.ENAMEL)}
     assert median[cbct.AIR] < -700 and -300 < median[cbct.SOFT] < 300, median
     assert median[cbct.SOFT] + 500 < median[cbct.DENTINE] < median[cbct.ENAMEL], median
+    assert (tmp_path / "a.draw.json").exists() and not list(tmp_path.glob("*.partial*"))  # written whole, then renamed
+
+
+@needs_rtk
+def test_an_unreadable_tissue_map_is_refused_with_its_name(tmp_path):
+    broken = tmp_path / "tissue.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not a NIfTI file")
+    done = subprocess.run([str(RTK_PYTHON), str(HERE / "rtk_cbct.py"), "--tissue", str(broken), "--out",
+                           str(tmp_path / "out.nii.gz"), "--seed", "1"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "cannot read the tissue map" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
