@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
-from toothseg.core.postprocessing.arch_numbering import number_teeth_from_arch  # noqa: E402
+from toothseg.core.postprocessing.arch_numbering import (  # noqa: E402
+    TOOTH_TYPES, number_teeth_from_arch, type_of_position)
 from toothseg.core.volume import Volume  # noqa: E402
 from toothseg.train.data.cases import Case, shared_data_dir  # noqa: E402
 from toothseg.train.data.dataset import BUILTIN_LABEL_MAPS, read_training_labels  # noqa: E402
@@ -37,8 +38,10 @@ def patient_map(name: str, step: int = 2) -> Volume:
     return Volume(array, tuple(step * s for s in labels.spacing), labels.origin, labels.direction)
 
 
-def score(labels: Volume, removed: int, rng: np.random.Generator) -> dict:
-    """Hide the numbers (random instance values), drop ``removed`` teeth, number, compare."""
+def score(labels: Volume, removed: int, rng: np.random.Generator, type_accuracy: float | None = None) -> dict:
+    """Hide the numbers (random instance values), drop ``removed`` teeth, number, compare. With
+    ``type_accuracy`` each tooth also gets a type vote, its true type with that probability (else a random
+    other type): what a tooth-type classifier of that accuracy would give the numbering."""
     counts = np.bincount(labels.array.ravel())
     teeth = [v for v in range(11, len(counts)) if counts[v] * labels.voxel_volume_mm3 >= 20.0]
     kept = sorted(rng.choice(teeth, size=len(teeth) - removed, replace=False).tolist())
@@ -46,7 +49,15 @@ def score(labels: Volume, removed: int, rng: np.random.Generator) -> dict:
     lookup = np.zeros(len(counts), dtype=np.uint16)
     for value, instance in instance_of.items():
         lookup[value] = instance
-    result = number_teeth_from_arch(labels.with_array(lookup[labels.array]))
+    votes = None
+    if type_accuracy is not None:
+        votes = {}
+        for value, instance in instance_of.items():
+            kind = type_of_position(value)
+            if rng.random() >= type_accuracy:
+                kind = int(rng.choice([k for k in range(len(TOOTH_TYPES)) if k != kind]))
+            votes[instance] = np.eye(len(TOOTH_TYPES))[kind]
+    result = number_teeth_from_arch(labels.with_array(lookup[labels.array]), type_votes=votes)
     truth = {i: v for v, i in instance_of.items()}
     right = sum(truth[i] == n for i, n in result.numbers.items())
     return {"teeth": len(kept), "removed": sorted(set(teeth) - set(kept)), "numbered": len(result.numbers),
@@ -60,21 +71,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--removed", type=int, action="append", help="teeth removed at random (repeatable; default 0)")
     parser.add_argument("--draws", type=int, default=10, help="random draws per setting with teeth removed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--type-accuracy", type=float, action="append",
+                        help="also number with tooth-type votes right with this probability (repeatable; 1 = the "
+                             "true types)")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     args = parser.parse_args(argv)
     rows, summary = [], {}
     for patient in ("sts2024-0001", "sts2024-0002"):
         labels = patient_map(patient)
-        for removed in args.removed or [0]:
-            draws = 1 if removed == 0 else args.draws
-            part = [score(labels, removed, np.random.default_rng([args.seed, removed, d])) for d in range(draws)]
-            rows += [{"patient": patient, **row} for row in part]
-            accuracy = [row["accuracy"] for row in part]
-            summary[f"{patient}/removed {removed}"] = {"mean_accuracy": round(float(np.mean(accuracy)), 3),
-                                                      "min_accuracy": round(float(np.min(accuracy)), 3),
-                                                      "draws": draws}
-            print(f"{patient}  {removed} teeth removed  numbered right: mean {np.mean(accuracy):.3f}  "
-                  f"min {np.min(accuracy):.3f}  ({draws} draw(s))", flush=True)
+        for types in [None] + (args.type_accuracy or []):
+            for removed in args.removed or [0]:
+                draws = 1 if removed == 0 and types in (None, 1.0) else args.draws
+                part = [score(labels, removed, np.random.default_rng([args.seed, removed, d]), types)
+                        for d in range(draws)]
+                rows += [{"patient": patient, "type_accuracy": types, **row} for row in part]
+                accuracy = [row["accuracy"] for row in part]
+                key = f"{patient}/removed {removed}" + ("" if types is None else f"/types right {types:g}")
+                summary[key] = {"mean_accuracy": round(float(np.mean(accuracy)), 3),
+                                "min_accuracy": round(float(np.min(accuracy)), 3), "draws": draws}
+                cue = "geometry only" if types is None else f"type votes right {types:.0%}"
+                print(f"{patient}  {removed} teeth removed  {cue:<22} numbered right: mean {np.mean(accuracy):.3f}  "
+                      f"min {np.min(accuracy):.3f}  ({draws} draw(s))", flush=True)
     if args.out:
         payload = {"note": "real STS-2024 tooth shapes (left/right numbering corrected), true instances with their "
                            "numbers hidden; no image, no network", "command": " ".join(sys.argv),

@@ -13,9 +13,10 @@ from toothseg.core.postprocessing.arch_numbering import MESIODISTAL_MM, number_t
 SPACING = 0.5
 
 
-def _arch(missing: set[int], scale: float = 1.05) -> Volume:
+def _arch(missing: set[int], scale: float = 1.05, closed_gaps: bool = False) -> Volume:
     """Teeth on a parabolic arch in LPS (front at -y, patient's left at +x), each a bulky crown towards the
-    occlusal plane and a thin root away from it, at the expected centres of their positions."""
+    occlusal plane and a thin root away from it, at the expected centres of their positions (with
+    ``closed_gaps`` the teeth behind a missing one moved forward into its space, as after orthodontics)."""
     shape = (100, 110, 190)  # z, y, x at 0.5 mm
     origin = np.array([-47.5, -45.0, -25.0])  # x, y, z of voxel 0
     labels = np.zeros(shape, dtype=np.uint8)
@@ -27,9 +28,11 @@ def _arch(missing: set[int], scale: float = 1.05) -> Volume:
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(curve_x), np.diff(curve_y)))])
     arc -= np.interp(0.0, curve_x, arc)
     for jaw, quadrants, up in (("upper", (1, 2), 1.0), ("lower", (4, 3), -1.0)):
-        widths = np.asarray(MESIODISTAL_MM[jaw]) * scale
-        centres = np.concatenate([[0.0], np.cumsum(widths)])[:-1] + widths / 2
         for quadrant, side in zip(quadrants, (-1, 1)):
+            widths = np.asarray(MESIODISTAL_MM[jaw]) * scale
+            if closed_gaps:
+                widths = np.where([quadrant * 10 + p in missing for p in range(1, 9)], 0.0, widths)
+            centres = np.concatenate([[0.0], np.cumsum(widths)])[:-1] + widths / 2
             for position in range(1, 9):
                 value = quadrant * 10 + position
                 if value in missing:

@@ -8,10 +8,11 @@ import pytest
 
 from toothseg.core import InputError, LabelTable
 from toothseg.core.handedness import handedness_of, mirror_label_numbers
-from toothseg.core.labels import TOOTH_BOUNDARY, label_table_named
+from toothseg.core.labels import TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, label_table_named
 from toothseg.core.models.card import ModelCard
 from toothseg.core.postprocessing import apply_steps
-from toothseg.core.postprocessing.instances import (BOUNDARY, INTERIOR, boundary_classes, separate_instances)
+from toothseg.core.postprocessing.instances import (BOUNDARY, INTERIOR, boundary_classes, separate_instances,
+                                                    tooth_type_class, type_votes)
 from toothseg.core.preprocessing import to_canonical
 
 from .test_arch_numbering import _arch
@@ -110,3 +111,38 @@ def test_a_card_whose_result_is_fdi_teeth():
         ModelCard(id="bad", architecture="unet3d", kwargs={}, spatial_dims=3, label_table=table,
                   class_values=[0, 1, 2], output_label_table=LabelTable.fdi())
 
+
+
+def test_typed_targets_paint_each_interior_with_its_tooth_type():
+    labels = _touching_blocks()
+    labels[labels == 11], labels[labels == 21] = 13, 36  # a canine touching a molar
+    typed = boundary_classes(labels, (1.0,) * 3, width_mm=1.0, typed=True)
+    plain = boundary_classes(labels, (1.0,) * 3, width_mm=1.0)
+    assert typed[5, 5, 5] == tooth_type_class(13) == 3 and typed[5, 5, 14] == tooth_type_class(36) == 5
+    np.testing.assert_array_equal(typed == BOUNDARY, plain == BOUNDARY)  # the types change the interior only
+    np.testing.assert_array_equal(separate_instances(typed, (1.0,) * 3), separate_instances(plain, (1.0,) * 3))
+    votes = type_votes(typed, separate_instances(typed, (1.0,) * 3))
+    assert sorted(int(np.argmax(v)) for v in votes.values()) == [1, 3]  # canine, molar
+    assert type_votes(plain, separate_instances(plain, (1.0,) * 3)) == {}  # untyped: class 1 is not "incisor"
+    assert [tooth_type_class(v) for v in (11, 12, 13, 14, 15, 16, 48, 55, 83, 9, 49)] == [1, 1, 3, 4, 4, 5, 5, 5, 3,
+                                                                                          None, None]
+    labels[0, 0, 0] = 7  # not a tooth number: no type
+    with pytest.raises(InputError, match="FDI tooth numbers"):
+        boundary_classes(labels, (1.0,) * 3, typed=True)
+    assert label_table_named(TOOTH_TYPE_BOUNDARY).values == [1, 2, 3, 4, 5]
+
+
+def test_tooth_types_number_an_arch_whose_gaps_have_closed():
+    """First premolars extracted and the spaces closed (orthodontics): from the arch alone every tooth behind
+    the gap moves one position forward; with the interior's type votes the premolar/molar groups hold."""
+    truth = _arch({14, 24, 34, 44}, closed_gaps=True)
+    values = [int(v) for v in np.unique(truth.array) if v]
+
+    def share_right(typed: bool) -> float:
+        classes = boundary_classes(truth.array, truth.spacing_zyx, width_mm=0.5, typed=typed)
+        numbered = apply_steps(classes, truth.spacing_zyx, [{"name": "teeth_from_boundary"}])
+        found = [np.unique(numbered[truth.array == v], return_counts=True) for v in values]
+        return float(np.mean([f[np.argmax(c)] == v for (f, c), v in zip(found, values)]))
+
+    geometry, with_types = share_right(False), share_right(True)
+    assert geometry < 0.6 and with_types > 0.9, (geometry, with_types)

@@ -432,6 +432,25 @@ def test_the_instance_first_recipe_trains_and_exports_a_model_that_numbers_teeth
     assert prediction.table.name == label_table_named("fdi").name
     assert set(np.unique(prediction.labels.array).tolist()) <= {0, *range(11, 49)}
 
+
+def test_the_typed_instance_recipe_learns_tooth_types_made_from_fdi_numbers(tmp_path, sts_labels):
+    """``--set data.label_table=tooth-type-boundary``: the same recipe's targets carry each tooth's type in
+    its interior (incisor 1, canine 3, premolar 4, molar 5; boundary 2), and its network has six outputs."""
+    from toothseg.core.labels import label_table_named
+    from toothseg.train.config import stage_data
+    from toothseg.train.data.dataset import TrainingData, class_values_for
+
+    data, _, _ = _miniature_3d_recipe("instance3d_synthetic", sts_labels, tmp_path, 1.2)
+    data["data"]["label_table"] = "tooth-type-boundary"
+    recipe = recipe_from_dict(json.loads(json.dumps(data)))
+    config = stage_data(recipe, 1)
+    table = label_table_named(config.label_table)
+    assert class_values_for(config, table) == [0, 1, 2, 3, 4, 5]
+    dataset = TrainingData(config, table, class_values_for(config, table), recipe.seed)
+    seen = set().union(*(torch.unique(dataset.labeled_item(i)["label"]).tolist() for i in range(6)))
+    assert {2, 4, 5} <= seen <= {0, 1, 2, 3, 4, 5, 255}, seen  # boundary, premolars, molars at least
+
+
 def test_kill_9_then_rerun_gives_the_uninterrupted_curve(tmp_path, toy_dataset):
     """SIGKILL mid-run: the rerun restarts from the last checkpoint and repeats no logged step."""
     import signal

@@ -38,6 +38,9 @@ __all__ = [
     "is_fdi_tooth",
     "label_table_named",
     "TERMINOLOGY_CONTEXT",
+    "TOOTH_BOUNDARY",
+    "TOOTH_TYPE_BOUNDARY",
+    "INSTANCE_TABLES",
 ]
 
 #: Context name written into Slicer ``TerminologyEntry`` tags.
@@ -466,11 +469,16 @@ class LabelTable:
 #: The instance-first design's classes: tooth interior (1) and tooth boundary (2), numbered afterwards
 #: (:mod:`toothseg.core.postprocessing.instances`); the training targets are made from FDI label maps.
 TOOTH_BOUNDARY = "tooth-boundary"
+#: The same with the tooth's type in the interior: incisor (1), canine (3), premolar (4), molar (5) interior
+#: and tooth boundary (2); the types are the numbering step's cue for which group a tooth belongs to.
+TOOTH_TYPE_BOUNDARY = "tooth-type-boundary"
+#: Tables of networks that separate teeth (numbered afterwards) rather than number them.
+INSTANCE_TABLES = (TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY)
 
 
 def label_table_named(name: str) -> LabelTable:
-    """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, ``tooth-boundary``, or a JSON
-    file's path."""
+    """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, ``tooth-boundary``,
+    ``tooth-type-boundary``, or a JSON file's path."""
     if name == "fdi":
         return LabelTable.fdi()
     if name == "fdi-deciduous":
@@ -479,7 +487,11 @@ def label_table_named(name: str) -> LabelTable:
         return LabelTable.custom({1: "tooth"}, name="binary-tooth")
     if name == TOOTH_BOUNDARY:
         return LabelTable.custom({1: "tooth interior", 2: "tooth boundary"}, name=TOOTH_BOUNDARY)
+    if name == TOOTH_TYPE_BOUNDARY:
+        return LabelTable.custom({1: "incisor interior", 2: "tooth boundary", 3: "canine interior",
+                                  4: "premolar interior", 5: "molar interior"}, name=TOOTH_TYPE_BOUNDARY)
     path = Path(name)
     if path.is_file():
         return LabelTable.from_json(path.read_text(encoding="utf-8"))
-    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, {TOOTH_BOUNDARY}, or a JSON file)")
+    raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, {TOOTH_BOUNDARY}, "
+                     f"{TOOTH_TYPE_BOUNDARY}, or a JSON file)")

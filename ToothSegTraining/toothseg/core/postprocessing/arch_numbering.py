@@ -15,6 +15,11 @@ patient's left, +y posterior, +z superior), per tooth instance:
    jaw) by dynamic programming: positions increase away from the midline, gaps (missing teeth) allowed,
    the patient's arch size fitted as one scale per jaw.
 
+Where a network also says each tooth's type (incisor, canine, premolar, molar: ``type_votes``, the share
+of the tooth's voxels voting for each), a position of another type costs ``type_weight`` (mm², against
+the squared distances) times the votes against it: the type says which group a tooth belongs to, the
+arch where in the group; gaps in front of a group (a missing central incisor) no longer shift the rest.
+
 It numbers permanent teeth (11-48) only, and says when it cannot tell (fewer than two teeth in a jaw).
 """
 
@@ -28,7 +33,8 @@ from scipy import ndimage
 from ..handedness import _root_direction
 from ..volume import Volume
 
-__all__ = ["ArchNumbering", "number_teeth_from_arch", "renumber_from_arch", "MESIODISTAL_MM"]
+__all__ = ["ArchNumbering", "number_teeth_from_arch", "renumber_from_arch", "MESIODISTAL_MM", "TOOTH_TYPES",
+           "POSITION_TYPES", "type_of_position"]
 
 #: Mean mesiodistal crown widths (mm) of permanent teeth, positions 1-8 (central incisor … third molar),
 #: from the usual dental-anatomy tables; only their ratios and sums matter (the scale is fitted).
@@ -37,6 +43,17 @@ MESIODISTAL_MM = {"upper": (8.6, 6.6, 7.6, 7.0, 6.6, 10.2, 9.0, 8.6),
 #: Arch sizes tried (one per jaw, both sides): a scale of the expected centres. Fitting a midline shift
 #: as well was tried and numbered worse on both STS-2024 patients (it explains gaps away).
 SCALES = np.linspace(0.75, 1.3, 23)
+#: Tooth types in the order of ``type_votes``; positions 1-8 of a quadrant have these types.
+TOOTH_TYPES = ("incisor", "canine", "premolar", "molar")
+POSITION_TYPES = (0, 0, 1, 2, 2, 3, 3, 3)
+
+
+def type_of_position(fdi: int) -> int:
+    """Index into :data:`TOOTH_TYPES` of a permanent FDI number (11-48)."""
+    position = fdi % 10
+    if fdi // 10 not in (1, 2, 3, 4) or not 1 <= position <= 8:
+        raise ValueError(f"{fdi} is not a permanent FDI tooth number")
+    return POSITION_TYPES[position - 1]
 
 
 @dataclass
@@ -59,15 +76,19 @@ def _expected_centres(widths: tuple[float, ...]) -> np.ndarray:
     return (edges[:-1] + edges[1:]) / 2.0
 
 
-def _assign_positions(distances: np.ndarray, target: np.ndarray) -> tuple[list[int], float]:
+def _assign_positions(distances: np.ndarray, target: np.ndarray,
+                      type_cost: np.ndarray | None = None) -> tuple[list[int], float]:
     """Positions (1-based, strictly increasing) for teeth sorted by distance from the midline, matched
-    to the expected centres ``target`` (mm) by least squares; gaps (missing teeth) cost nothing."""
+    to the expected centres ``target`` (mm) by least squares plus ``type_cost`` (teeth x positions, mm²);
+    gaps (missing teeth) cost nothing."""
     n, m = len(distances), len(target)
     if n == 0:
         return [], 0.0
     if n > m:
         return [], np.inf
     cost = (distances[:, None] - target[None, :]) ** 2  # (teeth, positions)
+    if type_cost is not None:
+        cost = cost + type_cost
     table = np.full((n + 1, m + 1), np.inf)
     table[0, :] = 0.0
     for i in range(1, n + 1):
@@ -95,8 +116,13 @@ def _arc_coordinates(xy: np.ndarray, a: float, b: float, c: float, x0: float) ->
     return arc[nearest]
 
 
-def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm: float = 6.0) -> ArchNumbering:
-    """FDI numbers for the tooth instances (values 1…N) of a 3D map; see the module docstring."""
+def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm: float = 6.0,
+                           type_votes: dict[int, np.ndarray] | None = None,
+                           type_weight: float = 100.0) -> ArchNumbering:
+    """FDI numbers for the tooth instances (values 1…N) of a 3D map; see the module docstring.
+
+    ``type_votes[value]``: the instance's shares of voxels per :data:`TOOTH_TYPES` (summing to 1); an
+    instance without votes costs nothing for any position."""
     array = instances.array
     result = ArchNumbering()
     boxes = ndimage.find_objects(array)
@@ -159,10 +185,16 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
         sorted_sides = [sorted((abs(s), v) for s, v in zip(arc, teeth) if s * side > 0 or (s == 0 and side == 1))
                         for side in (-1, 1)]
         best = None
+        position_types = np.array(POSITION_TYPES)
+        type_costs = [None if not type_votes else
+                      np.array([type_weight * (1.0 - np.asarray(type_votes[v], float)[position_types])
+                                if v in type_votes else np.zeros(len(position_types)) for _, v in members])
+                      for members in sorted_sides]
         for scale in SCALES:  # one arch size for both sides of the jaw
             sides, cost = [], 0.0
-            for members in sorted_sides:
-                positions, part = _assign_positions(np.array([d for d, _ in members]), centres * scale)
+            for members, type_cost in zip(sorted_sides, type_costs):
+                positions, part = _assign_positions(np.array([d for d, _ in members]), centres * scale,
+                                                    type_cost if members else None)
                 sides.append((members, positions))
                 cost += part
             if best is None or cost < best[0]:

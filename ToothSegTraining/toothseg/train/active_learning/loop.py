@@ -32,7 +32,8 @@ from ...core.inference.predictor import InferenceOptions, Predictor
 from ...core.io.atomic import atomic_folder, atomic_write_text
 from ...core.io.fingerprint import fingerprint
 from ...core.io.images import file_format, read_label_map, read_volume, write_volume
-from ...core.labels import TOOTH_BOUNDARY, label_table_named
+from ...core.labels import TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, label_table_named
+from ...core.postprocessing.instances import tooth_type_class
 from ...core.metrics.overlap import mean_dice
 from ...core.models.catalog import load_catalog
 from ...core.models.card import ModelCard
@@ -447,7 +448,10 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
     config = stage_data(recipe, 0)
     if config.label_table in ("binary", TOOTH_BOUNDARY):  # any tooth value is a tooth (or an instance) there
         return
-    classes = set(class_values_for(config, label_table_named(config.label_table)))
+    if config.label_table == TOOTH_TYPE_BOUNDARY:  # types come from FDI numbers: every tooth must have one
+        classes = {0} | {v for v in range(11, 86) if tooth_type_class(v) is not None}
+    else:
+        classes = set(class_values_for(config, label_table_named(config.label_table)))
     for case_id in case_ids:
         revision = pool.path(state.cases[case_id].label)
         values = np.unique(read_label_map(revision).array)

@@ -13,7 +13,7 @@ from ...core.models.card import IntensityNormalization, check_model_id
 from ...core.names import PLAIN_NAME_RULE, is_plain_name
 from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
-from ...core.labels import TOOTH_BOUNDARY, label_table_named
+from ...core.labels import INSTANCE_TABLES, label_table_named
 from ...core.postprocessing import postprocessing_steps
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
@@ -58,11 +58,11 @@ def check_recipe(recipe: Recipe) -> None:
         if unknown:
             raise InputError(f"export.postprocessing: unknown step(s) {unknown} (known: "
                              f"{', '.join(postprocessing_steps())})")
-        if recipe.data.label_table != TOOTH_BOUNDARY and any(
+        if recipe.data.label_table not in INSTANCE_TABLES and any(
                 step.get("name") == "teeth_from_boundary" for step in recipe.export.postprocessing):
             raise InputError(f"export.postprocessing: teeth_from_boundary reads interior/boundary classes; the "
                              f"recipe trains label_table {recipe.data.label_table!r}, whose result it would empty "
-                             f"(use label_table: {TOOTH_BOUNDARY})")
+                             f"(use label_table: {' or '.join(INSTANCE_TABLES)})")
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
@@ -151,8 +151,8 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         problems.append(f"workers must be ≥ 0 (0: load in the main process), got {data.workers}")
     if not 0 < data.labeled_fraction <= 1:
         problems.append(f"labeled_fraction must be in (0, 1], got {data.labeled_fraction}")
-    if data.label_table == TOOTH_BOUNDARY and data.pseudo_labels:
-        problems.append(f"pseudo_labels with label_table {TOOTH_BOUNDARY}: its classes are made from maps with one "
+    if data.label_table in INSTANCE_TABLES and data.pseudo_labels:
+        problems.append(f"pseudo_labels with label_table {data.label_table}: its classes are made from maps with one "
                         "value per tooth, and a tooth-boundary model's own output (interior/boundary) is not one; "
                         "label the unlabeled set with an FDI model instead")
     for name in ("foreground_oversample", "pseudo_max_uncertainty"):

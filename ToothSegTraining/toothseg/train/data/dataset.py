@@ -27,7 +27,7 @@ import torch
 from ...core.errors import InputError, LabelError
 from ...core.handedness import handedness_of, mirror_label_numbers
 from ...core.io.images import read_label_map, read_volume
-from ...core.labels import TOOTH_BOUNDARY, LabelTable
+from ...core.labels import INSTANCE_TABLES, TOOTH_TYPE_BOUNDARY, LabelTable
 from ...core.models.card import IntensityNormalization
 from ...core.postprocessing.instances import boundary_classes
 from ...core.preprocessing import (
@@ -238,11 +238,16 @@ class TrainingData:
     # ------------------------------------------------------------------ preparation
     def _labels_to_classes(self, values: np.ndarray, where: str, spacing: Sequence[float]) -> np.ndarray:
         """Label values → class indices; 255 (pseudo-label "ignore") stays 255; a binary table takes any tooth,
-        ``tooth-boundary`` makes interior/boundary classes from the teeth (``spacing``: of ``values``, in mm)."""
+        ``tooth-boundary`` makes interior/boundary classes from the teeth (``spacing``: of ``values``, in mm),
+        ``tooth-type-boundary`` the same with the tooth type in the interior."""
         if self.config.label_table == "binary":
             return np.where(values == IGNORE, IGNORE, values > 0).astype(np.uint8)
-        if self.config.label_table == TOOTH_BOUNDARY:
-            return boundary_classes(values, spacing[-values.ndim:], ignore=IGNORE)
+        if self.config.label_table in INSTANCE_TABLES:
+            try:
+                return boundary_classes(values, spacing[-values.ndim:], ignore=IGNORE,
+                                        typed=self.config.label_table == TOOTH_TYPE_BOUNDARY)
+            except InputError as exc:
+                raise LabelError(f"{where}: {exc}") from exc
         present = np.unique(values)
         unknown = [int(v) for v in present if v != IGNORE and (v >= len(self.to_class) or self.to_class[v] < 0)]
         if unknown:
@@ -417,8 +422,9 @@ class TrainingData:
     def reference_values(self, labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         """Ground-truth label values as the model predicts them (any tooth → 1 for a binary model; interior and
         boundary classes for a tooth-boundary one, at ``spacing``, the map's own)."""
-        if self.config.label_table == TOOTH_BOUNDARY:
-            return boundary_classes(labels, spacing[-labels.ndim:], ignore=IGNORE)
+        if self.config.label_table in INSTANCE_TABLES:
+            return boundary_classes(labels, spacing[-labels.ndim:], ignore=IGNORE,
+                                    typed=self.config.label_table == TOOTH_TYPE_BOUNDARY)
         return (labels > 0).astype(np.uint8) if self.config.label_table == "binary" else labels
 
     def validation_volumes(self) -> list[tuple[str, Volume, Volume]]:
