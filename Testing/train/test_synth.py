@@ -85,6 +85,46 @@ def test_bias_field_thick_slices_and_photon_noise_change_the_image_not_the_label
     assert min(r / s for r, s in zip(roughness[:3], roughness[3:])) < 0.7
 
 
+def test_distractors_are_bone_outside_the_jaws_and_never_teeth(anatomy):
+    """Bone that is not the jaw (a vault, a vertebra; some as bright as a tooth) appears in the air of the
+    map, clear of every tooth, in a sleeve of soft tissue; the labels do not change (it is background); a
+    block synthesised alone gets the same structures where they reach it."""
+    from scipy import ndimage
+
+    from toothseg.train.synth.cbct import BONE_CORTICAL, add_distractors
+
+    options = SynthesisOptions(distractor_probability=1.0, distractors=(6, 6), distractor_bright_probability=0.5)
+    labels = anatomy.labels.array
+    spacing = anatomy.labels.spacing_zyx
+    distance = ndimage.distance_transform_edt(labels == 0, sampling=spacing)
+    bright_seen = 0
+    for seed in range(4):
+        tissue = anatomy.tissue.copy()
+        rng = np.random.default_rng(seed)
+        reached = add_distractors(tissue, labels, [0, 0, 0], labels.shape, spacing, rng, options)
+        changed = tissue != anatomy.tissue
+        assert reached > 0 and changed.sum() > 1000, seed
+        assert distance[changed].min() >= options.distractor_clearance_mm, seed  # clear of every tooth
+        assert np.isin(anatomy.tissue[changed], (AIR, SOFT)).all()  # painted over air and soft tissue only
+        assert np.isin(tissue[changed], (SOFT, BONE_CANCELLOUS, BONE_CORTICAL, DENTINE, ENAMEL)).all()
+        bright_seen += int(np.isin(tissue[changed], (DENTINE, ENAMEL)).any())
+    assert bright_seen >= 1  # some structures are painted as bright as teeth
+    plain = SynthesisOptions(missing_teeth=(0, 0))
+    image, out = synthesize(anatomy, np.random.default_rng(3), SynthesisOptions(missing_teeth=(0, 0),
+                                                                                distractor_probability=1.0))
+    base, _ = synthesize(anatomy, np.random.default_rng(3), plain)
+    np.testing.assert_array_equal(out.array, labels)
+    assert not np.array_equal(image.array, base.array)
+    # a block: the same structures, cut where the block ends
+    block = tuple(slice(n // 4, n // 4 + n // 2) for n in labels.shape)
+    whole, part = anatomy.tissue.copy(), anatomy.tissue[block].copy()
+    add_distractors(whole, labels, [0, 0, 0], labels.shape, spacing, np.random.default_rng(5), options)
+    add_distractors(part, labels[block], [b.start for b in block], labels.shape, spacing, np.random.default_rng(5),
+                    options)
+    inner = tuple(slice(8, -8) for _ in block)  # the block's clearance sees only its own teeth near its edges
+    np.testing.assert_array_equal(part[inner], whole[block][inner])
+
+
 def test_synthesis_options_from_a_recipe_are_checked():
     from toothseg.core import InputError
 

@@ -23,11 +23,19 @@ every tissue class gets an intensity drawn independently from one wide range (no
 be darker than bone), its own texture strength, then a smooth multiplicative bias field, a random
 resolution (thick slices along a random axis), and Gaussian or signal-dependent (Poisson-like) noise.
 Such images teach the network shapes and contrasts, not one generator's grey values.
+
+With ``distractor_probability`` a sample also gets bone that is not the jaw where the label map shows
+only air (:func:`add_distractors`): curved plates with a diploë (skull vault, skull base), rods and
+blobs with a cortical shell (vertebrae, hyoid, styloid, the mandible's ramus), each in a sleeve of soft
+tissue, kept clear of the teeth, and some painted as bright as dentine or enamel. The label maps hold
+teeth only, so nothing dense is ever shown outside the jaws otherwise; on a real head CT such a model
+calls the skull teeth. They are background in the labels: bone, however bright, is not a tooth.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -40,7 +48,7 @@ from ...core.labels import is_fdi_tooth
 from ...core.volume import Volume
 from .tooth_moves import ToothMoveOptions, move_teeth, tooth_centroids, tooth_placements
 
-__all__ = ["SynthesisAnatomy", "SynthesisOptions", "prepare_anatomy", "synthesize"]
+__all__ = ["SynthesisAnatomy", "SynthesisOptions", "add_distractors", "prepare_anatomy", "synthesize"]
 
 AIR, SOFT, BONE_CANCELLOUS, BONE_CORTICAL, DENTINE, ENAMEL, PULP = range(7)
 
@@ -81,6 +89,11 @@ class SynthesisOptions:
     tooth_shift_mm: float = 0.8
     tooth_scale: tuple[float, float] = (0.9, 1.1)
     tooth_exchange_probability: float = 0.0  # take the same FDI tooth from another patient (a donor)
+    # Bone that is not the jaw (add_distractors), share of samples; off by default.
+    distractor_probability: float = 0.0
+    distractors: tuple[float, float] = (2.0, 8.0)  # structures per sample (a block: those that reach it)
+    distractor_clearance_mm: float = 6.0  # kept this far from every tooth voxel
+    distractor_bright_probability: float = 0.3  # per structure: painted with dentine/enamel intensities
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "SynthesisOptions":
@@ -229,6 +242,72 @@ def _thick_slices(image: np.ndarray, rng: np.random.Generator, factor: tuple[flo
     return F.interpolate(coarse, size=image.shape, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
+def add_distractors(tissue: np.ndarray, labels: np.ndarray, offset: Sequence[int], full_shape: Sequence[int],
+                    spacing: Sequence[float], rng: np.random.Generator, options: SynthesisOptions) -> int:
+    """Paint bone that is not the jaw into the air of ``tissue`` (a block at ``offset`` of a scan of
+    ``full_shape``, in place); returns how many structures reach the block. Labels are not changed: every
+    structure is background. Structures are placed in the whole scan's frame, so a block sees the parts of
+    them that fall in it."""
+    shape = tissue.shape
+    spacing = np.asarray(spacing, dtype=float)
+    extent = np.asarray(full_shape) * spacing
+    teeth = labels > 0
+    if teeth.any():  # clearance on a half-resolution grid (the distance transform is the cost; 2 mm for its error)
+        before = [int(o) % 2 for o in offset]  # 2x2x2 cells aligned with the scan's, whatever the block
+        even = np.pad(teeth, [(b, (n + b) % 2) for b, n in zip(before, shape)])
+        coarse = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2, even.shape[2] // 2, 2).any((1, 3, 5))
+        far = ndimage.distance_transform_edt(~coarse, sampling=2 * spacing) > options.distractor_clearance_mm + 2.0
+        free = np.repeat(np.repeat(np.repeat(far, 2, 0), 2, 1), 2, 2)
+        free = free[tuple(slice(b, b + n) for b, n in zip(before, shape))]
+    else:
+        free = np.ones(shape, dtype=bool)
+    free &= (tissue == AIR) | (tissue == SOFT)  # never the teeth or the bone grown around their roots
+    if not free.any():
+        return 0
+    axes = [(np.arange(n) + o) * d for n, o, d in zip(shape, offset, spacing)]  # mm in the scan's frame
+    zz, yy, xx = np.meshgrid(*axes, indexing="ij", sparse=True)
+    reached = 0
+    for _ in range(int(rng.integers(int(options.distractors[0]), int(options.distractors[1]) + 1))):
+        centre = rng.uniform(0, 1, 3) * extent
+        kind = rng.choice(["plate", "rod", "blob"], p=[0.4, 0.35, 0.25])
+        axis = rng.standard_normal(3)
+        axis /= np.linalg.norm(axis) + 1e-9
+        if kind == "plate":  # a piece of a sphere's shell: a vault or a skull base
+            radius = rng.uniform(30.0, 120.0)
+            thickness = rng.uniform(2.0, 9.0)
+            middle = centre - axis * radius  # the sphere's centre, so the shell passes through ``centre``
+            r = np.sqrt((zz - middle[0]) ** 2 + (yy - middle[1]) ** 2 + (xx - middle[2]) ** 2)
+            along = ((zz - middle[0]) * axis[0] + (yy - middle[1]) * axis[1] + (xx - middle[2]) * axis[2])
+            cap = along > r * np.cos(np.radians(rng.uniform(20.0, 60.0)))
+            depth = thickness / 2 - np.abs(r - radius)
+            inside = (depth > 0) & cap
+        else:  # a rod (vertebra, styloid, ramus) or a blob (hyoid, condyle): an ellipsoid with a shell
+            # semi-axes (mm): along ``axis`` first (a rod is long there), then across it
+            radii = (np.array([rng.uniform(10, 35), rng.uniform(3, 12), rng.uniform(3, 12)]) if kind == "rod"
+                     else rng.uniform(4, 14, 3))
+            basis = np.linalg.qr(np.column_stack([axis, rng.standard_normal((3, 2))]))[0]  # column 0 ∥ axis
+            offsets = (zz - centre[0], yy - centre[1], xx - centre[2])
+            scaled = [sum(basis[i, k] * offsets[i] for i in range(3)) / radii[k] for k in range(3)]
+            norm = np.sqrt(scaled[0] ** 2 + scaled[1] ** 2 + scaled[2] ** 2)
+            depth = (1.0 - norm) * float(radii.min())  # roughly mm below the surface
+            inside = depth > 0
+        # every draw before the block is consulted: a block's structures are then the whole scan's
+        grow = max(1, int(round(rng.uniform(2.0, 8.0) / spacing.min())))  # a sleeve of soft tissue around it
+        bright = rng.random() < options.distractor_bright_probability  # as bright as a tooth, but not one
+        shell_mm = rng.uniform(0.6, 1.5) if bright else rng.uniform(0.8, 2.0)
+        inside = inside & free
+        if not inside.any():
+            continue
+        reached += 1
+        found = ndimage.find_objects(inside.astype(np.uint8))[0]
+        box = tuple(slice(max(0, b.start - grow), b.stop + grow) for b in found)
+        sleeve = ndimage.binary_dilation(inside[box], iterations=grow)
+        tissue[box][sleeve & free[box] & (tissue[box] == AIR)] = SOFT
+        tissue[inside] = DENTINE if bright else BONE_CANCELLOUS
+        tissue[inside & (depth < shell_mm)] = ENAMEL if bright else BONE_CORTICAL
+    return reached
+
+
 def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: SynthesisOptions | None = None,
                region: tuple[slice, ...] | None = None,
                donors: tuple[SynthesisAnatomy, ...] | list[SynthesisAnatomy] = ()) -> tuple[Volume, Volume]:
@@ -261,6 +340,8 @@ def synthesize(anatomy: SynthesisAnatomy, rng: np.random.Generator, options: Syn
         mask = labels == value
         tissue[mask] = BONE_CANCELLOUS
         labels[mask] = 0
+    if _chance(rng, o.distractor_probability):
+        add_distractors(tissue, labels, offset, full_shape, spacing, rng, o)
     synthseg = _chance(rng, o.synthseg_probability)
     if synthseg:  # every class on its own, from one wide range, with its own texture
         lut = rng.uniform(*o.synthseg_range, size=7).astype(np.float32)
