@@ -24,8 +24,8 @@ be darker than bone), its own texture strength, then a smooth multiplicative bia
 resolution (thick slices along a random axis), and Gaussian or signal-dependent (Poisson-like) noise.
 Such images teach the network shapes and contrasts, not one generator's grey values.
 
-With ``distractor_probability`` a sample also gets bone that is not the jaw where the label map shows
-only air (:func:`add_distractors`): curved plates with a diploë (skull vault, skull base), rods and
+With ``distractor_probability`` a sample also gets bone that is not the jaw in the air and soft tissue
+away from the teeth (:func:`add_distractors`): curved plates with a diploë (skull vault, skull base), rods and
 blobs with a cortical shell (vertebrae, hyoid, styloid, the mandible's ramus), each in a sleeve of soft
 tissue, kept clear of the teeth, and some painted as bright as dentine or enamel. The label maps hold
 teeth only, so nothing dense is ever shown outside the jaws otherwise; on a real head CT such a model
@@ -244,10 +244,10 @@ def _thick_slices(image: np.ndarray, rng: np.random.Generator, factor: tuple[flo
 
 def add_distractors(tissue: np.ndarray, labels: np.ndarray, offset: Sequence[int], full_shape: Sequence[int],
                     spacing: Sequence[float], rng: np.random.Generator, options: SynthesisOptions) -> int:
-    """Paint bone that is not the jaw into the air of ``tissue`` (a block at ``offset`` of a scan of
-    ``full_shape``, in place); returns how many structures reach the block. Labels are not changed: every
-    structure is background. Structures are placed in the whole scan's frame, so a block sees the parts of
-    them that fall in it."""
+    """Paint bone that is not the jaw over the air and soft tissue of ``tissue`` away from the teeth (a block
+    at ``offset`` of a scan of ``full_shape``, in place); returns how many structures reach the block. Labels
+    are not changed: every structure is background. Structures are placed in the whole scan's frame, so a
+    block sees the parts of them that fall in it."""
     shape = tissue.shape
     spacing = np.asarray(spacing, dtype=float)
     extent = np.asarray(full_shape) * spacing
