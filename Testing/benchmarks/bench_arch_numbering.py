@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                              "true types)")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     args = parser.parse_args(argv)
+    if any(not 0.0 <= t <= 1.0 for t in args.type_accuracy or []):
+        parser.error("--type-accuracy is a probability, between 0 and 1")
     rows, summary = [], {}
     for patient in ("sts2024-0001", "sts2024-0002"):
         labels = patient_map(patient)
