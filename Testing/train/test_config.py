@@ -65,7 +65,12 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
     ({"export": {"output_label_table": "fdi"}}, "output_label_table needs the export.postprocessing steps"),
     ({"export": {"output_label_table": "fdj", "postprocessing": [{"name": "teeth_from_boundary"}]}},
      "unknown label table 'fdj'"),
-    ({"export": {"postprocessing": [{"name": "teeth_from_boundry"}]}}, r"unknown step\(s\) \['teeth_from_boundry'\]"),
+    ({"export": {"postprocessing": [{"name": "teeth_from_boundry"}]}},
+     "unknown post-processing step 'teeth_from_boundry'"),
+    # options are checked when the recipe is read, not when the trained model is first run
+    ({"export": {"postprocessing": [{"name": "remove_small", "min_mm3": -5}]}},
+     r"step 0 \(remove_small\): min_mm3 must be a finite number >= 0, got -5"),
+    ({"export": {"postprocessing": [{"name": "remove_small", "min_mm": 5}]}}, "unknown option 'min_mm'"),
     ({"export": {"postprocessing": [{"name": "teeth_from_boundary"}]}}, "teeth_from_boundary reads interior"),
     # a tooth-boundary model's own output is not a map with one value per tooth
     ({"data": {"label_table": "tooth-boundary"},

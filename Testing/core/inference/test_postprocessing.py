@@ -15,6 +15,10 @@ def test_registry():
                                       "teeth_from_boundary"]
     with pytest.raises(InputError, match="unknown post-processing step"):
         apply_steps(np.zeros((2, 2, 2), np.uint8), (1, 1, 1), [{"name": "smooth"}])
+    # steps given directly (predictor options) are checked as a card's are
+    with pytest.raises(InputError, match=r"step 1 \(teeth_from_boundary\): type_weight must be a finite"):
+        apply_steps(np.zeros((2, 2, 2), np.uint8), (1, 1, 1),
+                    [{"name": "fill_holes"}, {"name": "teeth_from_boundary", "type_weight": -1.0}])
 
 
 def test_remove_small_uses_millimetres():

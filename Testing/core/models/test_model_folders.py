@@ -174,6 +174,13 @@ def test_2d_model_refuses_a_3d_volume_and_the_reverse(saved):
     ({"schema_version": 99}, "newer"),
     ({"image_extent_yx": [512.0]}, "image_extent_yx"),
     ({"image_extent_yx": [512.0, 0.0]}, "image_extent_yx"),
+    # post-processing options are checked when the card is read, before a scan is segmented
+    ({"postprocessing": [{"name": "teeth_from_boundary", "type_weight": -100}]}, "type_weight must be a finite"),
+    ({"postprocessing": [{"name": "merge_fragments", "max_fraction": 2}]}, "max_fraction must be at most 1.0"),
+    ({"postprocessing": [{"name": "remove_small", "min_mm3": "50"}]}, "min_mm3 must be a finite number"),
+    ({"postprocessing": [{"name": "remove_small", "min_mm3": float("nan")}]}, "min_mm3 must be a finite number"),
+    ({"postprocessing": [{"name": "fill_holes", "iterations": 2}]}, r"unknown option 'iterations' \(it takes: none\)"),
+    ({"postprocessing": {"name": "fill_holes"}}, "must be a list of steps"),
 ])
 def test_card_validation(change, message):
     data = tiny_card().to_dict()

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import InputError
 from ..labels import LabelTable
 from ..names import PLAIN_NAME_RULE, is_plain_name, is_plain_relative_path
+from ..postprocessing import step_problems
 from .nnunet_settings import NnUNetSettings
 
 __all__ = ["ModelCard", "IntensityNormalization", "SCHEMA_VERSION", "MEMBER_ROLES"]
@@ -158,9 +159,8 @@ class ModelCard:
                 problems.append(f"member path {member['path']!r} must be a sub-folder of the model folder")
         if self.sliding_window is not None:
             problems += _sliding_window_problems(self.sliding_window, self.spatial_dims)
-        if self.postprocessing is not None and (not isinstance(self.postprocessing, list) or not all(
-                isinstance(step, dict) and "name" in step for step in self.postprocessing)):
-            problems.append("postprocessing must be a list of steps, each an object with a 'name'")
+        if self.postprocessing is not None:
+            problems += step_problems(self.postprocessing)
         if self.output_label_table is not None and not self.postprocessing:
             problems.append("output_label_table needs the post-processing steps that make those labels "
                             "(e.g. teeth_from_boundary)")

@@ -12,6 +12,8 @@ Worked example (``remove_small``, 1 mm voxels)::
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,14 +22,20 @@ from scipy import ndimage
 
 from ..errors import InputError
 
-__all__ = ["register_step", "postprocessing_steps", "apply_steps"]
+__all__ = ["register_step", "postprocessing_steps", "step_problems", "apply_steps"]
 
 _STEPS: dict[str, Callable[..., np.ndarray]] = {}
+#: Options with an upper bound besides the general "finite and >= 0" (step name -> option -> maximum).
+_MAXIMA: dict[str, dict[str, float]] = {}
 
 
-def register_step(name: str) -> Callable:
+def register_step(name: str, maxima: dict[str, float] | None = None) -> Callable:
+    """Register a step under ``name``. Its options (the keyword arguments after ``spacing_zyx``) are sizes,
+    distances, fractions or weights: every value must be a finite number >= 0, and at most ``maxima[option]``
+    where given (checked by :func:`step_problems` when a model card or recipe is read, not hours later)."""
     def wrap(func: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         _STEPS[name] = func
+        _MAXIMA[name] = dict(maxima or {})
         return func
 
     return wrap
@@ -102,7 +110,7 @@ def fill_holes(labels: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
     return out[None] if flat else out
 
 
-@register_step("merge_fragments")
+@register_step("merge_fragments", maxima={"max_fraction": 1.0})
 def merge_fragments(labels: np.ndarray, spacing_zyx: Sequence[float], max_fraction: float = 0.5) -> np.ndarray:
     """One label per connected tooth: a fragment of label A (not its largest component, and smaller
     than ``max_fraction`` of it) that touches another label B is relabelled B — the label it shares
@@ -144,15 +152,45 @@ def merge_fragments(labels: np.ndarray, spacing_zyx: Sequence[float], max_fracti
     return out[None] if flat else out
 
 
+def step_problems(steps: Any) -> list[str]:
+    """What is wrong with a list of steps, in words (empty when nothing is): not a list of objects with a
+    known ``name``, an option the step does not take, or a value that is not a finite number >= 0 (or is
+    above the step's maximum). A negative ``min_mm3`` would keep every fragment and a negative
+    ``type_weight`` would reward wrong tooth types, silently; they are refused instead."""
+    if not isinstance(steps, (list, tuple)):
+        return [f"post-processing must be a list of steps, got {type(steps).__name__}"]
+    problems = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict) or step.get("name") not in _STEPS:
+            name = step.get("name") if isinstance(step, dict) else step
+            problems.append(f"step {index}: unknown post-processing step {name!r} "
+                            f"(known: {', '.join(postprocessing_steps())})")
+            continue
+        name = step["name"]
+        accepted = list(inspect.signature(_STEPS[name]).parameters)[2:]
+        for option, value in step.items():
+            if option == "name":
+                continue
+            if option not in accepted:
+                problems.append(f"step {index} ({name}): unknown option {option!r} "
+                                f"(it takes: {', '.join(accepted) or 'none'})")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                problems.append(f"step {index} ({name}): {option} must be a finite number >= 0, got {value!r}")
+            elif value > _MAXIMA[name].get(option, math.inf):
+                problems.append(f"step {index} ({name}): {option} must be at most {_MAXIMA[name][option]}, "
+                                f"got {value!r}")
+    return problems
+
+
 def apply_steps(labels: np.ndarray, spacing_zyx: Sequence[float], steps: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Run ``steps`` (``[{"name": "remove_small", "min_mm3": 30}, …]``) in order."""
+    """Run ``steps`` (``[{"name": "remove_small", "min_mm3": 30}, …]``) in order, after
+    :func:`step_problems` found nothing wrong with them."""
+    problems = step_problems(steps)
+    if problems:
+        raise InputError("post-processing: " + "; ".join(problems))
     for step in steps:
         options = dict(step)
-        name = options.pop("name", None)
-        if name not in _STEPS:
-            raise InputError(f"unknown post-processing step {name!r} (known: {', '.join(postprocessing_steps())})")
-        try:
-            labels = _STEPS[name](labels, spacing_zyx, **options)
-        except TypeError as exc:
-            raise InputError(f"post-processing step {name!r}: {exc}") from exc
+        name = options.pop("name")
+        labels = _STEPS[name](labels, spacing_zyx, **options)
     return labels

@@ -14,7 +14,7 @@ from ...core.names import PLAIN_NAME_RULE, is_plain_name
 from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
 from ...core.labels import INSTANCE_TABLES, label_table_named
-from ...core.postprocessing import postprocessing_steps
+from ...core.postprocessing import step_problems
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
 from .mapping import stage_data
@@ -53,11 +53,9 @@ def check_recipe(recipe: Recipe) -> None:
             raise InputError("export.output_label_table needs the export.postprocessing steps that make those "
                              "labels (e.g. [{name: teeth_from_boundary}])")
     if recipe.export.postprocessing:
-        unknown = [step.get("name") for step in recipe.export.postprocessing
-                   if not isinstance(step, dict) or step.get("name") not in postprocessing_steps()]
-        if unknown:
-            raise InputError(f"export.postprocessing: unknown step(s) {unknown} (known: "
-                             f"{', '.join(postprocessing_steps())})")
+        problems = step_problems(recipe.export.postprocessing)
+        if problems:
+            raise InputError("export.postprocessing: " + "; ".join(problems))
         if recipe.data.label_table not in INSTANCE_TABLES and any(
                 step.get("name") == "teeth_from_boundary" for step in recipe.export.postprocessing):
             raise InputError(f"export.postprocessing: teeth_from_boundary reads interior/boundary classes; the "
