@@ -8,7 +8,8 @@ comparison, with that field removed (the X-ray's own pixel spacing decides the s
 field existed), at 0.1 mm and at 1 mm pixels (3D Slicer reads a PNG as 1 mm pixels). The score is the
 mean Dice per ground-truth tooth on each grid; the 512 px row is the published size.
 
-    python Testing/benchmarks/bench_xray_size.py --out Testing/benchmarks/results/xray_size_cpu.json
+    python Testing/benchmarks/bench_xray_size.py [--model toothseg-panoramic-demo] \
+        --out Testing/benchmarks/results/xray_size_cpu.json
 
 The upsampled images are smooth (bilinear), not new detail: the benchmark measures the scale
 handling, not accuracy on real clinical X-rays.
@@ -47,7 +48,8 @@ def tooth_dice(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="toothseg-panoramic-demo", help="catalogue id or 2D model folder")
+    parser.add_argument("--model", help="catalogue id or 2D model folder (default: the catalogue's 2D default, "
+                                         "what segment runs on an X-ray)")
     parser.add_argument("--size", type=int, nargs=2, default=(1400, 2800), metavar=("ROWS", "COLUMNS"),
                         help="clinical X-ray size in pixels (default 1400 2800)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N test X-rays")
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if min(args.size) < 2:
         parser.error(f"--size {args.size[0]} {args.size[1]}: an X-ray needs at least 2 x 2 pixels")
+    args.model = args.model or load_catalog().default("2d").id
     predictor = Predictor(load_catalog().resolve(args.model), InferenceOptions(device=args.device, tta=False))
     extent = predictor.card.image_extent_yx
     if not extent:
