@@ -4,8 +4,9 @@ A network that predicts three classes — background, tooth interior, tooth boun
 tooth has in common and where one tooth stops, not which of 32 teeth it sees: far less to learn from two
 patients. Touching teeth are separated because the boundary class runs between them; each connected
 piece of interior (face connectivity, so a diagonal leak through a thin boundary does not merge two
-teeth) is one tooth's seed, and every tooth voxel near a seed joins the nearest one. FDI numbers then
-come from the arch (:mod:`.arch_numbering`).
+teeth) is one tooth's seed, and every tooth voxel near a seed joins the nearest one. Where the boundary
+was missed and teeth merged, a seed larger than any tooth is split at its narrowest necks
+(:func:`split_oversized_seeds`). FDI numbers then come from the arch (:mod:`.arch_numbering`).
 
 The typed variant (label table ``tooth-type-boundary``) paints each tooth's interior with its type —
 incisor (1), canine (3), premolar (4), molar (5) — so that the network also says which group a tooth
@@ -31,13 +32,16 @@ from .arch_numbering import POSITION_TYPES, TOOTH_TYPES, number_teeth_from_arch
 from .steps import register_step
 
 __all__ = ["BACKGROUND", "INTERIOR", "BOUNDARY", "TYPE_CLASSES", "tooth_type_class", "boundary_classes",
-           "separate_instances", "type_votes", "teeth_from_boundary"]
+           "split_oversized_seeds", "separate_instances", "type_votes", "teeth_from_boundary"]
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 #: Interior class of each of :data:`~.arch_numbering.TOOTH_TYPES` in the typed table (incisor keeps 1).
 TYPE_CLASSES = (1, 3, 4, 5)
 #: Tooth type (index into TOOTH_TYPES) of positions 1-5 of a deciduous quadrant (no premolars).
 _DECIDUOUS_TYPES = (0, 0, 1, 3, 3)
+#: A merged seed is split only into pieces of at least this share of ``max_tooth_mm3`` (50 mm³ at the
+#: default 800; the smallest of the 50 real teeth we have is 160 mm³): a molar's root tip is not a tooth.
+_MIN_PIECE_SHARE = 1 / 16
 
 
 def tooth_type_class(fdi: int) -> int | None:
@@ -108,14 +112,88 @@ def boundary_classes(labels: np.ndarray, spacing_zyx: Sequence[float], width_mm:
     return out
 
 
+def split_oversized_seeds(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: Sequence[float],
+                          max_tooth_mm3: float, min_seed_mm3: float) -> np.ndarray:
+    """Split every seed larger than ``max_tooth_mm3`` where it is narrowest: teeth merged through contacts
+    the network did not mark as boundary.
+
+    The seed is eroded step by step (its voxels deeper than ``t`` inside ``interior``, ``t`` growing by half
+    a voxel up to 4 mm) until it falls into at least two cores of ``min_seed_mm3`` or more whose pieces
+    (every voxel of the seed joins its nearest core) hold 1/16 of ``max_tooth_mm3`` or more; a piece still
+    too large is split again. A seed that never
+    falls apart (one large tooth) is left whole. Contacts between teeth are necks a few voxels wide, a
+    tooth's own body is not, so the split follows the contacts. Measured on the two real dentitions at
+    0.75-0.9 mm with no boundary at all (every tooth interior merged): instance Dice 0.13 -> 0.93
+    (Validation_0002) and 0.39 -> 0.94 (Validation_0001); with the true boundary the result is unchanged,
+    also with the teeth scaled 1.5x in volume (test in ``Testing/core/test_instances.py``).
+    """
+    voxel = float(np.prod(spacing_zyx))
+    limit = max_tooth_mm3 / voxel
+    sizes = np.bincount(seeds.ravel())
+    queue = [int(i) for i in np.flatnonzero(sizes > limit) if i > 0]
+    if not queue:
+        return seeds
+    out = seeds.copy()
+    face = ndimage.generate_binary_structure(seeds.ndim, 1)
+    step = 0.5 * float(min(spacing_zyx))
+    min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE / voxel
+    next_id = int(out.max()) + 1
+    while queue:
+        seed = queue.pop()
+        box = ndimage.find_objects((out == seed).astype(np.uint8))[0]
+        grown = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, out.shape))
+        region = out[grown] == seed
+        depth = ndimage.distance_transform_edt(interior[grown], sampling=spacing_zyx)
+        nearest = None
+        for t in np.arange(step, 4.0 + 1e-9, step):
+            labelled, count = ndimage.label(region & (depth > t), face)
+            if count == 0:
+                break
+            core_sizes = np.bincount(labelled.ravel()) * voxel
+            kept = np.flatnonzero(core_sizes >= min_seed_mm3)
+            kept = kept[kept > 0]
+            if kept.size == 0:
+                break
+            if kept.size < 2:
+                continue
+            nearest = _nearest_core(np.where(np.isin(labelled, kept), labelled, 0), region, spacing_zyx)
+            # a core whose share of the seed is a root tip, not a tooth, is no reason to split
+            pieces = np.bincount(nearest.ravel(), minlength=labelled.max() + 1)
+            kept = kept[pieces[kept] >= min_piece]
+            if kept.size >= 2:
+                nearest = _nearest_core(np.where(np.isin(labelled, kept), labelled, 0), region, spacing_zyx)
+                break
+            nearest = None
+        if nearest is None:
+            continue  # one tooth, however large
+        view = out[grown]
+        for index, core in enumerate(np.unique(nearest[nearest > 0])):
+            value = seed
+            if index > 0:  # the first core keeps the seed's number, the others get new ones
+                value, next_id = next_id, next_id + 1
+            piece = nearest == core
+            view[piece] = value
+            if piece.sum() > limit:
+                queue.append(value)
+    return out
+
+
+def _nearest_core(cores: np.ndarray, region: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Every voxel of ``region`` labelled with its nearest core (0 outside the region)."""
+    _, indices = ndimage.distance_transform_edt(cores == 0, sampling=spacing_zyx, return_indices=True)
+    return np.where(region, cores[tuple(indices)], 0)
+
+
 def separate_instances(classes: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
-                       max_grow_mm: float = 3.0) -> np.ndarray:
+                       max_grow_mm: float = 3.0, max_tooth_mm3: float = 800.0) -> np.ndarray:
     """Tooth instances ``1..N`` (int32, ordered by size, largest first) from a class map of
     :data:`INTERIOR`/:data:`BOUNDARY`.
 
     Seeds are the face-connected pieces of interior of at least ``min_seed_mm3`` (mm³; mm² for a 2D map);
-    every tooth voxel (interior or boundary) within ``max_grow_mm`` of a seed joins the nearest seed, and
-    tooth voxels farther from every seed are dropped (boundary fragments with no tooth inside).
+    a seed larger than ``max_tooth_mm3`` is split at its necks (:func:`split_oversized_seeds`; 0 never
+    splits; the largest of the 50 real teeth we have is 930 mm³ whole, its interior less); every tooth voxel
+    (interior or boundary) within ``max_grow_mm`` of a seed joins the nearest seed, and tooth voxels farther
+    from every seed are dropped (boundary fragments with no tooth inside).
     """
     if len(spacing_zyx) != classes.ndim:
         raise InputError(f"spacing {tuple(spacing_zyx)} does not match a {classes.ndim}D class map")
@@ -133,12 +211,18 @@ def separate_instances(classes: np.ndarray, spacing_zyx: Sequence[float], min_se
         return out
     voxel = float(np.prod(spacing_zyx))
     sizes = np.bincount(seeds.ravel(), minlength=count + 1) * voxel
-    kept = np.flatnonzero(sizes >= min_seed_mm3)
+    small = sizes < min_seed_mm3
+    small[0] = True
+    seeds[small[seeds]] = 0
+    if max_tooth_mm3 > 0:
+        seeds = split_oversized_seeds(seeds, interior, spacing_zyx, max_tooth_mm3, min_seed_mm3)
+    sizes = np.bincount(seeds.ravel())
+    kept = np.flatnonzero(sizes)
     kept = kept[kept > 0]
     if kept.size == 0:
         return out
     order = kept[np.argsort(-sizes[kept], kind="stable")]
-    lookup = np.zeros(count + 1, np.int32)
+    lookup = np.zeros(sizes.size, np.int32)
     lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
     seeds = lookup[seeds]
     distance, indices = ndimage.distance_transform_edt(seeds == 0, sampling=spacing_zyx, return_indices=True)
@@ -164,14 +248,14 @@ def type_votes(classes: np.ndarray, instances: np.ndarray) -> dict[int, np.ndarr
 @register_step("teeth_from_boundary")
 def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
                         max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0,
-                        type_weight: float = 100.0) -> np.ndarray:
+                        type_weight: float = 100.0, max_tooth_mm3: float = 800.0) -> np.ndarray:
     """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
     numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`, with each tooth's type votes
     when the model is typed, weighted by ``type_weight``; teeth it cannot number are dropped). ``labels`` is
     the canonical array (axes towards superior, posterior, left), as every post-processing step receives it."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
-    instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm)
+    instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
     if not instances.any():
         return np.zeros(labels.shape, np.uint8)
     canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
