@@ -56,11 +56,14 @@ def check_recipe(recipe: Recipe) -> None:
         problems = step_problems(recipe.export.postprocessing)
         if problems:
             raise InputError("export.postprocessing: " + "; ".join(problems))
-        if recipe.data.label_table not in INSTANCE_TABLES and any(
+        # the exported model is the last stage's; a binary tooth map is all interior (split at its necks)
+        exported_table = stage_data(recipe, len(recipe.stages) - 1).label_table if recipe.stages else \
+            recipe.data.label_table
+        if exported_table not in (*INSTANCE_TABLES, "binary") and any(
                 step.get("name") == "teeth_from_boundary" for step in recipe.export.postprocessing):
-            raise InputError(f"export.postprocessing: teeth_from_boundary reads interior/boundary classes; the "
-                             f"recipe trains label_table {recipe.data.label_table!r}, whose result it would empty "
-                             f"(use label_table: {' or '.join(INSTANCE_TABLES)})")
+            raise InputError(f"export.postprocessing: teeth_from_boundary reads tooth interior/boundary classes; "
+                             f"the exported stage trains label_table {exported_table!r}, whose result it would "
+                             f"empty (use label_table: {', '.join(INSTANCE_TABLES)} or binary)")
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:
