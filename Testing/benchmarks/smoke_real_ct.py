@@ -4,7 +4,8 @@ The CT (InVesalius example, conventional CT, 0.957x0.957x1.5 mm, not a CBCT) sho
 in its lowest ~6 slices and one metal filling; there is no ground truth. So this reports what the
 model found and where, against what is known about the scan, not an accuracy:
 
-    python Testing/benchmarks/smoke_real_ct.py --model MODEL [--prediction EXISTING.nii.gz] [--json OUT] [--picture PNG]
+    python Testing/benchmarks/smoke_real_ct.py --model MODEL [--raw] [--prediction EXISTING.nii.gz] [--json OUT]
+        [--picture PNG]
 
 Figures: the labelled volume (mm³), the slices it spans, connected components, how much of it lies
 in the slices where teeth can be (the lowest ``--teeth-slices``), and what share of the very bright
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teeth-slices", type=int, default=6)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--picture", type=Path, help="PNG of where the found voxels lie (front and side projections)")
+    parser.add_argument("--raw", action="store_true",
+                        help="the network's own finds, before the model's post-processing (e.g. the numbering "
+                             "that drops pieces off the dental arch)")
     args = parser.parse_args(argv)
     ct = shared_data_dir() / "ct" / "Cranium_ProMED_CT_0051.nii.gz"
     prediction = args.prediction
@@ -99,14 +103,26 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tempfile.mkdtemp(prefix="toothseg-smoke-"))
         prediction = scratch / "ct_teeth.nii.gz"
         report = prediction.with_name("report.json")
-        subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(ct), "-o", str(prediction), "--model",
-                        args.model, "--no-tta", "--report", str(report)], check=True)
-        run_report = json.loads(report.read_text())
-    summary = {**summarise(ct, prediction, args.teeth_slices), "model": args.model,
+        if args.raw:  # in this process: the CLI always runs the card's post-processing
+            from toothseg.core.inference import InferenceOptions, Predictor
+            from toothseg.core.io.images import write_volume
+            from toothseg.core.models.catalog import load_catalog
+
+            predictor = Predictor(load_catalog().resolve(args.model),
+                                  InferenceOptions(device="cpu", tta=False, postprocessing=[]))
+            result = predictor.predict(read_volume(ct))
+            write_volume(result.labels, prediction)
+            run_report = {"warnings": result.warnings, "seconds": result.report.get("seconds")}
+        else:
+            subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(ct), "-o", str(prediction),
+                            "--model", args.model, "--no-tta", "--report", str(report)], check=True)
+            run_report = json.loads(report.read_text())
+    summary = {**summarise(ct, prediction, args.teeth_slices), "model": args.model, "raw": args.raw,
                "warnings": run_report.get("warnings"), "seconds": run_report.get("seconds")}
     if args.picture:
         share = summary["share_in_lowest_slices"]
-        title = f"{args.model or shown(prediction)} on the real head CT: {share:.0%} of found voxels in crown slices"
+        what = f"{args.model} (raw network output)" if args.raw else (args.model or shown(prediction))
+        title = f"{what} on the real head CT: {share:.0%} of found voxels in crown slices"
         picture(ct, prediction, args.teeth_slices, args.picture, title)
     if scratch is not None:  # the prediction was only made to be summarised
         summary["prediction"] = None

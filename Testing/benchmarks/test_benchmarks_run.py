@@ -138,3 +138,19 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
     report = json.loads((tmp_path / "s.json").read_text())
     assert abs(report["share_in_lowest_slices"] - expected) < 1e-3 and 0 < expected < 1
     assert (tmp_path / "s.png").stat().st_size > 5000
+
+
+def test_bench_tooth_separation_splits_the_merged_real_teeth(tmp_path):
+    """Validation_0001 (the unit tests use 0002) as a binary map at 1.25 mm: without the split its teeth come
+    back as a few instances, with it nearly whole; the true boundary gives the same with or without it."""
+    out = tmp_path / "sep.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_tooth_separation.py"), "--spacing", "1.2",
+                           "--patient", "sts2024-0001", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {(r["patient"], r["input"], r["max_tooth_mm3"]): r for r in json.loads(out.read_text())["rows"]}
+    for patient in ("sts2024-0001",):
+        merged, split = rows[(patient, "binary", 0.0)], rows[(patient, "binary", 800.0)]
+        assert merged["instances"] <= 5 and merged["instance_dice"] < 0.35
+        assert split["instances"] >= 0.9 * split["teeth"] and split["instance_dice"] > 0.9
+        assert rows[(patient, "boundary", 0.0)]["instance_dice"] == rows[(patient, "boundary", 800.0)]["instance_dice"]

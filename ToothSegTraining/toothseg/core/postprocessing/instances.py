@@ -42,6 +42,8 @@ _DECIDUOUS_TYPES = (0, 0, 1, 3, 3)
 #: A merged seed is split only into pieces of at least this share of ``max_tooth_mm3`` (50 mm³ at the
 #: default 800; the smallest of the 50 real teeth we have is 160 mm³): a molar's root tip is not a tooth.
 _MIN_PIECE_SHARE = 1 / 16
+#: How deep (mm) a merged seed is eroded at most while looking for its necks.
+_MAX_ERODE_MM = 4.0
 
 
 def tooth_type_class(fdi: int) -> int | None:
@@ -145,7 +147,7 @@ def split_oversized_seeds(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: 
         region = out[grown] == seed
         depth = ndimage.distance_transform_edt(interior[grown], sampling=spacing_zyx)
         nearest = None
-        for t in np.arange(step, 4.0 + 1e-9, step):
+        for t in np.arange(step, _MAX_ERODE_MM + 1e-9, step):
             labelled, count = ndimage.label(region & (depth > t), face)
             if count == 0:
                 break
