@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
+from toothseg.core.metrics import best_instance_dice  # noqa: E402
 from toothseg.core.postprocessing import apply_steps  # noqa: E402
 from toothseg.core.postprocessing.instances import boundary_classes, separate_instances  # noqa: E402
 from toothseg.core.preprocessing import to_canonical  # noqa: E402
@@ -45,21 +46,6 @@ def canonical_teeth(name: str) -> tuple[np.ndarray, tuple[float, float, float]]:
     path = shared_data_dir() / "sts2024" / f"{BUILTIN_LABEL_MAPS[name]}.nii.gz"
     canonical, _ = to_canonical(read_training_labels(Case(name, path, path), handedness="fix"))
     return canonical.array, tuple(float(s) for s in canonical.spacing_zyx)
-
-
-def best_instance_dice(truth: np.ndarray, instances: np.ndarray) -> float:
-    """Mean over true teeth of the Dice of the instance that covers most of each (0 where none does)."""
-    scores = []
-    for value in (int(v) for v in np.unique(truth) if v):
-        tooth = truth == value
-        found, counts = np.unique(instances[tooth], return_counts=True)
-        counts, found = counts[found > 0], found[found > 0]
-        if not found.size:
-            scores.append(0.0)
-            continue
-        best = instances == found[np.argmax(counts)]
-        scores.append(float(2 * (tooth & best).sum() / (tooth.sum() + best.sum())))
-    return float(np.mean(scores))
 
 
 def numbered_right(truth: np.ndarray, numbered: np.ndarray) -> float:

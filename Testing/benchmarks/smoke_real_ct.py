@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     prediction = args.prediction
     run_report = {}
     scratch = None
+    if args.raw and prediction is not None:
+        parser.error("--raw runs the model itself; it does not apply to --prediction")
     if prediction is None:
         if not args.model:
             parser.error("give --model or --prediction")

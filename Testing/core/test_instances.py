@@ -8,6 +8,7 @@ import pytest
 
 from toothseg.core import InputError, LabelTable
 from toothseg.core.handedness import handedness_of, mirror_label_numbers
+from toothseg.core.metrics import best_instance_dice
 from toothseg.core.labels import TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, label_table_named
 from toothseg.core.models.card import ModelCard
 from toothseg.core.postprocessing import apply_steps
@@ -91,21 +92,6 @@ def test_the_real_bundled_dentition_at_training_spacing_is_separated_and_numbere
     assert right >= 26, right
 
 
-def _best_instance_dice(truth: np.ndarray, instances: np.ndarray) -> float:
-    """Mean over true teeth of the Dice of the instance that covers most of each."""
-    scores = []
-    for value in (int(v) for v in np.unique(truth) if v):
-        tooth = truth == value
-        found, counts = np.unique(instances[tooth], return_counts=True)
-        counts, found = counts[found > 0], found[found > 0]
-        if not found.size:
-            scores.append(0.0)
-            continue
-        best = instances == found[np.argmax(counts)]
-        scores.append(2 * (tooth & best).sum() / (tooth.sum() + best.sum()))
-    return float(np.mean(scores))
-
-
 @pytest.mark.parametrize("scale", [1.0, 1.15])
 def test_teeth_merged_where_the_boundary_was_missed_are_split_at_their_contacts(sts_labels, scale):
     """Validation_0002 at 0.9 mm as a network that never learnt the boundary would see it: every tooth
@@ -122,8 +108,8 @@ def test_teeth_merged_where_the_boundary_was_missed_are_split_at_their_contacts(
     missed = np.where(classes == BOUNDARY, INTERIOR, classes)
     merged = separate_instances(missed, spacing, max_tooth_mm3=0)
     split = separate_instances(missed, spacing)
-    assert merged.max() <= 5 and _best_instance_dice(truth, merged) < 0.3
-    assert split.max() >= 25 and _best_instance_dice(truth, split) > 0.9, _best_instance_dice(truth, split)
+    assert merged.max() <= 5 and best_instance_dice(truth, merged) < 0.3
+    assert split.max() >= 25 and best_instance_dice(truth, split) > 0.9, best_instance_dice(truth, split)
     np.testing.assert_array_equal(separate_instances(classes, spacing), separate_instances(classes, spacing,
                                                                                              max_tooth_mm3=0))
 

@@ -102,3 +102,15 @@ def test_toothseg_per_tooth_metrics_in_millimetres():
     assert result[11]["dice"] == pytest.approx(0.8)
     assert result[11]["hd95"] == pytest.approx(1.0, abs=1e-6)  # 2 voxels x 0.5 mm
     assert result[21]["in_gt"] is False and result[21]["dice"] == 0.0 and math.isinf(result[21]["hd95"])
+
+
+def test_best_instance_dice_scores_unnumbered_instances_against_the_teeth():
+    from toothseg.core.metrics import best_instance_dice
+
+    truth = np.zeros((4, 4, 8), np.uint8)
+    truth[:, :, :4], truth[:, :, 4:] = 11, 21
+    renumbered = np.where(truth == 11, 7, 3)  # same teeth, other numbers: perfect
+    assert best_instance_dice(truth, renumbered) == 1.0
+    merged = np.ones_like(truth)  # one instance for both teeth: 2*64/(64+128) each
+    assert abs(best_instance_dice(truth, merged) - 2 / 3) < 1e-9
+    assert best_instance_dice(truth, np.zeros_like(truth)) == 0.0

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["dice_per_label", "mean_dice", "confusion_counts"]
+__all__ = ["dice_per_label", "mean_dice", "confusion_counts", "best_instance_dice"]
 
 
 def confusion_counts(gt: np.ndarray, pred: np.ndarray, labels: Iterable[int]) -> dict[int, tuple[int, int, int]]:
@@ -38,3 +38,19 @@ def mean_dice(gt: np.ndarray, pred: np.ndarray) -> float:
         return float("nan")
     scores = dice_per_label(gt, pred, present)
     return float(np.mean([scores.get(v, 0.0) for v in present]))
+
+
+def best_instance_dice(truth: np.ndarray, instances: np.ndarray) -> float:
+    """Mean over the labels of ``truth`` of the Dice of the ``instances`` label covering most of each (0 where
+    none does): how well unnumbered instances (tooth separation) reproduce the true teeth, numbers aside."""
+    scores = []
+    for value in (int(v) for v in np.unique(truth) if v):
+        tooth = truth == value
+        found, counts = np.unique(instances[tooth], return_counts=True)
+        counts, found = counts[found > 0], found[found > 0]
+        if not found.size:
+            scores.append(0.0)
+            continue
+        best = instances == found[np.argmax(counts)]
+        scores.append(float(2 * (tooth & best).sum() / (tooth.sum() + best.sum())))
+    return float(np.mean(scores)) if scores else float("nan")
