@@ -223,6 +223,23 @@ def test_the_exported_model_is_the_best_validated_one_when_training_ends_worse(t
     assert differs
 
 
+def test_a_renumbering_model_keeps_the_snapshot_its_network_scores_best(tmp_path, toy_dataset, monkeypatch):
+    """Where post-processing renumbers the network's classes, the numbered score on the training grid is no
+    signal (binary3d_lopo: 0.000-0.001): the snapshot is chosen by ``val_network_dice``. Here the numbered
+    score rises while the network's falls after step 1, so step 1 is kept; by ``val_dice`` it would be step 4."""
+    from toothseg.train.engine.trainer import Trainer, selection_score
+
+    data = toy_recipe(toy_dataset, iterations=4)
+    data["stages"][0]["validate_every"] = 1
+    scores = iter([(0.1, 0.8), (0.2, 0.5), (0.3, 0.4), (0.4, 0.3)])
+    monkeypatch.setattr(Trainer, "validate",
+                        lambda self: dict(zip(("val_dice", "val_network_dice"), next(scores))))
+    result = train(data, tmp_path / "run")
+    model = load_model_folder(result.model)
+    assert model.card.metrics["step"] == 1 and model.card.metrics["val_network_dice"] == 0.8
+    assert selection_score({"val_dice": 0.4}) == 0.4  # a model that does not renumber: its result's score
+
+
 def test_bad_data_is_reported(tmp_path, toy_dataset):
     data = toy_recipe(toy_dataset, method="mean_teacher", unlabeled_batch=2)
     data["data"]["unlabeled"] = None
@@ -427,11 +444,19 @@ def test_the_instance_first_recipe_trains_and_exports_a_model_that_numbers_teeth
     assert model.card.output_table.name == label_table_named("fdi").name
     assert model.card.postprocessing[0]["name"] == "teeth_from_boundary"
     with open(tmp_path / "run" / "fine" / "validation.csv", encoding="utf-8") as handle:
-        assert [row["step"] for row in csv.DictReader(handle)] == ["2"]
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["2"]
+    # the numbered result and the network's own classes are both scored; the latter chooses the snapshot
+    assert 0.0 <= float(rows[0]["val_dice"]) <= 1.0 and 0.0 <= float(rows[0]["val_network_dice"]) <= 1.0
     scan = dataset.validation_volumes()[0][1]
-    prediction = Predictor(result.model, InferenceOptions(device="cpu", tta=False)).predict(scan)
+    prediction = Predictor(result.model, InferenceOptions(device="cpu", tta=False,
+                                                          keep_network_labels=True)).predict(scan)
     assert prediction.table.name == label_table_named("fdi").name
     assert set(np.unique(prediction.labels.array).tolist()) <= {0, *range(11, 49)}
+    network = prediction.network_labels
+    assert network is not None and network.array.shape == prediction.labels.array.shape
+    assert set(np.unique(network.array).tolist()) <= {0, 1, 2, 3, 4, 5}  # interior/boundary classes, unnumbered
+    assert Predictor(result.model, InferenceOptions(device="cpu", tta=False)).predict(scan).network_labels is None
 
 
 def test_the_instance_recipe_untyped_learns_interior_and_boundary_only(tmp_path, sts_labels):

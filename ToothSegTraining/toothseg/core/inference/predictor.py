@@ -122,6 +122,9 @@ class InferenceOptions:
         exact: float32 accumulation (comparisons and tests).
         placement: window placement, ``even`` (nnU-Net) or ``monai``.
         numbering_checks: run (and log) the FDI numbering checks.
+        keep_network_labels: also return the network's own classes before post-processing
+            (:attr:`Prediction.network_labels`): training validation scores the network on them when
+            post-processing turns them into other labels (teeth numbered from a tooth map).
     """
 
     device: str = "auto"
@@ -137,6 +140,7 @@ class InferenceOptions:
     exact: bool = False
     placement: str = "even"
     numbering_checks: bool = True
+    keep_network_labels: bool = False
 
 
 @dataclass
@@ -149,6 +153,7 @@ class Prediction:
     tooth_uncertainty: dict[int, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    network_labels: Volume | None = None  # the network's classes before post-processing, on request
 
     def header_fields(self) -> dict[str, str]:
         """What a ``.seg.nrrd`` of this prediction records of it: the model and the handedness verdict
@@ -270,6 +275,9 @@ class Predictor:
         steps = self.options.postprocessing
         if steps is None:  # the card's own (imported models: none, as their code does), else ToothSeg's
             steps = self.card.postprocessing if self.card.postprocessing is not None else DEFAULT_POSTPROCESSING
+        network_labels = None
+        if self.options.keep_network_labels:
+            network_labels = volume.with_array(restore_orientation(labels.copy(), orientation))
         if steps and labels.any():
             labels = apply_steps(labels, spacing_zyx, steps)
         if self.options.numbering_checks:
@@ -287,7 +295,8 @@ class Predictor:
         for message in warnings:  # returned to the caller, who shows them (the CLI prints them once)
             log.info("%s", message)
         progress.update(1.0, "done")
-        return Prediction(output, self.table, uncertainty_volume, tooth_uncertainty, warnings, report)
+        return Prediction(output, self.table, uncertainty_volume, tooth_uncertainty, warnings, report,
+                          network_labels)
 
     def _segment(self, array: np.ndarray, spacing_zyx: tuple[float, ...], report: dict[str, Any],
                  warnings: list[str], progress: Progress) -> tuple[np.ndarray, np.ndarray | None]:
