@@ -200,9 +200,11 @@ def child_fullfield(model: str, image_path: str, labels_path: str) -> dict:
     seconds = time.perf_counter() - start
     peak = _peak_gib()
     labels = prediction.labels.array
+    postprocessing = prediction.report.get("postprocessing_seconds", 0.0)
     del image, prediction
     metrics = sts2024_case(read_label_map(labels_path).array, labels)
-    return {"seconds": seconds, "read_seconds": read_seconds, "peak_gib": peak, "baseline_gib": base,
+    return {"model": predictor.card.id, "seconds": seconds, "read_seconds": read_seconds,
+            "postprocessing_seconds": postprocessing, "peak_gib": peak, "baseline_gib": base,
             "threads": torch.get_num_threads(), "shape_zyx": list(labels.shape),
             "metrics": {k: round(float(v), 4) for k, v in metrics.items()}}
 
@@ -281,12 +283,13 @@ def main() -> int:
             image_path, labels_path = clinical_full_field_scan(folder, args.size, args.spacing)
             r = _child(["_child_fullfield", "--model", model, "--image", image_path, "--labels", labels_path])
         m = r["metrics"]
-        print(f"# {Path(model).name} as segment runs it (TTA on), {tuple(args.size)} (x y z) int16 scan at "
+        print(f"# {r['model']} as segment runs it (TTA on), {tuple(args.size)} (x y z) int16 scan at "
               f"{FULL_FIELD_SPACING} mm, SYNTHETIC intensities, CPU, {r['threads']} threads")
         print(f"peak resident memory {r['peak_gib']:.2f} GiB (goal <= 2.5; model loaded: {r['baseline_gib']:.2f}), "
-              f"{r['seconds']:.1f} s including {r['read_seconds']:.1f} s reading (goal <= 60); instance Dice "
+              f"{r['seconds']:.1f} s including {r['read_seconds']:.1f} s reading and "
+              f"{r['postprocessing_seconds']:.1f} s post-processing (goal <= 60); instance Dice "
               f"{m['instance_dsc']:.3f}, IA {m['ia']:.3f}")
-        result = {"benchmark": "fullfield", "settings": {"model": Path(model).name, "size_xyz": args.size,
+        result = {"benchmark": "fullfield", "settings": {"model": r["model"], "size_xyz": args.size,
                                                          "spacing_mm": FULL_FIELD_SPACING, "intensities": "SYNTHETIC"},
                   "run": r}
     elif args.which == "cascade":

@@ -73,6 +73,8 @@ def test_bench_inference_fullfield_runs_small(tmp_path):
     run = report["run"]
     assert report["settings"]["size_xyz"] == [96, 96, 64] and run["shape_zyx"] == [64, 96, 96]
     assert run["peak_gib"] > run["baseline_gib"] > 0 and run["seconds"] >= run["read_seconds"]
+    assert 0 <= run["postprocessing_seconds"] <= run["seconds"] - run["read_seconds"]
+    assert report["settings"]["model"] == run["model"] == "toothseg-cbct-synthetic-demo"
     assert set(run["metrics"]) >= {"instance_dsc", "ia"}
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from toothseg.core import Volume
 from toothseg.core.preprocessing import (
     axis_weights,
+    channel_argmax,
     image_statistics,
     iter_resampled_argmax,
     iter_resampled_slabs,
@@ -179,6 +180,18 @@ def test_resampled_argmax_equals_the_argmax_of_all_classes(dtype):
     got = torch.cat([winner for _, _, winner in iter_resampled_argmax(probs, shape_out, slab=2)])
     assert torch.equal(got, expected)
     assert len(torch.unique(expected)) > classes // 2  # the test has several winners to keep
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_channel_argmax_is_torch_argmax_ties_included(dtype):
+    """The running-maximum arg-max gives torch's answer voxel for voxel, the first channel winning ties
+    (coarse integer values make many ties), for 1, 2 and 17 channels."""
+    generator = torch.Generator().manual_seed(0)
+    for channels in (1, 2, 17):
+        block = torch.randint(0, 4, (channels, 3, 5, 7), generator=generator).to(dtype)
+        assert torch.equal(channel_argmax(block), block.argmax(dim=0))
+    block = torch.rand((5, 4, 6, 6), generator=generator).to(dtype)
+    assert torch.equal(channel_argmax(block), block.argmax(dim=0))
 
 
 def test_axis_weights_identity_and_statistics():

@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..models.nnunet_settings import NnUNetResampling, NnUNetSettings
-from ..preprocessing import iter_resampled_slabs
+from ..preprocessing import channel_argmax, iter_resampled_slabs
 from ..progress import Progress
 from ..volume import Volume
 from .sliding_window import SlidingWindowConfig, sliding_window_predict
@@ -187,7 +187,7 @@ def _logits_to_labels(logits: torch.Tensor, out_shape: tuple[int, ...], current:
     for z0, z1, block in iter_resampled_slabs(logits, out_shape, slab=slab, first_axis_rows=rows):
         progress.update(z0 / out_shape[0], "mapping back")
         block = block.to(torch.float16)  # nnU-Net keeps the resampled logits in the logits' float16
-        labels[z0:z1] = lut[block.argmax(dim=0)].numpy().astype(labels.dtype)
+        labels[z0:z1] = lut[channel_argmax(block)].numpy().astype(labels.dtype)
         if entropy is not None:
             p = torch.softmax(block.float(), dim=0).clamp_min(1e-8)
             entropy[z0:z1] = (-(p * p.log()).sum(dim=0) / log_c).numpy()

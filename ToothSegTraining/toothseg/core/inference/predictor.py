@@ -37,6 +37,7 @@ from ..models.folder import LoadedModel, load_model_folder
 from ..progress import Progress
 from ..volume import Volume, dental_input_warnings
 from ..preprocessing import (
+    channel_argmax,
     image_statistics,
     iter_resampled_argmax,
     iter_resampled_slabs,
@@ -279,7 +280,9 @@ class Predictor:
         if self.options.keep_network_labels:
             network_labels = volume.with_array(restore_orientation(labels.copy(), orientation))
         if steps and labels.any():
+            postprocessing_started = time.perf_counter()
             labels = apply_steps(labels, spacing_zyx, steps)
+            report["postprocessing_seconds"] = round(time.perf_counter() - postprocessing_started, 3)
         if self.options.numbering_checks:
             warnings += self._numbering_warnings(canonical.with_array(labels), report)
         tooth_uncertainty: dict[int, float] = {}
@@ -377,7 +380,7 @@ class Predictor:
             if by_rows:
                 block = block.transpose(1, 2)
             target = target_of(a0, a1)
-            labels[target] = lut[block.argmax(dim=0)].numpy().astype(labels.dtype)
+            labels[target] = lut[channel_argmax(block)].numpy().astype(labels.dtype)
             p = block.clamp_min(1e-8)
             entropy[target] = (-(p * p.log()).sum(dim=0) / log_c).numpy()
 

@@ -44,6 +44,9 @@ _DECIDUOUS_TYPES = (0, 0, 1, 3, 3)
 _MIN_PIECE_SHARE = 1 / 16
 #: How deep (mm) a merged seed is eroded at most while looking for its necks.
 _MAX_ERODE_MM = 4.0
+#: Finer maps are split on a grid about this coarse (mm), then every voxel joins its nearest piece: a
+#: contact between teeth is still a neck at 0.5 mm, and at 0.25 mm the erosion cost 58 s of a 111 s scan.
+_SPLIT_GRID_MM = 0.5
 
 
 def tooth_type_class(fdi: int) -> int | None:
@@ -115,7 +118,7 @@ def boundary_classes(labels: np.ndarray, spacing_zyx: Sequence[float], width_mm:
 
 
 def split_oversized_seeds(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: Sequence[float],
-                          max_tooth_mm3: float, min_seed_mm3: float) -> np.ndarray:
+                          max_tooth_mm3: float, min_seed_mm3: float, first_new_id: int = 0) -> np.ndarray:
     """Split every seed larger than ``max_tooth_mm3`` where it is narrowest: teeth merged through contacts
     the network did not mark as boundary.
 
@@ -124,7 +127,9 @@ def split_oversized_seeds(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: 
     (every voxel of the seed joins its nearest core) hold 1/16 of ``max_tooth_mm3`` or more; a piece still
     too large is split again. A seed that never
     falls apart (one large tooth) is left whole. Contacts between teeth are necks a few voxels wide, a
-    tooth's own body is not, so the split follows the contacts. Measured on the two real dentitions at
+    tooth's own body is not, so the split follows the contacts. New pieces are numbered from
+    ``first_new_id`` (default: the largest seed + 1). Maps finer than 0.5 mm are split on every n-th voxel
+    (about 0.5 mm) and the pieces then drawn at full resolution. Measured on the two real dentitions at
     0.75-0.9 mm with no boundary at all (every tooth interior merged): instance Dice 0.13 -> 0.93
     (Validation_0002) and 0.39 -> 0.94 (Validation_0001); with the true boundary the result is unchanged,
     also with the teeth scaled 1.5x in volume (test in ``Testing/core/test_instances.py``).
@@ -135,11 +140,14 @@ def split_oversized_seeds(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: 
     queue = [int(i) for i in np.flatnonzero(sizes > limit) if i > 0]
     if not queue:
         return seeds
+    factor = int(_SPLIT_GRID_MM / float(min(spacing_zyx)) + 1e-6)
+    if factor > 1:
+        return _split_on_a_coarser_grid(seeds, interior, spacing_zyx, max_tooth_mm3, min_seed_mm3, factor, queue)
     out = seeds.copy()
     face = ndimage.generate_binary_structure(seeds.ndim, 1)
     step = 0.5 * float(min(spacing_zyx))
     min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE / voxel
-    next_id = int(out.max()) + 1
+    next_id = max(first_new_id, int(out.max()) + 1)
     while queue:
         seed = queue.pop()
         box = ndimage.find_objects((out == seed).astype(np.uint8))[0]
@@ -177,6 +185,34 @@ def split_oversized_seeds(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: 
             view[piece] = value
             if piece.sum() > limit:
                 queue.append(value)
+    return out
+
+
+def _split_on_a_coarser_grid(seeds: np.ndarray, interior: np.ndarray, spacing_zyx: Sequence[float],
+                             max_tooth_mm3: float, min_seed_mm3: float, factor: int,
+                             oversized: list[int]) -> np.ndarray:
+    """:func:`split_oversized_seeds` on every ``factor``-th voxel of a fine map; each voxel of a seed split
+    there joins the nearest of its pieces at full resolution (seeds not split keep every voxel as is)."""
+    coarse = (slice(None, None, factor),) * seeds.ndim
+    fresh = int(seeds.max())  # new pieces are numbered above every fine seed, sampled or not
+    split = split_oversized_seeds(seeds[coarse], interior[coarse], [factor * float(s) for s in spacing_zyx],
+                                  max_tooth_mm3, min_seed_mm3, first_new_id=fresh + 1)
+    out = seeds.copy()
+    for seed in oversized:
+        pieces_of_seed = (seeds[coarse] == seed) & (split != seed)  # voxels that went to a new piece
+        if not pieces_of_seed.any():
+            continue  # one tooth, however large
+        box = ndimage.find_objects((seeds == seed).astype(np.uint8))[0]
+        region = seeds[box] == seed
+        sub = tuple(slice(-(-b.start // factor), -(-b.stop // factor)) for b in box)  # coarse voxels inside
+        values = split[sub]
+        mine = (seeds[coarse][sub] == seed) & ((values == seed) | (values > fresh))
+        cores = np.zeros(region.shape, np.int32)
+        offset = tuple((-b.start) % factor for b in box)  # first box voxel on the coarse grid, per axis
+        target = tuple(slice(o, o + factor * n, factor) for o, n in zip(offset, values.shape))
+        cores[target] = np.where(mine, values, 0)
+        view = out[box]
+        view[region] = _nearest_core(cores, region, spacing_zyx)[region]
     return out
 
 
