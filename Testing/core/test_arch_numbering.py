@@ -103,3 +103,20 @@ def test_a_wrongly_numbered_prediction_is_renumbered_from_the_arch():
     renumbered, result = renumber_from_arch(truth.with_array(lookup[truth.array]))
     np.testing.assert_array_equal(renumbered.array, truth.array)
     assert len(result.numbers) == len(values)
+
+
+def test_a_jaw_the_network_gave_overrides_the_crown_to_root_direction():
+    """``jaws``: the jaw of each instance as a tooth-jaw network said it is taken as given (a map of crowns
+    without roots gets the crown-to-root direction backwards). Told that every tooth of a correct arch is
+    in the other jaw, the numbering follows: the upper teeth get lower numbers and the other way round."""
+    truth = _arch({14, 36})
+    values = [int(v) for v in np.unique(truth.array) if v]
+    lookup = np.zeros(max(values) + 1, np.int32)
+    lookup[values] = np.arange(1, len(values) + 1)
+    instances = truth.with_array(lookup[truth.array])
+    fdi_of = {i + 1: v for i, v in enumerate(values)}
+    plain = number_teeth_from_arch(instances)
+    assert sum(plain.numbers.get(i) == v for i, v in fdi_of.items()) >= len(values) - 2
+    swapped = number_teeth_from_arch(instances, jaws={i: "lower" if v < 30 else "upper" for i, v in fdi_of.items()})
+    upper_numbers = [swapped.numbers[i] for i, v in fdi_of.items() if v < 30 and i in swapped.numbers]
+    assert len(upper_numbers) >= 10 and all(n > 30 for n in upper_numbers)

@@ -159,6 +159,27 @@ def test_one_large_tooth_is_never_split():
     assert separate_instances(classes, (1.0,) * 3, max_tooth_mm3=0).max() == 1
 
 
+def test_upper_and_lower_crowns_joined_across_the_occlusal_plane_come_apart_by_jaw():
+    """An arch of crowns only (roots cut 7 mm from the occlusal plane), upper and lower crowns touching, as a
+    coarse network draws them: as one tooth class, every upper crown and the lower one below it are one
+    piece and its crown-to-root direction is no cue (instance Dice under 0.3); as upper/lower tooth classes
+    (``teeth_from_jaws``) each jaw is separated and numbered on its own (instance Dice over 0.8)."""
+    from toothseg.core.labels import jaw_classes
+    from toothseg.core.metrics.protocols import sts2024_case
+
+    truth = _arch({14, 36})
+    height = np.arange(truth.array.shape[0]) * truth.spacing_zyx[0] + truth.origin[2]  # mm, occlusal plane at 0
+    crowns = np.where(np.abs(height)[:, None, None] <= 7, truth.array, 0)
+    spacing = truth.spacing_zyx
+    one_class = apply_steps((crowns > 0).astype(np.uint8), spacing, [{"name": "teeth_from_boundary"}])
+    by_jaw = apply_steps(jaw_classes(crowns), spacing, [{"name": "teeth_from_jaws"}])
+    assert sts2024_case(crowns, one_class)["instance_dsc"] < 0.3
+    scores = sts2024_case(crowns, by_jaw)
+    assert scores["instance_dsc"] > 0.8 and scores["ia"] > 0.8, scores
+    with pytest.raises(InputError, match="2D"):
+        apply_steps(np.ones((1, 8, 8), np.uint8), (1.0, 1.0, 1.0), [{"name": "teeth_from_jaws"}])
+
+
 def test_the_step_refuses_2d_maps():
     with pytest.raises(InputError, match="2D"):
         apply_steps(np.ones((1, 8, 8), np.uint8), (1.0, 1.0, 1.0), [{"name": "teeth_from_boundary"}])

@@ -106,3 +106,22 @@ def test_custom_table_for_binary_masks():
     assert table[1].segment_name == "Tooth" and table[1].terminology is None
     with pytest.raises(LabelError):
         LabelTable.custom({0: "background"})
+
+
+def test_jaw_classes_from_fdi_numbers_survive_a_left_right_mirror():
+    """Upper teeth (quadrants 1, 2, 5, 6) -> 1, lower (3, 4, 7, 8) -> 2; background and "ignore" stay; a
+    mirror swaps 1x<->2x and 3x<->4x, which keeps every jaw; a map without FDI numbers is refused."""
+    from toothseg.core import InputError
+    from toothseg.core.labels import LOWER_TOOTH, TOOTH_JAW, UPPER_TOOTH, jaw_classes, label_table_named
+
+    labels = np.array([[0, 11, 18, 21, 28, 31, 38, 41, 48, 51, 65, 71, 85, 255]], np.uint8)
+    classes = jaw_classes(labels, ignore=255)
+    expected = [0] + [UPPER_TOOTH] * 4 + [LOWER_TOOTH] * 4 + [UPPER_TOOTH] * 2 + [LOWER_TOOTH] * 2 + [255]
+    assert classes.tolist() == [expected]
+    mirrored = LabelTable.fdi(deciduous=True).swap_left_right(labels)
+    assert not np.array_equal(mirrored, labels) and np.array_equal(jaw_classes(mirrored, ignore=255), classes)
+    table = label_table_named(TOOTH_JAW)
+    assert table.name == TOOTH_JAW and table.values == [UPPER_TOOTH, LOWER_TOOTH]
+    for bad in (1, 19, 49, 56, 99):  # a binary or jaw-level map, a ninth tooth, a deciduous sixth
+        with pytest.raises(InputError, match="FDI"):
+            jaw_classes(np.array([0, bad]))

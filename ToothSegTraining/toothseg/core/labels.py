@@ -41,6 +41,10 @@ __all__ = [
     "TOOTH_BOUNDARY",
     "TOOTH_TYPE_BOUNDARY",
     "INSTANCE_TABLES",
+    "TOOTH_JAW",
+    "UPPER_TOOTH",
+    "LOWER_TOOTH",
+    "jaw_classes",
 ]
 
 #: Context name written into Slicer ``TerminologyEntry`` tags.
@@ -474,11 +478,33 @@ TOOTH_BOUNDARY = "tooth-boundary"
 TOOTH_TYPE_BOUNDARY = "tooth-type-boundary"
 #: Tables of networks that separate teeth (numbered afterwards) rather than number them.
 INSTANCE_TABLES = (TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY)
+#: Tooth of the upper jaw (1) or of the lower jaw (2): a tooth map that keeps the two jaws apart where a
+#: coarse map fills the occlusal gap (upper and lower crowns in one piece), numbered afterwards per jaw.
+TOOTH_JAW = "tooth-jaw"
+UPPER_TOOTH, LOWER_TOOTH = 1, 2
+
+
+def jaw_classes(labels: np.ndarray, ignore: int | None = None) -> np.ndarray:
+    """FDI tooth numbers -> :data:`UPPER_TOOTH` (quadrants 1, 2, 5, 6) or :data:`LOWER_TOOTH` (3, 4, 7, 8);
+    0 stays 0 and ``ignore`` stays itself. A mirror left/right keeps every class (a jaw has no side).
+
+    Raises:
+        InputError: a value that is no FDI tooth number (a jaw-level or binary map)."""
+    values = [int(v) for v in np.unique(labels) if v and v != ignore]
+    bad = [v for v in values if not (1 <= v // 10 <= 8 and 1 <= v % 10 <= (8 if v // 10 <= 4 else 5))]
+    if bad:
+        raise InputError(f"jaw classes need FDI tooth numbers (11-48, 51-85); the label map also holds {bad[:10]}")
+    lookup = np.zeros(max([*values, 0, ignore or 0]) + 1, np.uint8)
+    for value in values:
+        lookup[value] = UPPER_TOOTH if value // 10 in (1, 2, 5, 6) else LOWER_TOOTH
+    if ignore is not None:
+        lookup[ignore] = ignore
+    return lookup[labels]
 
 
 def label_table_named(name: str) -> LabelTable:
     """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, ``tooth-boundary``,
-    ``tooth-type-boundary``, or a JSON file's path."""
+    ``tooth-type-boundary``, ``tooth-jaw``, or a JSON file's path."""
     if name == "fdi":
         return LabelTable.fdi()
     if name == "fdi-deciduous":
@@ -490,8 +516,10 @@ def label_table_named(name: str) -> LabelTable:
     if name == TOOTH_TYPE_BOUNDARY:
         return LabelTable.custom({1: "incisor interior", 2: "tooth boundary", 3: "canine interior",
                                   4: "premolar interior", 5: "molar interior"}, name=TOOTH_TYPE_BOUNDARY)
+    if name == TOOTH_JAW:
+        return LabelTable.custom({UPPER_TOOTH: "upper tooth", LOWER_TOOTH: "lower tooth"}, name=TOOTH_JAW)
     path = Path(name)
     if path.is_file():
         return LabelTable.from_json(path.read_text(encoding="utf-8"))
     raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, {TOOTH_BOUNDARY}, "
-                     f"{TOOTH_TYPE_BOUNDARY}, or a JSON file)")
+                     f"{TOOTH_TYPE_BOUNDARY}, {TOOTH_JAW}, or a JSON file)")

@@ -118,11 +118,13 @@ def _arc_coordinates(xy: np.ndarray, a: float, b: float, c: float, x0: float) ->
 
 def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm: float = 6.0,
                            type_votes: dict[int, np.ndarray] | None = None,
-                           type_weight: float = 100.0) -> ArchNumbering:
+                           type_weight: float = 100.0, jaws: dict[int, str] | None = None) -> ArchNumbering:
     """FDI numbers for the tooth instances (values 1…N) of a 3D map; see the module docstring.
 
     ``type_votes[value]``: the instance's shares of voxels per :data:`TOOTH_TYPES` (summing to 1); an
-    instance without votes costs nothing for any position."""
+    instance without votes costs nothing for any position. ``jaws[value]``: ``upper`` or ``lower`` where
+    the network said it (a tooth-jaw model); it overrides the crown-to-root direction, which a map of
+    crowns without roots gets backwards."""
     array = instances.array
     result = ArchNumbering()
     boxes = ndimage.find_objects(array)
@@ -144,8 +146,10 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
     # jaw: a tooth whose crown-to-root direction is clearly vertical says it (upper roots point up);
     # the others join the jaw whose decided teeth lie nearest in height (without any decided tooth:
     # two groups by height, when they stand ``jaw_gap_mm`` apart)
-    jaw_of: dict[int, str] = {}
+    jaw_of: dict[int, str] = {v: jaws[v] for v in values if jaws and jaws.get(v) in ("upper", "lower")}
     for v in values:
+        if v in jaw_of:
+            continue
         root = _root_direction(instances, v, boxes[v - 1])
         if root is not None and abs(root[2]) >= 0.5:
             jaw_of[v] = "upper" if root[2] > 0 else "lower"

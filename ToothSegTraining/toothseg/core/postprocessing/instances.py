@@ -15,6 +15,10 @@ instances, true types number 0.94 of Validation_0001's teeth right against 0.61 
 ``bench_arch_numbering.py --type-accuracy 1``). Boundary stays 2 in both tables, interior is every other
 tooth class.
 
+A tooth-jaw model (label table ``tooth-jaw``: upper tooth 1, lower tooth 2) has no boundary class; its
+:func:`teeth_from_jaws` separates each jaw's teeth on their own, so that upper and lower crowns a coarse map
+joined across the occlusal plane come apart, and numbers them with the jaw the network gave them.
+
 :func:`boundary_classes` makes the training targets from an instance or FDI label map; the same function
 on the ground truth is what validation compares against.
 """
@@ -27,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..labels import LOWER_TOOTH, UPPER_TOOTH
 from ..volume import Volume
 from .arch_numbering import POSITION_TYPES, TOOTH_TYPES, number_teeth_from_arch
 from .steps import register_step
@@ -299,4 +304,32 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
     numbering = number_teeth_from_arch(canonical, min_mm3=min_tooth_mm3, type_votes=type_votes(labels, instances),
                                        type_weight=type_weight)
+    return numbering.relabel(instances).astype(np.uint8)
+
+
+@register_step("teeth_from_jaws")
+def teeth_from_jaws(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
+                    max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0, max_tooth_mm3: float = 800.0) -> np.ndarray:
+    """Post-processing step of a tooth-jaw model (:data:`~toothseg.core.labels.TOOTH_JAW`: upper tooth 1,
+    lower tooth 2): each jaw's teeth are separated on their own (:func:`separate_instances`, split at their
+    necks), so an upper and a lower crown that a coarse map joined across the occlusal plane come apart
+    along the network's jaw border; then FDI numbers from the arch with each tooth's jaw as the network said
+    (teeth it cannot number are dropped). ``labels`` is the canonical array, as every step receives it."""
+    if labels.ndim != 3 or labels.shape[0] == 1:
+        raise InputError("teeth_from_jaws numbers teeth from the 3D dental arch; it does not apply to 2D images")
+    instances = np.zeros(labels.shape, np.int32)
+    jaws: dict[int, str] = {}
+    for value, jaw in ((UPPER_TOOTH, "upper"), (LOWER_TOOTH, "lower")):
+        mask = labels == value
+        if not mask.any():
+            continue
+        found = separate_instances(mask.astype(np.uint8) * INTERIOR, spacing_zyx, min_seed_mm3, max_grow_mm,
+                                   max_tooth_mm3)
+        offset = int(instances.max())
+        instances[found > 0] = found[found > 0] + offset
+        jaws.update({offset + i: jaw for i in range(1, int(found.max()) + 1)})
+    if not instances.any():
+        return np.zeros(labels.shape, np.uint8)
+    canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
+    numbering = number_teeth_from_arch(canonical, min_mm3=min_tooth_mm3, jaws=jaws)
     return numbering.relabel(instances).astype(np.uint8)

@@ -13,7 +13,7 @@ from ...core.models.card import IntensityNormalization, check_model_id
 from ...core.names import PLAIN_NAME_RULE, is_plain_name
 from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
-from ...core.labels import INSTANCE_TABLES, label_table_named
+from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, label_table_named
 from ...core.postprocessing import step_problems
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
@@ -64,6 +64,10 @@ def check_recipe(recipe: Recipe) -> None:
             raise InputError(f"export.postprocessing: teeth_from_boundary reads tooth interior/boundary classes; "
                              f"the exported stage trains label_table {exported_table!r}, whose result it would "
                              f"empty (use label_table: {', '.join(INSTANCE_TABLES)} or binary)")
+        if exported_table != TOOTH_JAW and any(
+                step.get("name") == "teeth_from_jaws" for step in recipe.export.postprocessing):
+            raise InputError(f"export.postprocessing: teeth_from_jaws reads upper/lower tooth classes; the exported "
+                             f"stage trains label_table {exported_table!r} (use label_table: {TOOTH_JAW})")
     if recipe.export.cascade:
         missing = [v for k, v in recipe.export.cascade.items() if k not in ("coarse", "fine") or v not in names]
         if missing or set(recipe.export.cascade) != {"coarse", "fine"}:

@@ -27,7 +27,7 @@ import torch
 from ...core.errors import InputError, LabelError
 from ...core.handedness import handedness_of, mirror_label_numbers
 from ...core.io.images import read_label_map, read_volume
-from ...core.labels import INSTANCE_TABLES, TOOTH_TYPE_BOUNDARY, LabelTable
+from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, TOOTH_TYPE_BOUNDARY, LabelTable, jaw_classes
 from ...core.models.card import IntensityNormalization
 from ...core.postprocessing.instances import boundary_classes
 from ...core.preprocessing import (
@@ -248,6 +248,11 @@ class TrainingData:
                                         typed=self.config.label_table == TOOTH_TYPE_BOUNDARY)
             except InputError as exc:
                 raise LabelError(f"{where}: {exc}") from exc
+        if self.config.label_table == TOOTH_JAW:
+            try:
+                return jaw_classes(values, ignore=IGNORE)
+            except InputError as exc:
+                raise LabelError(f"{where}: {exc}") from exc
         present = np.unique(values)
         unknown = [int(v) for v in present if v != IGNORE and (v >= len(self.to_class) or self.to_class[v] < 0)]
         if unknown:
@@ -421,10 +426,12 @@ class TrainingData:
 
     def reference_values(self, labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         """Ground-truth label values as the model predicts them (any tooth → 1 for a binary model; interior and
-        boundary classes for a tooth-boundary one, at ``spacing``, the map's own)."""
+        boundary classes for a tooth-boundary one, at ``spacing``, the map's own; upper/lower for tooth-jaw)."""
         if self.config.label_table in INSTANCE_TABLES:
             return boundary_classes(labels, spacing[-labels.ndim:], ignore=IGNORE,
                                     typed=self.config.label_table == TOOTH_TYPE_BOUNDARY)
+        if self.config.label_table == TOOTH_JAW:
+            return jaw_classes(labels)
         return (labels > 0).astype(np.uint8) if self.config.label_table == "binary" else labels
 
     def validation_volumes(self) -> list[tuple[str, Volume, Volume]]:
