@@ -72,6 +72,9 @@ def test_round_trip_and_defaults(tmp_path, toy_dataset):
      r"step 0 \(remove_small\): min_mm3 must be a finite number >= 0, got -5"),
     ({"export": {"postprocessing": [{"name": "remove_small", "min_mm": 5}]}}, "unknown option 'min_mm'"),
     ({"export": {"postprocessing": [{"name": "teeth_from_boundary"}]}}, "teeth_from_boundary reads tooth interior"),
+    ({"export": {"postprocessing": [{"name": "teeth_from_jaws"}]}}, "teeth_from_jaws reads upper/lower tooth"),
+    ({"data": {"label_table": "tooth-jaw"},
+      "stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "a"}}]}, "pseudo_labels with label_table"),
     # a tooth-boundary model's own output is not a map with one value per tooth
     ({"data": {"label_table": "tooth-boundary"},
       "stages": [{"name": "a"}, {"name": "b", "data": {"pseudo_labels": "a"}}]}, "pseudo_labels with label_table"),

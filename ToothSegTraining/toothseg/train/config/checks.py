@@ -156,10 +156,10 @@ def _check_data_values(data: DataConfig, where: str) -> None:
         problems.append(f"workers must be ≥ 0 (0: load in the main process), got {data.workers}")
     if not 0 < data.labeled_fraction <= 1:
         problems.append(f"labeled_fraction must be in (0, 1], got {data.labeled_fraction}")
-    if data.label_table in INSTANCE_TABLES and data.pseudo_labels:
+    if data.label_table in (*INSTANCE_TABLES, TOOTH_JAW) and data.pseudo_labels:
         problems.append(f"pseudo_labels with label_table {data.label_table}: its classes are made from maps with one "
-                        "value per tooth, and a tooth-boundary model's own output (interior/boundary) is not one; "
-                        "label the unlabeled set with an FDI model instead")
+                        "value per tooth, and a tooth-boundary or tooth-jaw model's own output (interior/boundary, "
+                        "upper/lower) is not one; label the unlabeled set with an FDI model instead")
     for name in ("foreground_oversample", "pseudo_max_uncertainty"):
         if not 0 <= getattr(data, name) <= 1:
             problems.append(f"{name} must be in [0, 1], got {getattr(data, name)}")
