@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
-from toothseg.core.metrics import best_instance_dice  # noqa: E402
+from toothseg.core.metrics import best_instance_dice, numbered_right_share  # noqa: E402
 from toothseg.core.postprocessing import apply_steps  # noqa: E402
 from toothseg.core.postprocessing.instances import boundary_classes, separate_instances  # noqa: E402
 from toothseg.core.preprocessing import to_canonical  # noqa: E402
@@ -46,16 +46,6 @@ def canonical_teeth(name: str) -> tuple[np.ndarray, tuple[float, float, float]]:
     path = shared_data_dir() / "sts2024" / f"{BUILTIN_LABEL_MAPS[name]}.nii.gz"
     canonical, _ = to_canonical(read_training_labels(Case(name, path, path), handedness="fix"))
     return canonical.array, tuple(float(s) for s in canonical.spacing_zyx)
-
-
-def numbered_right(truth: np.ndarray, numbered: np.ndarray) -> float:
-    """Share of true teeth whose voxels mostly carry their own FDI number."""
-    values = [int(v) for v in np.unique(truth) if v]
-    right = 0
-    for value in values:
-        found, counts = np.unique(numbered[truth == value], return_counts=True)
-        right += int(found[np.argmax(counts)] == value)
-    return right / len(values)
 
 
 def inputs(truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, np.ndarray]:
@@ -93,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                            "max_tooth_mm3": threshold, "instances": int(instances.max()),
                            "teeth": int(len(np.unique(truth)) - 1),
                            "instance_dice": round(best_instance_dice(truth, instances), 3),
-                           "numbered_right": round(numbered_right(truth, numbered), 3),
+                           "numbered_right": round(numbered_right_share(truth, numbered), 3),
                            "seconds": round(time.perf_counter() - started, 2)}
                     rows.append(row)
                     print(f"{patient} {row['spacing_mm']:.2f} mm {name:8s} split>{threshold:>5.0f}: "

@@ -114,3 +114,17 @@ def test_best_instance_dice_scores_unnumbered_instances_against_the_teeth():
     merged = np.ones_like(truth)  # one instance for both teeth: 2*64/(64+128) each
     assert abs(best_instance_dice(truth, merged) - 2 / 3) < 1e-9
     assert best_instance_dice(truth, np.zeros_like(truth)) == 0.0
+
+
+def test_numbered_right_share_counts_teeth_that_mostly_carry_their_own_number():
+    from toothseg.core.metrics import numbered_right_share
+
+    truth = np.zeros((4, 4, 8), np.uint8)
+    truth[:, :, :4], truth[:, :, 4:] = 11, 21
+    assert numbered_right_share(truth, truth) == 1.0
+    assert numbered_right_share(truth, np.where(truth == 11, 21, 11)) == 0.0  # swapped
+    mostly = truth.copy()
+    mostly[0, 0, :3] = 0  # 3 of 64 voxels of 11 missed: still its number
+    assert numbered_right_share(truth, mostly) == 1.0
+    assert numbered_right_share(truth, np.where(truth == 21, 0, truth)) == 0.5
+    assert np.isnan(numbered_right_share(np.zeros_like(truth), truth))

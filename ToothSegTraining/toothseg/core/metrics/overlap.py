@@ -54,3 +54,16 @@ def best_instance_dice(truth: np.ndarray, instances: np.ndarray) -> float:
         best = instances == found[np.argmax(counts)]
         scores.append(float(2 * (tooth & best).sum() / (tooth.sum() + best.sum())))
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def numbered_right_share(truth: np.ndarray, numbered: np.ndarray) -> float:
+    """Share of the teeth of ``truth`` whose voxels mostly carry their own number in ``numbered`` (the
+    numbering's own score, outlines aside); nan without teeth."""
+    values = [int(v) for v in np.unique(truth) if v]
+    if not values:
+        return float("nan")
+    right = 0
+    for value in values:
+        found, counts = np.unique(numbered[truth == value], return_counts=True)
+        right += int(found[np.argmax(counts)] == value)
+    return right / len(values)
