@@ -459,6 +459,40 @@ def test_the_instance_first_recipe_trains_and_exports_a_model_that_numbers_teeth
     assert Predictor(result.model, InferenceOptions(device="cpu", tta=False)).predict(scan).network_labels is None
 
 
+def test_a_last_stage_with_classes_of_its_own_exports_the_recipes_post_processing(tmp_path, sts_labels):
+    """jaw3d_from_binary_lopo.yaml in miniature: the recipe's top-level data is the binary locator's, and its
+    last stage overrides it with upper/lower tooth classes. The exported model is that stage's, with
+    teeth_from_jaws and an FDI result (they used to follow the top-level table and were dropped), and its
+    validation scores the upper/lower classes; the binary stage keeps ToothSeg's defaults."""
+    from toothseg.core import Volume
+    from toothseg.core.inference import InferenceOptions, Predictor
+    from toothseg.core.io import write_volume
+    from toothseg.core.labels import label_table_named
+
+    small = tmp_path / "teeth.nii.gz"
+    write_volume(Volume(sts_labels.array[::4, ::4, ::4].copy(), tuple(4 * s for s in sts_labels.spacing_zyx),
+                        sts_labels.origin, sts_labels.direction), small)
+    data = yaml.safe_load((REPO / "ToothSegTraining/toothseg/train/recipes/jaw3d_from_binary_lopo.yaml").read_text())
+    data["data"].update(labeled=f"{small},dentalsegmentator", validation=1, workers=0, spacing=[2.4] * 3,
+                        patch_size=[32] * 3)
+    data["stages"][1]["data"]["labeled"] = str(small)
+    data["model"]["kwargs"].update(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1])
+    for stage in data["stages"]:
+        stage.update(iterations=2, checkpoint_every=2, validate_every=2)
+    result = train(data, tmp_path / "run")
+    model = load_model_folder(result.model)
+    assert model.card.class_values == [0, 1, 2] and model.card.provenance["stage"] == "jaws"
+    assert [step["name"] for step in model.card.postprocessing] == ["teeth_from_jaws", "remove_small"]
+    assert model.card.output_table.name == label_table_named("fdi").name
+    locator = load_model_folder(tmp_path / "run" / "teeth" / "model")
+    assert locator.card.postprocessing is None and locator.card.output_label_table is None
+    with open(tmp_path / "run" / "jaws" / "validation.csv", encoding="utf-8") as handle:
+        assert "val_network_dice" in next(csv.DictReader(handle))
+    scan = Volume(np.zeros((40, 40, 40), np.int16), (2.4,) * 3)
+    labels = Predictor(result.model, InferenceOptions(device="cpu", tta=False)).predict(scan).labels.array
+    assert set(np.unique(labels).tolist()) <= {0, *range(11, 49)}
+
+
 def test_the_instance_recipe_untyped_learns_interior_and_boundary_only(tmp_path, sts_labels):
     """``--set data.label_table=tooth-boundary``: the same recipe without tooth types: three classes
     (background, interior, boundary) whatever the tooth, and a network with three outputs."""

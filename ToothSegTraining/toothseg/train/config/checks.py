@@ -17,7 +17,7 @@ from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, label_table_named
 from ...core.postprocessing import step_problems
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
-from .mapping import stage_data
+from .mapping import exported_label_table, stage_data
 from .schema import HANDEDNESS_MODES, OPTIMIZERS, SCHEDULES, SOURCES, DataConfig, Recipe, StageConfig
 
 __all__ = ["check_recipe"]
@@ -57,8 +57,7 @@ def check_recipe(recipe: Recipe) -> None:
         if problems:
             raise InputError("export.postprocessing: " + "; ".join(problems))
         # the exported model is the last stage's; a binary tooth map is all interior (split at its necks)
-        exported_table = stage_data(recipe, len(recipe.stages) - 1).label_table if recipe.stages else \
-            recipe.data.label_table
+        exported_table = exported_label_table(recipe)
         if exported_table not in (*INSTANCE_TABLES, "binary") and any(
                 step.get("name") == "teeth_from_boundary" for step in recipe.export.postprocessing):
             raise InputError(f"export.postprocessing: teeth_from_boundary reads tooth interior/boundary classes; "

@@ -13,7 +13,7 @@ from typing import Any
 from ...core.errors import InputError
 from .schema import DataConfig, Recipe
 
-__all__ = ["build", "stage_data"]
+__all__ = ["build", "stage_data", "exported_label_table"]
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:
@@ -79,3 +79,9 @@ def stage_data(recipe: Recipe, index: int) -> DataConfig:
     if "augment" in overrides:
         merged["augment"] = {**base["augment"], **overrides["augment"]}
     return build(DataConfig, merged, f"stages[{index}].data")
+
+
+def exported_label_table(recipe: Recipe) -> str:
+    """The label table of the stage whose network the recipe exports (the last one): the classes that
+    ``export.postprocessing`` and ``export.output_label_table`` are written for."""
+    return stage_data(recipe, len(recipe.stages) - 1).label_table if recipe.stages else recipe.data.label_table

@@ -15,6 +15,7 @@ from ...core.io.atomic import atomic_folder
 from ...core.labels import LabelTable, label_table_named
 from ...core.models.card import IntensityNormalization, ModelCard
 from ...core.models.folder import LoadedModel, save_model_folder
+from ..config.mapping import exported_label_table
 from ..config.schema import Recipe, StageConfig
 from ..data.dataset import TrainingData
 from ..methods.base import Method, unwrap
@@ -33,9 +34,11 @@ def stage_card(recipe: Recipe, stage: StageConfig, data: TrainingData, table: La
     dims = 2 if config.kind == "2d" else 3
     kwargs = {k: v for k, v in recipe.model.kwargs.items() if k not in ("num_classes",)}
     kwargs["spatial_dims"] = dims
-    # the export's post-processing and result labels belong to the recipe's own classes: a stage that
-    # trains other ones (a cascade's binary coarse stage) keeps ToothSeg's defaults
-    own_classes = config.label_table == recipe.data.label_table
+    # the export's post-processing and result labels belong to the exported (last) stage's classes: a stage
+    # that trains other ones (a cascade's binary coarse stage, a binary locator that a tooth-jaw stage starts
+    # from) keeps ToothSeg's defaults. Compared with the recipe's top-level table instead, a last stage that
+    # overrides it (jaw3d_from_binary_lopo.yaml) lost its teeth_from_jaws and FDI result.
+    own_classes = config.label_table == exported_label_table(recipe)
     output_table = label_table_named(export.output_label_table) if own_classes and export.output_label_table else None
     return ModelCard(
         id=export.id or recipe.name, name=export.name or recipe.name, description=export.description,
