@@ -12,7 +12,7 @@ from toothseg.core.postprocessing import apply_steps, check_numbering, postproce
 
 def test_registry():
     assert postprocessing_steps() == ["fill_holes", "largest_component", "merge_fragments", "remove_small",
-                                      "teeth_from_boundary"]
+                                      "teeth_from_boundary", "teeth_from_jaws"]
     with pytest.raises(InputError, match="unknown post-processing step"):
         apply_steps(np.zeros((2, 2, 2), np.uint8), (1, 1, 1), [{"name": "smooth"}])
     # steps given directly (predictor options) are checked as a card's are
