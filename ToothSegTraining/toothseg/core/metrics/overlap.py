@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["dice_per_label", "mean_dice", "confusion_counts", "best_instance_dice"]
+__all__ = ["dice_per_label", "mean_dice", "confusion_counts", "best_instance_dice", "numbered_right_share"]
 
 
 def confusion_counts(gt: np.ndarray, pred: np.ndarray, labels: Iterable[int]) -> dict[int, tuple[int, int, int]]:
