@@ -120,3 +120,20 @@ def test_a_jaw_the_network_gave_overrides_the_crown_to_root_direction():
     swapped = number_teeth_from_arch(instances, jaws={i: "lower" if v < 30 else "upper" for i, v in fdi_of.items()})
     upper_numbers = [swapped.numbers[i] for i, v in fdi_of.items() if v < 30 and i in swapped.numbers]
     assert len(upper_numbers) >= 10 and all(n > 30 for n in upper_numbers)
+
+
+def test_fragments_beyond_eight_on_one_side_are_left_out_not_the_whole_jaw():
+    """A quadrant holds 8 teeth. A map that broke into more pieces on one side (crowns and root tips apart)
+    used to lose its whole jaw ("more than 8 teeth on one side"); now the smallest pieces are left
+    unnumbered, with the reason, and the teeth keep their numbers."""
+    truth = _arch(set())
+    instances = truth.array.astype(np.int32)
+    tip = np.zeros_like(instances, dtype=bool)
+    z, y, x = np.nonzero(truth.array == 16)
+    apex = z.max()  # an upper molar's root tip (upper roots point to +z: the highest voxels)
+    tip[z[z >= apex - 3], y[z >= apex - 3], x[z >= apex - 3]] = True
+    instances[tip] = 99
+    result = number_teeth_from_arch(truth.with_array(instances), min_mm3=1.0)
+    assert "among the smallest" in result.skipped.get(99, ""), result.skipped
+    right = sum(value == number for value, number in result.numbers.items())
+    assert right >= 30, sorted((v, n) for v, n in result.numbers.items() if v != n)

@@ -129,6 +129,7 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
     result = ArchNumbering()
     boxes = ndimage.find_objects(array)
     centroids: dict[int, np.ndarray] = {}
+    volumes: dict[int, float] = {}
     for index, box in enumerate(boxes):
         if box is None:
             continue
@@ -138,6 +139,7 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
             result.skipped[value] = f"under {min_mm3:g} mm3"
             continue
         centre = np.array([c.mean() + s.start for c, s in zip(kji, box)])
+        volumes[value] = len(kji[0]) * instances.voxel_volume_mm3
         centroids[value] = instances.index_to_physical(centre[::-1][None])[0]
     if len(centroids) < 2:
         result.skipped.update({v: "fewer than two teeth" for v in centroids})
@@ -188,6 +190,12 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
         centres = _expected_centres(MESIODISTAL_MM[jaw])
         sorted_sides = [sorted((abs(s), v) for s, v in zip(arc, teeth) if s * side > 0 or (s == 0 and side == 1))
                         for side in (-1, 1)]
+        for members in sorted_sides:  # a quadrant holds 8 teeth: more pieces are fragments, the smallest go
+            if len(members) > len(centres):
+                kept = set(sorted((v for _, v in members), key=lambda v: -volumes[v])[:len(centres)])
+                result.skipped.update({v: f"one of more than {len(centres)} pieces on one side of the {jaw} jaw, "
+                                          "and among the smallest" for _, v in members if v not in kept})
+                members[:] = [(d, v) for d, v in members if v in kept]
         best = None
         position_types = np.array(POSITION_TYPES)
         type_costs = [None if not type_votes else

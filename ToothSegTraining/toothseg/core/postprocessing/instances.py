@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..labels import LOWER_TOOTH, UPPER_TOOTH
 from ..volume import Volume
 from .arch_numbering import POSITION_TYPES, TOOTH_TYPES, number_teeth_from_arch
+from .occlusion import occlusal_surface, split_at_occlusal_surface
 from .steps import register_step
 
 __all__ = ["BACKGROUND", "INTERIOR", "BOUNDARY", "TYPE_CLASSES", "tooth_type_class", "boundary_classes",
@@ -288,23 +289,41 @@ def type_votes(classes: np.ndarray, instances: np.ndarray) -> dict[int, np.ndarr
     return {i: votes[i] / totals[i] for i in range(1, count + 1) if totals[i] > 0}
 
 
-@register_step("teeth_from_boundary")
+def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3: float,
+              **numbering_options) -> np.ndarray:
+    """The instances of a canonical array with FDI numbers from the arch (unnumbered ones become 0)."""
+    canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
+    numbering = number_teeth_from_arch(canonical, min_mm3=min_tooth_mm3, **numbering_options)
+    return numbering.relabel(instances).astype(np.uint8)
+
+
+@register_step("teeth_from_boundary", maxima={"occlusal_share": 0.5})
 def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
                         max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0,
-                        type_weight: float = 100.0, max_tooth_mm3: float = 800.0) -> np.ndarray:
+                        type_weight: float = 100.0, max_tooth_mm3: float = 800.0,
+                        occlusal_share: float = 0.0) -> np.ndarray:
     """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
     numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`, with each tooth's type votes
     when the model is typed, weighted by ``type_weight``; teeth it cannot number are dropped). ``labels`` is
-    the canonical array (axes towards superior, posterior, left), as every post-processing step receives it."""
+    the canonical array (axes towards superior, posterior, left), as every post-processing step receives it.
+
+    ``occlusal_share`` > 0 (for full-dentition scans: both jaws in the field of view) cuts every instance
+    with at least that share on each side of the occlusal surface along it, and gives each tooth the jaw
+    on whose side it lies (:mod:`.occlusion`) instead of its crown-to-root direction: an upper and a lower
+    crown that a coarse map joined come apart, and a map of crowns gets its jaws right."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
     if not instances.any():
         return np.zeros(labels.shape, np.uint8)
-    canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
-    numbering = number_teeth_from_arch(canonical, min_mm3=min_tooth_mm3, type_votes=type_votes(labels, instances),
-                                       type_weight=type_weight)
-    return numbering.relabel(instances).astype(np.uint8)
+    jaws = None
+    if occlusal_share > 0:
+        min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE
+        surface = occlusal_surface(instances, spacing_zyx, occlusal_share, min_piece)
+        if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
+            instances, jaws = split_at_occlusal_surface(instances, surface, spacing_zyx, occlusal_share, min_piece)
+    return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),
+                     type_weight=type_weight, jaws=jaws)
 
 
 @register_step("teeth_from_jaws")
@@ -330,6 +349,4 @@ def teeth_from_jaws(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_m
         jaws.update({offset + i: jaw for i in range(1, int(found.max()) + 1)})
     if not instances.any():
         return np.zeros(labels.shape, np.uint8)
-    canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
-    numbering = number_teeth_from_arch(canonical, min_mm3=min_tooth_mm3, jaws=jaws)
-    return numbering.relabel(instances).astype(np.uint8)
+    return _numbered(instances, spacing_zyx, min_tooth_mm3, jaws=jaws)
