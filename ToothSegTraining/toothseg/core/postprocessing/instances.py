@@ -319,9 +319,11 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     jaws = None
     if occlusal_share > 0:
         min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE
-        surface = occlusal_surface(instances, spacing_zyx, occlusal_share, min_piece)
+        box = ndimage.find_objects((instances > 0).view(np.uint8))[0]  # the teeth's block: a full field is 40x it
+        surface = occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece)
         if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
-            instances, jaws = split_at_occlusal_surface(instances, surface, spacing_zyx, occlusal_share, min_piece)
+            instances[box], jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share,
+                                                             min_piece)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),
                      type_weight=type_weight, jaws=jaws)
 
