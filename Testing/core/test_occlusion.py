@@ -12,6 +12,7 @@ from toothseg.core.handedness import handedness_of, mirror_label_numbers
 from toothseg.core.metrics.protocols import sts2024_case
 from toothseg.core.postprocessing import apply_steps, step_problems
 from toothseg.core.postprocessing.instances import separate_instances
+from toothseg.core.postprocessing.arch_split import split_along_arch
 from toothseg.core.postprocessing.occlusion import occlusal_surface, split_at_occlusal_surface
 from toothseg.core.preprocessing import to_canonical
 
@@ -61,7 +62,8 @@ def test_the_true_teeth_of_both_patients_lie_on_their_jaws_side(patient, sts_lab
 def test_crowns_joined_across_the_bite_come_apart_and_are_numbered():
     """Crowns only, upper and lower touching, one tooth class (as a coarse binary network draws them): by
     the crown-to-root direction the joined pairs number badly (instance Dice under 0.3); cut along the
-    occlusal surface, with each piece's jaw from its side, over 0.8."""
+    occlusal surface, with each piece's jaw from its side, over 0.8; the lower incisors, which touch, cut
+    apart along the arch as well (``arch_split``), over 0.95."""
     truth = _arch({14, 36})
     height = np.arange(truth.array.shape[0]) * truth.spacing_zyx[0] + truth.origin[2]
     crowns = np.where(np.abs(height)[:, None, None] <= 7, truth.array, 0)
@@ -72,6 +74,10 @@ def test_crowns_joined_across_the_bite_come_apart_and_are_numbered():
     assert sts2024_case(crowns, plain)["instance_dsc"] < 0.3
     scores = sts2024_case(crowns, occlusal)
     assert scores["instance_dsc"] > 0.8 and scores["ia"] > 0.8, scores
+    along_arch = apply_steps(tooth, spacing, [{"name": "teeth_from_boundary", "occlusal_share": 0.25,
+                                               "arch_split": 1.4}])
+    along = sts2024_case(crowns, along_arch)  # the lower incisors touch: cut along the arch, 0.89 -> 0.97
+    assert along["instance_dsc"] > max(0.95, scores["instance_dsc"]), (along, scores)
 
 
 def test_one_jaw_whose_teeth_all_lie_across_the_surface_is_left_alone():
@@ -94,3 +100,53 @@ def test_bad_input_is_refused():
         occlusal_surface(np.zeros((4, 4, 4), np.int32), (1.0, 1.0, 1.0))
     assert step_problems([{"name": "teeth_from_boundary", "occlusal_share": 0.6}])  # above one half: both sides
     assert not step_problems([{"name": "teeth_from_boundary", "occlusal_share": 0.25}])
+
+
+def _true_jaws(values: list[int]) -> dict[int, str]:
+    return {i + 1: "upper" if v // 10 in (1, 2) else "lower" for i, v in enumerate(values)}
+
+
+def test_neighbours_joined_at_their_contacts_are_cut_apart_along_the_arch():
+    """The ideal arch with 31+32+33 and 16+17 each one piece (as a coarse map joins them; the incisors
+    together are under the neck split's size): cut along the arch where the pieces are thinnest, every one
+    of those teeth comes back with Dice over 0.85; teeth that were one piece each are not touched."""
+    truth = _arch({14, 36})
+    instances, values = _as_instances(truth.array)
+    jaws = _true_jaws(values)
+    joined = instances.copy()
+    for group in ((31, 32, 33), (16, 17)):
+        first = values.index(group[0]) + 1
+        for fdi in group[1:]:
+            joined[instances == values.index(fdi) + 1] = first
+    split, split_jaws = split_along_arch(joined, jaws, truth.spacing_zyx)
+    for fdi in (31, 32, 33, 16, 17):
+        tooth = truth.array == fdi
+        pieces, counts = np.unique(split[tooth], return_counts=True)
+        piece = split == pieces[np.argmax(counts)]
+        dice = 2 * np.count_nonzero(tooth & piece) / (np.count_nonzero(tooth) + np.count_nonzero(piece))
+        assert dice > 0.85, (fdi, dice)
+    assert int(split.max()) == int(joined.max()) + 3 and all(split_jaws[v] == "lower" for v in np.unique(split[
+        np.isin(truth.array, (31, 32, 33))]))
+    untouched = ~np.isin(truth.array, (31, 32, 33, 16, 17))
+    np.testing.assert_array_equal(split[untouched], joined[untouched])
+
+
+@pytest.mark.parametrize("patient", ["Validation_0001", "Validation_0002"])
+def test_no_true_tooth_spans_two_widths_along_the_arch(patient, sts_labels, sts_0001_labels):
+    """The real teeth, each one piece with its true jaw: none is cut (a molar's roots spread, incisors
+    stand tilted, and still none spans two expected widths of its position)."""
+    labels = sts_0001_labels if patient == "Validation_0001" else sts_labels
+    if handedness_of(labels).sign < 0:
+        labels = labels.with_array(mirror_label_numbers(labels.array))
+    canonical, _ = to_canonical(labels)
+    truth = canonical.array[::2, ::2, ::2]
+    spacing = tuple(2 * s for s in canonical.spacing_zyx)
+    instances, values = _as_instances(truth)
+    split, _ = split_along_arch(instances, _true_jaws(values), spacing)
+    np.testing.assert_array_equal(split, instances)
+
+
+def test_arch_split_is_off_or_at_least_1_2_widths():
+    assert step_problems([{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.0}])
+    assert not step_problems([{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}])
+    assert not step_problems([{"name": "teeth_from_boundary", "arch_split": 0}])

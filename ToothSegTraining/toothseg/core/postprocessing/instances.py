@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..labels import LOWER_TOOTH, UPPER_TOOTH
 from ..volume import Volume
 from .arch_numbering import POSITION_TYPES, TOOTH_TYPES, number_teeth_from_arch
+from .arch_split import split_along_arch
 from .occlusion import occlusal_surface, split_at_occlusal_surface
 from .steps import register_step
 
@@ -297,11 +298,11 @@ def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3
     return numbering.relabel(instances).astype(np.uint8)
 
 
-@register_step("teeth_from_boundary", maxima={"occlusal_share": 0.5})
+@register_step("teeth_from_boundary", maxima={"occlusal_share": 0.5}, off_or_at_least={"arch_split": 1.2})
 def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
                         max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0,
                         type_weight: float = 100.0, max_tooth_mm3: float = 800.0,
-                        occlusal_share: float = 0.0) -> np.ndarray:
+                        occlusal_share: float = 0.0, arch_split: float = 0.0) -> np.ndarray:
     """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
     numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`, with each tooth's type votes
     when the model is typed, weighted by ``type_weight``; teeth it cannot number are dropped). ``labels`` is
@@ -310,7 +311,10 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     ``occlusal_share`` > 0 (for full-dentition scans: both jaws in the field of view) cuts every instance
     with at least that share on each side of the occlusal surface along it, and gives each tooth the jaw
     on whose side it lies (:mod:`.occlusion`) instead of its crown-to-root direction: an upper and a lower
-    crown that a coarse map joined come apart, and a map of crowns gets its jaws right."""
+    crown that a coarse map joined come apart, and a map of crowns gets its jaws right. With the jaws known
+    that way, ``arch_split`` > 0 (at least 1.2; the binary recipes export 1.4) cuts every piece that spans at
+    least that many expected tooth widths along its jaw's arch into as many teeth (:mod:`.arch_split`):
+    neighbours a coarse map joined at their contacts, too small together for the neck split."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
@@ -324,6 +328,8 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
         if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
             instances[box], jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share,
                                                              min_piece)
+            if arch_split > 0:
+                instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),
                      type_weight=type_weight, jaws=jaws)
 

@@ -27,15 +27,20 @@ __all__ = ["register_step", "postprocessing_steps", "step_problems", "apply_step
 _STEPS: dict[str, Callable[..., np.ndarray]] = {}
 #: Options with an upper bound besides the general "finite and >= 0" (step name -> option -> maximum).
 _MAXIMA: dict[str, dict[str, float]] = {}
+#: Options that are 0 (off) or at least a minimum (step name -> option -> minimum).
+_OFF_OR_AT_LEAST: dict[str, dict[str, float]] = {}
 
 
-def register_step(name: str, maxima: dict[str, float] | None = None) -> Callable:
+def register_step(name: str, maxima: dict[str, float] | None = None,
+                  off_or_at_least: dict[str, float] | None = None) -> Callable:
     """Register a step under ``name``. Its options (the keyword arguments after ``spacing_zyx``) are sizes,
-    distances, fractions or weights: every value must be a finite number >= 0, and at most ``maxima[option]``
-    where given (checked by :func:`step_problems` when a model card or recipe is read, not hours later)."""
+    distances, fractions or weights: every value must be a finite number >= 0, at most ``maxima[option]``
+    and either 0 or at least ``off_or_at_least[option]`` where given (checked by :func:`step_problems` when
+    a model card or recipe is read, not hours later)."""
     def wrap(func: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         _STEPS[name] = func
         _MAXIMA[name] = dict(maxima or {})
+        _OFF_OR_AT_LEAST[name] = dict(off_or_at_least or {})
         return func
 
     return wrap
@@ -180,6 +185,9 @@ def step_problems(steps: Any) -> list[str]:
             elif value > _MAXIMA[name].get(option, math.inf):
                 problems.append(f"step {index} ({name}): {option} must be at most {_MAXIMA[name][option]}, "
                                 f"got {value!r}")
+            elif 0 < value < _OFF_OR_AT_LEAST[name].get(option, 0):
+                problems.append(f"step {index} ({name}): {option} must be 0 (off) or at least "
+                                f"{_OFF_OR_AT_LEAST[name][option]}, got {value!r}")
     return problems
 
 
