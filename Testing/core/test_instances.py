@@ -199,6 +199,28 @@ def test_a_card_whose_result_is_fdi_teeth():
 
 
 
+
+@pytest.mark.parametrize("table, classes, step, fits", [
+    ("binary", [0, 1], "teeth_from_boundary", True),
+    (TOOTH_TYPE_BOUNDARY, [0, 1, 2, 3, 4, 5], "teeth_from_boundary", True),
+    ("fdi", [0, 11, 12, 21], "teeth_from_boundary", False),  # FDI classes would vanish from its result
+    ("tooth-jaw", [0, 1, 2], "teeth_from_jaws", True),
+    ("binary", [0, 1], "teeth_from_jaws", False),  # every tooth would become an upper one
+    (TOOTH_BOUNDARY, [0, 1, 2], "teeth_from_jaws", False),
+])
+def test_a_card_whose_steps_read_classes_its_network_does_not_predict_is_refused(table, classes, step, fits):
+    """Checked when the card is read, as a recipe's export is checked when the recipe is read: not a
+    silently empty or all-upper result at the end of an inference."""
+    def card() -> ModelCard:
+        return ModelCard(id="steps", architecture="unet3d", kwargs={}, spatial_dims=3,
+                         label_table=label_table_named(table), class_values=classes,
+                         postprocessing=[{"name": step}], output_label_table=LabelTable.fdi())
+    if fits:
+        assert card().postprocessing == [{"name": step}]
+    else:
+        with pytest.raises(InputError, match=f"{step} reads"):
+            card()
+
 def test_typed_targets_paint_each_interior_with_its_tooth_type():
     labels = _touching_blocks()
     labels[labels == 11], labels[labels == 21] = 13, 36  # a canine touching a molar

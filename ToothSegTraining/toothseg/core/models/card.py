@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from ..labels import LabelTable
+from ..labels import TOOTH_JAW, LabelTable
 from ..names import PLAIN_NAME_RULE, is_plain_name, is_plain_relative_path
 from ..postprocessing import step_problems
 from .nnunet_settings import NnUNetSettings
@@ -160,7 +160,7 @@ class ModelCard:
         if self.sliding_window is not None:
             problems += _sliding_window_problems(self.sliding_window, self.spatial_dims)
         if self.postprocessing is not None:
-            problems += step_problems(self.postprocessing)
+            problems += step_problems(self.postprocessing) or self._steps_for_other_classes()
         if self.output_label_table is not None and not self.postprocessing:
             problems.append("output_label_table needs the post-processing steps that make those labels "
                             "(e.g. teeth_from_boundary)")
@@ -175,6 +175,22 @@ class ModelCard:
             problems.append(f"schema version {self.schema_version} is newer than this ToothSeg ({SCHEMA_VERSION})")
         if problems:
             raise InputError(f"model card {self.id!r} is invalid: " + "; ".join(problems))
+
+    def _steps_for_other_classes(self) -> list[str]:
+        """Steps that read classes this network does not predict: ``teeth_from_boundary`` reads tooth
+        interior, boundary and type classes (1-5; FDI teeth would vanish from its result), ``teeth_from_jaws``
+        upper and lower tooth (a binary network's teeth would all become upper ones)."""
+        names = {step.get("name") for step in self.postprocessing or []}
+        problems = []
+        if "teeth_from_boundary" in names and (max(self.class_values, default=0) > 5 or any(
+                self.label_table[v].fdi is not None for v in self.class_values[1:] if v in self.label_table)):
+            problems.append("post-processing teeth_from_boundary reads tooth interior/boundary classes (1-5), "
+                            f"but this network predicts label table {self.label_table.name!r} "
+                            f"(classes {self.class_values})")
+        if "teeth_from_jaws" in names and self.label_table.name != TOOTH_JAW:
+            problems.append(f"post-processing teeth_from_jaws reads upper/lower tooth classes ({TOOTH_JAW}), "
+                            f"but this network predicts label table {self.label_table.name!r}")
+        return problems
 
     @property
     def num_classes(self) -> int:
