@@ -137,3 +137,22 @@ def test_fragments_beyond_eight_on_one_side_are_left_out_not_the_whole_jaw():
     assert "among the smallest" in result.skipped.get(99, ""), result.skipped
     right = sum(value == number for value, number in result.numbers.items())
     assert right >= 30, sorted((v, n) for v, n in result.numbers.items() if v != n)
+
+
+def test_a_fragment_on_the_arch_is_left_out_instead_of_shifting_the_teeth_behind_it():
+    """A 28 mm³ piece between 13 and 14 (a broken-off cusp, a bit of bone), third molar 18 missing so that
+    the side still has 8 pieces: numbered as a tooth, it takes 14 and pushes 14-17 one place back (as the
+    binary networks' maps did on the unseen patient); with the drop cost (``drop_weight``, the default) it
+    is left unnumbered, with the reason, and every tooth keeps its number."""
+    truth = _arch({18})
+    instances = truth.array.astype(np.int32)
+    middle = ((np.array(np.nonzero(truth.array == 13)).mean(1) + np.array(np.nonzero(truth.array == 14)).mean(1))
+              / 2).round().astype(int)
+    z, y, x = np.ogrid[tuple(slice(0, n) for n in instances.shape)]
+    blob = ((z - middle[0]) ** 2 + (y - middle[1]) ** 2 + (x - middle[2]) ** 2 <= 16) & (instances == 0)
+    instances[blob] = 99
+    forced = number_teeth_from_arch(truth.with_array(instances), drop_weight=0)
+    assert forced.numbers[99] == 14 and forced.numbers[17] == 18
+    result = number_teeth_from_arch(truth.with_array(instances))
+    assert 99 in result.skipped and all(value == number for value, number in result.numbers.items())
+    assert len(result.numbers) == 31

@@ -20,6 +20,12 @@ of the tooth's voxels voting for each), a position of another type costs ``type_
 the squared distances) times the votes against it: the type says which group a tooth belongs to, the
 arch where in the group; gaps in front of a group (a missing central incisor) no longer shift the rest.
 
+A piece may also be left unnumbered, at a cost in proportion to its volume (``drop_weight`` mm² for a
+tooth of the jaw's median volume, plus ``type_weight`` when it is typed): a fragment, or a tooth put in the
+wrong jaw, then no longer takes a position and pushes the teeth behind it one place back. On the true
+dentitions nothing is dropped; on the binary networks' maps of the unseen patient it was what shifted
+whole quadrants (benchmarks README).
+
 It numbers permanent teeth (11-48) only, and says when it cannot tell (fewer than two teeth in a jaw).
 """
 
@@ -46,6 +52,9 @@ SCALES = np.linspace(0.75, 1.3, 23)
 #: Tooth types in the order of ``type_votes``; positions 1-8 of a quadrant have these types.
 TOOTH_TYPES = ("incisor", "canine", "premolar", "molar")
 POSITION_TYPES = (0, 0, 1, 2, 2, 3, 3, 3)
+#: Cost (mm², against the squared distances) of leaving a tooth of the jaw's median volume unnumbered;
+#: smaller pieces cost less in proportion (``_assign_positions``' ``drop_cost``). 0: every piece numbered.
+DROP_WEIGHT = 100.0
 
 
 def type_of_position(fdi: int) -> int:
@@ -76,30 +85,46 @@ def _expected_centres(widths: tuple[float, ...]) -> np.ndarray:
     return (edges[:-1] + edges[1:]) / 2.0
 
 
-def _assign_positions(distances: np.ndarray, target: np.ndarray,
-                      type_cost: np.ndarray | None = None) -> tuple[list[int], float]:
+def _assign_positions(distances: np.ndarray, target: np.ndarray, type_cost: np.ndarray | None = None,
+                      drop_cost: np.ndarray | None = None) -> tuple[list[int | None], float]:
     """Positions (1-based, strictly increasing) for teeth sorted by distance from the midline, matched
     to the expected centres ``target`` (mm) by least squares plus ``type_cost`` (teeth x positions, mm²);
-    gaps (missing teeth) cost nothing."""
+    gaps (missing teeth) cost nothing. With ``drop_cost`` (mm² per tooth) a tooth may also be left without
+    a position (None) at that cost: a fragment, or a tooth of the other jaw, then no longer pushes the
+    teeth behind it one position back."""
     n, m = len(distances), len(target)
     if n == 0:
         return [], 0.0
-    if n > m:
+    if n > m and drop_cost is None:
         return [], np.inf
     cost = (distances[:, None] - target[None, :]) ** 2  # (teeth, positions)
     if type_cost is not None:
         cost = cost + type_cost
+    # table[i, j]: the first i teeth placed among the first j positions; move: 0 position j-1 empty,
+    # 1 tooth i-1 at position j-1, 2 tooth i-1 dropped
     table = np.full((n + 1, m + 1), np.inf)
+    move = np.zeros((n + 1, m + 1), dtype=np.int8)
     table[0, :] = 0.0
     for i in range(1, n + 1):
-        for j in range(i, m + 1):  # tooth i-1 at position j-1, or position j-1 empty
-            table[i, j] = min(table[i, j - 1], table[i - 1, j - 1] + cost[i - 1, j - 1])
-    positions, j = [], m
-    for i in range(n, 0, -1):
-        while j > i and table[i, j] == table[i, j - 1]:
+        for j in range(0, m + 1):
+            options = [table[i, j - 1] if j > 0 else np.inf,
+                       table[i - 1, j - 1] + cost[i - 1, j - 1] if j > 0 else np.inf,
+                       table[i - 1, j] + drop_cost[i - 1] if drop_cost is not None else np.inf]
+            move[i, j] = int(np.argmin(options))
+            table[i, j] = options[move[i, j]]
+    if not np.isfinite(table[n, m]):
+        return [], np.inf
+    positions: list[int | None] = []
+    i, j = n, m
+    while i > 0:
+        if move[i, j] == 0:
             j -= 1
-        positions.append(j)
-        j -= 1
+        elif move[i, j] == 1:
+            positions.append(j)
+            i, j = i - 1, j - 1
+        else:
+            positions.append(None)
+            i -= 1
     return positions[::-1], float(table[n, m])
 
 
@@ -118,7 +143,8 @@ def _arc_coordinates(xy: np.ndarray, a: float, b: float, c: float, x0: float) ->
 
 def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm: float = 6.0,
                            type_votes: dict[int, np.ndarray] | None = None,
-                           type_weight: float = 100.0, jaws: dict[int, str] | None = None) -> ArchNumbering:
+                           type_weight: float = 100.0, jaws: dict[int, str] | None = None,
+                           drop_weight: float = DROP_WEIGHT) -> ArchNumbering:
     """FDI numbers for the tooth instances (values 1…N) of a 3D map; see the module docstring.
 
     ``type_votes[value]``: the instance's shares of voxels per :data:`TOOTH_TYPES` (summing to 1); an
@@ -202,11 +228,16 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
                       np.array([type_weight * (1.0 - np.asarray(type_votes[v], float)[position_types])
                                 if v in type_votes else np.zeros(len(position_types)) for _, v in members])
                       for members in sorted_sides]
+        typical = float(np.median([volumes[v] for v in teeth]))
+        # a typed tooth's drop also forgoes its type: dropping it must cost more than a wrong vote
+        drop_costs = [np.array([(drop_weight + (type_weight if type_votes and v in type_votes else 0.0))
+                                * volumes[v] / typical for _, v in members]) if drop_weight > 0 else None
+                      for members in sorted_sides]
         for scale in SCALES:  # one arch size for both sides of the jaw
             sides, cost = [], 0.0
-            for members, type_cost in zip(sorted_sides, type_costs):
+            for members, type_cost, drop_cost in zip(sorted_sides, type_costs, drop_costs):
                 positions, part = _assign_positions(np.array([d for d, _ in members]), centres * scale,
-                                                    type_cost if members else None)
+                                                    type_cost if members else None, drop_cost)
                 sides.append((members, positions))
                 cost += part
             if best is None or cost < best[0]:
@@ -216,7 +247,10 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
             continue
         for (members, positions), quadrant in zip(best[1], quadrants):
             for (_, v), position in zip(members, positions):
-                result.numbers[v] = quadrant * 10 + position
+                if position is None:
+                    result.skipped[v] = "no position of its side fits it (a fragment, or another jaw's tooth)"
+                else:
+                    result.numbers[v] = quadrant * 10 + position
     return result
 
 
