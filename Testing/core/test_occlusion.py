@@ -150,3 +150,19 @@ def test_arch_split_is_off_or_at_least_1_2_widths():
     assert step_problems([{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.0}])
     assert not step_problems([{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}])
     assert not step_problems([{"name": "teeth_from_boundary", "arch_split": 0}])
+
+
+def test_a_true_upper_jaw_alone_is_not_cut_in_two(sts_labels):
+    """Validation_0002's upper teeth alone (0.9 mm, one tooth class): the surface runs through their middles,
+    but most teeth's crown-to-root directions then contradict their sides, so the cut is undone and the
+    step numbers them as without the option. (The lower jaw alone is not caught: a documented limit.)"""
+    labels = sts_labels
+    if handedness_of(labels).sign < 0:
+        labels = labels.with_array(mirror_label_numbers(labels.array))
+    canonical, _ = to_canonical(labels)
+    truth = canonical.array[::3, ::3, ::3]
+    spacing = tuple(3 * s for s in canonical.spacing_zyx)
+    upper = ((truth > 0) & (truth < 30)).astype(np.uint8)
+    plain = apply_steps(upper, spacing, [{"name": "teeth_from_boundary"}])
+    options = apply_steps(upper, spacing, [{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}])
+    np.testing.assert_array_equal(options, plain)

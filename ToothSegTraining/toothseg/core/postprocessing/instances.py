@@ -35,7 +35,7 @@ from ..labels import LOWER_TOOTH, UPPER_TOOTH
 from ..volume import Volume
 from .arch_numbering import POSITION_TYPES, TOOTH_TYPES, number_teeth_from_arch
 from .arch_split import split_along_arch
-from .occlusion import occlusal_surface, split_at_occlusal_surface
+from .occlusion import occlusal_surface, roots_contradict_the_sides, split_at_occlusal_surface
 from .steps import register_step
 
 __all__ = ["BACKGROUND", "INTERIOR", "BOUNDARY", "TYPE_CLASSES", "tooth_type_class", "boundary_classes",
@@ -326,10 +326,13 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
         box = ndimage.find_objects((instances > 0).view(np.uint8))[0]  # the teeth's block: a full field is 40x it
         surface = occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece)
         if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
-            instances[box], jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share,
-                                                             min_piece)
-            if arch_split > 0:
-                instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
+            cut, jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share, min_piece)
+            if roots_contradict_the_sides(cut, jaws, spacing_zyx):  # one jaw cut in two: keep the pieces whole
+                jaws = None
+            else:
+                instances[box] = cut
+        if jaws is not None and arch_split > 0:
+            instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),
                      type_weight=type_weight, jaws=jaws)
 
