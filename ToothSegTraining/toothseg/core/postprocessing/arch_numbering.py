@@ -242,9 +242,7 @@ def number_teeth_from_arch(instances: Volume, min_mm3: float = 20.0, jaw_gap_mm:
                 cost += part
             if best is None or cost < best[0]:
                 best = (cost, sides)
-        if best is None or not np.isfinite(best[0]):
-            result.skipped.update({v: f"more than 8 teeth on one side of the {jaw} jaw" for v in teeth})
-            continue
+        assert best is not None  # at most 8 pieces a side are left, so every scale gives a finite cost
         for (members, positions), quadrant in zip(best[1], quadrants):
             for (_, v), position in zip(members, positions):
                 if position is None:
