@@ -156,3 +156,33 @@ def test_a_fragment_on_the_arch_is_left_out_instead_of_shifting_the_teeth_behind
     result = number_teeth_from_arch(truth.with_array(instances))
     assert 99 in result.skipped and all(value == number for value, number in result.numbers.items())
     assert len(result.numbers) == 31
+
+
+def test_the_position_assignment_is_the_cheapest_of_all_placements():
+    """The dynamic programme against brute force on small random problems, with and without drop costs:
+    the same least total cost (every increasing placement of the kept teeth, every subset dropped)."""
+    from itertools import combinations
+
+    from toothseg.core.postprocessing.arch_numbering import _assign_positions, _expected_centres
+
+    rng = np.random.default_rng(0)
+    target = _expected_centres(MESIODISTAL_MM["lower"])
+    for trial in range(200):
+        n = int(rng.integers(1, 6))
+        distances = np.sort(rng.uniform(0, 60, n))
+        type_cost = rng.uniform(0, 50, (n, 8)) if trial % 2 else None
+        drop_cost = rng.uniform(0, 80, n) if trial % 3 else None
+        cost = (distances[:, None] - target[None, :]) ** 2 + (0 if type_cost is None else type_cost)
+        best = np.inf
+        for kept in range(n + 1) if drop_cost is not None else [n]:
+            for teeth in combinations(range(n), kept):
+                dropped = sum(drop_cost[i] for i in range(n) if i not in teeth) if drop_cost is not None else 0.0
+                for places in combinations(range(8), kept):
+                    best = min(best, dropped + sum(cost[i, p] for i, p in zip(teeth, places)))
+        positions, total = _assign_positions(distances, target, type_cost, drop_cost)
+        assert total == pytest.approx(best), (trial, positions)
+        placed = [p for p in positions if p is not None]
+        assert placed == sorted(set(placed)) and len(positions) == n
+        recomputed = sum(cost[i, p - 1] for i, p in enumerate(positions) if p is not None) + sum(
+            drop_cost[i] for i, p in enumerate(positions) if p is None)
+        assert recomputed == pytest.approx(total)
