@@ -73,6 +73,18 @@ def sts_0001_labels():
     return read_label_map(path)
 
 
+def corrected_canonical(labels, step: int) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A real STS-2024 dentition as the post-processing steps receive it: left/right numbering corrected
+    (both maps are stored mirrored), canonical axes, every ``step``-th voxel; and its spacing (z, y, x)."""
+    from toothseg.core.handedness import handedness_of, mirror_label_numbers
+    from toothseg.core.preprocessing import to_canonical
+
+    if handedness_of(labels).sign < 0:
+        labels = labels.with_array(mirror_label_numbers(labels.array))
+    canonical, _ = to_canonical(labels)
+    return canonical.array[::step, ::step, ::step], tuple(step * s for s in canonical.spacing_zyx)
+
+
 def oblique_direction() -> np.ndarray:
     """A rotation about z and x (det +1), so that axis mix-ups show up in tests."""
     a, b = np.deg2rad(20.0), np.deg2rad(-12.0)

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 
 from toothseg.core import InputError, LabelTable
-from toothseg.core.handedness import handedness_of, mirror_label_numbers
 from toothseg.core.metrics import best_instance_dice, numbered_right_share
 from toothseg.core.labels import TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, label_table_named
 from toothseg.core.models.card import ModelCard
 from toothseg.core.postprocessing import apply_steps
 from toothseg.core.postprocessing.instances import (BOUNDARY, INTERIOR, boundary_classes, separate_instances,
                                                     tooth_type_class, type_votes)
-from toothseg.core.preprocessing import to_canonical
 
+from ..conftest import corrected_canonical
 from .test_arch_numbering import _arch
 
 
@@ -78,12 +77,7 @@ def test_an_ideal_arch_through_the_step_gives_every_fdi_number_back():
 def test_the_real_bundled_dentition_at_training_spacing_is_separated_and_numbered(sts_labels):
     """Validation_0002's 30 teeth (sides corrected, canonical axes, 0.9 mm): the targets a network learns,
     turned back into teeth by the step, give ≥ 26 teeth their true number, as the arch numbering alone does."""
-    labels = sts_labels
-    if handedness_of(labels).sign < 0:
-        labels = labels.with_array(mirror_label_numbers(labels.array))
-    canonical, _ = to_canonical(labels)
-    coarse = canonical.array[::3, ::3, ::3]
-    spacing = tuple(3 * s for s in canonical.spacing_zyx)
+    coarse, spacing = corrected_canonical(sts_labels, 3)
     numbered = apply_steps(boundary_classes(coarse, spacing), spacing, [{"name": "teeth_from_boundary"}])
     right = round(numbered_right_share(coarse, numbered) * (len(np.unique(coarse)) - 1))
     assert right >= 26, right
@@ -95,12 +89,8 @@ def test_teeth_merged_where_the_boundary_was_missed_are_split_at_their_contacts(
     interior, contacts included, one class. Without the split its 30 teeth come back as 3 instances; split
     at their necks they come back nearly whole. With the true boundary the split changes nothing, also
     with the teeth 1.5x larger in volume (``scale`` 1.15 per axis: molars over ``max_tooth_mm3``)."""
-    labels = sts_labels
-    if handedness_of(labels).sign < 0:
-        labels = labels.with_array(mirror_label_numbers(labels.array))
-    canonical, _ = to_canonical(labels)
-    truth = canonical.array[::3, ::3, ::3]
-    spacing = tuple(3 * scale * s for s in canonical.spacing_zyx)
+    truth, spacing = corrected_canonical(sts_labels, 3)
+    spacing = tuple(scale * s for s in spacing)
     classes = boundary_classes(truth, spacing)
     missed = np.where(classes == BOUNDARY, INTERIOR, classes)
     merged = separate_instances(missed, spacing, max_tooth_mm3=0)
@@ -119,14 +109,9 @@ def test_a_fine_map_is_split_on_a_coarser_grid_as_it_would_be_at_full_resolution
 
     from toothseg.core.postprocessing import instances
 
-    labels = sts_labels
-    if handedness_of(labels).sign < 0:
-        labels = labels.with_array(mirror_label_numbers(labels.array))
-    canonical, _ = to_canonical(labels)
-    truth = canonical.array[::3, ::3, ::3]
+    truth, spacing = corrected_canonical(sts_labels, 3)
     truth = truth[ndimage.find_objects((truth > 0).astype(np.uint8))[0]]
     truth = truth[:, :, : truth.shape[2] // 2]  # one side of both jaws
-    spacing = tuple(3 * s for s in canonical.spacing_zyx)
     classes = boundary_classes(truth, spacing)
     missed = np.where(classes == BOUNDARY, INTERIOR, classes)
     fine_truth, fine = (a.repeat(4, 0).repeat(4, 1).repeat(4, 2) for a in (truth, missed))

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from toothseg.core import InputError
-from toothseg.core.handedness import handedness_of, mirror_label_numbers
 from toothseg.core.metrics.protocols import sts2024_case
 from toothseg.core.postprocessing import apply_steps, step_problems
 from toothseg.core.postprocessing.instances import separate_instances
 from toothseg.core.postprocessing.arch_split import split_along_arch
 from toothseg.core.postprocessing.occlusion import occlusal_surface, split_at_occlusal_surface
-from toothseg.core.preprocessing import to_canonical
 
+from ..conftest import corrected_canonical
 from .test_arch_numbering import _arch
 
 
@@ -47,12 +46,7 @@ def test_the_true_teeth_of_both_patients_lie_on_their_jaws_side(patient, sts_lab
     the middles of the columns alone, without the refits from the pieces on either side, cut 2 true teeth
     of Validation_0001 and 5 of Validation_0002."""
     labels = sts_0001_labels if patient == "Validation_0001" else sts_labels
-    if handedness_of(labels).sign < 0:
-        labels = labels.with_array(mirror_label_numbers(labels.array))
-    canonical, _ = to_canonical(labels)
-    step = 3 if patient == "Validation_0002" else 2  # 0.9 and 0.75 mm
-    truth = canonical.array[::step, ::step, ::step]
-    spacing = tuple(step * s for s in canonical.spacing_zyx)
+    truth, spacing = corrected_canonical(labels, 3 if patient == "Validation_0002" else 2)  # 0.9 and 0.75 mm
     instances, values = _as_instances(truth)
     cut, jaws = split_at_occlusal_surface(instances, occlusal_surface(instances, spacing), spacing)
     wrong = [v for i, v in enumerate(values) if jaws[i + 1] != ("upper" if v // 10 in (1, 2) else "lower")]
@@ -135,12 +129,7 @@ def test_neighbours_joined_at_their_contacts_are_cut_apart_along_the_arch():
 def test_no_true_tooth_spans_two_widths_along_the_arch(patient, sts_labels, sts_0001_labels):
     """The real teeth, each one piece with its true jaw: none is cut (a molar's roots spread, incisors
     stand tilted, and still none spans two expected widths of its position)."""
-    labels = sts_0001_labels if patient == "Validation_0001" else sts_labels
-    if handedness_of(labels).sign < 0:
-        labels = labels.with_array(mirror_label_numbers(labels.array))
-    canonical, _ = to_canonical(labels)
-    truth = canonical.array[::2, ::2, ::2]
-    spacing = tuple(2 * s for s in canonical.spacing_zyx)
+    truth, spacing = corrected_canonical(sts_0001_labels if patient == "Validation_0001" else sts_labels, 2)
     instances, values = _as_instances(truth)
     split, _ = split_along_arch(instances, _true_jaws(values), spacing)
     np.testing.assert_array_equal(split, instances)
@@ -156,12 +145,7 @@ def test_a_true_upper_jaw_alone_is_not_cut_in_two(sts_labels):
     """Validation_0002's upper teeth alone (0.9 mm, one tooth class): the surface runs through their middles,
     but most teeth's crown-to-root directions then contradict their sides, so the cut is undone and the
     step numbers them as without the option. (The lower jaw alone is not caught: a documented limit.)"""
-    labels = sts_labels
-    if handedness_of(labels).sign < 0:
-        labels = labels.with_array(mirror_label_numbers(labels.array))
-    canonical, _ = to_canonical(labels)
-    truth = canonical.array[::3, ::3, ::3]
-    spacing = tuple(3 * s for s in canonical.spacing_zyx)
+    truth, spacing = corrected_canonical(sts_labels, 3)
     upper = ((truth > 0) & (truth < 30)).astype(np.uint8)
     plain = apply_steps(upper, spacing, [{"name": "teeth_from_boundary"}])
     options = apply_steps(upper, spacing, [{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}])
