@@ -3,8 +3,9 @@
 Neighbouring teeth touch at their contacts, and a coarse map fills the contact in: on the unseen STS-2024
 patient the binary cascade's map held 31+32+33 as one piece of 770 mm³, under the size (``max_tooth_mm3``)
 at which a piece is split at its necks, because lower incisors are small. What gives such a piece away is
-its length along the arch: teeth follow each other along it, and a piece that spans two or more of the
-expected mesiodistal widths there (:data:`~.arch_numbering.MESIODISTAL_MM`) holds that many teeth. It is
+its length along the arch: teeth follow each other along it, and a piece that spans clearly more than
+one expected mesiodistal width there (:data:`~.arch_numbering.MESIODISTAL_MM`; 1.4 by default) holds as
+many teeth as it spans. It is
 cut across the arch where it is thinnest, near the evenly spaced borders between them: a column of the map
 (a (y, x) position, all heights) goes to one part.
 
@@ -12,7 +13,7 @@ It needs each piece's jaw (the arch and the widths are a jaw's), which the occlu
 (:mod:`.occlusion`). No true tooth of either STS-2024 patient is cut (a test). On the true tooth maps as one
 class (0.6 mm) it made Validation_0002's numbering 0.81 -> 0.85 (Validation_0001 unchanged); on the binary
 networks' maps of the unseen patient it raised the best-overlap instance Dice in all 5 cases tried (by
-0.02-0.06) and the numbered one in 4 (benchmarks README).
+0.02-0.06) and the numbered one in 4 (before the numbering's drop cost; benchmarks README).
 """
 
 from __future__ import annotations

@@ -106,9 +106,9 @@ def occlusal_surface(instances: np.ndarray, spacing_zyx: Sequence[float], min_sh
     is refined twice from the pieces that lie on one side of it: the lowest voxels of the upper ones and the
     highest of the lower ones, whose contact the surface is. The refinement is what makes it hold where
     many columns cross one jaw only (Validation_0001, whose lower arch sits inside the upper one: the first
-    surface runs through the upper crowns there). Pieces across it (``min_share`` of them and
-    ``min_piece_mm3`` on each side) are left out of the refinement: their lowest and highest voxels are
-    another jaw's."""
+    surface runs through the upper crowns there). A piece across it (``min_share`` of it and
+    ``min_piece_mm3`` on each side) adds only the inner ends of its two parts, where it crosses the surface
+    (its outer ends are another jaw's), which holds the surface there where no piece lies on one side."""
     if instances.ndim != 3 or instances.shape[0] == 1:
         raise InputError("the occlusal surface is a 3D notion; this tooth map is 2D")
     tooth = instances > 0
