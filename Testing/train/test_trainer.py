@@ -121,6 +121,60 @@ def test_resume_after_interruption_continues_the_same_curve(tmp_path, toy_datase
     np.testing.assert_allclose(losses(tmp_path / "resumed"), reference, rtol=1e-5, atol=1e-6)
 
 
+def test_snapshot_writes_the_latest_checkpoint_as_a_model_folder(tmp_path, toy_dataset):
+    """``train.py RECIPE --snapshot DEST`` scores a long run half-way: the folder holds the checkpoint's
+    weights (not the initial ones), says the step, segments, and the run then resumes unchanged."""
+    from safetensors.torch import load_file
+    from toothseg.cli.main import main as cli
+    from toothseg.train.engine.pipeline import snapshot_stage
+
+    data = toy_recipe(toy_dataset, iterations=6)
+    train(data, tmp_path / "straight")
+    token = CancelToken()
+    from toothseg.train.methods.supervised import Supervised
+
+    original = Supervised.after_step
+
+    def stop_after_four(self, step):
+        original(self, step)
+        if step == 3:
+            token.cancel()
+
+    Supervised.after_step = stop_after_four
+    try:
+        assert train(data, tmp_path / "run", token).interrupted
+    finally:
+        Supervised.after_step = original
+    recipe = recipe_from_dict(json.loads(json.dumps(data)))
+    folder, stage, step = snapshot_stage(recipe, data, tmp_path / "run", tmp_path / "snap")
+    assert (stage, step) == ("0_supervised", 4)
+    model = load_model_folder(folder)
+    assert model.card.metrics == {"snapshot_step": 4} and model.card.class_values == [0, 11, 21]
+    saved = torch.load(tmp_path / "run" / "0_supervised" / "checkpoint.pt", weights_only=True)["networks"]
+    weights = load_file(folder / model.card.weights_file)
+    student = next(iter(saved.values()))
+    assert weights.keys() <= student.keys()
+    for key, tensor in weights.items():
+        torch.testing.assert_close(tensor.float(), student[key].float())
+    out = tmp_path / "pred.png"
+    assert cli(["segment", str(toy_dataset / "images" / "validation0.png"), "-o", str(out), "--model",
+                str(folder)]) == 0
+    # refusals: another recipe's run, a stage that does not exist, a folder of the user's
+    changed = toy_recipe(toy_dataset, iterations=7)
+    with pytest.raises(InputError, match="different recipe"):
+        snapshot_stage(recipe_from_dict(json.loads(json.dumps(changed))), changed, tmp_path / "run", tmp_path / "s2")
+    with pytest.raises(InputError, match="not in recipe"):
+        snapshot_stage(recipe, data, tmp_path / "run", tmp_path / "s3", stage="fine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a model folder"):
+        snapshot_stage(recipe, data, tmp_path / "run", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    # the snapshot took nothing from the run: it resumes onto the uninterrupted curve
+    assert not train(data, tmp_path / "run").interrupted
+    np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "straight"), rtol=1e-5, atol=1e-6)
+
+
 def test_full_disk_during_checkpoint_keeps_the_last_good_one(tmp_path, toy_dataset, monkeypatch, caplog):
     data = toy_recipe(toy_dataset, iterations=4)
     calls = {"n": 0}

@@ -27,7 +27,7 @@ from ..data.dataset import TrainingData, class_values_for
 from ..methods.base import Method, unwrap
 from .trainer import StageResult, Trainer, distributed_context
 
-__all__ = ["run_recipe", "RunResult"]
+__all__ = ["run_recipe", "RunResult", "snapshot_stage"]
 
 log = logging.getLogger("toothseg.train")
 
@@ -259,3 +259,48 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
         with atomic_folder(final, overwrite=True) as staging:  # the previous run's model stays until this is whole
             shutil.copytree(source, staging, dirs_exist_ok=True)
     return RunResult(final, results, False)
+
+
+def snapshot_stage(recipe: Recipe, raw: dict[str, Any], output: str | Path | None, dest: str | Path,
+                   stage: str | None = None) -> tuple[Path, str, int]:
+    """Write a stage's latest checkpoint as a model folder in ``dest``: (folder, stage, step).
+
+    What a researcher needs to score a long run half-way (``bench_cbct_generalisation.py --model DEST``)
+    without stopping it: the checkpoint is only read (it is replaced atomically by the running training).
+    The folder is the stage's own network with the recipe's export settings; its card's metrics say the step.
+    ``stage`` defaults to the last stage that has a checkpoint. Refused for a run of another recipe, and for
+    a ``dest`` that exists and is not a model folder (it would be replaced whole)."""
+    out = Path(output or recipe.output_dir or Path("runs") / recipe.name)
+    saved = out / "recipe.yaml"
+    if not saved.exists():
+        raise InputError(f"{out} is not a ToothSeg run folder (no recipe.yaml)")
+    changes = recipe_differences(yaml.safe_load(saved.read_text(encoding="utf-8")), raw)
+    if changes:
+        raise InputError(f"{out} holds a run of a different recipe ({'; '.join(changes[:4])}): a snapshot would "
+                         "carry the wrong card")
+    names = [s.name for s in recipe.stages]
+    if stage is None:
+        with_checkpoint = [n for n in names if (out / n / "checkpoint.pt").exists()]
+        if not with_checkpoint:
+            raise InputError(f"{out}: no stage has a checkpoint yet")
+        stage = with_checkpoint[-1]
+    if stage not in names:
+        raise InputError(f"stage {stage!r} is not in recipe {recipe.name!r} (its stages: {', '.join(names)})")
+    if not (out / stage / "checkpoint.pt").exists():
+        raise InputError(f"stage {stage!r} of {out} has no checkpoint yet")
+    dest = Path(dest)
+    if dest.exists() and not (dest / "model.json").exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"{dest} exists and is not a model folder; choose a new folder")
+    index = names.index(stage)
+    config = stage_data(recipe, index)
+    table = label_table_named(config.label_table)
+    class_values = class_values_for(config, table)
+    data = TrainingData(config, table, class_values, recipe.seed)
+    trainer = Trainer(recipe, index, out / stage, data, table, class_values, device="cpu", quiet=True)
+    trainer._setup()
+    loaded = trainer.load_checkpoint()
+    if loaded is None:  # removed between the check and the read (a --restart)
+        raise InputError(f"stage {stage!r} of {out} has no checkpoint")
+    step = loaded[0]
+    trainer.export(dest, {"snapshot_step": step})
+    return dest, stage, step
