@@ -17,7 +17,9 @@ trained with:
 Each scan is the patient's teeth cropped with a 12 mm margin at 0.6 mm, as the bundled sample; each
 has its own seed (``--seed`` + index), so the figures are reproducible. Reported per model, patient and
 family: the STS-2024 metrics (instance Dice, IA, whole-dentition Dice) and the handedness of the
-prediction (+1: the patient's right teeth numbered as right ones).
+prediction (+1: the patient's right teeth numbered as right ones). Where the tooth map falls short, the
+recall of each true tooth's occlusal half and apical half (split at the middle of its height, any predicted
+tooth counts) says whether crowns or roots are missed.
 
     python Testing/benchmarks/bench_cbct_generalisation.py --model toothseg-cbct-synthetic-demo \\
         --model runs/cbct_lopo_0001/export --patient sts2024-0002 --family hu --family synthseg \\
@@ -47,6 +49,7 @@ from toothseg.core.io.images import read_volume, write_volume  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.metrics.protocols import sts2024_case  # noqa: E402
 from toothseg.core.postprocessing.arch_numbering import renumber_from_arch  # noqa: E402
+from toothseg.core.preprocessing import to_canonical  # noqa: E402
 from toothseg.core.models.catalog import load_catalog  # noqa: E402
 from toothseg.core.models.folder import read_card  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
@@ -97,6 +100,26 @@ def rtk_scan(anatomy, region: tuple[slice, ...], seed: int) -> tuple[Volume, Vol
     return image, Volume(labels.array[region].copy(), **geometry)
 
 
+def half_recalls(truth: Volume, prediction: Volume) -> tuple[float, float]:
+    """(occlusal, apical) recall: the share of the true teeth's voxels found (as any tooth) in the half of
+    each tooth's height towards the bite, and in the half towards the root tips. Upper teeth (FDI 1x, 2x)
+    point their crowns down, lower ones up, in the patient's frame (LPS: the last index axis is superior)."""
+    labels, _ = to_canonical(truth)
+    found = to_canonical(prediction)[0].array > 0
+    hits = {"occlusal": [0, 0], "apical": [0, 0]}
+    for value in np.unique(labels.array[labels.array > 0]):
+        tooth = labels.array == value
+        z = np.nonzero(tooth.any(axis=(1, 2)))[0]
+        middle = (z.min() + z.max()) / 2
+        below = tooth & (np.arange(tooth.shape[0]) < middle)[:, None, None]
+        above = tooth & ~below
+        crown, root = (below, above) if int(value) // 10 in (1, 2, 5, 6) else (above, below)
+        for part, voxels in (("occlusal", crown), ("apical", root)):
+            hits[part][0] += int((voxels & found).sum())
+            hits[part][1] += int(voxels.sum())
+    return tuple(round(h / max(n, 1), 4) for h, n in (hits["occlusal"], hits["apical"]))
+
+
 def score(model_folder: Path, patients: list[str], families: list[str], count: int, seed: int, tta: bool,
           arch_numbering: bool = False) -> dict:
     predictor = Predictor(model_folder, InferenceOptions(device="cpu", tta=tta))
@@ -109,14 +132,17 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
                 prediction = predictor.predict(image)
                 metrics = sts2024_case(truth.array, prediction.labels.array)
                 hand = handedness_of(prediction.labels)
+                occlusal, apical = half_recalls(truth, prediction.labels)
                 rows.append({"patient": patient, "family": family, "scan": index,
                              "seconds": round(time.perf_counter() - started, 1),
                              "teeth_true": int(len(np.unique(truth.array)) - 1),
                              "teeth_found": len(prediction.report.get("labels_found", [])),
                              "handedness": hand.sign, "determinant": hand.determinant,
+                             "occlusal_half_recall": occlusal, "apical_half_recall": apical,
                              **{k: round(float(v), 4) for k, v in metrics.items()}})
                 print(f"  {card.id} {patient} {family} #{index}: instance Dice {metrics['instance_dsc']:.3f}, "
-                      f"IA {metrics['ia']:.3f}, image Dice {metrics['image_dsc']:.3f}, handedness {hand.sign:+d}",
+                      f"IA {metrics['ia']:.3f}, image Dice {metrics['image_dsc']:.3f}, handedness {hand.sign:+d}, "
+                      f"found {occlusal:.0%} of the crown halves and {apical:.0%} of the root halves",
                       flush=True)
                 if arch_numbering:  # the same teeth, numbered from the arch geometry instead of by the network
                     renumbered, _ = renumber_from_arch(prediction.labels)
@@ -128,7 +154,8 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
     for patient in patients:
         for family in families:
             part = [r for r in rows if r["patient"] == patient and r["family"] == family]
-            keys = ["instance_dsc", "ia", "image_dsc", "handedness"] + (["arch_instance_dsc", "arch_ia"]
+            keys = ["instance_dsc", "ia", "image_dsc", "handedness", "occlusal_half_recall",
+                    "apical_half_recall"] + (["arch_instance_dsc", "arch_ia"]
                                                                           if arch_numbering else [])
             summary[f"{patient}/{family}"] = {k: round(float(np.mean([r[k] for r in part])), 4) for k in keys}
     return {"model": card.id, "folder": str(model_folder), "provenance": card.provenance, "rows": rows,

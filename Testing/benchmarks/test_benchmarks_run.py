@@ -156,3 +156,23 @@ def test_bench_tooth_separation_splits_the_merged_real_teeth(tmp_path):
         assert merged["instances"] <= 5 and merged["instance_dice"] < 0.35
         assert split["instances"] >= 0.9 * split["teeth"] and split["instance_dice"] > 0.9
         assert rows[(patient, "boundary", 0.0)]["instance_dice"] == rows[(patient, "boundary", 800.0)]["instance_dice"]
+
+
+def test_bench_cbct_generalisation_tells_missed_roots_from_missed_crowns():
+    """An upper tooth points its crown down and a lower one up (LPS, superior last): a map of the crowns only
+    is all occlusal recall, and the same map read with the jaws swapped would be all apical."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import numpy as np
+    from bench_cbct_generalisation import half_recalls
+    from toothseg.core.volume import Volume
+
+    truth = np.zeros((20, 5, 5), np.uint16)
+    truth[2:10, 2, 2], truth[10:18, 2, 2] = 11, 31  # upper incisor below its root, lower one above
+    crowns = np.zeros_like(truth)
+    crowns[2:6, 2, 2], crowns[14:18, 2, 2] = 11, 31
+    assert half_recalls(Volume(truth, spacing=(1, 1, 1)), Volume(crowns, spacing=(1, 1, 1))) == (1.0, 0.0)
+    swapped = np.where(truth == 11, 41, np.where(truth == 31, 21, 0)).astype(np.uint16)
+    assert half_recalls(Volume(swapped, spacing=(1, 1, 1)), Volume(crowns, spacing=(1, 1, 1))) == (0.0, 1.0)
+    flipped = Volume(truth[::-1].copy(), spacing=(1, 1, 1), direction=np.diag([1.0, 1.0, -1.0]))
+    assert half_recalls(flipped, Volume(crowns[::-1].copy(), spacing=(1, 1, 1),
+                                        direction=np.diag([1.0, 1.0, -1.0]))) == (1.0, 0.0)
