@@ -297,10 +297,8 @@ def snapshot_stage(recipe: Recipe, raw: dict[str, Any], output: str | Path | Non
     class_values = class_values_for(config, table)
     data = TrainingData(config, table, class_values, recipe.seed)
     trainer = Trainer(recipe, index, out / stage, data, table, class_values, device="cpu", quiet=True)
-    trainer._setup()
-    loaded = trainer.load_checkpoint()
-    if loaded is None:  # removed between the check and the read (a --restart)
+    step = trainer.restore()
+    if step is None:  # removed between the check and the read (a --restart)
         raise InputError(f"stage {stage!r} of {out} has no checkpoint")
-    step = loaded[0]
     trainer.export(dest, {"snapshot_step": step})
     return dest, stage, step

@@ -187,6 +187,13 @@ class Trainer:
     def load_checkpoint(self) -> tuple[int, float] | None:
         return load_checkpoint(self._checkpoint_path(), self.method.nets, self.optimizers, self.scaler, self.method)
 
+    def restore(self) -> int | None:
+        """Build the networks and load the stage's checkpoint without training (a snapshot of a running
+        stage); the checkpoint's step, or None when there is none."""
+        self._setup()
+        loaded = self.load_checkpoint()
+        return None if loaded is None else loaded[0]
+
     # ------------------------------------------------------------------ data
     def _batches(self, start_step: int):
         """Yields batches for steps start_step, start_step+1, …; rank r takes its share of each global batch."""
