@@ -102,8 +102,8 @@ def rtk_scan(anatomy, region: tuple[slice, ...], seed: int) -> tuple[Volume, Vol
 
 def half_recalls(truth: Volume, prediction: Volume) -> tuple[float, float]:
     """(occlusal, apical) recall: the share of the true teeth's voxels found (as any tooth) in the half of
-    each tooth's height towards the bite, and in the half towards the root tips. Upper teeth (FDI 1x, 2x)
-    point their crowns down, lower ones up, in the patient's frame (LPS: the last index axis is superior)."""
+    each tooth's height towards the bite, and in the half towards the root tips. Upper teeth (FDI 1x, 2x,
+    5x, 6x) point their crowns down, lower ones up: in the canonical (Z, Y, X) array Z grows towards the head."""
     labels, _ = to_canonical(truth)
     found = to_canonical(prediction)[0].array > 0
     hits = {"occlusal": [0, 0], "apical": [0, 0]}
@@ -154,9 +154,8 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
     for patient in patients:
         for family in families:
             part = [r for r in rows if r["patient"] == patient and r["family"] == family]
-            keys = ["instance_dsc", "ia", "image_dsc", "handedness", "occlusal_half_recall",
-                    "apical_half_recall"] + (["arch_instance_dsc", "arch_ia"]
-                                                                          if arch_numbering else [])
+            keys = ["instance_dsc", "ia", "image_dsc", "handedness", "occlusal_half_recall", "apical_half_recall"]
+            keys += ["arch_instance_dsc", "arch_ia"] if arch_numbering else []
             summary[f"{patient}/{family}"] = {k: round(float(np.mean([r[k] for r in part])), 4) for k in keys}
     return {"model": card.id, "folder": str(model_folder), "provenance": card.provenance, "rows": rows,
             "summary": summary}

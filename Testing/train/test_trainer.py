@@ -170,6 +170,11 @@ def test_snapshot_writes_the_latest_checkpoint_as_a_model_folder(tmp_path, toy_d
     with pytest.raises(InputError, match="not a model folder"):
         snapshot_stage(recipe, data, tmp_path / "run", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    for wrong in (["--stage", "0_supervised"], ["--snapshot", str(tmp_path / "s4"), "--restart"]):
+        assert cli(["train", str(recipe_file), "--output", str(tmp_path / "run"), *wrong]) != 0
+    assert (tmp_path / "run" / "0_supervised" / "checkpoint.pt").exists() and not (tmp_path / "s4").exists()
     # the snapshot took nothing from the run: it resumes onto the uninterrupted curve
     assert not train(data, tmp_path / "run").interrupted
     np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "straight"), rtol=1e-5, atol=1e-6)

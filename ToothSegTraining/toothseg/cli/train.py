@@ -16,6 +16,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     logging.getLogger("toothseg.train").setLevel(logging.INFO)
     if args.stage and not args.snapshot:
         raise InputError("--stage goes with --snapshot")
+    if args.snapshot and args.restart:
+        raise InputError("--snapshot reads a run and --restart deletes it: give one of them")
     recipe, raw = load_recipe(args.recipe, args.set or [])
     if args.snapshot:
         folder, stage, step = snapshot_stage(recipe, raw, args.output, args.snapshot, args.stage)
