@@ -170,6 +170,12 @@ def test_snapshot_writes_the_latest_checkpoint_as_a_model_folder(tmp_path, toy_d
     with pytest.raises(InputError, match="not a model folder"):
         snapshot_stage(recipe, data, tmp_path / "run", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    train(data, tmp_path / "done")  # a finished run's own models are not replaced by a snapshot
+    exported = (tmp_path / "done" / "model" / "model.json").read_text()
+    for own in (tmp_path / "done" / "model", tmp_path / "done" / "0_supervised" / "model"):
+        with pytest.raises(InputError, match="exported itself"):
+            snapshot_stage(recipe, data, tmp_path / "done", own)
+    assert (tmp_path / "done" / "model" / "model.json").read_text() == exported
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     for wrong in (["--stage", "0_supervised"], ["--snapshot", str(tmp_path / "s4"), "--restart"]):

@@ -268,8 +268,9 @@ def snapshot_stage(recipe: Recipe, raw: dict[str, Any], output: str | Path | Non
     What a researcher needs to score a long run half-way (``bench_cbct_generalisation.py --model DEST``)
     without stopping it: the checkpoint is only read (it is replaced atomically by the running training).
     The folder is the stage's own network with the recipe's export settings; its card's metrics say the step.
-    ``stage`` defaults to the last stage that has a checkpoint. Refused for a run of another recipe, and for
-    a ``dest`` that exists and is not a model folder (it would be replaced whole)."""
+    ``stage`` defaults to the last stage that has a checkpoint. Refused for a run of another recipe, for a
+    ``dest`` that exists and is not a model folder (it would be replaced whole), and for the run's own
+    exported models (``model``, a stage's ``model`` or ``best``)."""
     out = Path(output or recipe.output_dir or Path("runs") / recipe.name)
     saved = out / "recipe.yaml"
     if not saved.exists():
@@ -291,6 +292,10 @@ def snapshot_stage(recipe: Recipe, raw: dict[str, Any], output: str | Path | Non
     dest = Path(dest)
     if dest.exists() and not (dest / "model.json").exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InputError(f"{dest} exists and is not a model folder; choose a new folder")
+    own = {out / "model", *(out / n / part for n in names for part in ("model", "best"))}
+    if dest.exists() and any(dest.resolve() == folder.resolve() for folder in own if folder.exists()):
+        raise InputError(f"{dest} is a model the run exported itself; a snapshot does not replace it: choose a new "
+                         "folder")
     index = names.index(stage)
     config = stage_data(recipe, index)
     table = label_table_named(config.label_table)
