@@ -16,7 +16,7 @@
    161 x 161 x 132 mm field of the bundled STS-2024 ``Validation_0002`` label map, SYNTHETIC
    intensities) at 0.6 mm; model: the bundled ``toothseg-cbct-synthetic-demo`` (or ``--model``).
 
-4. ``fullfield``: what a clinician's full-field scan costs with the bundled model as ``segment`` runs it
+4. ``fullfield``: what a clinician's full-field scan costs with the bundled 3D default as ``segment`` runs it
    (default options: TTA on, post-processing and numbering checks): a 640 x 640 x 400 scan at 0.25 mm
    (160 x 160 x 100 mm, int16, uncompressed NIfTI), the 0.6 mm full-field synthetic scan of ``cascade``
    resampled onto it (SYNTHETIC intensities) with fine noise added; reading and predicting timed apart,
@@ -277,8 +277,9 @@ def main() -> int:
         import tempfile
         from pathlib import Path
 
-        model = args.model or str(Path(__file__).resolve().parents[2] / "Resources" / "Models" /
-                                  "toothseg-cbct-synthetic-demo")
+        from toothseg.core.models.catalog import load_catalog
+
+        model = args.model or str(load_catalog(include_user=False).default("3d").folder)  # what segment runs
         with tempfile.TemporaryDirectory(prefix="toothseg-bench-") as folder:
             image_path, labels_path = clinical_full_field_scan(folder, args.size, args.spacing)
             r = _child(["_child_fullfield", "--model", model, "--image", image_path, "--labels", labels_path])

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from toothseg.core.models.catalog import load_catalog
+
 BENCHMARKS = Path(__file__).resolve().parent
 
 
@@ -74,7 +76,7 @@ def test_bench_inference_fullfield_runs_small(tmp_path):
     assert report["settings"]["size_xyz"] == [96, 96, 64] and run["shape_zyx"] == [64, 96, 96]
     assert run["peak_gib"] > run["baseline_gib"] > 0 and run["seconds"] >= run["read_seconds"]
     assert 0 <= run["postprocessing_seconds"] <= run["seconds"] - run["read_seconds"]
-    assert report["settings"]["model"] == run["model"] == "toothseg-cbct-synthetic-demo"
+    assert report["settings"]["model"] == run["model"] == load_catalog(include_user=False).default("3d").id
     assert set(run["metrics"]) >= {"instance_dsc", "ia"}
 
 

@@ -19,6 +19,7 @@ from toothseg.core import LabelTable, Volume
 from toothseg.core.io import read_label_map, read_volume, write_volume
 from toothseg.core.networks import build_network
 from toothseg.core.models.card import IntensityNormalization, ModelCard
+from toothseg.core.models.catalog import load_catalog
 from toothseg.core.models.folder import save_model_folder
 
 from ..conftest import ellipsoid_teeth, oblique_direction
@@ -253,7 +254,7 @@ def test_wrong_kind_and_existing_output(tmp_path, model3d):
     default = run("segment", source, "-o", tmp_path / "x.seg.nrrd", "--fast", "--report", tmp_path / "x.json",
                   env={"TOOTHSEG_MODELS_DIR": str(tmp_path)})
     assert default.returncode == 0, default.stderr
-    assert "toothseg-cbct-synthetic-demo" in (tmp_path / "x.json").read_text()
+    assert json.loads((tmp_path / "x.json").read_text())["model"] == load_catalog(include_user=False).default("3d").id
 
 
 def test_output_types_that_cannot_hold_the_result_are_refused_before_inference(tmp_path, model3d):

@@ -54,7 +54,7 @@ def test_a_bundled_default_for_each_input_kind(kind):
     assert all(line.endswith("OK") for line in verify_model_folder(entry.folder))
     card = read_card(entry.folder)
     assert card.input_kind == kind
-    assert {11, 21, 36, 48} <= set(card.class_values)  # FDI tooth numbers
+    assert {11, 21, 36, 48} <= set(card.output_table.values)  # FDI tooth numbers, as segment writes them
     recipe = card.provenance.get("recipe")
     assert recipe and (RECIPES / f"{recipe}.yaml").is_file(), "a bundled model names the recipe that made it"
     assert card.metrics, "a bundled model carries its validation metrics"
