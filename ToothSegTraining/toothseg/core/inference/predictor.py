@@ -265,8 +265,10 @@ class Predictor:
             if entropy is not None:
                 entropy = to_canonical(volume.with_array(entropy))[0].array
             spacing_zyx = canonical.spacing_zyx
+            image = None  # the steps that read intensities do without (imported models run none of them)
         else:
             canonical, orientation = to_canonical(volume)
+            image = canonical.array
             spacing_zyx = canonical.spacing_zyx
             if self.card.image_extent_yx and canonical.is_2d:  # X-rays as the model saw them: whole-image scale
                 spacing_zyx = (spacing_zyx[0],
@@ -281,7 +283,7 @@ class Predictor:
             network_labels = volume.with_array(restore_orientation(labels.copy(), orientation))
         if steps and labels.any():
             postprocessing_started = time.perf_counter()
-            labels = apply_steps(labels, spacing_zyx, steps)
+            labels = apply_steps(labels, spacing_zyx, steps, image=image)
             report["postprocessing_seconds"] = round(time.perf_counter() - postprocessing_started, 3)
         if self.options.numbering_checks:
             warnings += self._numbering_warnings(canonical.with_array(labels), report)

@@ -35,6 +35,7 @@ from ..labels import LOWER_TOOTH, UPPER_TOOTH
 from ..volume import Volume
 from .arch_numbering import POSITION_TYPES, TOOTH_TYPES, number_teeth_from_arch
 from .arch_split import split_along_arch
+from .dentition import DENTITION_RADIUS_MM, pieces_off_the_dentition
 from .occlusion import occlusal_surface, roots_contradict_the_sides, split_at_occlusal_surface
 from .steps import register_step
 
@@ -290,6 +291,15 @@ def type_votes(classes: np.ndarray, instances: np.ndarray) -> dict[int, np.ndarr
     return {i: votes[i] / totals[i] for i in range(1, count + 1) if totals[i] > 0}
 
 
+def _drop_pieces_off_the_dentition(instances: np.ndarray, spacing_zyx: Sequence[float], image: np.ndarray | None,
+                                   radius_mm: float) -> None:
+    """Set to 0, in place, the instances that lie off the dentition (:mod:`.dentition`; 0: off)."""
+    if radius_mm > 0:
+        off = pieces_off_the_dentition(instances, spacing_zyx, image, radius_mm)
+        if off:
+            instances[np.isin(instances, off)] = 0
+
+
 def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3: float,
               **numbering_options) -> np.ndarray:
     """The instances of a canonical array with FDI numbers from the arch (unnumbered ones become 0)."""
@@ -298,11 +308,13 @@ def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3
     return numbering.relabel(instances).astype(np.uint8)
 
 
-@register_step("teeth_from_boundary", maxima={"occlusal_share": 0.5}, off_or_at_least={"arch_split": 1.2})
+@register_step("teeth_from_boundary", maxima={"occlusal_share": 0.5},
+               off_or_at_least={"arch_split": 1.2, "dentition_mm": 30.0})
 def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
                         max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0,
                         type_weight: float = 100.0, max_tooth_mm3: float = 800.0,
-                        occlusal_share: float = 0.0, arch_split: float = 0.0) -> np.ndarray:
+                        occlusal_share: float = 0.0, arch_split: float = 0.0,
+                        dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None) -> np.ndarray:
     """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
     numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`, with each tooth's type votes
     when the model is typed, weighted by ``type_weight``; teeth it cannot number are dropped). ``labels`` is
@@ -314,10 +326,15 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     crown that a coarse map joined come apart, and a map of crowns gets its jaws right. With the jaws known
     that way, ``arch_split`` > 0 (at least 1.2; the binary recipes export 1.4) cuts every piece that spans at
     least that many expected tooth widths along its jaw's arch into as many teeth (:mod:`.arch_split`):
-    neighbours a coarse map joined at their contacts, too small together for the neck split."""
+    neighbours a coarse map joined at their contacts, too small together for the neck split.
+
+    ``dentition_mm`` (0: off) first drops the pieces farther than that from the middle of the dentition,
+    found from ``image`` (the scan on the same grid; without it nothing is dropped): bone up the skull that
+    the network took for teeth (:mod:`.dentition`)."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
+    _drop_pieces_off_the_dentition(instances, spacing_zyx, image, dentition_mm)
     if not instances.any():
         return np.zeros(labels.shape, np.uint8)
     jaws = None
@@ -337,14 +354,16 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
                      type_weight=type_weight, jaws=jaws)
 
 
-@register_step("teeth_from_jaws")
+@register_step("teeth_from_jaws", off_or_at_least={"dentition_mm": 30.0})
 def teeth_from_jaws(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
-                    max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0, max_tooth_mm3: float = 800.0) -> np.ndarray:
+                    max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0, max_tooth_mm3: float = 800.0,
+                    dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None) -> np.ndarray:
     """Post-processing step of a tooth-jaw model (:data:`~toothseg.core.labels.TOOTH_JAW`: upper tooth 1,
     lower tooth 2): each jaw's teeth are separated on their own (:func:`separate_instances`, split at their
     necks), so an upper and a lower crown that a coarse map joined across the occlusal plane come apart
     along the network's jaw border; then FDI numbers from the arch with each tooth's jaw as the network said
-    (teeth it cannot number are dropped). ``labels`` is the canonical array, as every step receives it."""
+    (teeth it cannot number are dropped). ``labels`` is the canonical array, as every step receives it;
+    ``dentition_mm`` and ``image`` as for :func:`teeth_from_boundary`."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_jaws numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = np.zeros(labels.shape, np.int32)
@@ -358,6 +377,7 @@ def teeth_from_jaws(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_m
         offset = int(instances.max())
         instances[found > 0] = found[found > 0] + offset
         jaws.update({offset + i: jaw for i in range(1, int(found.max()) + 1)})
+    _drop_pieces_off_the_dentition(instances, spacing_zyx, image, dentition_mm)
     if not instances.any():
         return np.zeros(labels.shape, np.uint8)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, jaws=jaws)

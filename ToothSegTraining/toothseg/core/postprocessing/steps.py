@@ -1,7 +1,9 @@
 """Post-processing steps for label maps (registry; each step works label by label in its bounding box).
 
 Every step takes ``(labels (Z, Y, X) int array, spacing_zyx in mm, **options)`` and returns a new
-array; connectivity is full (26-neighbourhood in 3D, 8 in 2D), as in RAIL's and nnU-Net's code.
+array; connectivity is full (26-neighbourhood in 3D, 8 in 2D), as in RAIL's and nnU-Net's code. A step
+with a keyword parameter ``image`` also receives the scan's intensities on the same grid (or None where
+the caller has none); it is no option a model card can set.
 
 Worked example (``remove_small``, 1 mm voxels)::
 
@@ -29,6 +31,8 @@ _STEPS: dict[str, Callable[..., np.ndarray]] = {}
 _MAXIMA: dict[str, dict[str, float]] = {}
 #: Options that are 0 (off) or at least a minimum (step name -> option -> minimum).
 _OFF_OR_AT_LEAST: dict[str, dict[str, float]] = {}
+#: Keyword parameters the pipeline fills in itself, never a model card (see the module docstring).
+_PIPELINE_INPUTS = ("image",)
 
 
 def register_step(name: str, maxima: dict[str, float] | None = None,
@@ -172,7 +176,8 @@ def step_problems(steps: Any) -> list[str]:
                             f"(known: {', '.join(postprocessing_steps())})")
             continue
         name = step["name"]
-        accepted = list(inspect.signature(_STEPS[name]).parameters)[2:]
+        accepted = [option for option in list(inspect.signature(_STEPS[name]).parameters)[2:]
+                    if option not in _PIPELINE_INPUTS]
         for option, value in step.items():
             if option == "name":
                 continue
@@ -191,14 +196,20 @@ def step_problems(steps: Any) -> list[str]:
     return problems
 
 
-def apply_steps(labels: np.ndarray, spacing_zyx: Sequence[float], steps: Sequence[dict[str, Any]]) -> np.ndarray:
+def apply_steps(labels: np.ndarray, spacing_zyx: Sequence[float], steps: Sequence[dict[str, Any]],
+                image: np.ndarray | None = None) -> np.ndarray:
     """Run ``steps`` (``[{"name": "remove_small", "min_mm3": 30}, …]``) in order, after
-    :func:`step_problems` found nothing wrong with them."""
+    :func:`step_problems` found nothing wrong with them; ``image`` (the intensities on the labels' grid)
+    goes to the steps that take it."""
     problems = step_problems(steps)
     if problems:
         raise InputError("post-processing: " + "; ".join(problems))
+    if image is not None and image.shape != labels.shape:
+        raise ValueError(f"post-processing: image {image.shape} and labels {labels.shape} are not on one grid")
     for step in steps:
         options = dict(step)
         name = options.pop("name")
+        if "image" in inspect.signature(_STEPS[name]).parameters:
+            options["image"] = image
         labels = _STEPS[name](labels, spacing_zyx, **options)
     return labels
