@@ -50,6 +50,7 @@ from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.metrics.protocols import sts2024_case  # noqa: E402
 from toothseg.core.postprocessing.arch_numbering import renumber_from_arch  # noqa: E402
 from toothseg.core.preprocessing import to_canonical  # noqa: E402
+from toothseg.core.errors import InputError  # noqa: E402
 from toothseg.core.models.catalog import load_catalog  # noqa: E402
 from toothseg.core.models.folder import read_card  # noqa: E402
 from toothseg.train.data.cases import shared_data_dir  # noqa: E402
@@ -177,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     args = parser.parse_args(argv)
     catalog = load_catalog()
+    try:  # every model before the first scan: a typo is said at once, not after an hour of scoring
+        folders = {model: catalog.resolve(model) for model in args.model}
+    except InputError as exc:
+        parser.error(str(exc))
     results = []
-    for model in args.model:
-        folder = catalog.resolve(model)
+    for model, folder in folders.items():
         print(f"{model}:", flush=True)
         families = args.family or ["hu", "synthseg"]
         results.append(score(folder, args.patient or ["sts2024-0001", "sts2024-0002"], families, args.scans,

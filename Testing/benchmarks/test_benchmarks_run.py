@@ -178,3 +178,13 @@ def test_bench_cbct_generalisation_tells_missed_roots_from_missed_crowns():
     flipped = Volume(truth[::-1].copy(), spacing=(1, 1, 1), direction=np.diag([1.0, 1.0, -1.0]))
     assert half_recalls(flipped, Volume(crowns[::-1].copy(), spacing=(1, 1, 1),
                                         direction=np.diag([1.0, 1.0, -1.0]))) == (1.0, 0.0)
+
+
+def test_bench_cbct_generalisation_refuses_an_unknown_model_before_scoring(tmp_path):
+    """A typo in the second --model is said at once, in one line, before an hour of scoring the first."""
+    command = [sys.executable, str(BENCHMARKS / "bench_cbct_generalisation.py"), "--model",
+               "toothseg-cbct-binary-lopo-long", "--model", "no-such-model", "--out", str(tmp_path / "r.json")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no model 'no-such-model' in the catalogue" in proc.stderr
+    assert "Traceback" not in proc.stderr and "toothseg-cbct-binary-lopo-long:" not in proc.stdout
+    assert not (tmp_path / "r.json").exists()
