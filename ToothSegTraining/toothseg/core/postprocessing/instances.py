@@ -296,8 +296,11 @@ def _drop_pieces_off_the_dentition(instances: np.ndarray, spacing_zyx: Sequence[
     """Set to 0, in place, the instances that lie off the dentition (:mod:`.dentition`; 0: off)."""
     if radius_mm > 0:
         off = pieces_off_the_dentition(instances, spacing_zyx, image, radius_mm)
-        if off:
-            instances[np.isin(instances, off)] = 0
+        if off:  # in each piece's box: a full field holds 160 M voxels, one pass per piece would be seconds
+            boxes = ndimage.find_objects(instances)
+            for value in off:
+                view = instances[boxes[value - 1]]
+                view[view == value] = 0
 
 
 def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3: float,
