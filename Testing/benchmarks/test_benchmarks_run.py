@@ -123,8 +123,9 @@ def test_bench_ufba_says_what_went_wrong_with_each_tooth(tmp_path):
 
 
 def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tmp_path):
-    """On the real head CT, a 'prediction' of every voxel above 1500 HU in the lowest 6 slices and one slab
-    higher up: the reported share in the crown slices is that of the voxels put there, and the picture is drawn."""
+    """On the real head CT, a 'prediction' of every voxel above 1500 HU in the lowest 6 slices, one slab at root
+    height and one far above: the reported shares in the crown slices and within a tooth's reach are those of
+    the voxels put there, and the picture is drawn."""
     import numpy as np
     from toothseg.core.io import read_volume, write_volume
     from toothseg.train.data.cases import shared_data_dir
@@ -132,8 +133,10 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
     ct = read_volume(shared_data_dir() / "ct" / "Cranium_ProMED_CT_0051.nii.gz")
     found = np.zeros(ct.array.shape, np.uint8)
     found[:6][ct.array[:6] > 1500] = 1
+    found[12:14][ct.array[12:14] > 1000] = 1
     found[50:52][ct.array[50:52] > 1500] = 1
     expected = float(found[:6].sum()) / float(found.sum())
+    reach = float(found[:18].sum()) / float(found.sum())
     write_volume(ct.with_array(found), tmp_path / "found.nii.gz")
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "smoke_real_ct.py"), "--prediction",
                            str(tmp_path / "found.nii.gz"), "--json", str(tmp_path / "s.json"), "--picture",
@@ -141,6 +144,7 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "s.json").read_text())
     assert abs(report["share_in_lowest_slices"] - expected) < 1e-3 and 0 < expected < 1
+    assert abs(report["share_in_tooth_slices"] - reach) < 1e-3 and expected < reach < 1
     assert (tmp_path / "s.png").stat().st_size > 5000
 
 
