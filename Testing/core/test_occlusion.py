@@ -150,3 +150,27 @@ def test_a_true_upper_jaw_alone_is_not_cut_in_two(sts_labels):
     plain = apply_steps(upper, spacing, [{"name": "teeth_from_boundary"}])
     options = apply_steps(upper, spacing, [{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}])
     np.testing.assert_array_equal(options, plain)
+
+
+def test_only_a_clear_majority_of_roots_against_their_sides_undoes_the_cut(monkeypatch):
+    """The crown-to-root directions of a network's pieces are noisy: 6 against and 5 for (the 0.8 mm cascade
+    on a cone-beam scan with both jaws) must keep the cut; 11 against 1 (a true upper jaw alone cut in two)
+    and 3 against none must undo it."""
+    from toothseg.core.postprocessing import occlusion
+
+    instances = np.zeros((4, 4, 40), np.int32)
+    for value in range(1, 13):
+        instances[0, 0, 3 * value] = value
+
+    def verdict(against: int, agreeing: int) -> bool:
+        jaws = {v: "upper" for v in range(1, against + agreeing + 1)}
+        directions = {v: np.array([0.0, 0.0, -1.0 if v <= against else 1.0]) for v in jaws}
+        monkeypatch.setattr(occlusion, "_root_direction", lambda canonical, value, box: directions[value])
+        return occlusion.roots_contradict_the_sides(instances, jaws, (1.0, 1.0, 1.0))
+
+    assert not verdict(6, 5)
+    assert not verdict(4, 3)
+    assert verdict(11, 1)
+    assert verdict(3, 0)
+    assert verdict(4, 2)
+    assert not verdict(2, 0)  # too few to say

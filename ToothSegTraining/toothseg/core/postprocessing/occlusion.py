@@ -161,10 +161,12 @@ def split_at_occlusal_surface(instances: np.ndarray, surface: np.ndarray, spacin
 
 
 def roots_contradict_the_sides(instances: np.ndarray, jaws: dict[int, str], spacing_zyx: Sequence[float]) -> bool:
-    """Whether the pieces whose crown-to-root direction is clearly vertical mostly say the other jaw than
-    the side of the surface they lie on (at least 3 of them, more against than for). On a true map of
-    Validation_0002's upper jaw alone, 11 of 12 such pieces did (the surface had cut its teeth in two); on
-    both jaws of either patient none did, and on the networks' maps of crowns at most as many as agreed."""
+    """Whether the pieces whose crown-to-root direction is clearly vertical say the other jaw than the side
+    of the surface they lie on, by a clear majority (at least 3 of them, at least twice as many against as
+    for). On a true map of Validation_0002's upper jaw alone, 11 of 12 such pieces did (the surface had cut
+    its teeth in two); on both jaws of either patient none did. On the networks' maps the directions are
+    noisy: the 0.8 mm cascade's map of a simulated cone-beam scan with both jaws gave 6 against and 5 for,
+    and a bare majority undid a right cut and swapped every tooth's jaw (instance Dice 0.21 -> 0.12)."""
     canonical = Volume(instances, spacing=tuple(float(s) for s in spacing_zyx[::-1]))  # LPS axes, identity
     boxes = ndimage.find_objects(instances)
     agree = disagree = 0
@@ -177,4 +179,4 @@ def roots_contradict_the_sides(instances: np.ndarray, jaws: dict[int, str], spac
                 agree += 1
             else:
                 disagree += 1
-    return agree + disagree >= 3 and disagree > agree
+    return agree + disagree >= 3 and disagree >= 2 * agree
