@@ -13,9 +13,10 @@ in the crown slices (the lowest ``--teeth-slices``) and in the slices a whole to
 very bright voxels (> 1500 HU: enamel, metal, dense cortical bone) it covers.
 
 Why 18 tooth slices: the crowns reach down to slice 0, and the longest tooth, the upper canine, measures
-about 27 mm from cusp tip to root apex (Wheeler's dental anatomy: 26.5-27 mm), 18 slices of 1.5 mm; the
-axial slices in the picture show the roots in the maxilla up to about slice 13. This bound is anatomy,
-fixed before any model was scored against it; it says what lies beyond any tooth, not where a tooth ends.
+about 27 mm from cusp tip to root apex (Wheeler's dental anatomy: 26.5-27 mm), 18 slices of 1.5 mm (the
+picture's axial slice 10 shows the roots in the maxilla; the bundled default's root outlines end at slice
+13). This bound is anatomy, fixed before any model was scored against it; it says what lies beyond any
+tooth, not where a tooth ends.
 """
 
 from __future__ import annotations
