@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the network's own finds, before the model's post-processing (e.g. the numbering "
                              "that drops pieces off the dental arch)")
     args = parser.parse_args(argv)
+    if not 1 <= args.teeth_slices <= args.tooth_slices:
+        parser.error(f"--teeth-slices {args.teeth_slices} and --tooth-slices {args.tooth_slices}: the crown slices "
+                     "are at least 1 and no more than the slices a tooth can reach")
     ct = shared_data_dir() / "ct" / "Cranium_ProMED_CT_0051.nii.gz"
     prediction = args.prediction
     run_report = {}

@@ -146,6 +146,10 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
     assert abs(report["share_in_lowest_slices"] - expected) < 1e-3 and 0 < expected < 1
     assert abs(report["share_in_tooth_slices"] - reach) < 1e-3 and expected < reach < 1
     assert (tmp_path / "s.png").stat().st_size > 5000
+    refused = subprocess.run([sys.executable, str(BENCHMARKS / "smoke_real_ct.py"), "--prediction",
+                              str(tmp_path / "found.nii.gz"), "--tooth-slices", "4"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "--tooth-slices 4" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_bench_tooth_separation_splits_the_merged_real_teeth(tmp_path):
