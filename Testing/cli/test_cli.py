@@ -213,6 +213,17 @@ def test_demo_runs_offline(tmp_path):
     assert len(report["teeth_expected"]) == 30
     if report["model"] != "none":  # a bundled model was used: its score on the sample is reported
         assert 0.0 <= report["metrics"]["instance_dsc"] <= 1.0
+    if report["model"] != "none":  # whether the sample's patient is training anatomy, from the model's card
+        from toothseg.core.models.catalog import load_catalog
+        from toothseg.core.models.folder import read_card
+        from toothseg.demo import sample_seen_in_training
+
+        catalog = load_catalog(include_user=False)
+        default = read_card(catalog.resolve(catalog.default("3d").id))
+        assert report["sample_seen_in_training"] == sample_seen_in_training(default)
+        assert report["sample_seen_in_training"] is not None  # the bundled defaults name their training anatomy
+        assert ("is in this model's training anatomy" if report["sample_seen_in_training"]
+                else "left out of this model's training") in result.stdout
     if report["model"] != "none":  # the bundled default numbers the sample's sides right
         assert report["handedness"]["verdict"] == "correct", report["handedness"]
         assert not any("mirrored" in w for w in report["warnings"])
@@ -232,6 +243,26 @@ def test_demo_runs_offline(tmp_path):
     assert again.returncode == 0, again.stderr
     assert not stale.exists() and users.read_text() == "solid mine"
     assert not picture.exists()  # the earlier run's picture would be taken for this run's
+
+
+def test_the_demo_says_whether_the_sample_patient_was_training_anatomy():
+    """A model trained on synthetic scans of the sample's patient scores it as no new patient; the card's
+    ``training_anatomy`` says which, and a card without it says nothing either way."""
+    import dataclasses
+
+    from toothseg.core.models.catalog import load_catalog
+    from toothseg.core.models.folder import read_card
+    from toothseg.demo import sample_seen_in_training
+
+    bundled = read_card(load_catalog(include_user=False).resolve("toothseg-cbct-synthetic-demo"))
+
+    def card(provenance):
+        return dataclasses.replace(bundled, provenance=provenance)
+
+    assert sample_seen_in_training(card({"training_anatomy": ["Validation_0001", "Validation_0002"]})) is True
+    assert sample_seen_in_training(card({"training_anatomy": ["Validation_0001",
+                                                              "PostDentalSurgery_Segmentation"]})) is False
+    assert sample_seen_in_training(card({"recipe": "x"})) is None
 
 
 def test_the_bundled_sample_and_its_source_map_are_numbered_on_the_right_sides():

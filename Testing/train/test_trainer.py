@@ -484,6 +484,7 @@ def test_the_bundled_3d_demo_recipe_trains_on_synthetic_scans_in_miniature(tmp_p
     assert model.members[0][1].card.class_values == [0, 1] and len(model.card.class_values) == 33
     provenance = model.card.provenance
     assert provenance["synthetic_intensities"] is True and provenance["data_source"] == "synthetic"
+    assert provenance["training_anatomy"] == ["teeth"]  # the label map the scans were painted on (teeth.nii.gz)
     with open(tmp_path / "run" / "fine" / "validation.csv", encoding="utf-8") as handle:
         assert [row["step"] for row in csv.DictReader(handle)] == ["2"]
 

@@ -14,12 +14,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import InputError
 from .core.progress import Progress
 
-__all__ = ["DemoResult", "run_demo"]
+if TYPE_CHECKING:
+    from .core.models.card import ModelCard
+
+__all__ = ["DemoResult", "run_demo", "sample_seen_in_training"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ class DemoResult:
     seconds: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     handedness: dict[str, Any] = field(default_factory=dict)  # the prediction's (toothseg.core.handedness)
+    # whether the model was trained on the sample's patient (synthetic scans of its tooth shapes), so that the
+    # figures are not held-out ones; None when the model's card does not say
+    sample_seen_in_training: bool | None = None
 
 
 NO_MODEL_NOTE = ("no bundled 3D model yet (train one with ToothSegTraining/toothseg/train/recipes/"
@@ -57,6 +63,15 @@ def _default_model() -> Path | None:
         return catalog.resolve(catalog.default("3d").id)
     except InputError:
         return None
+
+
+def sample_seen_in_training(card: ModelCard) -> bool | None:
+    """Whether ``card``'s model was trained on synthetic scans of the sample's patient, whose figures on the
+    sample are then no held-out ones; None when its card does not name its training anatomy."""
+    from .core.resources import SAMPLE_ANATOMY
+
+    anatomy = card.provenance.get("training_anatomy")
+    return SAMPLE_ANATOMY in anatomy if isinstance(anatomy, list) else None
 
 
 def _files_of_earlier_run(out: Path) -> tuple[set[str], bool]:
@@ -93,6 +108,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
         if card.input_kind != "3d":
             raise InputError(f"the demo segments a 3D scan; model {card.id} is for {card.input_kind} panoramic "
                              f"X-rays (try: toothseg segment XRAY.png -o labels.png --model {model})")
+    seen = sample_seen_in_training(card) if folder is not None else None
     out = make_output_folder(out_dir, "the demo writes into a folder (-o DIR)")
     seconds: dict[str, float] = {}
 
@@ -146,7 +162,8 @@ def run_demo(out_dir: str | Path, model: str | None = None, device: str = "auto"
                         stl_dir=str(out / "stl"), stl_files=len(written), stl_names=stl_names,
                         picture=str(picture_path) if picture_path else None, report=str(out / "demo_report.json"),
                         teeth_found=found, teeth_expected=expected, metrics=metrics, seconds=seconds,
-                        warnings=list(prediction.warnings), handedness=prediction.report.get("handedness", {}))
+                        warnings=list(prediction.warnings), handedness=prediction.report.get("handedness", {}),
+                        sample_seen_in_training=seen)
     payload: dict[str, Any] = {"note": "the sample's intensities are SYNTHETIC (painted onto real STS-2024 tooth "
                                        "shapes); metrics use the STS-2024 protocol against those shapes",
                                **asdict(result)}

@@ -47,6 +47,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{m['instance_dsc']:.3f}, identification accuracy {m['ia']:.3f}, whole-dentition Dice "
               f"{m['image_dsc']:.3f}" + (f"; missed {missed}" if missed else "")
               + (f"; not in the truth {extra}" if extra else ""))
+    if m and result.sample_seen_in_training is not None:
+        print("  the sample's patient (Validation_0002) "
+              + ("is in this model's training anatomy: these are not figures for a new patient (see the "
+                 "benchmarks README for held-out ones)" if result.sample_seen_in_training else
+                 "was left out of this model's training: these are figures for a patient it never saw"))
     print(f"  report: {result.report}")
     print(f"done; open {result.segmentation} or the STL files in 3D Slicer")
     return 0

@@ -36,6 +36,11 @@ def sample_label_map() -> Path:
     return resources_dir() / "SampleData" / "STS2024_Validation_0002_teeth.nii.gz"
 
 
+#: The patient whose real tooth shapes the bundled sample is painted on (a model card's
+#: ``provenance.training_anatomy`` names the label maps a synthetic-data model was trained on).
+SAMPLE_ANATOMY = "Validation_0002"
+
+
 def sample_scan() -> Path:
     """The bundled sample CBCT: SYNTHETIC intensities painted onto the real shapes of ``Validation_0002``."""
     return resources_dir() / "SampleData" / "SyntheticCBCT_Validation_0002.nii.gz"

@@ -45,7 +45,7 @@ from ..synth.jaw_map import prepare_jaw_anatomy
 from .augment import check_extra_flips, intensity_augment, spatial_augment
 from .cases import Case, apply_label_values, read_manifest, shared_data_dir, ufba_cases
 
-__all__ = ["PreparedCase", "TrainingData", "prepare_volume", "nearest_resample",
+__all__ = ["PreparedCase", "TrainingData", "patient_of", "prepare_volume", "nearest_resample",
            "drop_small_labels", "read_training_labels", "BUILTIN_LABEL_MAPS", "BUILTIN_JAW_MAPS"]
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 IGNORE = 255  # label value (and class index) of voxels that give no loss: unconfident pseudo-labels
 
 
-def _patient_of(case: Case) -> str:
+def patient_of(case: Case) -> str:
     """Which patient a synthetic source's label map shows: STS-2024's ``_gt`` and ``_pred`` maps of one
     scan are one patient."""
     stem = Path(str(case.label)).name.split(".")[0]
@@ -387,8 +387,8 @@ class TrainingData:
     def _donors_for(self, case: Case) -> list:
         """Anatomies of the other patients (a map and a prediction of one scan are one patient), whose
         teeth ``tooth_exchange_probability`` may lend this one."""
-        own = _patient_of(case)
-        return [self._anatomy_for(c) for c in self.labeled if _patient_of(c) != own and c.anatomy == "teeth"]
+        own = patient_of(case)
+        return [self._anatomy_for(c) for c in self.labeled if patient_of(c) != own and c.anatomy == "teeth"]
 
     def synthetic_volume(self, case: Case, rng: np.random.Generator, region: tuple[slice, ...] | None = None,
                          tooth_moves: bool = True) -> tuple[Volume, Volume]:

@@ -17,7 +17,8 @@ from ...core.models.card import IntensityNormalization, ModelCard
 from ...core.models.folder import LoadedModel, save_model_folder
 from ..config.mapping import exported_label_table
 from ..config.schema import Recipe, StageConfig
-from ..data.dataset import TrainingData
+from ..data.cases import Case
+from ..data.dataset import TrainingData, patient_of
 from ..methods.base import Method, unwrap
 
 __all__ = ["Member", "stage_card", "exported_members", "loaded_model", "export_model_folder", "git_commit"]
@@ -53,7 +54,8 @@ def stage_card(recipe: Recipe, stage: StageConfig, data: TrainingData, table: La
                     "iterations": stage.iterations, "data_source": config.source,
                     "labeled_cases": len(data.labeled), "unlabeled_cases": len(data.unlabeled),
                     "seed": recipe.seed, "commit": git_commit(), "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "synthetic_intensities": config.source == "synthetic"},
+                    "synthetic_intensities": config.source == "synthetic",
+                    **_training_anatomy(config.source, data.labeled)},
         metrics=metrics or {})
 
 
@@ -97,6 +99,15 @@ def export_model_folder(folder: Path, members: list[Member], top_card: ModelCard
             f"Ensemble of {len(members)} students (mean softmax)."
         save_model_folder(None, top_card, staging)
     return folder
+
+
+def _training_anatomy(source: str, labeled: list[Case]) -> dict[str, list[str]]:
+    """For a synthetic source, the real label maps its scans were painted on, one name per patient
+    (``Validation_0002``'s ground truth and the participant's prediction are one): whoever scores the
+    model on a scan of that anatomy (the demo's sample) can then say the figure is not a held-out one."""
+    if source != "synthetic":
+        return {}
+    return {"training_anatomy": sorted({patient_of(case) for case in labeled if case.label is not None})}
 
 
 def git_commit() -> str:
