@@ -82,6 +82,24 @@ def test_single_scan_to_segmentation_with_stl_and_uncertainty(tmp_path, model3d)
     assert report["overlay"] == str(tmp_path / "overview.png") and (tmp_path / "overview.png").stat().st_size > 1000
 
 
+def test_the_jaws_the_user_names_reach_the_report_and_a_model_that_cannot_use_them_says_so(tmp_path, model3d):
+    """``--jaws lower`` goes to the post-processing (the report records it); this model numbers its teeth itself
+    (FDI classes, no arch numbering), so the user is told that the jaws were not used; a bad value is a usage
+    error before anything runs."""
+    source = write_volume(scan(), tmp_path / "scan.nii.gz")
+    result = run("segment", source, "-o", tmp_path / "out.nii.gz", "--model", model3d, "--no-tta", "--jaws", "lower",
+                 "--report", tmp_path / "report.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["jaws_in_view"] == "lower"
+    assert any("said to hold lower jaw(s)" in w and "numbers the teeth itself" in w for w in report["warnings"])
+    plain = run("segment", source, "-o", tmp_path / "plain.nii.gz", "--model", model3d, "--no-tta",
+                "--report", tmp_path / "plain.json")
+    assert plain.returncode == 0 and "jaws_in_view" not in json.loads((tmp_path / "plain.json").read_text())
+    bad = run("segment", source, "-o", tmp_path / "bad.nii.gz", "--model", model3d, "--jaws", "left")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and not (tmp_path / "bad.nii.gz").exists()
+
+
 def test_outputs_of_an_earlier_run_are_refused_before_the_labels_are_written(tmp_path, model3d):
     """The label file was written first and the STL, uncertainty or overlay refused after it: exit 1 with a result
     left behind, and the same command then refused for that result."""

@@ -152,6 +152,62 @@ def test_a_true_upper_jaw_alone_is_not_cut_in_two(sts_labels):
     np.testing.assert_array_equal(options, plain)
 
 
+@pytest.mark.parametrize("patient", ["Validation_0001", "Validation_0002"])
+def test_one_jaw_named_by_the_user_is_numbered_in_that_jaw_and_not_cut(patient, sts_labels, sts_0001_labels):
+    """A lower jaw alone, which the roots check does not catch (the surface halves its teeth and the crowns go
+    to the upper jaw: instance Dice 0.300 (Validation_0001, 0.75 mm) and 0.443 (Validation_0002, 0.6 mm),
+    2026-12-07): told ``lower``, every tooth is numbered in the lower jaw and none is cut, 0.799 and 0.597.
+    Told ``upper``, an upper jaw alone is numbered in it (0.332 -> 0.332, 0.749 -> 0.873)."""
+    labels = sts_0001_labels if patient == "Validation_0001" else sts_labels
+    truth, spacing = corrected_canonical(labels, 3 if patient == "Validation_0001" else 2)  # 0.75 and 0.6 mm
+    steps = [{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}]
+    for jaw, quadrants in (("lower", (3, 4)), ("upper", (1, 2))):
+        one = np.where(np.isin(truth // 10, quadrants), truth, 0)
+        tooth = (one > 0).astype(np.uint8)
+        unsaid = sts2024_case(one, apply_steps(tooth, spacing, steps))["instance_dsc"]
+        told = apply_steps(tooth, spacing, steps, jaws_in_view=jaw)
+        assert set(np.unique(told[told > 0]) // 10) <= set(quadrants)
+        scores = sts2024_case(one, told)
+        assert scores["instance_dsc"] >= unsaid - 1e-9, (jaw, scores, unsaid)
+        if jaw == "lower":  # the case the checks miss: a clear gain
+            assert scores["instance_dsc"] > unsaid + 0.1 and scores["instance_dsc"] > 0.55, (scores, unsaid)
+        # no tooth cut in two: as many pieces as the truth has teeth of any size the step keeps
+        assert len(np.unique(told[told > 0])) <= len(np.unique(one[one > 0]))
+
+
+def test_both_jaws_named_by_the_user_keep_the_cut_the_roots_would_undo(sts_labels):
+    """The user's word outranks the roots check: a true upper jaw alone, said to hold both jaws, is cut along
+    the surface through its teeth (the check would have kept them whole, as without the option)."""
+    truth, spacing = corrected_canonical(sts_labels, 3)
+    upper = ((truth > 0) & (truth < 30)).astype(np.uint8)
+    steps = [{"name": "teeth_from_boundary", "occlusal_share": 0.25}]
+    unsaid = apply_steps(upper, spacing, steps)
+    np.testing.assert_array_equal(unsaid, apply_steps(upper, spacing, [{"name": "teeth_from_boundary"}]))
+    told = apply_steps(upper, spacing, steps, jaws_in_view="both")
+    assert (told // 10 >= 3).any() and not np.array_equal(told, unsaid)
+
+
+def test_a_tooth_jaw_map_of_one_named_jaw_is_numbered_in_it():
+    """teeth_from_jaws: the network's upper/lower classes are both the named jaw's teeth."""
+    from toothseg.core.labels import LOWER_TOOTH, UPPER_TOOTH
+
+    truth = _arch({14})
+    lower = np.where(truth.array >= 30, truth.array, 0)
+    jaw_map = np.where(lower > 0, LOWER_TOOTH, 0).astype(np.uint8)
+    jaw_map[(lower // 10 == 3) & (lower % 10 <= 2)] = UPPER_TOOTH  # the network's mistake on the incisors
+    told = apply_steps(jaw_map, truth.spacing_zyx, [{"name": "teeth_from_jaws"}], jaws_in_view="lower")
+    assert told.any() and set(np.unique(told[told > 0]) // 10) <= {3, 4}
+    unsaid = apply_steps(jaw_map, truth.spacing_zyx, [{"name": "teeth_from_jaws"}])
+    assert set(np.unique(unsaid[unsaid > 0]) // 10) & {1, 2}  # without the user's word they go to the upper jaw
+
+
+def test_jaws_in_view_must_be_one_of_three():
+    with pytest.raises(InputError, match="jaws in view"):
+        apply_steps(np.zeros((4, 4, 4), np.uint8), (1.0, 1.0, 1.0), [{"name": "teeth_from_boundary"}],
+                    jaws_in_view="left")
+    assert step_problems([{"name": "teeth_from_boundary", "jaws_in_view": 1}])  # no option a card can set
+
+
 def test_only_a_clear_majority_of_roots_against_their_sides_undoes_the_cut(monkeypatch):
     """The crown-to-root directions of a network's pieces are noisy: 6 against and 5 for (the 0.8 mm cascade
     on a cone-beam scan with both jaws) must keep the cut; 11 against 1 (a true upper jaw alone cut in two)

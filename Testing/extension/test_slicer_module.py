@@ -251,7 +251,7 @@ def test_an_imported_zip_is_named_for_the_catalogue_model_that_waits_for_it(tmp_
     model where the catalogue finds it."""
     sys.path.insert(0, str(MODULE))
     try:
-        from ToothSegLib.Commands import checkpointImportArguments, importedModelId
+        from ToothSegLib.Commands import checkpointImportArguments, importedModelId, segmentationArguments
     finally:
         sys.path.remove(str(MODULE))
     assert importedModelId("/downloads/Dataset111_453CT.zip", "dentalsegmentator", True) == "dentalsegmentator"
@@ -264,3 +264,11 @@ def test_an_imported_zip_is_named_for_the_catalogue_model_that_waits_for_it(tmp_
 
     parsed = build_parser().parse_args(arguments)
     assert parsed.install and parsed.zip == "/downloads/a b.zip" and parsed.id == "dentalsegmentator"
+    # the panel's segmentation choices, as the command line reads them
+    segment = build_parser().parse_args(segmentationArguments("/run/in put.nrrd", "/run/teeth.seg.nrrd",
+                                                              "/run/report.json", "m", "cpu", fast=True, tta=False,
+                                                              uncertaintyPath="/run/u.nrrd", jaws="lower"))
+    assert (segment.input, segment.model, segment.device, segment.jaws) == ("/run/in put.nrrd", "m", "cpu", "lower")
+    assert segment.fast and not segment.tta and segment.uncertainty == "/run/u.nrrd" and segment.progress_lines
+    auto = build_parser().parse_args(segmentationArguments("a.nrrd", "b.seg.nrrd", "r.json", "m"))
+    assert auto.jaws == "auto" and auto.tta and not auto.fast and auto.uncertainty is None

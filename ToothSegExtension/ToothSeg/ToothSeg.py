@@ -54,6 +54,7 @@ class ToothSegParameterNode:
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     fastMode: bool = False
     testTimeAugmentation: bool = True
+    jawsInView: Annotated[str, Choice(["auto", "both", "upper", "lower"])] = "auto"
     computeUncertainty: bool = False
     exportFormat: Annotated[str, Choice(["stl", "obj"])] = "stl"
     coordinateSystem: Annotated[str, Choice(["LPS", "RAS"])] = "LPS"
@@ -300,7 +301,7 @@ class ToothSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.ensureDependencies()
             self.logic.startSegmentation(node.inputVolume, self.ui.modelComboBox.currentData, node.device,
                                          node.fastMode, node.testTimeAugmentation, node.computeUncertainty,
-                                         onProgress=self.onProgress, onFinished=self.onFinished)
+                                         jaws=node.jawsInView, onProgress=self.onProgress, onFinished=self.onFinished)
             # shown once the job runs: a refused start leaves no progress bar behind with nothing to progress
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.value = 0

@@ -7,7 +7,8 @@ import shutil
 import sys
 
 __all__ = ["pythonSlicerExecutable", "parseProgressLine", "segmentationResultMessage", "MIRRORED_NUMBERING_TITLE",
-           "jobOutcome", "CANCELLED_EXIT_CODE", "importedModelId", "checkpointImportArguments"]
+           "jobOutcome", "CANCELLED_EXIT_CODE", "importedModelId", "checkpointImportArguments",
+           "segmentationArguments"]
 
 CANCELLED_EXIT_CODE = 130  # toothseg's exit status after SIGTERM or Ctrl-C (nothing partial written)
 
@@ -80,3 +81,18 @@ def importedModelId(zipPath: str, selectedId: str | None = None, selectedNeedsWe
 def checkpointImportArguments(zipPath: str, modelId: str) -> list[str]:
     """``toothseg`` arguments that convert an nnU-Net model zip and install it (a list: no shell string)."""
     return ["models", "import-checkpoint", "nnunet", "--zip", str(zipPath), "--id", modelId, "--install"]
+
+
+def segmentationArguments(inputPath, outputPath, reportPath, modelId: str, device: str = "auto", fast: bool = False,
+                          tta: bool = True, uncertaintyPath=None, jaws: str = "auto") -> list[str]:
+    """``toothseg segment`` arguments for the panel's choices (a list: no shell string). ``jaws``: which jaws
+    the scan holds as the user knows it (``both``, ``upper``, ``lower``), or ``auto`` for the model's own."""
+    arguments = ["segment", str(inputPath), "-o", str(outputPath), "--model", modelId, "--device", device,
+                 "--progress-lines", "--report", str(reportPath), "--tta" if tta else "--no-tta"]
+    if fast:
+        arguments.append("--fast")
+    if jaws != "auto":
+        arguments += ["--jaws", jaws]
+    if uncertaintyPath is not None:
+        arguments += ["--uncertainty", str(uncertaintyPath)]
+    return arguments

@@ -20,7 +20,8 @@ from pathlib import Path
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from .Commands import checkpointImportArguments, importedModelId, jobOutcome, segmentationResultMessage
+from .Commands import (checkpointImportArguments, importedModelId, jobOutcome, segmentationArguments,
+                       segmentationResultMessage)
 from .ProcessRunner import ToothSegProcess
 
 __all__ = ["ToothSegLogic"]
@@ -228,8 +229,10 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, volumeNode, modelId: str, device: str = "auto", fast: bool = False, tta: bool = True,
-                          uncertainty: bool = False, onProgress=None, onFinished=None) -> ToothSegProcess:
-        """Segment ``volumeNode`` in a background process.
+                          uncertainty: bool = False, jaws: str = "auto", onProgress=None,
+                          onFinished=None) -> ToothSegProcess:
+        """Segment ``volumeNode`` in a background process. ``jaws``: which jaws the scan holds (``both``,
+        ``upper``, ``lower``), as the user knows it, or ``auto``.
 
         ``onFinished(segmentationNode, uncertaintyNode, message)`` is called when it ends."""
         if volumeNode is None:
@@ -242,13 +245,9 @@ class ToothSegLogic(ScriptedLoadableModuleLogic):
         # a .seg.nrrd for panoramic X-rays too (one slice): FDI names, colours and terminology come with
         # it, where a label map imported into Slicer would take its names from a generic colour table
         outputPath = runDir / "teeth.seg.nrrd"
-        arguments = ["segment", inputPath, "-o", outputPath, "--model", modelId, "--device", device,
-                     "--progress-lines", "--report", runDir / "report.json", "--tta" if tta else "--no-tta"]
-        if fast:
-            arguments.append("--fast")
         uncertaintyPath = runDir / "uncertainty.nrrd" if uncertainty else None
-        if uncertaintyPath is not None:
-            arguments += ["--uncertainty", uncertaintyPath]
+        arguments = segmentationArguments(inputPath, outputPath, runDir / "report.json", modelId, device, fast, tta,
+                                          uncertaintyPath, jaws)
 
         def finished(exitCode: int, cancelled: bool, log: str) -> None:
             state, message = jobOutcome(exitCode, cancelled, log, "Segmentation", "Segmentation cancelled.")

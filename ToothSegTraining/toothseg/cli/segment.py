@@ -73,8 +73,9 @@ def _segment_one(predictor, source: Path, output: Path, args, token, stl_dir: Pa
     summary = {"input": str(source), "output": str(output), "model": predictor.card.id,
                "labels": prediction.report.get("labels_found", []),
                "warnings": prediction.warnings, "seconds": prediction.report.get("seconds")}
-    if "handedness" in prediction.report:
-        summary["handedness"] = prediction.report["handedness"]
+    for key in ("handedness", "jaws_in_view"):
+        if key in prediction.report:
+            summary[key] = prediction.report[key]
     if uncertainty_path is not None and prediction.uncertainty is not None:
         write_volume(prediction.uncertainty, uncertainty_path, overwrite=args.overwrite)
         summary["uncertainty"] = str(uncertainty_path)
@@ -119,7 +120,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         kind = "2d" if kinds - {None} == {"2d"} else "3d"
         model_folder = catalog.resolve(catalog.default(kind).id)
     options = InferenceOptions(device=args.device, tta=args.tta, fast=args.fast, uncertainty=bool(args.uncertainty),
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, jaws_in_view=None if args.jaws == "auto" else args.jaws)
     predictor = Predictor(model_folder, options)
     _check_output_types(args, predictor.card.input_kind, batch, source_kind)
     token = CancelToken()
@@ -250,6 +251,10 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=0,
                    help="windows per forward pass (default: 2 on a GPU; on a CPU as many as make about "
                         "1 M voxels, up to 8)")
+    p.add_argument("--jaws", choices=("auto", "both", "upper", "lower"), default="auto",
+                   help="which jaws the scan holds, if you know: with one jaw every tooth is numbered in it (a "
+                        "lower jaw alone would otherwise be cut along a bite it does not have); default auto: "
+                        "the model decides (3D models that number teeth from the arch)")
     p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS; 3D scans only)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")

@@ -48,7 +48,7 @@ from ..preprocessing import (
     to_canonical,
     whole_image_spacing,
 )
-from ..postprocessing import apply_steps, check_numbering
+from ..postprocessing import JAWS_IN_VIEW, apply_steps, check_numbering, takes_jaws_in_view
 from .cascade import EmptyWindowSkipper, roi_from_foreground
 from .nnunet_pipeline import segment_like_nnunet
 from .sliding_window import SlidingWindowConfig, sliding_window_predict
@@ -126,6 +126,9 @@ class InferenceOptions:
         keep_network_labels: also return the network's own classes before post-processing
             (:attr:`Prediction.network_labels`): training validation scores the network on them when
             post-processing turns them into other labels (teeth numbered from a tooth map).
+        jaws_in_view: which jaws the scan holds, as its user knows it (``both``, ``upper``, ``lower``;
+            None: not said). The steps that number teeth from the dental arch use it: with one jaw, every
+            tooth is that jaw's, where the cut along the bite would halve the teeth of a lower jaw alone.
     """
 
     device: str = "auto"
@@ -142,6 +145,7 @@ class InferenceOptions:
     placement: str = "even"
     numbering_checks: bool = True
     keep_network_labels: bool = False
+    jaws_in_view: str | None = None
 
 
 @dataclass
@@ -172,6 +176,8 @@ class Predictor:
 
     def __init__(self, model: LoadedModel | str | Path, options: InferenceOptions | None = None) -> None:
         self.options = options or InferenceOptions()
+        if self.options.jaws_in_view not in (None, *JAWS_IN_VIEW):
+            raise InputError(f"jaws in view: {self.options.jaws_in_view!r} is none of {', '.join(JAWS_IN_VIEW)}")
         self.model = model if isinstance(model, LoadedModel) else load_model_folder(model)
         self.device = resolve_device(self.options.device)
         roles = {role for role, _ in self.model.members}
@@ -281,9 +287,14 @@ class Predictor:
         network_labels = None
         if self.options.keep_network_labels:
             network_labels = volume.with_array(restore_orientation(labels.copy(), orientation))
+        if self.options.jaws_in_view:
+            report["jaws_in_view"] = self.options.jaws_in_view
+            if not takes_jaws_in_view(steps or []):
+                warnings.append(f"the scan was said to hold {self.options.jaws_in_view} jaw(s), but model "
+                                f"{self.card.id} numbers the teeth itself: its numbers are not checked against it")
         if steps and labels.any():
             postprocessing_started = time.perf_counter()
-            labels = apply_steps(labels, spacing_zyx, steps, image=image)
+            labels = apply_steps(labels, spacing_zyx, steps, image=image, jaws_in_view=self.options.jaws_in_view)
             report["postprocessing_seconds"] = round(time.perf_counter() - postprocessing_started, 3)
         if self.options.numbering_checks:
             warnings += self._numbering_warnings(canonical.with_array(labels), report)

@@ -317,7 +317,8 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
                         max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0,
                         type_weight: float = 100.0, max_tooth_mm3: float = 800.0,
                         occlusal_share: float = 0.0, arch_split: float = 0.0,
-                        dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None) -> np.ndarray:
+                        dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None,
+                        jaws_in_view: str | None = None) -> np.ndarray:
     """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
     numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`, with each tooth's type votes
     when the model is typed, weighted by ``type_weight``; teeth it cannot number are dropped). ``labels`` is
@@ -333,7 +334,12 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
 
     ``dentition_mm`` (0: off) first drops the pieces farther than that from the middle of the dentition,
     found from ``image`` (the scan on the same grid; without it nothing is dropped): bone up the skull that
-    the network took for teeth (:mod:`.dentition`)."""
+    the network took for teeth (:mod:`.dentition`).
+
+    ``jaws_in_view`` is what the user knows of the scan: ``upper`` or ``lower`` (one jaw: every tooth is
+    of that jaw, no occlusal cut, which would halve every tooth of a lower jaw alone, and the arch split
+    still runs), ``both`` (the occlusal cut, where ``occlusal_share`` asks for it, is kept even where the
+    roots seem to say one jaw), or None (not said: the checks of :mod:`.occlusion` decide)."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
@@ -341,18 +347,20 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     if not instances.any():
         return np.zeros(labels.shape, np.uint8)
     jaws = None
-    if occlusal_share > 0:
+    box = ndimage.find_objects((instances > 0).view(np.uint8))[0]  # the teeth's block: a full field is 40x it
+    if jaws_in_view in ("upper", "lower"):
+        jaws = {int(v): jaws_in_view for v in np.unique(instances[box]) if v}
+    elif occlusal_share > 0:
         min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE
-        box = ndimage.find_objects((instances > 0).view(np.uint8))[0]  # the teeth's block: a full field is 40x it
         surface = occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece)
         if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
             cut, jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share, min_piece)
-            if roots_contradict_the_sides(cut, jaws, spacing_zyx):  # one jaw cut in two: keep the pieces whole
-                jaws = None
+            if jaws_in_view != "both" and roots_contradict_the_sides(cut, jaws, spacing_zyx):
+                jaws = None  # one jaw cut in two: keep the pieces whole
             else:
                 instances[box] = cut
-        if jaws is not None and arch_split > 0:
-            instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
+    if jaws is not None and arch_split > 0:
+        instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),
                      type_weight=type_weight, jaws=jaws)
 
@@ -360,19 +368,23 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
 @register_step("teeth_from_jaws", off_or_at_least={"dentition_mm": 30.0})
 def teeth_from_jaws(labels: np.ndarray, spacing_zyx: Sequence[float], min_seed_mm3: float = 2.0,
                     max_grow_mm: float = 3.0, min_tooth_mm3: float = 20.0, max_tooth_mm3: float = 800.0,
-                    dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None) -> np.ndarray:
+                    dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None,
+                    jaws_in_view: str | None = None) -> np.ndarray:
     """Post-processing step of a tooth-jaw model (:data:`~toothseg.core.labels.TOOTH_JAW`: upper tooth 1,
     lower tooth 2): each jaw's teeth are separated on their own (:func:`separate_instances`, split at their
     necks), so an upper and a lower crown that a coarse map joined across the occlusal plane come apart
     along the network's jaw border; then FDI numbers from the arch with each tooth's jaw as the network said
     (teeth it cannot number are dropped). ``labels`` is the canonical array, as every step receives it;
-    ``dentition_mm`` and ``image`` as for :func:`teeth_from_boundary`."""
+    ``dentition_mm`` and ``image`` as for :func:`teeth_from_boundary`; where ``jaws_in_view`` is ``upper``
+    or ``lower`` (one jaw, as the user knows it), both of the network's jaw classes are that jaw's teeth."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_jaws numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = np.zeros(labels.shape, np.int32)
     jaws: dict[int, str] = {}
-    for value, jaw in ((UPPER_TOOTH, "upper"), (LOWER_TOOTH, "lower")):
-        mask = labels == value
+    classes = (((UPPER_TOOTH, LOWER_TOOTH), jaws_in_view),) if jaws_in_view in ("upper", "lower") else \
+        (((UPPER_TOOTH,), "upper"), ((LOWER_TOOTH,), "lower"))
+    for values, jaw in classes:
+        mask = np.isin(labels, values)
         if not mask.any():
             continue
         found = separate_instances(mask.astype(np.uint8) * INTERIOR, spacing_zyx, min_seed_mm3, max_grow_mm,

@@ -3,7 +3,8 @@
 Every step takes ``(labels (Z, Y, X) int array, spacing_zyx in mm, **options)`` and returns a new
 array; connectivity is full (26-neighbourhood in 3D, 8 in 2D), as in RAIL's and nnU-Net's code. A step
 with a keyword parameter ``image`` also receives the scan's intensities on the same grid (or None where
-the caller has none); it is no option a model card can set.
+the caller has none), and one with ``jaws_in_view`` what the user said the scan holds (``both``, ``upper``,
+``lower``; None: not said); neither is an option a model card can set.
 
 Worked example (``remove_small``, 1 mm voxels)::
 
@@ -24,7 +25,8 @@ from scipy import ndimage
 
 from ..errors import InputError
 
-__all__ = ["register_step", "postprocessing_steps", "step_problems", "apply_steps"]
+__all__ = ["register_step", "postprocessing_steps", "step_problems", "apply_steps", "JAWS_IN_VIEW",
+           "takes_jaws_in_view"]
 
 _STEPS: dict[str, Callable[..., np.ndarray]] = {}
 #: Options with an upper bound besides the general "finite and >= 0" (step name -> option -> maximum).
@@ -32,7 +34,9 @@ _MAXIMA: dict[str, dict[str, float]] = {}
 #: Options that are 0 (off) or at least a minimum (step name -> option -> minimum).
 _OFF_OR_AT_LEAST: dict[str, dict[str, float]] = {}
 #: Keyword parameters the pipeline fills in itself, never a model card (see the module docstring).
-_PIPELINE_INPUTS = ("image",)
+_PIPELINE_INPUTS = ("image", "jaws_in_view")
+#: What ``jaws_in_view`` may be: the jaws whose teeth a scan holds, as its user knows them.
+JAWS_IN_VIEW = ("both", "upper", "lower")
 
 
 def register_step(name: str, maxima: dict[str, float] | None = None,
@@ -196,20 +200,31 @@ def step_problems(steps: Any) -> list[str]:
     return problems
 
 
+def takes_jaws_in_view(steps: Sequence[dict[str, Any]]) -> bool:
+    """Whether any of ``steps`` (known ones) uses what the user said of the jaws in the scan."""
+    return any(step.get("name") in _STEPS and "jaws_in_view" in inspect.signature(_STEPS[step["name"]]).parameters
+               for step in steps if isinstance(step, dict))
+
+
 def apply_steps(labels: np.ndarray, spacing_zyx: Sequence[float], steps: Sequence[dict[str, Any]],
-                image: np.ndarray | None = None) -> np.ndarray:
+                image: np.ndarray | None = None, jaws_in_view: str | None = None) -> np.ndarray:
     """Run ``steps`` (``[{"name": "remove_small", "min_mm3": 30}, …]``) in order, after
     :func:`step_problems` found nothing wrong with them; ``image`` (the intensities on the labels' grid)
-    goes to the steps that take it."""
+    and ``jaws_in_view`` (:data:`JAWS_IN_VIEW`, or None) go to the steps that take them."""
     problems = step_problems(steps)
     if problems:
         raise InputError("post-processing: " + "; ".join(problems))
+    if jaws_in_view is not None and jaws_in_view not in JAWS_IN_VIEW:
+        raise InputError(f"jaws in view: {jaws_in_view!r} is none of {', '.join(JAWS_IN_VIEW)}")
     if image is not None and image.shape != labels.shape:
         raise ValueError(f"post-processing: image {image.shape} and labels {labels.shape} are not on one grid")
     for step in steps:
         options = dict(step)
         name = options.pop("name")
-        if "image" in inspect.signature(_STEPS[name]).parameters:
+        parameters = inspect.signature(_STEPS[name]).parameters
+        if "image" in parameters:
             options["image"] = image
+        if "jaws_in_view" in parameters:
+            options["jaws_in_view"] = jaws_in_view
         labels = _STEPS[name](labels, spacing_zyx, **options)
     return labels
