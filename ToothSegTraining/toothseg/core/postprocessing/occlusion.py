@@ -14,7 +14,8 @@ It assumes that both jaws are in the field of view. On a true map of one jaw of 
 surface ran through the middle of the teeth and the numbering fell from 0.75 to 0.37 (upper) and 0.63
 to 0.40 (lower). Two checks catch some of it: where every piece lies on one side there is no surface,
 and where the teeth's crown-to-root directions mostly contradict their sides the cut is undone
-(:func:`roots_contradict_the_sides`: the upper jaw above); the lower jaw alone is not caught.
+(:func:`roots_contradict_the_sides`: the upper jaw above); the lower jaw alone is not caught, so the
+user can say which jaws a scan holds (``jaws_in_view`` of ``teeth_from_boundary``; ``segment --jaws``).
 It is therefore an option of the step that uses it (``occlusal_share`` of ``teeth_from_boundary``), for
 models of full-dentition scans, not a default.
 """
