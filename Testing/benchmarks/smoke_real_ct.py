@@ -4,13 +4,15 @@ The CT (InVesalius example, conventional CT, 0.957x0.957x1.5 mm, not a CBCT) sho
 in its lowest ~6 slices and one metal filling; there is no ground truth. So this reports what the
 model found and where, against what is known about the scan, not an accuracy:
 
-    python Testing/benchmarks/smoke_real_ct.py --model MODEL [--raw] [--prediction EXISTING.nii.gz] [--json OUT]
-        [--picture PNG]
+    python Testing/benchmarks/smoke_real_ct.py --model MODEL [--raw] [--jaws upper] [--prediction EXISTING.nii.gz]
+        [--json OUT] [--picture PNG]
 
 Figures: the labelled volume (mm³), the slices it spans, connected components, how much of it lies
 in the crown slices (the lowest ``--teeth-slices``) and in the slices a whole tooth can reach (the lowest
 ``--tooth-slices``: the crowns plus their roots, which a tooth model should find too), and what share of the
-very bright voxels (> 1500 HU: enamel, metal, dense cortical bone) it covers.
+very bright voxels (> 1500 HU: enamel, metal, dense cortical bone) it covers. The CT holds the upper jaw
+only, so every tooth number of the lower jaw (quadrants 3 and 4) is a numbering error
+(``lower_jaw_numbers``); ``--jaws upper`` runs ``segment --jaws upper``, as a user who knows it would.
 
 Why 18 tooth slices: the crowns reach down to slice 0, and the longest tooth, the upper canine, measures
 about 27 mm from cusp tip to root apex (Wheeler's dental anatomy: 26.5-27 mm), 18 slices of 1.5 mm (the
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the upper canine's length)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--picture", type=Path, help="PNG of where the found voxels lie (front and side projections)")
+    parser.add_argument("--jaws", choices=("auto", "both", "upper", "lower"), default="auto",
+                        help="segment --jaws: which jaws the user says the scan holds (this CT: upper)")
     parser.add_argument("--raw", action="store_true",
                         help="the network's own finds, before the model's post-processing (e.g. the numbering "
                              "that drops pieces off the dental arch)")
@@ -145,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             run_report = {"warnings": result.warnings, "seconds": result.report.get("seconds")}
         else:
             subprocess.run([sys.executable, "-m", "toothseg.cli", "segment", str(ct), "-o", str(prediction),
-                            "--model", args.model, "--no-tta", "--report", str(report)], check=True)
+                            "--model", args.model, "--no-tta", "--jaws", args.jaws, "--report", str(report)],
+                           check=True)
             run_report = json.loads(report.read_text())
     summary = {**summarise(ct, prediction, args.teeth_slices, args.tooth_slices), "model": args.model, "raw": args.raw,
-               "warnings": run_report.get("warnings"), "seconds": run_report.get("seconds")}
+               "jaws": args.jaws, "warnings": run_report.get("warnings"), "seconds": run_report.get("seconds")}
+    summary["lower_jaw_numbers"] = [v for v in summary["labels"] if v // 10 in (3, 4)]
     if args.picture:
         share = summary["share_in_lowest_slices"]
         what = f"{args.model} (raw network output)" if args.raw else (args.model or shown(prediction))

@@ -124,8 +124,8 @@ def test_bench_ufba_says_what_went_wrong_with_each_tooth(tmp_path):
 
 def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tmp_path):
     """On the real head CT, a 'prediction' of every voxel above 1500 HU in the lowest 6 slices, one slab at root
-    height and one far above: the reported shares in the crown slices and within a tooth's reach are those of
-    the voxels put there, and the picture is drawn."""
+    height (numbered as a lower tooth) and one far above: the reported shares in the crown slices and within a
+    tooth's reach are those of the voxels put there, the lower-jaw number is reported, and the picture is drawn."""
     import numpy as np
     from toothseg.core.io import read_volume, write_volume
     from toothseg.train.data.cases import shared_data_dir
@@ -133,10 +133,10 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
     ct = read_volume(shared_data_dir() / "ct" / "Cranium_ProMED_CT_0051.nii.gz")
     found = np.zeros(ct.array.shape, np.uint8)
     found[:6][ct.array[:6] > 1500] = 1
-    found[12:14][ct.array[12:14] > 1000] = 1
+    found[12:14][ct.array[12:14] > 1000] = 36  # a lower-jaw number on a CT of the upper jaw: a numbering error
     found[50:52][ct.array[50:52] > 1500] = 1
-    expected = float(found[:6].sum()) / float(found.sum())
-    reach = float(found[:18].sum()) / float(found.sum())
+    expected = float((found[:6] > 0).sum()) / float((found > 0).sum())
+    reach = float((found[:18] > 0).sum()) / float((found > 0).sum())
     write_volume(ct.with_array(found), tmp_path / "found.nii.gz")
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "smoke_real_ct.py"), "--prediction",
                            str(tmp_path / "found.nii.gz"), "--json", str(tmp_path / "s.json"), "--picture",
@@ -145,6 +145,7 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
     report = json.loads((tmp_path / "s.json").read_text())
     assert abs(report["share_in_lowest_slices"] - expected) < 1e-3 and 0 < expected < 1
     assert abs(report["share_in_tooth_slices"] - reach) < 1e-3 and expected < reach < 1
+    assert report["labels"] == [1, 36] and report["lower_jaw_numbers"] == [36]
     assert (tmp_path / "s.png").stat().st_size > 5000
     refused = subprocess.run([sys.executable, str(BENCHMARKS / "smoke_real_ct.py"), "--prediction",
                               str(tmp_path / "found.nii.gz"), "--tooth-slices", "4"], capture_output=True, text=True,

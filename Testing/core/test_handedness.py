@@ -37,6 +37,30 @@ def test_both_sts_patients_are_mirrored_as_stored_and_right_handed_once_correcte
     assert handedness_of(flipped).verdict == "correct"
 
 
+def test_a_mirrored_frame_names_the_header_axis_at_fault_where_one_axis_alone_disagrees(stored):
+    """A correctly numbered dentition in a header whose front and back (or top and bottom) are flipped is
+    mirrored as a frame, but its left/right agrees with the header: the message blames that axis of the
+    header, not the numbers (the real head CT of shared/data is stored with the face towards LPS +y). A
+    mirrored numbering in a right header still blames the numbers or the left/right axis."""
+    corrected = stored.with_array(mirror_label_numbers(stored.array))
+    assert handedness_of(corrected).suspect_axis is None  # right-handed: nothing to blame
+    front_back = handedness_of(corrected.with_array(corrected.array[:, ::-1, :].copy()))
+    assert front_back.verdict == "mirrored" and front_back.suspect_axis == "anterior-posterior"
+    assert "anterior-posterior axis is the likelier fault" in front_back.message()
+    assert front_back.to_dict()["suspect_axis"] == "anterior-posterior"
+    top_bottom = handedness_of(corrected.with_array(corrected.array[::-1, :, :].copy()))
+    assert top_bottom.verdict == "mirrored" and top_bottom.suspect_axis == "superior-inferior"
+    assert "upper teeth lie below the lower ones" in top_bottom.message()
+    as_stored = handedness_of(stored)  # STS-2024's mirrored numbering
+    assert as_stored.suspect_axis == "left-right" and "either the labels or" in as_stored.message()
+    # a head turned 70 degrees in the header: no axis is near its LPS one, none is blamed, the plain message
+    a = np.deg2rad(70.0)
+    turned = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.array(stored.direction)
+    oblique = handedness_of(Volume(stored.array, stored.spacing, stored.origin, turned))
+    assert oblique.verdict == "mirrored" and oblique.suspect_axis is None
+    assert "either the labels or" in oblique.message()
+
+
 def test_the_verdict_does_not_depend_on_how_the_head_or_the_array_is_stored(stored):
     corrected = stored.with_array(mirror_label_numbers(stored.array))
     rotated = Volume(corrected.array, corrected.spacing, corrected.origin, oblique_direction())

@@ -240,6 +240,13 @@ def test_a_mirrored_result_is_named_in_the_status_and_in_a_warning_dialog():
     assert message.startswith("Warning: left/right tooth numbering looks mirrored. 3 teeth found.")
     assert "tooth 36 appears as 2 separate objects" in message and mirrored_line not in message  # said once
     assert dialog is not None and "-0.93" in dialog and "renumber" in dialog
+    # a header flipped front to back: the dialog sends the user to the scan's orientation, not to renumbering
+    flipped_line = "left/right numbering looks mirrored (handedness -0.99), but the teeth's left/right agrees ..."
+    report["warnings"] = [flipped_line]
+    report["handedness"] = {"verdict": "mirrored", "determinant": -0.99, "suspect_axis": "anterior-posterior"}
+    message, dialog = segmentationResultMessage(report)
+    assert flipped_line not in message and "anterior-posterior" in dialog and "orientation" in dialog
+    assert "renumber the teeth in the Correct section" not in dialog
     report["handedness"] = {"verdict": "correct", "determinant": 0.97}
     report["warnings"] = []
     assert segmentationResultMessage(report) == ("3 teeth found.", None)

@@ -45,12 +45,20 @@ def segmentationResultMessage(report: dict) -> tuple[str, str | None]:
     handedness = report.get("handedness") or {}
     mirrored = None
     if handedness.get("verdict") == "mirrored":
-        mirrored = ("The teeth numbered as the patient's right lie on the patient's left of this scan "
-                    f"(handedness {handedness.get('determinant', 0):+.2f}). Either the model numbers sides "
-                    "mirror-wise or the scan's orientation header is mirrored: check the numbers before any "
-                    "use, and renumber the teeth in the Correct section.")
+        axis = handedness.get("suspect_axis")
+        if axis in ("anterior-posterior", "superior-inferior"):
+            mirrored = (f"This scan's orientation header looks flipped along its {axis} axis: the teeth's "
+                        "left and right agree with the header, their front and back or top and bottom do not "
+                        f"(handedness {handedness.get('determinant', 0):+.2f}). Check the volume's orientation "
+                        "(Volumes module, Volume Information) before trusting or renumbering the left/right "
+                        "tooth numbers.")
+        else:
+            mirrored = ("The teeth numbered as the patient's right lie on the patient's left of this scan "
+                        f"(handedness {handedness.get('determinant', 0):+.2f}). Either the model numbers sides "
+                        "mirror-wise or the scan's orientation header is mirrored: check the numbers before any "
+                        "use, and renumber the teeth in the Correct section.")
         message = "Warning: left/right tooth numbering looks mirrored. " + message
-        warnings = [w for w in warnings if not w.startswith("left/right numbering is mirrored")]
+        warnings = [w for w in warnings if not w.startswith("left/right numbering")]
     if warnings:
         message += " " + " ".join(warnings)
     return message, mirrored

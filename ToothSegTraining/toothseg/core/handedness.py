@@ -42,6 +42,15 @@ MIRRORED_MESSAGE = ("left/right numbering is mirrored: the teeth numbered as the
                     "patient's left in this image's LPS frame (handedness {det:+.2f}; a correctly numbered "
                     "dentition gives about +1); either the labels or the image header's orientation is "
                     "mirrored")
+#: Where a mirrored frame has its left/right as the header says and one other axis against it, that axis
+#: of the header is the likelier fault than the numbers (a real head CT here is stored face to LPS +y).
+FLIPPED_AXIS_MESSAGE = ("left/right numbering looks mirrored (handedness {det:+.2f}), but the teeth's left/right "
+                        "agrees with the image header and its {axis} axis does not: {what}. The header's {axis} "
+                        "axis is the likelier fault, not the numbers: check the scan's orientation")
+_AXIS_EVIDENCE = {"anterior-posterior": "the incisors lie posterior to the molars (LPS +y)",
+                  "superior-inferior": "the upper teeth lie below the lower ones (LPS -z)"}
+#: A direction agrees with its LPS axis beyond this cosine (and disagrees below minus it).
+_AXIS_COSINE = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,20 @@ class Handedness:
     teeth: list[int] = field(default_factory=list)
 
     @property
+    def suspect_axis(self) -> str | None:
+        """For a mirrored frame in a header near LPS: the one axis whose direction disagrees with the teeth
+        (``left-right``: the numbers or the header's x; ``anterior-posterior``, ``superior-inferior``: the
+        header), or None (not mirrored, or an oblique or doubly flipped header)."""
+        if self.sign >= 0 or self.left is None or self.molars is None or self.upper is None:
+            return None
+        cosines = {"left-right": self.left[0], "anterior-posterior": self.molars[1],
+                   "superior-inferior": self.upper[2]}
+        against = [axis for axis, c in cosines.items() if c < -_AXIS_COSINE]
+        if len(against) == 1 and all(c > _AXIS_COSINE for axis, c in cosines.items() if axis not in against):
+            return against[0]
+        return None
+
+    @property
     def mirrored(self) -> bool:
         return self.sign < 0
 
@@ -72,6 +95,9 @@ class Handedness:
     def message(self) -> str:
         """One line for a report or a warning."""
         if self.sign < 0:
+            axis = self.suspect_axis
+            if axis in _AXIS_EVIDENCE:
+                return FLIPPED_AXIS_MESSAGE.format(det=self.determinant, axis=axis, what=_AXIS_EVIDENCE[axis])
             return MIRRORED_MESSAGE.format(det=self.determinant)
         if self.sign > 0:
             return f"left/right numbering consistent with the image's orientation (handedness {self.determinant:+.2f})"
@@ -84,7 +110,8 @@ class Handedness:
         return {"verdict": self.verdict, "sign": self.sign,
                 "determinant": None if self.determinant is None else round(float(self.determinant), 3),
                 "reason": self.reason, "left": rounded(self.left), "molars": rounded(self.molars),
-                "upper": rounded(self.upper), "upper_from": self.upper_from, "teeth": len(self.teeth)}
+                "upper": rounded(self.upper), "upper_from": self.upper_from, "teeth": len(self.teeth),
+                "suspect_axis": self.suspect_axis}
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:
