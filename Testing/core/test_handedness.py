@@ -39,14 +39,16 @@ def test_both_sts_patients_are_mirrored_as_stored_and_right_handed_once_correcte
 
 def test_a_mirrored_frame_names_the_header_axis_at_fault_where_one_axis_alone_disagrees(stored):
     """A correctly numbered dentition in a header whose front and back (or top and bottom) are flipped is
-    mirrored as a frame, but its left/right agrees with the header: the message blames that axis of the
-    header, not the numbers (the real head CT of shared/data is stored with the face towards LPS +y). A
-    mirrored numbering in a right header still blames the numbers or the left/right axis."""
+    mirrored as a frame, but its left/right agrees with the header: the message names that axis of the header
+    (the real head CT of shared/data is stored with the face towards LPS +y), and the head turned 180 degrees in
+    the header, which gives the same geometry. A mirrored numbering in a right header still blames the numbers
+    or the left/right axis."""
     corrected = stored.with_array(mirror_label_numbers(stored.array))
     assert handedness_of(corrected).suspect_axis is None  # right-handed: nothing to blame
     front_back = handedness_of(corrected.with_array(corrected.array[:, ::-1, :].copy()))
     assert front_back.verdict == "mirrored" and front_back.suspect_axis == "anterior-posterior"
-    assert "anterior-posterior axis is the likelier fault" in front_back.message()
+    assert "header's anterior-posterior axis is flipped" in front_back.message()
+    assert "head is turned in the header" in front_back.message()  # a 180-degree turn looks the same
     assert front_back.to_dict()["suspect_axis"] == "anterior-posterior"
     top_bottom = handedness_of(corrected.with_array(corrected.array[::-1, :, :].copy()))
     assert top_bottom.verdict == "mirrored" and top_bottom.suspect_axis == "superior-inferior"

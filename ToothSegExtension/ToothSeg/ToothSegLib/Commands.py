@@ -47,11 +47,12 @@ def segmentationResultMessage(report: dict) -> tuple[str, str | None]:
     if handedness.get("verdict") == "mirrored":
         axis = handedness.get("suspect_axis")
         if axis in ("anterior-posterior", "superior-inferior"):
-            mirrored = (f"This scan's orientation header looks flipped along its {axis} axis: the teeth's "
+            mirrored = (f"This scan's orientation header looks wrong along its {axis} axis: the teeth's "
                         "left and right agree with the header, their front and back or top and bottom do not "
-                        f"(handedness {handedness.get('determinant', 0):+.2f}). Check the volume's orientation "
-                        "(Volumes module, Volume Information) before trusting or renumbering the left/right "
-                        "tooth numbers.")
+                        f"(handedness {handedness.get('determinant', 0):+.2f}). Either that axis is flipped, and "
+                        "the tooth numbers may be right, or the head is turned in the header, and left and right "
+                        "are swapped as well. Check the volume's orientation (Volumes module, Volume Information) "
+                        "before trusting or renumbering the left/right tooth numbers.")
         else:
             mirrored = ("The teeth numbered as the patient's right lie on the patient's left of this scan "
                         f"(handedness {handedness.get('determinant', 0):+.2f}). Either the model numbers sides "

@@ -42,11 +42,15 @@ MIRRORED_MESSAGE = ("left/right numbering is mirrored: the teeth numbered as the
                     "patient's left in this image's LPS frame (handedness {det:+.2f}; a correctly numbered "
                     "dentition gives about +1); either the labels or the image header's orientation is "
                     "mirrored")
-#: Where a mirrored frame has its left/right as the header says and one other axis against it, that axis
-#: of the header is the likelier fault than the numbers (a real head CT here is stored face to LPS +y).
-FLIPPED_AXIS_MESSAGE = ("left/right numbering looks mirrored (handedness {det:+.2f}), but the teeth's left/right "
-                        "agrees with the image header and its {axis} axis does not: {what}. The header's {axis} "
-                        "axis is the likelier fault, not the numbers: check the scan's orientation")
+#: Where a mirrored frame has its left/right as the header says and one other axis against it, the header
+#: is at fault: either that axis alone is flipped (the numbers may be right; the real head CT here is stored
+#: face to LPS +y) or the head is turned 180 degrees in it (left/right swapped too). Geometry cannot tell the
+#: two apart, so the message names both and sends the user to the scan's orientation.
+FLIPPED_AXIS_MESSAGE = ("left/right numbering looks mirrored (handedness {det:+.2f}): the teeth's left/right agrees "
+                        "with the image header but their {axis} does not ({what}). Either the header's {axis} "
+                        "axis is flipped, and the numbers may be right, or the head is turned in the header, and "
+                        "left and right are swapped as well: check the scan's orientation before trusting or "
+                        "renumbering the left/right tooth numbers")
 _AXIS_EVIDENCE = {"anterior-posterior": "the incisors lie posterior to the molars (LPS +y)",
                   "superior-inferior": "the upper teeth lie below the lower ones (LPS -z)"}
 #: A direction agrees with its LPS axis beyond this cosine (and disagrees below minus it).
