@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     scratch = None
     if args.raw and prediction is not None:
         parser.error("--raw runs the model itself; it does not apply to --prediction")
+    if args.jaws != "auto" and (args.raw or prediction is not None):
+        parser.error(f"--jaws {args.jaws} goes to the model's post-processing; it does not apply to --raw or "
+                     "--prediction")
     if prediction is None:
         if not args.model:
             parser.error("give --model or --prediction")

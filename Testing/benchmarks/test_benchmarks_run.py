@@ -151,6 +151,11 @@ def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tm
                               str(tmp_path / "found.nii.gz"), "--tooth-slices", "4"], capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode == 2 and "--tooth-slices 4" in refused.stderr and "Traceback" not in refused.stderr
+    # --jaws is the post-processing's: with a prediction made elsewhere it would be ignored silently
+    ignored = subprocess.run([sys.executable, str(BENCHMARKS / "smoke_real_ct.py"), "--prediction",
+                              str(tmp_path / "found.nii.gz"), "--jaws", "upper"], capture_output=True, text=True,
+                             timeout=300)
+    assert ignored.returncode == 2 and "--jaws upper" in ignored.stderr and "Traceback" not in ignored.stderr
 
 
 def test_bench_tooth_separation_splits_the_merged_real_teeth(tmp_path):
