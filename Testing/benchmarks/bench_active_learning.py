@@ -14,7 +14,9 @@ strategy starts from the same labeled images and the same first model. It runs t
 
 Writes ``OUT/active_learning.json`` (curves and settings) and ``OUT/active_learning.png`` (test Dice
 against corrected cases per strategy), and prints how many corrections each strategy needed to
-reach the random strategy's final Dice. Runs with other ``--seed`` values (other starting images,
+reach the random strategy's final Dice. A stopped run resumes where it stopped
+when started again with the same arguments: the first model is kept, and so is every strategy it
+finished (``OUT/partial.json``). Runs with other ``--seed`` values (other starting images,
 other random picks) are averaged by
 
     python Testing/benchmarks/bench_active_learning.py --combine RUN0.json RUN1.json --out DIR
@@ -97,7 +99,12 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
                                   "recipe_overrides": extra},
                      "curves": {}}
     by_id = {c.id: c for c in train}
+    partial = out / "partial.json"  # each finished strategy's curve: a stopped run resumes at the next one
+    results["curves"] = _finished_curves(partial, results["settings"], first_dice)
     for strategy in strategies:
+        if strategy in results["curves"]:
+            print(f"{strategy}: finished in an earlier run ({partial}), kept", flush=True)
+            continue
         started = time.perf_counter()
         folder = out / strategy
         shutil.rmtree(folder, ignore_errors=True)
@@ -121,6 +128,8 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
             curve.append((start + k * (round_index + 1), test_dice(model, test, device)))
             print(f"{strategy}: {curve[-1][0]} corrected, test Dice {curve[-1][1]:.4f}", flush=True)
         results["curves"][strategy] = {"points": curve, "seconds": round(time.perf_counter() - started, 1)}
+        atomic_write_text(partial, json.dumps(results, indent=1) + "\n")
+    results["curves"] = {s: results["curves"][s] for s in strategies}  # the order asked for, earlier runs' too
     if "random" in results["curves"]:
         target = results["curves"]["random"]["points"][-1][1]
         results["random_final_dice"] = target
@@ -129,6 +138,25 @@ def simulate(train: list[Case], test: list[Case], strategies: list[str], out: Pa
     atomic_write_text(out / "active_learning.json", json.dumps(results, indent=1) + "\n")
     plot(results, out / "active_learning.png")
     return results
+
+
+def _finished_curves(partial: Path, settings: dict, first_dice: float) -> dict:
+    """Curves of strategies an earlier run with the same settings and the same first model finished.
+
+    A run of several hours on a CPU is stopped now and then; its finished strategies are kept, and an
+    unfinished one starts over (its pool and models are remade). Anything else in ``partial`` (other
+    settings, another first model, an unreadable file) is ignored, so no curve of another run slips in."""
+    try:
+        earlier = json.loads(partial.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict) or earlier.get("settings") != settings:
+        return {}
+    curves = earlier.get("curves")
+    if not isinstance(curves, dict):
+        return {}
+    return {s: c for s, c in curves.items()
+            if isinstance(c, dict) and c.get("points") and abs(c["points"][0][1] - first_dice) < 1e-6}
 
 
 def combine(runs: list[dict]) -> dict:

@@ -24,10 +24,11 @@ def test_the_simulation_benchmark_runs_end_to_end_on_toy_data(tmp_path):
     recipe["name"] = "toy-sim"
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "out"
-    assert bench.main(["--train-manifest", str(tmp_path / "train.json"), "--test-manifest", str(tmp_path / "test.json"),
-                       "--strategies", "entropy,random", "--start", "2", "-k", "2", "--rounds", "2",
-                       "--recipe", str(tmp_path / "recipe.yaml"), "--iterations", "2", "--first-iterations", "3",
-                       "--device", "cpu", "--out", str(out), "--set", "seed=3"]) == 0
+    arguments = ["--train-manifest", str(tmp_path / "train.json"), "--test-manifest", str(tmp_path / "test.json"),
+                 "--strategies", "entropy,random", "--start", "2", "-k", "2", "--rounds", "2",
+                 "--recipe", str(tmp_path / "recipe.yaml"), "--iterations", "2", "--first-iterations", "3",
+                 "--device", "cpu", "--out", str(out), "--set", "seed=3"]
+    assert bench.main(arguments) == 0
     results = json.loads((out / "active_learning.json").read_text())
     assert results["settings"]["recipe_overrides"] == ["seed=3"]
     for strategy in ("entropy", "random"):
@@ -40,6 +41,20 @@ def test_the_simulation_benchmark_runs_end_to_end_on_toy_data(tmp_path):
     assert results["corrections_to_reach_random_final"]["random"] <= 6
     assert (out / "active_learning.png").stat().st_size > 1000
     assert bench.corrections_to_reach([(5, 0.5), (10, 0.7), (15, 0.8)], 0.7) == 10
+    # a stopped run resumes: finished strategies are kept, the unfinished one is run again
+    partial = json.loads((out / "partial.json").read_text())
+    partial["curves"]["entropy"]["points"][-1][1] = 0.123  # a mark no training would give
+    del partial["curves"]["random"]
+    (out / "partial.json").write_text(json.dumps(partial))
+    assert bench.main(arguments) == 0
+    again = json.loads((out / "active_learning.json").read_text())
+    assert again["curves"]["entropy"]["points"][-1][1] == 0.123
+    assert [p[0] for p in again["curves"]["random"]["points"]] == [2, 4, 6]
+    assert list(again["curves"]) == ["entropy", "random"]
+    # another setting: nothing of the earlier run is taken
+    assert bench.main([*arguments, "--iterations", "1"]) == 0
+    other = json.loads((out / "active_learning.json").read_text())
+    assert other["settings"]["iterations"] == 1 and other["curves"]["entropy"]["points"][-1][1] != 0.123
     assert bench.corrections_to_reach([(5, 0.5)], 0.7) is None
 
 
