@@ -121,9 +121,30 @@ def half_recalls(truth: Volume, prediction: Volume) -> tuple[float, float]:
     return tuple(round(h / max(n, 1), 4) for h, n in (hits["occlusal"], hits["apical"]))
 
 
+def loss_breakdown(truth: np.ndarray, labels: np.ndarray, network_map: np.ndarray) -> dict[str, float]:
+    """Where the instance Dice is lost: the STS-2024 instance Dice of the prediction as it is, with every
+    predicted tooth given the number of the true tooth it overlaps most (``best_numbers``: what a perfect
+    numbering of these teeth would score), and of the true teeth cut to the network's tooth map
+    (``map_limit``: what a perfect separation and numbering of this map would score). Actual to
+    best_numbers is the numbering's loss, best_numbers to map_limit the separation's, map_limit to 1 the
+    map's."""
+    labels = labels.astype(np.int64)
+    best = np.zeros_like(labels)
+    found = labels > 0
+    if found.any():
+        pairs = np.stack([labels[found], truth[found].astype(np.int64)], axis=1)
+        pairs = pairs[pairs[:, 1] > 0]
+        for value in np.unique(pairs[:, 0]):
+            best[labels == value] = np.bincount(pairs[pairs[:, 0] == value, 1]).argmax()
+    limit = np.where(network_map > 0, truth, 0)
+    return {"instance_dsc": sts2024_case(truth, labels)["instance_dsc"],
+            "best_numbers_instance_dsc": sts2024_case(truth, best)["instance_dsc"],
+            "map_limit_instance_dsc": sts2024_case(truth, limit)["instance_dsc"]}
+
+
 def score(model_folder: Path, patients: list[str], families: list[str], count: int, seed: int, tta: bool,
-          arch_numbering: bool = False) -> dict:
-    predictor = Predictor(model_folder, InferenceOptions(device="cpu", tta=tta))
+          arch_numbering: bool = False, breakdown: bool = False) -> dict:
+    predictor = Predictor(model_folder, InferenceOptions(device="cpu", tta=tta, keep_network_labels=breakdown))
     card = read_card(model_folder)
     rows = []
     for patient in patients:
@@ -145,6 +166,11 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
                       f"IA {metrics['ia']:.3f}, image Dice {metrics['image_dsc']:.3f}, handedness {hand.sign:+d}, "
                       f"found {occlusal:.0%} of the crown halves and {apical:.0%} of the root halves",
                       flush=True)
+                if breakdown:
+                    parts = loss_breakdown(truth.array, prediction.labels.array, prediction.network_labels.array)
+                    rows[-1].update({k: round(float(v), 4) for k, v in parts.items() if k != "instance_dsc"})
+                    print(f"    each tooth given its best number: {parts['best_numbers_instance_dsc']:.3f}; the true "
+                          f"teeth within the map: {parts['map_limit_instance_dsc']:.3f}", flush=True)
                 if arch_numbering:  # the same teeth, numbered from the arch geometry instead of by the network
                     renumbered, _ = renumber_from_arch(prediction.labels)
                     arch = sts2024_case(truth.array, renumbered.array)
@@ -157,6 +183,7 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
             part = [r for r in rows if r["patient"] == patient and r["family"] == family]
             keys = ["instance_dsc", "ia", "image_dsc", "handedness", "occlusal_half_recall", "apical_half_recall"]
             keys += ["arch_instance_dsc", "arch_ia"] if arch_numbering else []
+            keys += ["best_numbers_instance_dsc", "map_limit_instance_dsc"] if breakdown else []
             summary[f"{patient}/{family}"] = {k: round(float(np.mean([r[k] for r in part])), 4) for k in keys}
     return {"model": card.id, "folder": str(model_folder), "provenance": card.provenance, "rows": rows,
             "summary": summary}
@@ -175,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tta", action="store_true")
     parser.add_argument("--arch-numbering", action="store_true",
                         help="also score the predicted teeth renumbered from the arch geometry")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also say where the instance Dice is lost: numbering, separation or the tooth map "
+                             "(loss_breakdown)")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     args = parser.parse_args(argv)
     catalog = load_catalog()
@@ -187,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}:", flush=True)
         families = args.family or ["hu", "synthseg"]
         results.append(score(folder, args.patient or ["sts2024-0001", "sts2024-0002"], families, args.scans,
-                             args.seed, not args.no_tta, args.arch_numbering))
+                             args.seed, not args.no_tta, args.arch_numbering, args.breakdown))
     for result in results:
         for key, values in result["summary"].items():
             arch = (f"  | numbered from the arch: instance Dice {values['arch_instance_dsc']:.3f}  IA "
                     f"{values['arch_ia']:.3f}" if "arch_ia" in values else "")
+            parts = (f"  | best numbers {values['best_numbers_instance_dsc']:.3f}  map limit "
+                     f"{values['map_limit_instance_dsc']:.3f}" if "map_limit_instance_dsc" in values else "")
             print(f"{result['model']:<32} {key:<24} instance Dice {values['instance_dsc']:.3f}  IA {values['ia']:.3f}  "
-                  f"image Dice {values['image_dsc']:.3f}  handedness {values['handedness']:+.2f}{arch}")
+                  f"image Dice {values['image_dsc']:.3f}  handedness {values['handedness']:+.2f}{arch}{parts}")
     if args.out:
         payload = {"note": NOTE, "command": " ".join(sys.argv), "scans": args.scans, "seed": args.seed,
                    "tta": not args.no_tta, "results": results}

@@ -194,6 +194,30 @@ def test_bench_cbct_generalisation_tells_missed_roots_from_missed_crowns():
                                         direction=np.diag([1.0, 1.0, -1.0]))) == (1.0, 0.0)
 
 
+def test_bench_cbct_generalisation_says_where_the_instance_dice_is_lost():
+    """Two teeth found perfectly but numbered the wrong way round lose everything to the numbering; the same
+    two found as one piece lose half to the separation; a map that misses half a tooth caps what any
+    separation could reach."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import numpy as np
+    from bench_cbct_generalisation import loss_breakdown
+
+    truth = np.zeros((6, 6, 12), np.uint8)
+    truth[1:5, 1:5, 1:5], truth[1:5, 1:5, 7:11] = 11, 12
+    swapped = np.where(truth == 11, 12, np.where(truth == 12, 11, 0)).astype(np.uint8)
+    parts = loss_breakdown(truth, swapped, truth > 0)
+    assert parts["instance_dsc"] == 0.0 and parts["best_numbers_instance_dsc"] == 1.0
+    assert parts["map_limit_instance_dsc"] == 1.0
+    merged = np.where(truth > 0, 11, 0).astype(np.uint8)
+    merged[1:5, 1:5, 5:7] = 11  # the gap between them drawn as tooth too
+    parts = loss_breakdown(truth, merged, merged > 0)
+    assert parts["best_numbers_instance_dsc"] < 0.5 and parts["map_limit_instance_dsc"] == 1.0
+    half = truth.copy()
+    half[1:5, 1:5, 9:11] = 0
+    parts = loss_breakdown(truth, half, half > 0)
+    assert parts["best_numbers_instance_dsc"] == parts["map_limit_instance_dsc"] < 0.95
+
+
 def test_bench_cbct_generalisation_refuses_an_unknown_model_before_scoring(tmp_path):
     """A typo in the second --model is said at once, in one line, before an hour of scoring the first."""
     command = [sys.executable, str(BENCHMARKS / "bench_cbct_generalisation.py"), "--model",
