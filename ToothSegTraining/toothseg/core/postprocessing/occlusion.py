@@ -167,10 +167,11 @@ def roots_contradict_the_sides(instances: np.ndarray, jaws: dict[int, str], spac
     many up as down). Those are the upper crowns the cut took off their roots: on a true map of
     Validation_0002's upper jaw alone, 10 of 10 such pieces below the surface (0.9 mm; 7 of 7 at 0.6 mm),
     and 7 of 7 on the bundled binary model's map of the real head CT, which holds the upper jaw only; on
-    both jaws of either patient none did.
+    the true maps of both jaws, 0 of 13 (Validation_0002) and 1 of 4 (Validation_0001).
 
-    The pieces above the surface are not counted. A lower jaw alone never showed its crowns there pointing
-    down (0 of 2 on either true map: it is not caught, hence ``jaws_in_view``), while on the networks' maps
+    The pieces above the surface are not counted. A lower jaw alone did not show its crowns there pointing
+    down (0 of 2 on Validation_0002's true lower jaw at 0.6 and 0.9 mm; Validation_0001's single jaws give
+    no surface at all), so it is not caught either way (hence ``jaws_in_view``), while on the networks' maps
     of both jaws the pieces above are upper teeth whose thin roots were missed or which hold a lower crown,
     and their directions are noise: on the bundled binary model's maps of 18 synthetic scans with both
     jaws, 3 of 3 and 2 of 3 pointed down on two scans of Validation_0001, and counting them undid a right
