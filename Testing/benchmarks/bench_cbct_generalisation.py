@@ -19,7 +19,8 @@ has its own seed (``--seed`` + index), so the figures are reproducible. Reported
 family: the STS-2024 metrics (instance Dice, IA, whole-dentition Dice) and the handedness of the
 prediction (+1: the patient's right teeth numbered as right ones). Where the tooth map falls short, the
 recall of each true tooth's occlusal half and apical half (split at the middle of its height, any predicted
-tooth counts) says whether crowns or roots are missed.
+tooth counts) says whether crowns or roots are missed. ``--breakdown`` adds where the instance Dice is lost
+(:func:`loss_breakdown`: to the numbering, to separating the map into teeth, or to the map itself).
 
     python Testing/benchmarks/bench_cbct_generalisation.py --model toothseg-cbct-synthetic-demo \\
         --model runs/cbct_lopo_0001/export --patient sts2024-0002 --family hu --family synthseg \\
