@@ -10,7 +10,9 @@ OralBBNet paper (incisors / canines / premolars / molars; it reports 89.34 / 88.
         --out Testing/benchmarks/results/ufba425_methods.json
 
 Writes the JSON (settings, per-model summary, per-tooth rows) and, beside it, a PNG with one box
-plot of per-tooth Dice per model; prints a table.
+plot of per-tooth Dice per model; prints a table. ``--outlines`` adds, per model, where the outlines of
+the well-found teeth (Dice ≥ 0.8) go wrong (:func:`outline_errors`) and what the model's own input grid
+could hold at best (:func:`grid_ceiling`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
@@ -83,7 +87,74 @@ def majority_labels(truth: np.ndarray, predicted: np.ndarray) -> dict[int, int]:
     return out
 
 
-def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool) -> tuple[dict, list[dict]]:
+#: Teeth at least this good count as found and numbered; what they still lose is their outline.
+WELL_FOUND_DICE = 0.8
+
+
+def outline_errors(truth: np.ndarray, predicted: np.ndarray, dice: dict[int, float]) -> dict[str, list[float]]:
+    """Where the outlines of one X-ray's well-found teeth (``dice`` ≥ :data:`WELL_FOUND_DICE`) go wrong, as
+    sums to add over X-rays: ``area_ratio`` (predicted / true area, one per tooth), ``wrong_pixels``
+    (pixels of the tooth's symmetric difference against background, against another tooth) and
+    ``by_third`` / ``area_by_third`` (the symmetric difference and the true tooth by height: apical, middle,
+    coronal third; upper teeth have their apex at the top of the image, lower ones at the bottom)."""
+    truth, predicted = np.squeeze(truth), np.squeeze(predicted)
+    out = {"area_ratio": [], "wrong_pixels": [0.0, 0.0], "by_third": [0.0] * 3, "area_by_third": [0.0] * 3}
+    for tooth, value in dice.items():
+        if value < WELL_FOUND_DICE:
+            continue
+        true, found = truth == tooth, predicted == tooth
+        out["area_ratio"].append(float(found.sum() / true.sum()))
+        wrong = true ^ found
+        other = np.where(true, predicted, truth)[wrong]  # what the wrong pixels are instead: 0 or another tooth
+        out["wrong_pixels"][0] += float((other == 0).sum())
+        out["wrong_pixels"][1] += float((other != 0).sum())
+        rows = np.flatnonzero(true.any(axis=1))
+        top, height = rows.min(), max(1, rows.max() - rows.min())
+        for key, mask in (("by_third", wrong), ("area_by_third", true)):
+            share = (np.nonzero(mask)[0] - top) / height
+            if tooth // 10 in (3, 4):
+                share = 1 - share  # a lower tooth's apex is at the bottom
+            counts = np.bincount(np.clip((share * 3).astype(int), 0, 2), minlength=3)
+            out[key] = [a + float(b) for a, b in zip(out[key], counts)]
+    return out
+
+
+def grid_ceiling(truth: np.ndarray, grid: tuple[int, int]) -> list[float]:
+    """Per-tooth Dice of the true label map taken to ``grid`` (one-hot, area average) and back (bilinear,
+    arg-max): the best a model that predicts on that grid can draw."""
+    truth = np.squeeze(truth)
+    values = np.unique(truth)
+    onehot = torch.from_numpy(np.stack([truth == v for v in values]).astype(np.float32))[None]
+    small = F.interpolate(onehot, size=grid, mode="area")
+    back = values[F.interpolate(small, size=truth.shape, mode="bilinear", align_corners=False)[0].argmax(0).numpy()]
+    return [float(2 * ((back == v) & (truth == v)).sum() / ((back == v).sum() + (truth == v).sum()))
+            for v in values if v]
+
+
+def summarize_outlines(parts: list[dict[str, list[float]]], ceiling: list[float], grid: tuple[int, int]) -> dict:
+    """The sums of :func:`outline_errors` over X-rays, as shares, and the grid's ceiling."""
+    wrong = np.sum([p["wrong_pixels"] for p in parts], axis=0)
+    third = np.sum([p["by_third"] for p in parts], axis=0)
+    area = np.sum([p["area_by_third"] for p in parts], axis=0)
+    ratios = [r for p in parts for r in p["area_ratio"]]
+    return {"teeth": len(ratios),
+            "area_ratio_median": round(float(np.median(ratios)), 4) if ratios else None,
+            "wrong_pixels_against_background": round(float(wrong[0] / max(wrong.sum(), 1)), 4),
+            "wrong_pixels_by_third_apex_middle_crown": [round(float(v), 4) for v in third / max(third.sum(), 1)],
+            "tooth_area_by_third_apex_middle_crown": [round(float(v), 4) for v in area / max(area.sum(), 1)],
+            "grid": list(grid), "grid_ceiling_tooth_dice": round(float(np.mean(ceiling)), 4) if ceiling else None}
+
+
+def model_grid(card, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (rows, columns) an X-ray of ``shape`` is predicted on: the card's spacing over its whole-image extent."""
+    shape = tuple(shape[-2:])
+    if not card.spacing_zyx or not card.image_extent_yx:
+        return shape
+    return tuple(int(round(e / s)) for e, s in zip(card.image_extent_yx, card.spacing_zyx[-2:]))
+
+
+def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool,
+                outlines: bool = False) -> tuple[dict, list[dict]]:
     """Segment every case with ``model`` and return (summary, per-tooth rows)."""
     from toothseg.core.inference.predictor import InferenceOptions, Predictor
     from toothseg.core.models.catalog import load_catalog
@@ -91,19 +162,29 @@ def score_model(name: str, model: str, cases: list[Case], device: str, tta: bool
     folder = load_catalog().resolve(model)
     predictor = Predictor(folder, InferenceOptions(device=device, tta=tta))
     rows: list[dict] = []
+    parts, ceiling, grid = [], [], None
     started = time.perf_counter()
     for case in cases:
         truth = read_label_map(case.label)
         predicted = predictor.predict(read_volume(case.image)).labels.array
         majority = majority_labels(truth.array, predicted)
+        dice = {}
         for label, metrics in toothseg_case(truth.array, predicted, (1.0,) * truth.array.ndim).items():
             row = {"model": name, "case": case.id, "tooth": label,
                    **{k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}}
             if row["in_gt"]:
                 row["error"] = error_kind(label, float(metrics["dice"]), majority[label])
+                dice[label] = float(metrics["dice"])
             rows.append(row)
+        if outlines:
+            parts.append(outline_errors(truth.array, predicted, dice))
+            grid = model_grid(predictor.card, truth.array.shape)
+            ceiling += grid_ceiling(truth.array, grid)
     seconds = time.perf_counter() - started
-    return summarize(rows, seconds / max(len(cases), 1), shown(str(Path(folder).resolve()))), rows
+    summary = summarize(rows, seconds / max(len(cases), 1), shown(str(Path(folder).resolve())))
+    if outlines:
+        summary["outlines"] = summarize_outlines(parts, ceiling, grid)
+    return summary, rows
 
 
 def summarize(rows: list[dict], seconds_per_case: float, folder: str) -> dict:
@@ -201,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="NAME",
                         help="one of the --model names: every other model's gain over it in mean tooth Dice, with a "
                              "95 %% interval (paired bootstrap over the X-rays)")
+    parser.add_argument("--outlines", action="store_true",
+                        help="also say where the outlines of well-found teeth go wrong, and the model grid's ceiling")
     parser.add_argument("--out", type=Path, default=REPO / "Testing" / "benchmarks" / "results" / "ufba425_test.json")
     args = parser.parse_args(argv)
 
@@ -222,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries, all_rows = {}, []
     for name, model in models:
         try:
-            summaries[name], rows = score_model(name, model, cases, args.device, args.tta)
+            summaries[name], rows = score_model(name, model, cases, args.device, args.tta, args.outlines)
         except ToothSegError as exc:  # an unknown model or unreadable case: one line, nothing written
             print(f"bench_ufba: {name}: {exc}", file=sys.stderr)
             return 1

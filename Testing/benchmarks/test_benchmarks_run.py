@@ -112,14 +112,46 @@ def test_bench_ufba_says_what_went_wrong_with_each_tooth(tmp_path):
 
     out = tmp_path / "u.json"
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_ufba.py"), "--subset", "val", "--limit", "2",
-                           "--device", "cpu", "--model", "small=toothseg-panoramic-demo", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                           "--device", "cpu", "--model", "small=toothseg-panoramic-demo", "--outlines",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text(encoding="utf-8"))
     summary = report["models"]["small"]
     truth_rows = [row for row in report["teeth"] if row["in_gt"]]
     assert sum(summary["errors"].values()) == sum(1 for row in truth_rows if row["error"])
     assert all((row["error"] == "") == (row["dice"] >= 0.8) for row in truth_rows)
+    outlines = summary["outlines"]
+    assert outlines["teeth"] == sum(1 for row in truth_rows if row["dice"] >= 0.8)
+    assert outlines["grid"] == [256, 256]  # the demo: 2-unit spacing over a 512-unit whole-image extent
+    assert 0.9 < outlines["grid_ceiling_tooth_dice"] <= 1.0
+    assert sum(outlines["wrong_pixels_by_third_apex_middle_crown"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_outline_errors_find_the_apex_and_the_neighbour():
+    """A tooth drawn short at its apex has its wrong pixels in the apical third, against background, for an
+    upper tooth (apex at the top) and a lower one (apex at the bottom) alike; a pixel given to a neighbour
+    counts as between teeth; a tooth under Dice 0.8 is left out; an aligned map survives a grid half its
+    size, a one-pixel-wide tooth does not."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import numpy as np
+    from bench_ufba import grid_ceiling, outline_errors
+
+    truth = np.zeros((1, 40, 40), np.uint8)
+    truth[0, 4:34, 2:10], truth[0, 4:34, 12:20], truth[0, 4:34, 22:30] = 11, 41, 12
+    predicted = truth.copy()
+    predicted[0, 4:7, 2:10] = 0          # upper tooth 11: three rows short at the top, its apex
+    predicted[0, 31:34, 12:20] = 0       # lower tooth 41: three rows short at the bottom, its apex
+    predicted[0, 20, 9] = 12             # one pixel of 11 given to its neighbour
+    parts = outline_errors(truth, predicted, {11: 0.95, 41: 0.94, 12: 0.99})
+    assert parts["by_third"] == [2 * 3 * 8, 2, 0]    # the given pixel: in the middle of 11 and of 12
+    assert parts["wrong_pixels"] == [2 * 3 * 8, 2]   # the given pixel is wrong for 11 and for 12
+    assert sorted(round(r, 3) for r in parts["area_ratio"]) == [round(215 / 240, 3), round(216 / 240, 3),
+                                                                round(241 / 240, 3)]
+    assert outline_errors(truth, predicted, {11: 0.5})["area_ratio"] == []
+    assert grid_ceiling(truth, (20, 20)) == pytest.approx([1.0, 1.0, 1.0])
+    thin = np.zeros((1, 40, 40), np.uint8)
+    thin[0, 4:34, 5] = 11
+    assert grid_ceiling(thin, (20, 20))[0] < 0.8
 
 
 def test_smoke_real_ct_reports_the_crown_share_and_draws_where_the_voxels_are(tmp_path):
