@@ -20,7 +20,8 @@ family: the STS-2024 metrics (instance Dice, IA, whole-dentition Dice) and the h
 prediction (+1: the patient's right teeth numbered as right ones). Where the tooth map falls short, the
 recall of each true tooth's occlusal half and apical half (split at the middle of its height, any predicted
 tooth counts) says whether crowns or roots are missed. ``--breakdown`` adds where the instance Dice is lost
-(:func:`loss_breakdown`: to the numbering, to separating the map into teeth, or to the map itself).
+(:func:`loss_breakdown`: to the numbering, to separating the map into teeth, or to the map itself), the
+network map's own whole-dentition Dice, and what the model's grid allows at best (:func:`grid_limit_dsc`).
 
     python Testing/benchmarks/bench_cbct_generalisation.py --model toothseg-cbct-synthetic-demo \\
         --model runs/cbct_lopo_0001/export --patient sts2024-0002 --family hu --family synthseg \\
@@ -50,7 +51,7 @@ from toothseg.core.io.images import read_volume, write_volume  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.metrics.protocols import sts2024_case  # noqa: E402
 from toothseg.core.postprocessing.arch_numbering import renumber_from_arch  # noqa: E402
-from toothseg.core.preprocessing import to_canonical  # noqa: E402
+from toothseg.core.preprocessing import resampled_shape, to_canonical  # noqa: E402
 from toothseg.core.errors import InputError  # noqa: E402
 from toothseg.core.models.catalog import load_catalog  # noqa: E402
 from toothseg.core.models.folder import read_card  # noqa: E402
@@ -138,9 +139,25 @@ def loss_breakdown(truth: np.ndarray, labels: np.ndarray, network_map: np.ndarra
         for value in np.unique(pairs[:, 0]):
             best[labels == value] = np.bincount(pairs[pairs[:, 0] == value, 1]).argmax()
     limit = np.where(network_map > 0, truth, 0)
+    teeth, mapped = truth > 0, network_map > 0
     return {"instance_dsc": sts2024_case(truth, labels)["instance_dsc"],
             "best_numbers_instance_dsc": sts2024_case(truth, best)["instance_dsc"],
-            "map_limit_instance_dsc": sts2024_case(truth, limit)["instance_dsc"]}
+            "map_limit_instance_dsc": sts2024_case(truth, limit)["instance_dsc"],
+            "map_image_dsc": float(2 * (teeth & mapped).sum() / max(1, teeth.sum() + mapped.sum()))}
+
+
+def grid_limit_dsc(truth: np.ndarray, spacing_zyx: tuple[float, ...], grid_spacing_zyx: tuple[float, ...]) -> float:
+    """Whole-dentition Dice of the true tooth map taken to a model's grid (area average) and back (trilinear,
+    over one half): what a perfect network on that grid could give, beside ``map_image_dsc``, what it gave."""
+    import torch
+    import torch.nn.functional as F
+
+    teeth = truth > 0
+    grid = resampled_shape(teeth.shape, spacing_zyx, grid_spacing_zyx)
+    tensor = torch.from_numpy(teeth.astype(np.float32))[None, None]
+    back = F.interpolate(F.interpolate(tensor, size=grid, mode="area"), size=teeth.shape, mode="trilinear",
+                         align_corners=False)[0, 0].numpy() > 0.5
+    return float(2 * (teeth & back).sum() / max(1, teeth.sum() + back.sum()))
 
 
 def score(model_folder: Path, patients: list[str], families: list[str], count: int, seed: int, tta: bool,
@@ -169,9 +186,14 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
                       flush=True)
                 if breakdown:
                     parts = loss_breakdown(truth.array, prediction.labels.array, prediction.network_labels.array)
+                    if card.spacing_zyx:
+                        parts["grid_limit_image_dsc"] = grid_limit_dsc(truth.array, truth.spacing_zyx,
+                                                                       tuple(card.spacing_zyx))
                     rows[-1].update({k: round(float(v), 4) for k, v in parts.items() if k != "instance_dsc"})
                     print(f"    each tooth given its best number: {parts['best_numbers_instance_dsc']:.3f}; the true "
-                          f"teeth within the map: {parts['map_limit_instance_dsc']:.3f}", flush=True)
+                          f"teeth within the map: {parts['map_limit_instance_dsc']:.3f}; the map's whole-dentition "
+                          f"Dice {parts['map_image_dsc']:.3f} (its grid allows "
+                          f"{parts.get('grid_limit_image_dsc', float('nan')):.3f})", flush=True)
                 if arch_numbering:  # the same teeth, numbered from the arch geometry instead of by the network
                     renumbered, _ = renumber_from_arch(prediction.labels)
                     arch = sts2024_case(truth.array, renumbered.array)
@@ -184,7 +206,8 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
             part = [r for r in rows if r["patient"] == patient and r["family"] == family]
             keys = ["instance_dsc", "ia", "image_dsc", "handedness", "occlusal_half_recall", "apical_half_recall"]
             keys += ["arch_instance_dsc", "arch_ia"] if arch_numbering else []
-            keys += ["best_numbers_instance_dsc", "map_limit_instance_dsc"] if breakdown else []
+            keys += ["best_numbers_instance_dsc", "map_limit_instance_dsc", "map_image_dsc"] if breakdown else []
+            keys += ["grid_limit_image_dsc"] if breakdown and card.spacing_zyx else []
             summary[f"{patient}/{family}"] = {k: round(float(np.mean([r[k] for r in part])), 4) for k in keys}
     return {"model": card.id, "folder": str(model_folder), "provenance": card.provenance, "rows": rows,
             "summary": summary}

@@ -248,6 +248,22 @@ def test_bench_cbct_generalisation_says_where_the_instance_dice_is_lost():
     half[1:5, 1:5, 9:11] = 0
     parts = loss_breakdown(truth, half, half > 0)
     assert parts["best_numbers_instance_dsc"] == parts["map_limit_instance_dsc"] < 0.95
+    assert parts["map_image_dsc"] == pytest.approx(2 * 96 / (128 + 96))
+
+
+def test_the_grid_limit_is_what_a_coarser_grid_can_hold():
+    """Teeth on even voxels survive a grid twice as coarse but for their corners (trilinear rounds them); a tooth
+    one voxel thin does not."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import numpy as np
+    from bench_cbct_generalisation import grid_limit_dsc
+
+    truth = np.zeros((8, 8, 16), np.uint8)
+    truth[2:6, 2:6, 2:6], truth[2:6, 2:6, 8:14] = 11, 12
+    assert 0.9 < grid_limit_dsc(truth, (0.6, 0.6, 0.6), (1.2, 1.2, 1.2)) < 1.0
+    thin = np.zeros((8, 8, 16), np.uint8)
+    thin[2:6, 3, 2:14] = 11
+    assert grid_limit_dsc(thin, (0.6, 0.6, 0.6), (1.2, 1.2, 1.2)) < 0.5
 
 
 def test_bench_cbct_generalisation_refuses_an_unknown_model_before_scoring(tmp_path):
