@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries, all_rows = {}, []
     for name, model in models:
         try:
-            summaries[name], rows = score_model(name, model, cases, args.device, args.tta, args.outlines)
+            summaries[name], rows = score_model(name, model, cases, args.device, args.tta, outlines=args.outlines)
         except ToothSegError as exc:  # an unknown model or unreadable case: one line, nothing written
             print(f"bench_ufba: {name}: {exc}", file=sys.stderr)
             return 1

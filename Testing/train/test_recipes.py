@@ -591,7 +591,7 @@ def test_ufba_bench_reports_each_models_gain_over_a_named_baseline(tmp_path, mon
     monkeypatch.setattr(bench, "ufba_cases", lambda subset: ["x1", "x2"])
     monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
 
-    def score(name, folder, cases, device, tta):
+    def score(name, folder, cases, device, tta, outlines=False):
         rows = [{"model": name, "case": c, "tooth": 11, "dice": dice[name], "in_gt": True} for c in cases]
         return {"mean_tooth_dice": dice[name], "mean_xray_dice": dice[name], "incisors": 0.5, "canines": 0.5,
                 "premolars": 0.5, "molars": 0.5, "teeth_with_iou_over_0.5": 0.5, "median_hd95_px": 3.0,
