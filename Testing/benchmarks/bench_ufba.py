@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
@@ -122,6 +120,9 @@ def outline_errors(truth: np.ndarray, predicted: np.ndarray, dice: dict[int, flo
 def grid_ceiling(truth: np.ndarray, grid: tuple[int, int]) -> list[float]:
     """Per-tooth Dice of the true label map taken to ``grid`` (one-hot, area average) and back (bilinear,
     arg-max): the best a model that predicts on that grid can draw."""
+    import torch  # here, not at the top: bench_ssl_ufba imports this module for its scoring alone
+    import torch.nn.functional as F
+
     truth = np.squeeze(truth)
     values = np.unique(truth)
     onehot = torch.from_numpy(np.stack([truth == v for v in values]).astype(np.float32))[None]
