@@ -253,8 +253,9 @@ def add_segment_parser(sub, common: argparse.ArgumentParser) -> None:
                         "1 M voxels, up to 8)")
     p.add_argument("--jaws", choices=("auto", "both", "upper", "lower"), default="auto",
                    help="which jaws the scan holds, if you know: with one jaw every tooth is numbered in it (a "
-                        "lower jaw alone would otherwise be cut along a bite it does not have); default auto: "
-                        "the model decides (3D models that number teeth from the arch)")
+                        "lower jaw alone would otherwise be cut along a bite it does not have); with both, upper "
+                        "and lower teeth joined along the whole bite are still cut apart; default auto: the "
+                        "model decides (3D models that number teeth from the arch)")
     p.add_argument("--stl-dir", metavar="DIR", help="also export one STL per tooth (mm, LPS; 3D scans only)")
     p.add_argument("--uncertainty", metavar="FILE", help="write the voxel-wise uncertainty (entropy) map "
                                                          "(a folder in batch mode)")

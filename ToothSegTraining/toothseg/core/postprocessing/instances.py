@@ -339,7 +339,8 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     ``jaws_in_view`` is what the user knows of the scan: ``upper`` or ``lower`` (one jaw: every tooth is
     of that jaw, no occlusal cut, which would halve every tooth of a lower jaw alone, and the arch split
     still runs), ``both`` (the occlusal cut, where ``occlusal_share`` asks for it, is kept even where the
-    roots seem to say one jaw), or None (not said: the checks of :mod:`.occlusion` decide)."""
+    roots seem to say one jaw, and made even where every piece lies across the bite), or None (not said:
+    the checks of :mod:`.occlusion` decide)."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
@@ -352,7 +353,8 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
         jaws = {int(v): jaws_in_view for v in np.unique(instances[box]) if v}
     elif occlusal_share > 0:
         min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE
-        surface = occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece)
+        surface = occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece,
+                                   both_jaws=jaws_in_view == "both")
         if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
             cut, jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share, min_piece)
             if jaws_in_view != "both" and roots_contradict_the_sides(cut, jaws, spacing_zyx):
