@@ -68,6 +68,12 @@ def test_simulation_runs_with_other_seeds_are_averaged_and_unlike_runs_refused(t
     assert combined["curves"]["random"]["std"] == [0.1, 0.05, 0.05]
     assert combined["random_final_dice"] == 0.55
     assert combined["corrections_to_reach_random_final"] == {"entropy": 15, "random": 15}
+    # paired by seed: entropy - random is (0, -0.1, -0.1) and (0, 0, 0.1); t(0.975, 1 df) = 12.706
+    gain = combined["gain_over_random"]["entropy"]
+    assert [g["labeled"] for g in gain] == [5, 10, 15] and "random" not in combined["gain_over_random"]
+    assert [g["mean"] for g in gain] == pytest.approx([0.0, -0.05, 0.0], abs=1e-4)
+    assert gain[1]["ci95"] == pytest.approx([-0.05 - 0.6353, -0.05 + 0.6353], abs=1e-3)
+    assert gain[2]["ci95"] == pytest.approx([-1.2706, 1.2706], abs=1e-3)
     files = []
     for i, run in enumerate((a, b)):
         files.append(tmp_path / f"run{i}.json")
@@ -76,7 +82,9 @@ def test_simulation_runs_with_other_seeds_are_averaged_and_unlike_runs_refused(t
     written = json.loads((tmp_path / "both" / "active_learning_seeds.json").read_text())
     assert written["curves"]["entropy"]["per_seed"]["1"] == b["curves"]["entropy"]["points"]
     assert (tmp_path / "both" / "active_learning_seeds.png").stat().st_size > 1000
-    assert "entropy: reaches random's final Dice 0.5500 after 15" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "entropy: reaches random's final Dice 0.5500 after 15" in printed
+    assert "entropy minus random, mean over seeds [95 % interval]: 5: +0.000" in printed
     with pytest.raises(ValueError, match="more than the seed"):
         bench.combine([a, _simulation_result(1, {"entropy": [0.4, 0.5, 0.7], "random": [0.4, 0.5, 0.6]},
                                              iterations=300)])
