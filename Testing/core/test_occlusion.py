@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from toothseg.core import InputError
-from toothseg.core.volume import Volume
 from toothseg.core.metrics.protocols import sts2024_case
 from toothseg.core.postprocessing import apply_steps, step_problems
 from toothseg.core.postprocessing import instances as instances_module
@@ -89,8 +88,9 @@ def test_one_jaw_whose_teeth_all_lie_across_the_surface_is_left_alone():
                                   apply_steps(tooth, truth.spacing_zyx, steps))
 
 
-def _antagonists_joined() -> tuple[Volume, np.ndarray]:
-    """The ideal full arch with every lower tooth joined to its upper antagonist (41 to 11, 36 to 26, ...)."""
+def _antagonists_joined():
+    """The ideal full arch (a Volume) and its instances with every lower tooth joined to its upper antagonist
+    (41 to 11, 36 to 26, ...)."""
     truth = _arch(set())
     pairs = np.where(truth.array >= 40, truth.array - 30, np.where(truth.array >= 30, truth.array - 10, truth.array))
     return truth, _as_instances(pairs)[0]
@@ -116,9 +116,14 @@ def test_jaws_joined_along_the_whole_bite_give_a_surface_when_both_are_known():
     assert (said_upper == is_upper)[tooth].mean() > 0.95  # the crowns overlap 2 mm at the bite: not 1.0
     for value, jaw in jaws.items():  # and each part mostly of its jaw
         assert np.isin(truth.array[cut == value] // 10, (1, 2) if jaw == "upper" else (3, 4)).mean() > 0.7
+    # what the user says makes no surface out of pieces that all lie on one side and none across it
+    blobs = np.zeros((9, 9, 30), np.int32)
+    for index in range(5):
+        blobs[3:6, 3:6, 6 * index:6 * index + 3] = index + 1  # 27 mm³ each: too small to lie across
+    assert occlusal_surface(blobs, (1.0, 1.0, 1.0), both_jaws=True) is None
 
 
-def test_segment_told_both_jaws_numbers_a_dentition_joined_along_the_bite(monkeypatch):
+def test_the_step_told_both_jaws_numbers_a_dentition_joined_along_the_bite(monkeypatch):
     """The same pieces as a network map that closed the bite leaves them (on one synthetic scan of
     Validation_0002 a longer-trained binary model found 13 teeth of 30 this way, 28 with ``--jaws both``):
     ``jaws_in_view="both"`` reaches the surface step, and the teeth come out numbered."""

@@ -129,8 +129,10 @@ def occlusal_surface(instances: np.ndarray, spacing_zyx: Sequence[float], min_sh
     for _ in range(_REFINEMENTS):
         points: list[tuple[np.ndarray, ...]] = []
         sides = {"upper": 0, "lower": 0}
+        crossing = 0
         for _, box, mask, above in _sides(instances, surface):
             if _straddles(mask, above, min_share, min_piece_voxels):
+                crossing += 1
                 parts = ((above, True), (mask & ~above, False))  # where it crosses: holds the surface there
             else:
                 upper = 2 * int(above.sum()) >= int(mask.sum())
@@ -139,7 +141,7 @@ def occlusal_surface(instances: np.ndarray, spacing_zyx: Sequence[float], min_sh
             for part, upper in parts:
                 r, c, low, high = _lowest_and_highest(part)
                 points.append((r + box[1].start, c + box[2].start, (low if upper else high) + box[0].start))
-        if min(sides.values()) == 0 and not (both_jaws and points):
+        if min(sides.values()) == 0 and not (both_jaws and crossing):
             return None
         r, c, h = (np.concatenate(part) for part in zip(*points))
         surface = _fitted_surface(r, c, h.astype(float), np.ones(h.size), tooth.shape, spacing_zyx)
