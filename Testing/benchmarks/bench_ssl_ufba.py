@@ -159,12 +159,14 @@ def seed_gain_interval(gains: list[float]) -> dict:
 
 
 def train_command(method: str, fraction: float, args: argparse.Namespace,
-                  scale: float | None = None, start: Path | None = None, seed: int = 0) -> tuple[list[str], Path]:
+                  scale: float | None = None, start: Path | None = None, seed: int = 0,
+                  suffix: str = "") -> tuple[list[str], Path]:
     """The ``train.py`` argument list of one run (no shell) and its run folder. With ``start`` (a model
     folder) the run's first stage begins from those weights (``init_from``) in a folder of its own; a
-    seed other than 0 trains with that seed, in a folder named for it."""
+    seed other than 0 trains with that seed, in a folder named for it; ``suffix`` ends the folder's name
+    (a start trained to another length than the default must not resume the default's folder)."""
     recipe = RECIPES / METHODS[method]
-    run_dir = args.runs / (f"{'from_start_' if start else ''}{method}_{round(fraction * 100)}"
+    run_dir = args.runs / (f"{'from_start_' if start else ''}{method}_{round(fraction * 100)}{suffix}"
                            + (f"_seed{seed}" if seed else ""))
     scale = args.scale if scale is None else scale
     settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale), *args.set]
@@ -220,6 +222,19 @@ def logged_training_seconds(run_dir: Path) -> float:
     return round(sum(float(s) for s in re.findall(r"stage \S+: \d+ steps in ([0-9.]+) s", text)), 1)
 
 
+def validation_history(run_dir: Path) -> list[list[float]]:
+    """[step, validation Dice] of every validation of every stage of a run, in order (the stages' own
+    ``validation.csv``): whether a start had levelled off is read here, not guessed."""
+    import csv
+
+    history = []
+    for path in sorted(run_dir.glob("*/validation.csv"), key=lambda p: p.stat().st_mtime):
+        with open(path, newline="", encoding="utf-8") as handle:
+            history += [[int(row["step"]), round(float(row["val_dice"]), 4)] for row in csv.DictReader(handle)
+                        if row.get("step") and row.get("val_dice")]
+    return history
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", action="append", choices=sorted(METHODS),
@@ -231,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="every method, the supervised one too, trains its schedule again starting from the "
                              "supervised baseline's final weights; gains are measured against supervised "
                              "training continued for its schedule (equal steps, the same start)")
+    parser.add_argument("--start-scale", type=float,
+                        help="with --from-supervised: the --scale of the supervised start alone (default: --scale), "
+                             "e.g. 0.75 for a start whose validation has levelled off and 0.15 for the schedules "
+                             "from it; its run folder is named for it")
     parser.add_argument("--seed", action="append", type=int,
                         help="training seed (repeatable; default 0): every method runs once per seed, and its gain "
                              "over supervised training of the same seed gets an interval across seeds")
@@ -240,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error("--scale must be positive")
+    if args.start_scale is not None and (args.start_scale <= 0 or not args.from_supervised):
+        parser.error("--start-scale must be positive and goes with --from-supervised")
     fractions = list(dict.fromkeys(args.fraction or [0.1, 0.25]))
     if any(not 0 < f < 1 for f in fractions):
         parser.error("--fraction must lie strictly between 0 and 1")
@@ -270,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             group = f"{method} {round(fraction * 100)}%" + (" from supervised" if continued else "")
             name = group + seed_tag
             scale = scales.get(method, args.scale)
-            command, run_dir = train_command(method, fraction, args, scale, start if continued else None, seed)
+            suffix = ""
+            if args.start_scale is not None and method == "supervised" and not continued:
+                scale, suffix = args.start_scale, f"_scale{args.start_scale:g}"
+            command, run_dir = train_command(method, fraction, args, scale, start if continued else None, seed,
+                                             suffix)
             try:
                 seconds = train(command, run_dir)
                 summary, rows = score_model(name, str(run_dir / "model"), cases, args.device, args.tta)
@@ -280,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = {"method": method, "labeled_fraction": fraction, "scale": scale, "seed": seed,
                           "command": ["python", *(shown(c) for c in command[1:])],
                           "train_seconds_this_call": round(seconds, 1),
-                          "train_seconds_logged": logged_training_seconds(run_dir)}
+                          "train_seconds_logged": logged_training_seconds(run_dir),
+                          "validation": validation_history(run_dir)}
             if method == "supervised" and not continued:
                 start = run_dir / "model"
             baseline_name = (f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else "")

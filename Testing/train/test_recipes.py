@@ -207,6 +207,41 @@ def test_ssl_benchmark_from_supervised_starts_every_method_from_the_baseline(tmp
     assert models["mean_teacher 10% from supervised"]["gain_over_supervised"] == pytest.approx(0.05)
 
 
+def test_ssl_benchmark_start_scale_trains_the_start_longer_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    """--start-scale: the supervised start runs at its own length (a start whose validation has levelled off),
+    in a folder named for it; every schedule from it keeps --scale; each run's validation history is kept."""
+    bench = _bench_ssl_ufba()
+    commands = []
+    monkeypatch.setattr(bench, "ufba_cases", lambda subset: [])
+
+    def fake_train(command, run_dir):
+        commands.append((run_dir.name, command))
+        (run_dir / "supervised").mkdir(parents=True, exist_ok=True)
+        (run_dir / "supervised" / "validation.csv").write_text("step,val_dice,val_network_dice\n300,0.7,0.7\n"
+                                                                "600,0.71234,0.7\n")
+        return 0.0
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    monkeypatch.setattr(bench, "score_model", lambda name, folder, cases, device, tta: (
+        {"folder": folder, "mean_tooth_dice": 0.5, "incisors": 0.5, "canines": 0.5, "premolars": 0.5,
+         "molars": 0.5, "teeth_with_iou_over_0.5": 0.5}, []))
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+    out = tmp_path / "result.json"
+    assert bench.main(["--fraction", "0.1", "--method", "mean_teacher", "--from-supervised", "--scale", "0.1",
+                       "--start-scale", "0.5", "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert [name for name, _ in commands] == ["supervised_10_scale0.5", "from_start_supervised_10",
+                                              "from_start_mean_teacher_10"]
+    assert "stages.0.iterations=2000" in commands[0][1]  # 4000 x 0.5
+    assert all("stages.0.iterations=400" in command for _, command in commands[1:])  # 4000 x 0.1
+    start = f"stages.0.init_from={tmp_path / 'runs' / 'supervised_10_scale0.5' / 'model'}"
+    assert all(start in command for _, command in commands[1:])
+    runs = json.loads(out.read_text())["runs"]
+    assert runs["supervised 10%"]["scale"] == 0.5 and runs["mean_teacher 10% from supervised"]["scale"] == 0.1
+    assert runs["supervised 10%"]["validation"] == [[300, 0.7], [600, 0.7123]]
+    with pytest.raises(SystemExit):  # a start scale without a start to train
+        bench.main(["--start-scale", "0.5", "--runs", str(tmp_path / "runs"), "--out", str(out)])
+
+
 def test_ssl_benchmark_from_a_start_drops_the_pretraining_stages(tmp_path):
     """From trained weights U-Mamba2-SSL's denoising stage is dropped (the start replaces it) and its
     consistency stage begins from the start; a recipe that starts with segmentation keeps every stage."""

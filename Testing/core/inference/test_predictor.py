@@ -250,3 +250,23 @@ def test_uncertainty_outputs():
     assert u.shape == image.shape and 0.0 <= u.min() and u.max() <= 1.0
     assert set(prediction.tooth_uncertainty) == {11, 21}
     assert all(0.0 <= v <= 1.0 for v in prediction.tooth_uncertainty.values())
+
+
+def test_what_a_post_processing_step_had_to_assume_reaches_the_warnings(monkeypatch):
+    """A step's ``notes`` (e.g. "numbered as one jaw; if the scan holds both, say so") end up among the
+    prediction's warnings, which the CLI prints and the panel shows; they are not only logged."""
+    from toothseg.core.postprocessing import steps as steps_module
+
+    def noting(labels, spacing_zyx, notes=None):
+        notes.append("the step assumed something")
+        return labels
+
+    monkeypatch.setitem(steps_module._STEPS, "noting", noting)
+    monkeypatch.setitem(steps_module._MAXIMA, "noting", {})
+    monkeypatch.setitem(steps_module._OFF_OR_AT_LEAST, "noting", {})
+    image, _ = teeth_as_intensity()
+    model = loaded(IntensityToClass(3), [0, 11, 21])
+    prediction = Predictor(model, InferenceOptions(tta=False, postprocessing=[{"name": "noting"}])).predict(image)
+    assert "the step assumed something" in prediction.warnings
+    quiet = Predictor(model, InferenceOptions(tta=False, postprocessing=[])).predict(image)
+    assert "the step assumed something" not in quiet.warnings

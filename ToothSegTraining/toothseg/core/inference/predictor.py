@@ -294,7 +294,8 @@ class Predictor:
                                 f"{self.card.id} numbers the teeth itself: its numbers are not checked against it")
         if steps and labels.any():
             postprocessing_started = time.perf_counter()
-            labels = apply_steps(labels, spacing_zyx, steps, image=image, jaws_in_view=self.options.jaws_in_view)
+            labels = apply_steps(labels, spacing_zyx, steps, image=image, jaws_in_view=self.options.jaws_in_view,
+                                 notes=warnings)
             report["postprocessing_seconds"] = round(time.perf_counter() - postprocessing_started, 3)
         if self.options.numbering_checks:
             warnings += self._numbering_warnings(canonical.with_array(labels), report)

@@ -303,6 +303,18 @@ def _drop_pieces_off_the_dentition(instances: np.ndarray, spacing_zyx: Sequence[
                 view[view == value] = 0
 
 
+#: Notes (``notes`` of :func:`teeth_from_boundary`) for a scan numbered as one jaw without the user saying so.
+ONE_JAW_ASSUMED = {
+    "all_across": "the teeth were numbered as one jaw: every tooth found reaches across the level where upper and "
+                  "lower teeth would meet, as the teeth of one jaw do, and as upper and lower teeth joined along "
+                  "the whole bite do",
+    "roots_up": "the teeth were numbered as one jaw: below the level where upper and lower teeth would meet, the "
+                "teeth's roots point up, as an upper jaw's do",
+}
+#: What every note of :data:`ONE_JAW_ASSUMED` ends with.
+SAY_BOTH_JAWS = "; if the scan holds both jaws, say so (Jaws in the scan: both; segment --jaws both) and run again"
+
+
 def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3: float,
               **numbering_options) -> np.ndarray:
     """The instances of a canonical array with FDI numbers from the arch (unnumbered ones become 0)."""
@@ -318,7 +330,7 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
                         type_weight: float = 100.0, max_tooth_mm3: float = 800.0,
                         occlusal_share: float = 0.0, arch_split: float = 0.0,
                         dentition_mm: float = DENTITION_RADIUS_MM, image: np.ndarray | None = None,
-                        jaws_in_view: str | None = None) -> np.ndarray:
+                        jaws_in_view: str | None = None, notes: list[str] | None = None) -> np.ndarray:
     """Post-processing step of a tooth-boundary model: instances (:func:`separate_instances`), then FDI
     numbers from the arch (:func:`~.arch_numbering.number_teeth_from_arch`, with each tooth's type votes
     when the model is typed, weighted by ``type_weight``; teeth it cannot number are dropped). ``labels`` is
@@ -340,7 +352,10 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     of that jaw, no occlusal cut, which would halve every tooth of a lower jaw alone, and the arch split
     still runs), ``both`` (the occlusal cut, where ``occlusal_share`` asks for it, is kept even where the
     roots seem to say one jaw, and made even where every piece lies across the bite), or None (not said:
-    the checks of :mod:`.occlusion` decide)."""
+    the checks of :mod:`.occlusion` decide). Where those checks, not the user, made it one jaw, a note from
+    :data:`ONE_JAW_ASSUMED` saying why goes to ``notes``: on a map that joined upper and lower teeth along
+    the whole bite they take both jaws for one, and only the user can tell (13 teeth of 30 found on such a
+    synthetic scan, 28 when told)."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
@@ -355,12 +370,18 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
         min_piece = max_tooth_mm3 * _MIN_PIECE_SHARE
         surface = occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece,
                                    both_jaws=jaws_in_view == "both")
+        assumed = None
         if surface is not None:  # else one jaw, or no piece on either side: the crown-to-root direction decides
             cut, jaws = split_at_occlusal_surface(instances[box], surface, spacing_zyx, occlusal_share, min_piece)
             if jaws_in_view != "both" and roots_contradict_the_sides(cut, jaws, spacing_zyx):
-                jaws = None  # one jaw cut in two: keep the pieces whole
+                jaws, assumed = None, "roots_up"  # one jaw cut in two: keep the pieces whole
             else:
                 instances[box] = cut
+        elif jaws_in_view is None and notes is not None and \
+                occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece, both_jaws=True) is not None:
+            assumed = "all_across"  # pieces across the bite and none wholly below (or above) it
+        if assumed and notes is not None:
+            notes.append(ONE_JAW_ASSUMED[assumed] + SAY_BOTH_JAWS)
     if jaws is not None and arch_split > 0:
         instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),

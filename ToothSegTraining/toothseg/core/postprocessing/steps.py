@@ -3,8 +3,9 @@
 Every step takes ``(labels (Z, Y, X) int array, spacing_zyx in mm, **options)`` and returns a new
 array; connectivity is full (26-neighbourhood in 3D, 8 in 2D), as in RAIL's and nnU-Net's code. A step
 with a keyword parameter ``image`` also receives the scan's intensities on the same grid (or None where
-the caller has none), and one with ``jaws_in_view`` what the user said the scan holds (``both``, ``upper``,
-``lower``; None: not said); neither is an option a model card can set.
+the caller has none), one with ``jaws_in_view`` what the user said the scan holds (``both``, ``upper``,
+``lower``; None: not said), and one with ``notes`` a list to which it appends what the user should know of
+an assumption it had to make (shown with the result's warnings); none is an option a model card can set.
 
 Worked example (``remove_small``, 1 mm voxels)::
 
@@ -34,7 +35,7 @@ _MAXIMA: dict[str, dict[str, float]] = {}
 #: Options that are 0 (off) or at least a minimum (step name -> option -> minimum).
 _OFF_OR_AT_LEAST: dict[str, dict[str, float]] = {}
 #: Keyword parameters the pipeline fills in itself, never a model card (see the module docstring).
-_PIPELINE_INPUTS = ("image", "jaws_in_view")
+_PIPELINE_INPUTS = ("image", "jaws_in_view", "notes")
 #: What ``jaws_in_view`` may be: the jaws whose teeth a scan holds, as its user knows them.
 JAWS_IN_VIEW = ("both", "upper", "lower")
 
@@ -207,10 +208,12 @@ def takes_jaws_in_view(steps: Sequence[dict[str, Any]]) -> bool:
 
 
 def apply_steps(labels: np.ndarray, spacing_zyx: Sequence[float], steps: Sequence[dict[str, Any]],
-                image: np.ndarray | None = None, jaws_in_view: str | None = None) -> np.ndarray:
+                image: np.ndarray | None = None, jaws_in_view: str | None = None,
+                notes: list[str] | None = None) -> np.ndarray:
     """Run ``steps`` (``[{"name": "remove_small", "min_mm3": 30}, …]``) in order, after
     :func:`step_problems` found nothing wrong with them; ``image`` (the intensities on the labels' grid)
-    and ``jaws_in_view`` (:data:`JAWS_IN_VIEW`, or None) go to the steps that take them."""
+    and ``jaws_in_view`` (:data:`JAWS_IN_VIEW`, or None) go to the steps that take them, and so does
+    ``notes``, to which they append their messages for the user (None: the messages are dropped)."""
     problems = step_problems(steps)
     if problems:
         raise InputError("post-processing: " + "; ".join(problems))
@@ -226,5 +229,7 @@ def apply_steps(labels: np.ndarray, spacing_zyx: Sequence[float], steps: Sequenc
             options["image"] = image
         if "jaws_in_view" in parameters:
             options["jaws_in_view"] = jaws_in_view
+        if "notes" in parameters:
+            options["notes"] = notes if notes is not None else []
         labels = _STEPS[name](labels, spacing_zyx, **options)
     return labels
