@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ufba import paired_gain_interval, plot, score_model, shown, write_result  # noqa: E402
+from plot_ssl_run import plot_training, stage_folders, stage_summary  # noqa: E402
 from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.train.config.loader import load_recipe, setting  # noqa: E402
@@ -222,16 +223,20 @@ def logged_training_seconds(run_dir: Path) -> float:
     return round(sum(float(s) for s in re.findall(r"stage \S+: \d+ steps in ([0-9.]+) s", text)), 1)
 
 
-def validation_history(run_dir: Path) -> list[list[float]]:
-    """[step, validation Dice] of every validation of every stage of a run, in order (the stages' own
-    ``validation.csv``): whether a start had levelled off is read here, not guessed."""
+def validation_history(run_dir: Path) -> list[dict[str, float]]:
+    """Every validation of every stage of a run, in order (the stages' own ``validation.csv``): the step, the
+    validation Dice and, for a semi-supervised method, how right its pseudo-labels were then (``pl_dice``,
+    ``pl_used_share``, ``pl_used_dice``: ``Trainer.probe``). Whether a start had levelled off, and why a method's
+    unlabeled term helped or not, is read here, not guessed."""
     import csv
 
     history = []
     for path in sorted(run_dir.glob("*/validation.csv"), key=lambda p: p.stat().st_mtime):
         with open(path, newline="", encoding="utf-8") as handle:
-            history += [[int(row["step"]), round(float(row["val_dice"]), 4)] for row in csv.DictReader(handle)
-                        if row.get("step") and row.get("val_dice")]
+            for row in csv.DictReader(handle):
+                values = {key: round(float(value), 4) for key, value in row.items() if key != "step" and value}
+                if row.get("step"):
+                    history.append({"stage": path.parent.name, "step": int(row["step"]), **values})
     return history
 
 
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         cases = cases[:args.limit]
     runs, summaries, all_rows, names = {}, {}, [], []
+    run_dirs: list[Path] = []
     model_rows: dict[str, list[dict]] = {}
     seed_gains: dict[str, list[float]] = {}  # "method 10%" → its gain at each seed
     for fraction, seed in ((f, s) for f in fractions for s in seeds):
@@ -306,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                           "command": ["python", *(shown(c) for c in command[1:])],
                           "train_seconds_this_call": round(seconds, 1),
                           "train_seconds_logged": logged_training_seconds(run_dir),
-                          "validation": validation_history(run_dir)}
+                          "validation": validation_history(run_dir),
+                          "terms_last_fifth": {stage.name: stage_summary(stage) for stage in stage_folders([run_dir])}}
+            run_dirs.append(run_dir)
             if method == "supervised" and not continued:
                 start = run_dir / "model"
             baseline_name = (f"supervised {round(fraction * 100)}%" + (" from supervised" if continued else "")
@@ -335,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
               "teeth": all_rows}
     write_result(args.out, result)
     plot(all_rows, names, args.out.with_suffix(".png"))
+    training_png = args.out.with_name(args.out.stem + "_training.png")
+    if plot_training(stage_folders(run_dirs), training_png):  # each run's terms and pseudo-label accuracy
+        print(f"wrote {training_png}")
     print("model | mean tooth Dice | gain over supervised [95 % interval] | incisors | canines | premolars | molars "
           "| IoU>0.5")
     for name, s in summaries.items():

@@ -216,9 +216,8 @@ def test_ssl_benchmark_start_scale_trains_the_start_longer_in_a_folder_of_its_ow
 
     def fake_train(command, run_dir):
         commands.append((run_dir.name, command))
-        (run_dir / "supervised").mkdir(parents=True, exist_ok=True)
-        (run_dir / "supervised" / "validation.csv").write_text("step,val_dice,val_network_dice\n300,0.7,0.7\n"
-                                                                "600,0.71234,0.7\n")
+        (run_dir / "0_supervised").mkdir(parents=True, exist_ok=True)
+        (run_dir / "0_supervised" / "validation.csv").write_text("step,val_dice,pl_dice\n300,0.7,\n600,0.71234,0.5\n")
         return 0.0
 
     monkeypatch.setattr(bench, "train", fake_train)
@@ -237,7 +236,9 @@ def test_ssl_benchmark_start_scale_trains_the_start_longer_in_a_folder_of_its_ow
     assert all(start in command for _, command in commands[1:])
     runs = json.loads(out.read_text())["runs"]
     assert runs["supervised 10%"]["scale"] == 0.5 and runs["mean_teacher 10% from supervised"]["scale"] == 0.1
-    assert runs["supervised 10%"]["validation"] == [[300, 0.7], [600, 0.7123]]
+    assert runs["supervised 10%"]["validation"] == [{"stage": "0_supervised", "step": 300, "val_dice": 0.7},
+                                                    {"stage": "0_supervised", "step": 600, "val_dice": 0.7123,
+                                                     "pl_dice": 0.5}]
     with pytest.raises(SystemExit):  # a start scale without a start to train
         bench.main(["--start-scale", "0.5", "--runs", str(tmp_path / "runs"), "--out", str(out)])
 

@@ -434,6 +434,23 @@ class TrainingData:
             return jaw_classes(labels)
         return (labels > 0).astype(np.uint8) if self.config.label_table == "binary" else labels
 
+    def probe_cases(self, count: int = 8) -> list[PreparedCase]:
+        """The first ``count`` unlabeled cases that have labels training never reads, on the training grid: what a
+        semi-supervised method's pseudo-labels are measured against (``Trainer.probe``). Those are the labeled
+        cases a ``labeled_fraction`` below 1 hides (UFBA-425's "unlabeled" X-rays all have maps); truly
+        unlabeled cases have none, and without hidden ones the list is empty."""
+        d = self.config
+        if not self.unlabeled or d.labeled_fraction >= 1.0:
+            return []
+        if d.source == "ufba425":
+            hidden = ufba_cases(d.labeled or "train")
+        elif d.source == "files" and d.labeled:
+            hidden = read_manifest(d.labeled, d.root, require_labels=True)
+        else:
+            return []
+        by_id = {case.id: case for case in hidden}
+        return [self.prepare(by_id[case.id]) for case in self.unlabeled if case.id in by_id][:count]
+
     def validation_volumes(self) -> list[tuple[str, Volume, Volume]]:
         """(case id, image, label map) in native geometry, for sliding-window validation."""
         out = []

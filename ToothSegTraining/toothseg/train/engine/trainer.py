@@ -13,6 +13,7 @@ previous one is kept and training goes on with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -40,7 +42,7 @@ from ...core.progress import CancelToken
 from ..config.schema import Recipe, StageConfig
 from ..data.dataset import TrainingData
 from ..methods import get_method
-from ..methods.base import Method, MethodContext, StepOutput, unwrap
+from ..methods.base import Method, MethodContext, StepOutput, running_statistics_kept, unwrap
 from .checkpointing import load_checkpoint, save_checkpoint
 from .export import Member, export_model_folder, exported_members, loaded_model, stage_card
 from .run_logs import StepLog, all_reduce_mean, append_csv, truncate_csv
@@ -60,6 +62,18 @@ def selection_score(metrics: dict[str, Any]) -> float:
     """What the best snapshot is chosen by: the network's own classes where post-processing renumbers them
     (``val_network_dice``), else the result's ``val_dice``."""
     return float(metrics.get("val_network_dice", metrics.get("val_dice", -math.inf)))
+
+
+#: Probe images are padded to a multiple of this many voxels per axis (any network's down-sampling fits it).
+_PROBE_MULTIPLE = 32
+
+
+def _same_shape_groups(cases: list) -> list[list]:
+    """Cases grouped by image shape, in order of first appearance (one batch per group)."""
+    groups: dict[tuple[int, ...], list] = {}
+    for case in cases:
+        groups.setdefault(tuple(case.image.shape), []).append(case)
+    return list(groups.values())
 
 
 def distributed_context() -> tuple[int, int, int]:
@@ -279,7 +293,46 @@ class Trainer:
         metrics = {"val_dice": float(np.nanmean(output_scores))}
         if network_scores:
             metrics["val_network_dice"] = float(np.nanmean(network_scores))
-        return metrics
+        return {**metrics, **self.probe()}
+
+    def probe(self) -> dict[str, float]:
+        """How right a semi-supervised method's pseudo-labels are now, on unlabeled cases whose labels training
+        never reads (:meth:`TrainingData.probe_cases`; empty elsewhere): ``pl_dice``, the mean Dice of the labels
+        it would learn from against the hidden ones (classes of the hidden labels, as ``val_dice``), and where
+        its loss uses only some voxels (a confidence gate), ``pl_used_share`` and ``pl_used_dice`` on those.
+        This is the evidence for why an unlabeled term helps or not; it never enters a loss."""
+        if not self.method.needs_unlabeled:
+            return {}
+        cases = self.data.probe_cases()
+        if not cases:
+            return {}
+        scores: dict[str, list[float]] = {"pl_dice": [], "pl_used_share": [], "pl_used_dice": []}
+        networks = list(self.method.nets.values())
+        with torch.no_grad(), contextlib.ExitStack() as kept:
+            for net in networks:
+                kept.enter_context(running_statistics_kept(net))
+            for group in _same_shape_groups(cases):
+                images = torch.from_numpy(np.stack([case.image for case in group])).to(self.device)
+                spatial = images.shape[2:]
+                padded = [(-n) % _PROBE_MULTIPLE for n in spatial]
+                if any(padded):
+                    images = F.pad(images, [p for amount in reversed(padded) for p in (0, amount)])
+                result = self.method.probe_pseudo_labels(images)
+                if result is None:
+                    return {}
+                crop = (slice(None), *(slice(0, n) for n in spatial))
+                labels = result[0][crop].cpu().numpy()
+                used = None if result[1] is None else result[1][crop].cpu().numpy()
+                for index, case in enumerate(group):
+                    scores["pl_dice"].append(mean_dice(case.labels, labels[index]))
+                    if used is not None:
+                        mask = used[index]
+                        scores["pl_used_share"].append(float(mask.mean()))
+                        scores["pl_used_dice"].append(mean_dice(np.where(mask, case.labels, 0),
+                                                                np.where(mask, labels[index], 0)))
+        # a gate that passes no tooth voxel leaves nothing to score there (nan): such a value is left out
+        finite = {name: [v for v in values if np.isfinite(v)] for name, values in scores.items()}
+        return {name: float(np.mean(values)) for name, values in finite.items() if values}
 
     def export(self, folder: Path, metrics: dict[str, Any]) -> Path:
         """Write the model folder whole or not at all (see :func:`.export.export_model_folder`)."""

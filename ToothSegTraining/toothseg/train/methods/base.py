@@ -199,6 +199,15 @@ class Method:
         """Networks that ``after_step(step)`` moves towards a student by EMA (checked by the tests)."""
         return ()
 
+    def probe_pseudo_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """What this method would take as labels for the unlabeled ``images`` (a batch as training gives it) at
+        its current state: (class index per voxel, the voxels its loss uses, or None for all), computed as its
+        training step does, or None for a method without pseudo-labels. Called without gradients, with the
+        networks as training leaves them (batch norm's running statistics kept), and must draw no random
+        number, so that probing leaves the training as it was. The trainer compares them with the hidden
+        labels of a few unlabeled cases (:meth:`~toothseg.train.engine.trainer.Trainer.probe`)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -224,6 +224,12 @@ class BCP(_BCPBase):
                 "pseudo_ignored": float((pseudo == IGNORE).float().mean()), **self.gate.logs()}
         return StepOutput(sum(terms.values()), terms, unsupervised=("pseudo",), logs=logs)
 
+    def probe_pseudo_labels(self, images):
+        """The teachers' labels as the copy-paste uses them: confident voxels, largest component per class."""
+        labels = self.pseudo_labels(self.teacher_logits(images))
+        used = labels != IGNORE
+        return torch.where(used, labels, torch.zeros_like(labels)), used
+
     def ema_teachers_at(self, step: int) -> tuple[str, ...]:
         return ("teacher",)
 

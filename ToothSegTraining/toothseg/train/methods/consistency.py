@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..data.augment import strong_augment
 from ..losses import deep_supervision_weights
-from .base import Method, StepOutput, register_method, running_statistics_kept
+from .base import Method, StepOutput, register_method, running_statistics_kept, unwrap
 from .ramps import CompetenceGate, tooth_dice
 from .supervised import supervised_loss
 
@@ -115,6 +115,15 @@ class Consistency(Method):
         elif kind == "consistency" and self.weight(step) > 0:
             terms["consistency"] = self.weight(step) * self._consistency_term(batch["unlabeled_image"])
         return StepOutput(sum(terms.values()), terms, unsupervised=("consistency", "pseudo"), logs=logs)
+
+    def probe_pseudo_labels(self, images):
+        """The student's unperturbed arg-max, the target of its consistency term (every voxel); with
+        pseudo-labels on (stage 3), also the voxels they use: confident teeth (background is ignored)."""
+        probs = torch.softmax(self.main_output(unwrap(self.nets["student"])(images)).float(), dim=1)
+        confidence, labels = probs.max(dim=1)
+        if self.settings.pl_probability <= 0 or self.settings.pl_weight <= 0:
+            return labels, None
+        return labels, (confidence >= self.settings.pl_threshold) & (labels != 0)
 
     def _pseudo_label_term(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings

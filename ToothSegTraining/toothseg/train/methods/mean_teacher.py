@@ -22,7 +22,7 @@ import torch
 
 from ..data.augment import strong_augment
 from ..losses import consistency_mse
-from .base import Method, StepOutput, ema_update, register_method
+from .base import Method, StepOutput, ema_update, register_method, unwrap
 from .ramps import CompetenceGate, sigmoid_rampup, tooth_dice
 from .supervised import supervised_loss
 
@@ -88,6 +88,10 @@ class MeanTeacher(Method):
             logs = {"w_cons": weight, **self.gate.logs()}
         return StepOutput(supervised + consistency, {"supervised": supervised, "consistency": consistency},
                           unsupervised=("consistency",), logs=logs)
+
+    def probe_pseudo_labels(self, images):
+        """The teacher's arg-max; its soft targets weigh every voxel."""
+        return self.main_output(unwrap(self.nets["teacher"])(images)).argmax(1), None
 
     def ema_teachers_at(self, step):
         return ("teacher",)
