@@ -11,7 +11,7 @@ from toothseg.core import InputError
 from toothseg.core.metrics.protocols import sts2024_case
 from toothseg.core.postprocessing import apply_steps, step_problems
 from toothseg.core.postprocessing import instances as instances_module
-from toothseg.core.postprocessing.instances import ONE_JAW_ASSUMED, SAY_BOTH_JAWS, separate_instances
+from toothseg.core.postprocessing.instances import JAWS_NOT_FROM_THE_BITE, SAY_WHICH_JAWS, separate_instances
 from toothseg.core.postprocessing.arch_split import split_along_arch
 from toothseg.core.postprocessing.occlusion import occlusal_surface, split_at_occlusal_surface
 
@@ -88,7 +88,7 @@ def test_one_jaw_whose_teeth_all_lie_across_the_surface_is_left_alone():
     np.testing.assert_array_equal(apply_steps(tooth, truth.spacing_zyx, [{**steps[0], "occlusal_share": 0.25}],
                                               notes=notes),
                                   apply_steps(tooth, truth.spacing_zyx, steps))
-    assert notes == [ONE_JAW_ASSUMED["all_across"] + SAY_BOTH_JAWS]  # numbered as one jaw, and the user is told
+    assert notes == [JAWS_NOT_FROM_THE_BITE["all_across"] + SAY_WHICH_JAWS]  # jaws from the roots, and the user is told
     said: list[str] = []  # the user said so: nothing to tell
     apply_steps(tooth, truth.spacing_zyx, [{**steps[0], "occlusal_share": 0.25}], jaws_in_view="upper", notes=said)
     both = (truth.array > 0).astype(np.uint8)  # both jaws, apart at the bite: a surface, no note
@@ -145,8 +145,8 @@ def test_the_step_told_both_jaws_numbers_a_dentition_joined_along_the_bite(monke
     told = sts2024_case(truth.array, apply_steps(tooth, truth.spacing_zyx, steps, jaws_in_view="both",
                                                  notes=told_notes))
     assert unknown["instance_dsc"] < 0.6 and told["instance_dsc"] > 0.9 and told["ia"] > 0.9, (unknown, told)
-    # not told, the step says what it assumed and what to do: the user alone can tell this map from one jaw
-    assert notes == [ONE_JAW_ASSUMED["all_across"] + SAY_BOTH_JAWS] and "--jaws both" in notes[0]
+    # not told, the step says what it did and what to do: the user alone can tell this map from one jaw
+    assert notes == [JAWS_NOT_FROM_THE_BITE["all_across"] + SAY_WHICH_JAWS] and "--jaws" in notes[0]
     assert told_notes == []
 
 
@@ -215,7 +215,7 @@ def test_a_true_upper_jaw_alone_is_not_cut_in_two(sts_labels):
     options = apply_steps(upper, spacing, [{"name": "teeth_from_boundary", "occlusal_share": 0.25, "arch_split": 1.4}],
                           notes=notes)
     np.testing.assert_array_equal(options, plain)
-    assert notes == [ONE_JAW_ASSUMED["roots_up"] + SAY_BOTH_JAWS]
+    assert notes == [JAWS_NOT_FROM_THE_BITE["roots_up"] + SAY_WHICH_JAWS]
 
 
 @pytest.mark.parametrize("patient", ["Validation_0001", "Validation_0002"])

@@ -303,16 +303,20 @@ def _drop_pieces_off_the_dentition(instances: np.ndarray, spacing_zyx: Sequence[
                 view[view == value] = 0
 
 
-#: Notes (``notes`` of :func:`teeth_from_boundary`) for a scan numbered as one jaw without the user saying so.
-ONE_JAW_ASSUMED = {
-    "all_across": "the teeth were numbered as one jaw: every tooth found reaches across the level where upper and "
-                  "lower teeth would meet, as the teeth of one jaw do, and as upper and lower teeth joined along "
-                  "the whole bite do",
-    "roots_up": "the teeth were numbered as one jaw: below the level where upper and lower teeth would meet, the "
-                "teeth's roots point up, as an upper jaw's do",
+#: Notes (``notes`` of :func:`teeth_from_boundary`) for a scan whose teeth were given their jaws without the
+#: occlusal surface, and without the user saying which jaws it holds; the step then reads each tooth's jaw
+#: from its own crown-to-root direction, which a map of crowns gets wrong.
+JAWS_NOT_FROM_THE_BITE = {
+    "all_across": "upper and lower teeth were not told apart along the bite: every tooth found reaches across "
+                  "the level where they would meet, as the teeth of a single jaw do, and as upper and lower teeth "
+                  "joined along the whole bite do, so each tooth's jaw was read from its own crown-to-root direction",
+    "roots_up": "upper and lower teeth were not told apart along the bite: below the level where they would meet, "
+                "the teeth's roots point up, as an upper jaw's alone do, so each tooth's jaw was read from its own "
+                "crown-to-root direction",
 }
-#: What every note of :data:`ONE_JAW_ASSUMED` ends with.
-SAY_BOTH_JAWS = "; if the scan holds both jaws, say so (Jaws in the scan: both; segment --jaws both) and run again"
+#: What every note of :data:`JAWS_NOT_FROM_THE_BITE` ends with.
+SAY_WHICH_JAWS = ("; say which jaws the scan holds (Jaws in the scan: both, upper or lower; segment --jaws) "
+                  "and run again")
 
 
 def _numbered(instances: np.ndarray, spacing_zyx: Sequence[float], min_tooth_mm3: float,
@@ -352,10 +356,10 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
     of that jaw, no occlusal cut, which would halve every tooth of a lower jaw alone, and the arch split
     still runs), ``both`` (the occlusal cut, where ``occlusal_share`` asks for it, is kept even where the
     roots seem to say one jaw, and made even where every piece lies across the bite), or None (not said:
-    the checks of :mod:`.occlusion` decide). Where those checks, not the user, made it one jaw, a note from
-    :data:`ONE_JAW_ASSUMED` saying why goes to ``notes``: on a map that joined upper and lower teeth along
-    the whole bite they take both jaws for one, and only the user can tell (13 teeth of 30 found on such a
-    synthetic scan, 28 when told)."""
+    the checks of :mod:`.occlusion` decide). Where those checks, not the user, left the jaws to each tooth's
+    crown-to-root direction, a note from :data:`JAWS_NOT_FROM_THE_BITE` saying why goes to ``notes``: on a map
+    that joined upper and lower teeth along the whole bite they take both jaws for one, and only the user can
+    tell (13 teeth of 30 found on such a synthetic scan, 28 when told ``both``)."""
     if labels.ndim != 3 or labels.shape[0] == 1:
         raise InputError("teeth_from_boundary numbers teeth from the 3D dental arch; it does not apply to 2D images")
     instances = separate_instances(labels, spacing_zyx, min_seed_mm3, max_grow_mm, max_tooth_mm3)
@@ -381,7 +385,7 @@ def teeth_from_boundary(labels: np.ndarray, spacing_zyx: Sequence[float], min_se
                 occlusal_surface(instances[box], spacing_zyx, occlusal_share, min_piece, both_jaws=True) is not None:
             assumed = "all_across"  # pieces across the bite and none wholly below (or above) it
         if assumed and notes is not None:
-            notes.append(ONE_JAW_ASSUMED[assumed] + SAY_BOTH_JAWS)
+            notes.append(JAWS_NOT_FROM_THE_BITE[assumed] + SAY_WHICH_JAWS)
     if jaws is not None and arch_split > 0:
         instances[box], jaws = split_along_arch(instances[box], jaws, spacing_zyx, arch_split)
     return _numbered(instances, spacing_zyx, min_tooth_mm3, type_votes=type_votes(labels, instances),
