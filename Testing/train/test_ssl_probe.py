@@ -85,6 +85,21 @@ def test_probing_leaves_the_training_exactly_as_it_was(tmp_path, toy_dataset, me
         assert torch.equal(one[key], two[key]), key
 
 
+def test_the_probe_sees_at_most_a_training_patch_of_each_case():
+    """A whole 3D scan through a network would take far more memory than a training step: each probe case is cut
+    to the recipe's patch around its middle (a smaller axis is kept whole)."""
+    from toothseg.train.data.dataset import PreparedCase
+    from toothseg.train.engine.trainer import _central_crop
+
+    labels = np.arange(10 * 40 * 50).reshape(10, 40, 50)
+    case = PreparedCase("c", labels[None].astype(np.float32), labels, (1.0, 1.0, 1.0))
+    cut = _central_crop(case, (16, 16, 16))
+    assert cut.image.shape == (1, 10, 16, 16) and cut.labels.shape == (10, 16, 16)
+    np.testing.assert_array_equal(cut.labels, labels[:, 12:28, 17:33])
+    np.testing.assert_array_equal(cut.image[0], cut.labels)
+    assert _central_crop(case, ()) is case
+
+
 def test_the_probe_scores_the_labels_the_method_would_learn_from(tmp_path, toy_dataset, monkeypatch):
     """A method whose pseudo-labels are the hidden truth scores 1, its background-only labels score 0; the
     voxels it uses are scored on their own."""
@@ -99,12 +114,13 @@ def test_the_probe_scores_the_labels_the_method_would_learn_from(tmp_path, toy_d
         return labels, used
 
     from toothseg.train.data.dataset import TrainingData
+    from toothseg.train.engine.trainer import _central_crop
 
     original = TrainingData.probe_cases
 
     def remembered(self, count=8):
         cases = original(self, count)
-        truth[:] = [case.labels.astype(np.int64) for case in cases]
+        truth[:] = [_central_crop(case, (32, 32)).labels.astype(np.int64) for case in cases]  # the toy's patch
         return cases
 
     monkeypatch.setattr(TrainingData, "probe_cases", remembered)

@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,16 @@ def _same_shape_groups(cases: list) -> list[list]:
     for case in cases:
         groups.setdefault(tuple(case.image.shape), []).append(case)
     return list(groups.values())
+
+
+def _central_crop(case: Any, patch: tuple[int, ...]) -> Any:
+    """A prepared case cut to at most ``patch`` voxels per axis around its middle: what the method sees in
+    training (a whole 3D scan through a network would take far more memory than a training step)."""
+    if not patch or len(patch) != case.labels.ndim:
+        return case
+    starts = [max(0, (n - p) // 2) for n, p in zip(case.labels.shape, patch)]
+    region = tuple(slice(start, start + min(n, p)) for start, n, p in zip(starts, case.labels.shape, patch))
+    return replace(case, image=case.image[(slice(None), *region)], labels=case.labels[region])
 
 
 def distributed_context() -> tuple[int, int, int]:
@@ -311,7 +322,8 @@ class Trainer:
         with torch.no_grad(), contextlib.ExitStack() as kept:
             for net in networks:
                 kept.enter_context(running_statistics_kept(net))
-            for group in _same_shape_groups(cases):
+            patch = tuple(self.data.config.patch_size or ())
+            for group in _same_shape_groups([_central_crop(case, patch) for case in cases]):
                 images = torch.from_numpy(np.stack([case.image for case in group])).to(self.device)
                 spatial = images.shape[2:]
                 padded = [(-n) % _PROBE_MULTIPLE for n in spatial]
