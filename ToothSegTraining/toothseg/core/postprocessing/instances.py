@@ -311,8 +311,8 @@ JAWS_NOT_FROM_THE_BITE = {
                   "the level where they would meet, as the teeth of a single jaw do, and as upper and lower teeth "
                   "joined along the whole bite do, so each tooth's jaw was read from its own crown-to-root direction",
     "roots_up": "upper and lower teeth were not told apart along the bite: below the level where they would meet, "
-                "the teeth's roots point up, as an upper jaw's alone do, so each tooth's jaw was read from its own "
-                "crown-to-root direction",
+                "the teeth's roots point up, as in a scan of the upper jaw alone, so each tooth's jaw was read from "
+                "its own crown-to-root direction",
 }
 #: What every note of :data:`JAWS_NOT_FROM_THE_BITE` ends with.
 SAY_WHICH_JAWS = ("; say which jaws the scan holds (Jaws in the scan: both, upper or lower; segment --jaws) "
