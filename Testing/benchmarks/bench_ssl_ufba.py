@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ufba import paired_gain_interval, plot, score_model, shown, write_result  # noqa: E402
-from plot_ssl_run import plot_training, stage_folders, stage_summary  # noqa: E402
+from plot_ssl_run import plot_training, read_rows, stage_folders, stage_summary  # noqa: E402
 from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.train.config.loader import load_recipe, setting  # noqa: E402
@@ -228,15 +228,12 @@ def validation_history(run_dir: Path) -> list[dict[str, float]]:
     validation Dice and, for a semi-supervised method, how right its pseudo-labels were then (``pl_dice``,
     ``pl_used_share``, ``pl_used_dice``: ``Trainer.probe``). Whether a start had levelled off, and why a method's
     unlabeled term helped or not, is read here, not guessed."""
-    import csv
-
     history = []
     for path in sorted(run_dir.glob("*/validation.csv"), key=lambda p: p.stat().st_mtime):
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                values = {key: round(float(value), 4) for key, value in row.items() if key != "step" and value}
-                if row.get("step"):
-                    history.append({"stage": path.parent.name, "step": int(row["step"]), **values})
+        for row in read_rows(path):
+            values = {key: round(float(value), 4) for key, value in row.items() if key != "step" and value}
+            if row.get("step"):
+                history.append({"stage": path.parent.name, "step": int(row["step"]), **values})
     return history
 
 

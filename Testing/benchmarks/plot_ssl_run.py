@@ -38,7 +38,8 @@ def stage_folders(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's CSV log (``log.csv``, ``validation.csv``); none where it does not exist."""
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
@@ -62,14 +63,14 @@ def _smoothed(values: list[float], width: int = SMOOTHING) -> list[float]:
 
 def stage_summary(stage: Path) -> dict[str, float]:
     """Per stage: the mean of each logged term over the last fifth of its steps, and the last probe."""
-    rows = _rows(stage / "log.csv")
+    rows = read_rows(stage / "log.csv")
     out: dict[str, float] = {}
     tail = rows[-max(1, len(rows) // 5):]
     for column in ("supervised", *UNLABELED_TERMS):
         values = [float(r[column]) for r in tail if r.get(column) not in (None, "")]
         if values:
             out[column] = round(sum(values) / len(values), 4)
-    validations = _rows(stage / "validation.csv")
+    validations = read_rows(stage / "validation.csv")
     if validations:
         out.update({k: round(float(v), 4) for k, v in validations[-1].items() if k != "step" and v})
     return out
@@ -90,7 +91,7 @@ def plot_training(stages: list[Path], path: Path, labels: list[str] | None = Non
 
     figure, axes = plt.subplots(2, len(stages), figsize=(4.2 * len(stages), 6.4), squeeze=False)
     for column, stage in enumerate(stages):
-        rows = _rows(stage / "log.csv")
+        rows = read_rows(stage / "log.csv")
         top, bottom = axes[0][column], axes[1][column]
         for name in ("supervised", *UNLABELED_TERMS):
             steps, values = _series(rows, name)
@@ -100,7 +101,7 @@ def plot_training(stages: list[Path], path: Path, labels: list[str] | None = Non
         top.set_xlabel("step")
         top.set_ylabel(f"loss term (mean of {SMOOTHING} steps)")
         top.legend(fontsize=7)
-        validations = _rows(stage / "validation.csv")
+        validations = read_rows(stage / "validation.csv")
         for name, style in (("val_dice", "o-"), ("pl_dice", "s--"), ("pl_used_dice", "^:"), ("pl_used_share", "x:")):
             steps, values = _series(validations, name)
             if steps:
@@ -120,12 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="stage folders, or run folders (all their stages)")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args(argv)
+    from toothseg.core.errors import ToothSegError
+    from toothseg.core.io.atomic import check_writable_output
+
     stages = stage_folders(args.folders)
-    if not plot_training(stages, args.out):
+    try:
+        check_writable_output(args.out, overwrite=True)
+        drawn = plot_training(stages, args.out)
+        summaries = {stage: stage_summary(stage) for stage in stages}
+    except (ToothSegError, OSError) as exc:
+        print(f"plot_ssl_run: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError) as exc:  # a log cut short or edited by hand
+        print(f"plot_ssl_run: a log is not a ToothSeg training log ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    if not drawn:
         print("plot_ssl_run: no stage folder with a log.csv among the folders given", file=sys.stderr)
         return 1
-    for stage in stages:
-        print(f"{stage}: {stage_summary(stage)}")
+    for stage, summary in summaries.items():
+        print(f"{stage}: {summary}")
     print(f"wrote {args.out}")
     return 0
 

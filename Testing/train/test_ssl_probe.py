@@ -58,6 +58,15 @@ def test_a_semi_supervised_run_logs_how_right_its_pseudo_labels_are(tmp_path, to
     assert plot_ssl_run.plot_training(stages, tmp_path / "training.png")
     assert (tmp_path / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_ssl_run.plot_training([tmp_path], tmp_path / "none.png")  # no log: nothing drawn
+    # the script: a clear error and exit 1 for a folder without logs, a broken log or an unwritable PNG
+    assert plot_ssl_run.main([str(tmp_path / "run"), "--out", str(tmp_path / "cli.png")]) == 0
+    assert plot_ssl_run.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")]) == 1
+    broken = tmp_path / "broken" / "0_x"
+    broken.mkdir(parents=True)
+    (broken / "log.csv").write_text("step,supervised\n0,0.5\n1,not-a-number\n")
+    assert plot_ssl_run.main([str(broken), "--out", str(tmp_path / "y.png")]) == 1
+    assert not (tmp_path / "y.png").exists()
+    assert plot_ssl_run.main([str(tmp_path / "run"), "--out", str(tmp_path / "run" / "log.csv" / "z.png")]) == 1
 
 
 def test_a_supervised_run_has_no_pseudo_labels_to_probe(tmp_path, toy_dataset):

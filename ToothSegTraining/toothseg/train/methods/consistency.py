@@ -120,18 +120,23 @@ class Consistency(Method):
         """The student's unperturbed arg-max, the target of its consistency term (every voxel); with
         pseudo-labels on (stage 3), also the voxels they use: confident teeth (background is ignored)."""
         probs = torch.softmax(self.main_output(unwrap(self.nets["student"])(images)).float(), dim=1)
-        confidence, labels = probs.max(dim=1)
+        labels, used = self._confident_teeth(probs)
         if self.settings.pl_probability <= 0 or self.settings.pl_weight <= 0:
             return labels, None
+        return labels, used
+
+    def _confident_teeth(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Arg-max of class probabilities, and the voxels stage 3's pseudo-labels use: confident (at least
+        ``pl_threshold``) and not background (the loss ignores class 0, as the original does)."""
+        confidence, labels = probs.max(dim=1)
         return labels, (confidence >= self.settings.pl_threshold) & (labels != 0)
 
     def _pseudo_label_term(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
         outputs = self.nets["student"](x)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        probs = torch.softmax(outputs[0].detach().float(), dim=1)
-        confidence, target = probs.max(dim=1)
-        target = torch.where(confidence >= s.pl_threshold, target, torch.zeros_like(target))
+        labels, used = self._confident_teeth(torch.softmax(outputs[0].detach().float(), dim=1))
+        target = torch.where(used, labels, torch.zeros_like(labels))
         return s.pl_weight * supervised_loss(outputs if len(outputs) > 1 else outputs[0], target, ignore_index=0)
 
     def _consistency_term(self, x: torch.Tensor) -> torch.Tensor:
