@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 from bench_ssl_ufba import (  # noqa: E402
-    METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, prepare_output, scaled_overrides,
-    train)
+    METHODS, RECIPES, add_run_arguments, logged_training_seconds, method_scales, prepare_output, ramp_suffix,
+    scaled_overrides, train)
 from bench_ufba import paired_gain_interval, save_figure, shown, write_result  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
@@ -115,7 +115,7 @@ def train_command(method: str, fraction: float, manifests: dict[str, Path], args
                   scale: float) -> tuple[list[str], Path]:
     """The ``train.py`` argument list of one run (no shell) and its run folder."""
     recipe = RECIPES / METHODS_3D[method]
-    run_dir = args.runs / f"{method}_{round(fraction * 100)}"
+    run_dir = args.runs / f"{method}_{round(fraction * 100)}{ramp_suffix(recipe, args.ramp_share)}"
     data = {"kind": "3d", "source": "files", "labeled": str(manifests["train"]), "validation": str(manifests["val"]),
             "labeled_fraction": fraction, "label_table": args.labels, "spacing": [args.spacing] * 3,
             "patch_size": PATCH,
@@ -123,7 +123,7 @@ def train_command(method: str, fraction: float, manifests: dict[str, Path], args
     if args.labels == "binary":
         data["class_values"] = [0, 1]
     settings = [f"data={json.dumps(data)}", f"model={json.dumps(networks(method))}",
-                "export.mirror_axes=[2]", *scaled_overrides(recipe, scale), *args.set]
+                "export.mirror_axes=[2]", *scaled_overrides(recipe, scale, args.ramp_share), *args.set]
     command = [sys.executable, str(REPO / "ToothSegTraining" / "train.py"), str(recipe),
                "--output", str(run_dir), "--device", args.device]
     for value in settings:
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0 or not 0 < args.fraction < 1 or args.scans < 2 or args.test < 1 or args.spacing <= 0:
         parser.error("need --scale > 0, 0 < --fraction < 1, --scans ≥ 2, --test ≥ 1, --spacing > 0")
+    if args.ramp_share is not None and not 0 < args.ramp_share <= 1:
+        parser.error("--ramp-share must lie in (0, 1]")
     scales = method_scales(parser, args.method_scale, METHODS_3D)
     methods = [m for m in dict.fromkeys(args.method or sorted(METHODS_3D)) if m != "supervised"]
     # the ceiling (supervised on every training scan) comes last: it is the least needed row
@@ -247,7 +249,8 @@ def write_outputs(args: argparse.Namespace, scales: dict, runs: dict, summaries:
                       f"scans (labeled share as named, the rest unlabeled), {args.test} test scans with unseen random "
                       f"draws, {args.spacing} mm, {args.labels} labels",
               "protocol": "sts2024 (binary image metrics and instance metrics, spacing taken as 1, NSD tolerance 2)",
-              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "device": args.device,
+              "settings": {"scale": args.scale, "method_scales": scales, "ramp_share": args.ramp_share,
+                           "overrides": args.set, "device": args.device,
                            "labels": args.labels, "patch_size": PATCH,
                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
               "runs": runs, "models": summaries, "cases": rows}

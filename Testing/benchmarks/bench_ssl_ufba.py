@@ -59,7 +59,7 @@ from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
 from toothseg.train.config.loader import load_recipe, setting  # noqa: E402
 from toothseg.train.data.cases import ufba_cases  # noqa: E402
-from toothseg.train.methods import get_method, schedule_settings  # noqa: E402
+from toothseg.train.methods import get_method, ramp_settings, schedule_settings  # noqa: E402
 
 RECIPES = REPO / "ToothSegTraining" / "toothseg" / "train" / "recipes"
 METHODS = {  # name in the tables → committed recipe (all: same data block, network family, split)
@@ -81,20 +81,27 @@ def scaled_setting(kind: str, value: float, scale: float) -> float:
     return max(1, round(value * scale))
 
 
-def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
+def scaled_overrides(recipe_path: Path, scale: float, ramp_share: float | None = None) -> list[str]:
     """``--set`` values that multiply every length of every stage's schedule by ``scale``: iterations
     (at least 10), warm-up, checkpoint and validation intervals, and the method's own step counts and
-    EMA horizons (RAIL's group turns, BCP's static-teacher interval, teachers' decays)."""
-    if scale == 1.0:
+    EMA horizons (RAIL's group turns, BCP's static-teacher interval, teachers' decays). With
+    ``ramp_share`` every ramp-up length (``RAMP``) becomes that share of its stage's iterations, so the
+    unlabeled terms reach full weight inside a short schedule (a continuation from a converged start)."""
+    if scale == 1.0 and ramp_share is None:
         return []
     recipe, _ = load_recipe(recipe_path)
     overrides = []
     for index, stage in enumerate(recipe.stages):
         method = get_method(stage.method)
+        steps = max(10, round(stage.iterations * scale))
+        if ramp_share is not None:
+            overrides += [f"stages.{index}.settings.{name}={max(1, round(ramp_share * steps))}"
+                          for name in ramp_settings(method.Settings)]
+        if scale == 1.0:
+            continue
         for name, kind in schedule_settings(method.Settings).items():
             value = stage.settings.get(name, getattr(method.Settings, name))
             overrides.append(f"stages.{index}.settings.{name}={scaled_setting(kind, value, scale)}")
-        steps = max(10, round(stage.iterations * scale))
         overrides.append(f"stages.{index}.iterations={steps}")
         overrides.append(f"stages.{index}.checkpoint_every={max(1, min(stage.checkpoint_every, steps // 4))}")
         if stage.optimizer.warmup_iterations:
@@ -105,6 +112,16 @@ def scaled_overrides(recipe_path: Path, scale: float) -> list[str]:
     return overrides
 
 
+def ramp_suffix(recipe_path: Path, ramp_share: float | None) -> str:
+    """The run folder's suffix for ``--ramp-share`` where the recipe has a ramp to change ('' else): a
+    run with other ramps must not resume the folder of one with the papers' ramps."""
+    if ramp_share is None:
+        return ""
+    recipe, _ = load_recipe(recipe_path)
+    has_ramp = any(ramp_settings(get_method(stage.method).Settings) for stage in recipe.stages)
+    return f"_ramp{ramp_share:g}" if has_ramp else ""
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, runs: Path,
                       runs_help: str = "run folders (resumed; a finished run is only scored)") -> None:
     """The options both SSL benchmarks share: schedule scaling, recipe overrides, run folders, device."""
@@ -112,6 +129,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs: Path,
                         "warm-up, intervals, the methods' step counts and EMA horizons (CPU runs)")
     parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
                         help="another --scale for one method, e.g. rail=0.075 for equal CPU time (repeatable)")
+    parser.add_argument("--ramp-share", type=float, metavar="SHARE",
+                        help="every unlabeled term's ramp-up length becomes SHARE of its stage's steps (default: "
+                             "the papers' lengths in steps); e.g. 0.2 for a short schedule from a converged start")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override applied to every run (repeatable)")
     parser.add_argument("--runs", type=Path, default=runs, help=runs_help)
@@ -167,10 +187,11 @@ def train_command(method: str, fraction: float, args: argparse.Namespace,
     seed other than 0 trains with that seed, in a folder named for it; ``suffix`` ends the folder's name
     (a start trained to another length than the default must not resume the default's folder)."""
     recipe = RECIPES / METHODS[method]
+    suffix += ramp_suffix(recipe, args.ramp_share)
     run_dir = args.runs / (f"{'from_start_' if start else ''}{method}_{round(fraction * 100)}{suffix}"
                            + (f"_seed{seed}" if seed else ""))
     scale = args.scale if scale is None else scale
-    settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale), *args.set]
+    settings = [f"data.labeled_fraction={fraction}", *scaled_overrides(recipe, scale, args.ramp_share), *args.set]
     if seed:
         settings.append(f"seed={seed}")
     if start is not None:
@@ -237,6 +258,25 @@ def validation_history(run_dir: Path) -> list[dict[str, float]]:
     return history
 
 
+def result_table(args: argparse.Namespace, scales: dict[str, float], seeds: list[int], test_images: int,
+                 runs: dict, summaries: dict, seed_gains: dict[str, list[float]], rows: list[dict],
+                 complete: bool) -> dict:
+    """The benchmark's JSON: settings, every run and its score, gains across seeds, per-tooth rows;
+    ``complete`` is false while runs of the plan are still to come."""
+    return {"data": f"UFBA-425 test split (real panoramic X-rays), {test_images} images; training on the "
+                    "committed training split, labeled share as named, the rest unlabeled",
+            "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
+            "complete": complete,
+            "settings": {"scale": args.scale, "method_scales": scales, "ramp_share": args.ramp_share,
+                         "overrides": args.set, "tta": args.tta,
+                         "from_supervised": args.from_supervised, "start_scale": args.start_scale, "seeds": seeds,
+                         "device": args.device,
+                         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
+            "runs": runs, "models": summaries,
+            "across_seeds": {group: seed_gain_interval(gains) for group, gains in seed_gains.items()},
+            "teeth": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", action="append", choices=sorted(METHODS),
@@ -261,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error("--scale must be positive")
+    if args.ramp_share is not None and not 0 < args.ramp_share <= 1:
+        parser.error("--ramp-share must lie in (0, 1]")
     if args.start_scale is not None and (args.start_scale <= 0 or not args.from_supervised):
         parser.error("--start-scale must be positive and goes with --from-supervised")
     fractions = list(dict.fromkeys(args.fraction or [0.1, 0.25]))
@@ -327,17 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             all_rows += rows
             names.append(name)
             print(f"{name}: {json.dumps(summary)}", flush=True)
+            # the table so far, after every run: what finished is kept (and can be committed) if a
+            # multi-session run, or the machine holding its run folders, is lost before the end
+            write_result(args.out, result_table(args, scales, seeds, len(cases), runs, summaries, seed_gains,
+                                                all_rows, complete=False))
 
-    result = {"data": f"UFBA-425 test split (real panoramic X-rays), {len(cases)} images; training on the "
-                      "committed training split, labeled share as named, the rest unlabeled",
-              "protocol": "toothseg: per ground-truth tooth, pixel spacing 1",
-              "settings": {"scale": args.scale, "method_scales": scales, "overrides": args.set, "tta": args.tta,
-                           "from_supervised": args.from_supervised, "seeds": seeds,
-                           "device": args.device,
-                           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])},
-              "runs": runs, "models": summaries,
-              "across_seeds": {group: seed_gain_interval(gains) for group, gains in seed_gains.items()},
-              "teeth": all_rows}
+    result = result_table(args, scales, seeds, len(cases), runs, summaries, seed_gains, all_rows, complete=True)
     write_result(args.out, result)
     plot(all_rows, names, args.out.with_suffix(".png"))
     training_png = args.out.with_name(args.out.stem + "_training.png")

@@ -69,7 +69,8 @@ def test_ssl_benchmark_scales_every_stage_and_sets_the_fraction(tmp_path):
     import argparse
 
     bench = _bench_ssl_ufba()
-    args = argparse.Namespace(runs=tmp_path, scale=0.1, set=["model.kwargs.base_channels=8"], device="cpu")
+    args = argparse.Namespace(runs=tmp_path, scale=0.1, set=["model.kwargs.base_channels=8"], device="cpu",
+                              ramp_share=None)
     command, run_dir = bench.train_command("bcp", 0.25, args)
     assert run_dir == tmp_path / "bcp_25"
     overrides = [command[i + 1] for i, c in enumerate(command) if c == "--set"]
@@ -94,6 +95,37 @@ def test_ssl_benchmark_scales_every_stage_and_sets_the_fraction(tmp_path):
     assert scaled.stages[1].settings["static_interval"] == 100
     assert scaled.stages[1].settings["ema_decay"] == pytest.approx(0.99)
     assert bench.scaled_setting("steps", 3, 0.01) == 1
+
+
+def test_ssl_benchmark_states_ramps_as_a_share_of_the_stage_on_request(tmp_path):
+    """--ramp-share: every ramp-up length becomes that share of its (scaled) stage, in a run folder of its
+    own; without it the papers' lengths in steps stay, and methods without a ramp keep their folder."""
+    import argparse
+
+    bench = _bench_ssl_ufba()
+    args = argparse.Namespace(runs=tmp_path, scale=0.15, set=[], device="cpu", ramp_share=0.2)
+    for method in ("mean_teacher", "umamba2_ssl", "rail"):
+        command, run_dir = bench.train_command(method, 0.1, args)
+        assert run_dir == tmp_path / f"{method}_10_ramp0.2"
+        overrides = [command[i + 1] for i, c in enumerate(command) if c == "--set"]
+        recipe, _ = load_recipe(bench.RECIPES / bench.METHODS[method], overrides)
+        original, _ = load_recipe(bench.RECIPES / bench.METHODS[method])
+        ramped = [s for s in recipe.stages if bench.ramp_settings(bench.get_method(s.method).Settings)]
+        assert ramped, method
+        for stage in ramped:
+            assert stage.settings["rampup_steps"] == round(0.2 * stage.iterations), (method, stage.name)
+        # nothing else changes: the same overrides as without --ramp-share, plus the ramps
+        args.ramp_share = None
+        plain, _ = bench.train_command(method, 0.1, args)
+        args.ramp_share = 0.2
+        assert [o for o in overrides if "rampup_steps" not in o] == [plain[i + 1] for i, c in enumerate(plain)
+                                                                     if c == "--set"]
+        assert len(original.stages) == len(recipe.stages)
+    for method in ("supervised", "bcp"):  # no ramp: the folder of a run without --ramp-share
+        _, run_dir = bench.train_command(method, 0.1, args)
+        assert run_dir == tmp_path / f"{method}_10"
+    assert any("rampup_steps=1" in o for o in bench.scaled_overrides(bench.RECIPES / "mean_teacher_ufba.yaml",
+                                                                     0.001, 0.01))  # at least one step
 
 
 def test_ssl_benchmark_reads_training_time_from_every_call_of_a_run(tmp_path):
@@ -137,6 +169,36 @@ def test_ssl_benchmark_reports_a_failed_training_in_one_line_and_keeps_the_run(t
     error = capsys.readouterr().err
     assert "supervised 10%: training failed:" in error and "different recipe" in error
     assert earlier.read_text() == "name: another run\n" and not out.exists()
+
+
+def test_ssl_benchmark_keeps_the_finished_runs_when_a_later_one_fails(tmp_path, monkeypatch):
+    """The table is written after every run, marked incomplete until the last: a multi-session comparison
+    whose run folders are lost halfway still has what finished."""
+    from toothseg.core.errors import ToothSegError
+
+    bench = _bench_ssl_ufba()
+    monkeypatch.setattr(bench, "ufba_cases", lambda subset: [])
+
+    def train(command, run_dir):
+        if run_dir.name.startswith("bcp"):
+            raise ToothSegError("training failed: disk full")
+        return 0.0
+
+    monkeypatch.setattr(bench, "train", train)
+    monkeypatch.setattr(bench, "score_model", lambda name, folder, cases, device, tta: (
+        {"folder": folder, "mean_tooth_dice": 0.5, "incisors": 0.5, "canines": 0.5, "premolars": 0.5, "molars": 0.5,
+         "teeth_with_iou_over_0.5": 0.5}, [{"model": name, "case": "x", "dice": 0.5, "in_gt": True}]))
+    monkeypatch.setattr(bench, "plot", lambda rows, names, path: None)
+    out = tmp_path / "result.json"
+    arguments = ["--fraction", "0.1", "--method", "bcp", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    assert bench.main(arguments) == 1
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False and list(partial["models"]) == ["supervised 10%"]
+    assert partial["teeth"] == [{"model": "supervised 10%", "case": "x", "dice": 0.5, "in_gt": True}]
+    monkeypatch.setattr(bench, "train", lambda command, run_dir: 0.0)
+    assert bench.main(arguments) == 0
+    final = json.loads(out.read_text())
+    assert final["complete"] is True and list(final["models"]) == ["supervised 10%", "bcp 10%"]
 
 
 def test_ssl_benchmark_runs_a_method_or_fraction_named_twice_once(tmp_path, monkeypatch):
@@ -310,7 +372,7 @@ def test_3d_benchmark_gives_every_method_the_same_3d_data_and_keeps_its_stages(t
 
     bench = _bench_ssl_synth3d()
     manifests = {name: tmp_path / f"{name}.json" for name in ("train", "val", "test")}
-    args = argparse.Namespace(runs=tmp_path, spacing=1.0, set=[], device="cpu", labels="fdi")
+    args = argparse.Namespace(runs=tmp_path, spacing=1.0, set=[], device="cpu", labels="fdi", ramp_share=None)
     blocks = {}
     for method, name in bench.METHODS_3D.items():
         command, run_dir = bench.train_command(method, 0.1, manifests, args, scale=0.05)

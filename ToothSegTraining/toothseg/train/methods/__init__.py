@@ -7,8 +7,8 @@ Importing the package registers every built-in method (each module adds itself w
 
 from ...core.errors import InputError, did_you_mean
 from . import bcp, consistency, mean_teacher, rail, ssl_pretrain, supervised  # noqa: F401  (they register)
-from .base import (Method, MethodContext, StepOutput, register_method, registered_methods,  # noqa: F401
-                   schedule_settings)
+from .base import (Method, MethodContext, StepOutput, ramp_settings, register_method,  # noqa: F401
+                   registered_methods, schedule_settings)
 
 
 def method_names() -> list[str]:

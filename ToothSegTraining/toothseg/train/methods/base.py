@@ -23,7 +23,7 @@ from torch import nn
 from ...core.errors import InputError
 
 __all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "running_statistics_kept",
-           "register_method", "registered_methods", "STEPS", "schedule_settings"]
+           "register_method", "registered_methods", "STEPS", "RAMP", "schedule_settings", "ramp_settings"]
 
 # Field metadata of a setting that is a length of the schedule, so that a shortened or lengthened
 # schedule (a benchmark's ``--scale``) can keep the method's proportions: ``STEPS`` counts optimiser
@@ -31,6 +31,10 @@ __all__ = ["Method", "MethodContext", "StepOutput", "ema_update", "unwrap", "run
 # marked: the learning rate per step does not change with the schedule's length, so a teacher's
 # horizon in steps and a ramp's length in steps (started by a competence gate) stay the papers'.
 STEPS = {"schedule": "steps"}
+# Field metadata of a ramp-up length in steps. A benchmark may state it as a share of the stage
+# instead (``bench_ssl_ufba.py --ramp-share``): from a converged start the competence gate opens at
+# once, and a paper's 800-step ramp in a 600-step continuation never reaches full weight.
+RAMP = {"ramp": "steps"}
 
 
 def schedule_settings(settings_class: type) -> dict[str, str]:
@@ -38,6 +42,13 @@ def schedule_settings(settings_class: type) -> dict[str, str]:
     if not dataclasses.is_dataclass(settings_class):
         return {}
     return {f.name: f.metadata["schedule"] for f in dataclasses.fields(settings_class) if "schedule" in f.metadata}
+
+
+def ramp_settings(settings_class: type) -> list[str]:
+    """The fields of a method's Settings marked as ramp-up lengths (``RAMP``)."""
+    if not dataclasses.is_dataclass(settings_class):
+        return []
+    return [f.name for f in dataclasses.fields(settings_class) if "ramp" in f.metadata]
 
 _METHODS: dict[str, type["Method"]] = {}
 

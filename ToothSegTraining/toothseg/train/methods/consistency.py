@@ -28,14 +28,14 @@ The upstream gradient-accumulation bug (U1) does not exist here: the engine accu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..data.augment import strong_augment
 from ..losses import deep_supervision_weights
-from .base import Method, StepOutput, register_method, running_statistics_kept, unwrap
+from .base import RAMP, Method, StepOutput, register_method, running_statistics_kept, unwrap
 from .ramps import CompetenceGate, tooth_dice
 from .supervised import supervised_loss
 
@@ -59,7 +59,7 @@ class ConsistencySettings:
     unlabeled_offset: float = 0.1
     max_unlabeled_probability: float = 0.5
     consistency_weight: float = 50.0
-    rampup_steps: int = 800  # U-Mamba2-SSL: 0.2 of its stage; here in steps, from the gate's opening
+    rampup_steps: int = field(default=800, metadata=RAMP)  # U-Mamba2-SSL: 0.2 of its stage; in steps from the gate
     gate_dice: float = 0.3  # the ramp starts when the labeled-batch tooth Dice passes this
     unperturbed_finest: int = 2  # the highest-resolution skips left unperturbed (the original: 2 of 7)
     pl_probability: float = 0.0
@@ -165,7 +165,7 @@ class Consistency(Method):
 @dataclass
 class PseudoLabelSettings(ConsistencySettings):
     unlabeled_offset: float = 0.3
-    rampup_steps: int = 200  # 0.05 of the 4000-step stage
+    rampup_steps: int = field(default=200, metadata=RAMP)  # 0.05 of the 4000-step stage
     pl_probability: float = 0.25
 
 

@@ -16,13 +16,13 @@ on a perturbed view of unlabeled data (Tarvainen & Valpola).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..data.augment import strong_augment
 from ..losses import consistency_mse
-from .base import Method, StepOutput, ema_update, register_method, unwrap
+from .base import RAMP, Method, StepOutput, ema_update, register_method, unwrap
 from .ramps import CompetenceGate, sigmoid_rampup, tooth_dice
 from .supervised import supervised_loss
 
@@ -32,7 +32,7 @@ __all__ = ["MeanTeacher", "sigmoid_rampup"]
 @dataclass
 class MeanTeacherSettings:
     consistency_weight: float = 1.0
-    rampup_steps: int = 800  # sigmoid ramp length in steps, from the gate's opening
+    rampup_steps: int = field(default=800, metadata=RAMP)  # sigmoid ramp length in steps, from the gate's opening
     gate_dice: float = 0.3  # the ramp starts when student and teacher reach this labeled-batch tooth Dice
     ema_decay: float = 0.99
     noise_std: float = 0.1  # input noise of the student's view (on top of the strong view)

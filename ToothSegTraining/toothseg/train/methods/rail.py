@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ...core.networks import build_network
 from ..losses import class_sum_mse, masked_mean, sharpen, soft_dice_loss
-from .base import STEPS, Method, StepOutput, ema_update, register_method
+from .base import RAMP, STEPS, Method, StepOutput, ema_update, register_method
 from .ramps import CompetenceGate, tooth_dice
 from .supervised import supervised_loss
 
@@ -65,7 +65,7 @@ class RAILSettings:
     beta: float = 0.05
     consistency_weight: float = 20.0
     teacher_weight: float = 10.0
-    rampup_steps: int = 3000  # RAIL's ramp: full weight 3000 steps after it starts
+    rampup_steps: int = field(default=3000, metadata=RAMP)  # RAIL's ramp: full weight 3000 steps after it starts
     # the ramps start when the students' (and, for w_T, the teachers') labeled-batch tooth Dice passes this:
     # higher than the other methods' 0.3, since RAIL's targets are sharpened (T = 0.1), hard pseudo-labels at
     # weights 20 and 10 (with 0.3 its students collapsed to Dice 0.24 on the toy problem of the tests)
