@@ -50,6 +50,7 @@ def ramp_settings(settings_class: type) -> list[str]:
         return []
     return [f.name for f in dataclasses.fields(settings_class) if "ramp" in f.metadata]
 
+
 _METHODS: dict[str, type["Method"]] = {}
 
 
