@@ -133,12 +133,18 @@ def test_synthesis_options_from_a_recipe_are_checked():
         SynthesisOptions.from_dict({"synthseg": 1})
 
 
-def test_the_bundled_sample_scan_is_rebuilt_bit_for_bit():
-    """The sample's recipe (seed 2024) still gives the bundled image, and its corrected labels."""
+def test_the_bundled_sample_scan_is_rebuilt_to_within_rounding():
+    """The sample's recipe (seed 2024) still gives the bundled image, and exactly its corrected labels.
+    The image is stored in whole HU, and how numpy and scipy's sums round depends on the CPU's vector
+    kernels: on an AVX2 machine 17 of its 2.2 million voxels came out 1 HU off the bundled file (made on
+    another CPU). More than that, or any voxel off by 2 HU, is a change of the recipe."""
     from toothseg.core.io.images import read_label_map, read_volume
     from toothseg.core.resources import sample_label_map, sample_scan, sample_scan_labels
     from toothseg.train.synth.sample import make_sample
 
     image, labels = make_sample(sample_label_map())
-    np.testing.assert_array_equal(image.array, read_volume(sample_scan()).array)
+    bundled = read_volume(sample_scan()).array
+    assert image.array.shape == bundled.shape and image.array.dtype == bundled.dtype
+    difference = np.abs(image.array.astype(np.int32) - bundled.astype(np.int32))
+    assert difference.max() <= 1 and np.count_nonzero(difference) <= 1e-4 * difference.size
     np.testing.assert_array_equal(labels.array, read_label_map(sample_scan_labels()).array)
