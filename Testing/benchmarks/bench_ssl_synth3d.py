@@ -190,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0 or not 0 < args.fraction < 1 or args.scans < 2 or args.test < 1 or args.spacing <= 0:
         parser.error("need --scale > 0, 0 < --fraction < 1, --scans ≥ 2, --test ≥ 1, --spacing > 0")
-    if args.ramp_share is not None and not 0 < args.ramp_share <= 1:
-        parser.error("--ramp-share must lie in (0, 1]")
     scales = method_scales(parser, args.method_scale, METHODS_3D)
     methods = [m for m in dict.fromkeys(args.method or sorted(METHODS_3D)) if m != "supervised"]
     # the ceiling (supervised on every training scan) comes last: it is the least needed row

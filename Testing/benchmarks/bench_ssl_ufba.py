@@ -122,6 +122,17 @@ def ramp_suffix(recipe_path: Path, ramp_share: float | None) -> str:
     return f"_ramp{ramp_share:g}" if has_ramp else ""
 
 
+def ramp_share(text: str) -> float:
+    """``--ramp-share``'s type: a share of a stage, in (0, 1] (argparse turns the error into a usage line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share of a stage in (0, 1]")
+    return value
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, runs: Path,
                       runs_help: str = "run folders (resumed; a finished run is only scored)") -> None:
     """The options both SSL benchmarks share: schedule scaling, recipe overrides, run folders, device."""
@@ -129,7 +140,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs: Path,
                         "warm-up, intervals, the methods' step counts and EMA horizons (CPU runs)")
     parser.add_argument("--method-scale", action="append", default=[], metavar="METHOD=SCALE",
                         help="another --scale for one method, e.g. rail=0.075 for equal CPU time (repeatable)")
-    parser.add_argument("--ramp-share", type=float, metavar="SHARE",
+    parser.add_argument("--ramp-share", type=ramp_share, metavar="SHARE",
                         help="every unlabeled term's ramp-up length becomes SHARE of its stage's steps (default: "
                              "the papers' lengths in steps); e.g. 0.2 for a short schedule from a converged start")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -301,8 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error("--scale must be positive")
-    if args.ramp_share is not None and not 0 < args.ramp_share <= 1:
-        parser.error("--ramp-share must lie in (0, 1]")
     if args.start_scale is not None and (args.start_scale <= 0 or not args.from_supervised):
         parser.error("--start-scale must be positive and goes with --from-supervised")
     fractions = list(dict.fromkeys(args.fraction or [0.1, 0.25]))

@@ -126,6 +126,10 @@ def test_ssl_benchmark_states_ramps_as_a_share_of_the_stage_on_request(tmp_path)
         assert run_dir == tmp_path / f"{method}_10"
     assert any("rampup_steps=1" in o for o in bench.scaled_overrides(bench.RECIPES / "mean_teacher_ufba.yaml",
                                                                      0.001, 0.01))  # at least one step
+    for bad in ("0", "1.5", "a fifth"):  # a usage error before any training
+        with pytest.raises(SystemExit):
+            bench.main(["--ramp-share", bad, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x.json").exists()
 
 
 def test_ssl_benchmark_reads_training_time_from_every_call_of_a_run(tmp_path):
