@@ -8,10 +8,11 @@ import pytest
 
 from toothseg.core import InputError, LabelTable
 from toothseg.core.metrics import best_instance_dice, numbered_right_share
-from toothseg.core.labels import TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, label_table_named
+from toothseg.core.labels import TOOTH_BOUNDARY, TOOTH_CONTACT, TOOTH_TYPE_BOUNDARY, label_table_named
 from toothseg.core.models.card import ModelCard
 from toothseg.core.postprocessing import apply_steps
-from toothseg.core.postprocessing.instances import (BOUNDARY, INTERIOR, boundary_classes, separate_instances,
+from toothseg.core.postprocessing.instances import (BOUNDARY, CONTACT_WIDTH_MM, INTERIOR, boundary_classes,
+                                                    instance_classes, separate_instances,
                                                     tooth_type_class, type_votes)
 
 from ..conftest import corrected_canonical
@@ -47,6 +48,45 @@ def test_boundary_width_is_in_millimetres_and_ignore_voxels_draw_none():
     assert classes[5, 5, 17] == INTERIOR and classes[5, 5, 18] == 255
     with pytest.raises(InputError, match="spacing"):
         boundary_classes(labels, (1.0, 1.0), width_mm=1.0)
+
+
+def test_contact_classes_mark_only_where_a_tooth_meets_another_tooth():
+    """``tooth-contact``: the boundary against another tooth only; a tooth's surface against background stays
+    tooth (1), so a lone tooth is all class 1, as in a binary map."""
+    labels = _touching_blocks()
+    labels[2:6, 2:6, 18] = 0
+    lone = np.zeros((12, 12, 8), np.uint8)
+    lone[3:9, 3:9, 1:7] = 31
+    labels = np.concatenate([labels, lone], axis=2)
+    classes = boundary_classes(labels, (1.0, 1.0, 1.0), width_mm=1.0, against_background=False)
+    assert (classes[5, 5, 9], classes[5, 5, 10]) == (BOUNDARY, BOUNDARY)  # both sides of the contact
+    assert classes[5, 5, 2] == INTERIOR and classes[2, 5, 5] == INTERIOR  # surfaces against background
+    assert (classes[labels == 31] == INTERIOR).all()
+    assert (classes == BOUNDARY).sum() == 2 * 8 * 8  # one layer on each side of the contact, nothing else
+    assert ((classes > 0) == (labels > 0)).all()
+    np.testing.assert_array_equal(instance_classes(labels, (1.2,) * 3, TOOTH_CONTACT),
+                                  boundary_classes(labels, (1.2,) * 3, CONTACT_WIDTH_MM, against_background=False))
+    np.testing.assert_array_equal(instance_classes(labels, (1.0,) * 3, TOOTH_BOUNDARY),
+                                  boundary_classes(labels, (1.0,) * 3))
+    with pytest.raises(InputError, match="not an instance table"):
+        instance_classes(labels, (1.0,) * 3, "binary")
+
+
+@pytest.mark.parametrize("name", ["Validation_0001", "Validation_0002"])
+def test_contact_targets_of_both_real_dentitions_leave_one_seed_per_tooth(name, sts_labels, sts_0001_labels):
+    """At the 1.2 mm training grid the contact class (1.8 mm) marks a minority of the tooth voxels and every
+    real tooth keeps one seed: the targets, turned back into instances, are the teeth."""
+    from scipy import ndimage
+
+    source = sts_labels if name == "Validation_0002" else sts_0001_labels
+    coarse = ndimage.zoom(source.array, [s / 1.2 for s in source.spacing_zyx], order=0)
+    classes = instance_classes(coarse, (1.2,) * 3, TOOTH_CONTACT)
+    share = (classes == BOUNDARY).sum() / (classes > 0).sum()
+    assert 0.03 < share < 0.2, share
+    teeth = [v for v in np.unique(coarse) if v and (coarse == v).sum() * 1.2 ** 3 > 50]
+    instances = separate_instances(classes, (1.2,) * 3)
+    assert instances.max() == len(teeth)
+    assert best_instance_dice(np.where(np.isin(coarse, teeth), coarse, 0), instances) > 0.97
 
 
 def test_touching_teeth_come_back_as_separate_instances():

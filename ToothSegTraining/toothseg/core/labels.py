@@ -39,6 +39,7 @@ __all__ = [
     "label_table_named",
     "TERMINOLOGY_CONTEXT",
     "TOOTH_BOUNDARY",
+    "TOOTH_CONTACT",
     "TOOTH_TYPE_BOUNDARY",
     "INSTANCE_TABLES",
     "TOOTH_JAW",
@@ -476,8 +477,11 @@ TOOTH_BOUNDARY = "tooth-boundary"
 #: The same with the tooth's type in the interior: incisor (1), canine (3), premolar (4), molar (5) interior
 #: and tooth boundary (2); the types are the numbering step's cue for which group a tooth belongs to.
 TOOTH_TYPE_BOUNDARY = "tooth-type-boundary"
+#: Tooth (1) and tooth contact (2): the boundary drawn only where a tooth lies near another tooth, not along its
+#: surface against bone or air; a binary tooth map with the places to cut it marked, and 1 where a binary one has it.
+TOOTH_CONTACT = "tooth-contact"
 #: Tables of networks that separate teeth (numbered afterwards) rather than number them.
-INSTANCE_TABLES = (TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY)
+INSTANCE_TABLES = (TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, TOOTH_CONTACT)
 #: Tooth of the upper jaw (1) or of the lower jaw (2): a tooth map that keeps the two jaws apart where a
 #: coarse map fills the occlusal gap (upper and lower crowns in one piece), numbered afterwards per jaw.
 TOOTH_JAW = "tooth-jaw"
@@ -504,7 +508,7 @@ def jaw_classes(labels: np.ndarray, ignore: int | None = None) -> np.ndarray:
 
 def label_table_named(name: str) -> LabelTable:
     """The table a recipe or model names: ``fdi``, ``fdi-deciduous``, ``binary``, ``tooth-boundary``,
-    ``tooth-type-boundary``, ``tooth-jaw``, or a JSON file's path."""
+    ``tooth-type-boundary``, ``tooth-contact``, ``tooth-jaw``, or a JSON file's path."""
     if name == "fdi":
         return LabelTable.fdi()
     if name == "fdi-deciduous":
@@ -513,6 +517,8 @@ def label_table_named(name: str) -> LabelTable:
         return LabelTable.custom({1: "tooth"}, name="binary-tooth")
     if name == TOOTH_BOUNDARY:
         return LabelTable.custom({1: "tooth interior", 2: "tooth boundary"}, name=TOOTH_BOUNDARY)
+    if name == TOOTH_CONTACT:
+        return LabelTable.custom({1: "tooth", 2: "tooth contact"}, name=TOOTH_CONTACT)
     if name == TOOTH_TYPE_BOUNDARY:
         return LabelTable.custom({1: "incisor interior", 2: "tooth boundary", 3: "canine interior",
                                   4: "premolar interior", 5: "molar interior"}, name=TOOTH_TYPE_BOUNDARY)
@@ -522,4 +528,4 @@ def label_table_named(name: str) -> LabelTable:
     if path.is_file():
         return LabelTable.from_json(path.read_text(encoding="utf-8"))
     raise InputError(f"unknown label table {name!r} (fdi, fdi-deciduous, binary, {TOOTH_BOUNDARY}, "
-                     f"{TOOTH_TYPE_BOUNDARY}, {TOOTH_JAW}, or a JSON file)")
+                     f"{TOOTH_TYPE_BOUNDARY}, {TOOTH_CONTACT}, {TOOTH_JAW}, or a JSON file)")

@@ -32,7 +32,7 @@ from ...core.inference.predictor import InferenceOptions, Predictor
 from ...core.io.atomic import atomic_folder, atomic_write_text
 from ...core.io.fingerprint import fingerprint
 from ...core.io.images import file_format, read_label_map, read_volume, write_volume
-from ...core.labels import TOOTH_BOUNDARY, TOOTH_TYPE_BOUNDARY, label_table_named
+from ...core.labels import TOOTH_BOUNDARY, TOOTH_CONTACT, TOOTH_TYPE_BOUNDARY, label_table_named
 from ...core.postprocessing.instances import tooth_type_class
 from ...core.metrics.overlap import mean_dice
 from ...core.models.catalog import load_catalog
@@ -446,7 +446,7 @@ def _check_corrected_labels(pool: CasePool, state, case_ids: Sequence[str], reci
     (a segment drawn in Slicer and never named as a tooth): found later, they would stop the training
     mid-run, and a resumed run would meet the same revision again."""
     config = stage_data(recipe, 0)
-    if config.label_table in ("binary", TOOTH_BOUNDARY):  # any tooth value is a tooth (or an instance) there
+    if config.label_table in ("binary", TOOTH_BOUNDARY, TOOTH_CONTACT):  # any tooth value is a tooth (an instance)
         return
     if config.label_table == TOOTH_TYPE_BOUNDARY:  # types come from FDI numbers: every tooth must have one
         classes = {0} | {v for v in range(11, 86) if tooth_type_class(v) is not None}

@@ -18,6 +18,7 @@ from ...core.postprocessing import step_problems
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
 from .mapping import exported_label_table, stage_data
+from ..engine.class_init import parse_init_classes
 from .schema import HANDEDNESS_MODES, OPTIMIZERS, SCHEDULES, SOURCES, DataConfig, Recipe, StageConfig
 
 __all__ = ["check_recipe"]
@@ -129,6 +130,13 @@ def _check_stage_values(stage: StageConfig, where: str) -> None:
         problems.append(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")
     if not opt.power > 0:
         problems.append(f"optimizer.power must be > 0, got {opt.power}")
+    if stage.init_classes is not None:
+        if stage.init_from in ("", "none"):
+            problems.append("init_classes needs init_from (the network whose classes it names)")
+        try:
+            parse_init_classes(stage.init_classes)
+        except InputError as exc:
+            problems.append(str(exc))
     _refuse(problems, where)
 
 

@@ -118,6 +118,9 @@ class StageConfig:
     checkpoint_every: int = 100
     validate_every: int = 0  # 0: only at the end
     init_from: str = "none"
+    # per class of this stage's network, the class of init_from's network whose output weights it takes, or
+    # [class, logit offset] (engine/class_init.py): a refinement of the old classes starts as the old network
+    init_classes: list[Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)  # overrides of the recipe's data section for this stage
 
 

@@ -27,9 +27,9 @@ import torch
 from ...core.errors import InputError, LabelError
 from ...core.handedness import handedness_of, mirror_label_numbers
 from ...core.io.images import read_label_map, read_volume
-from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, TOOTH_TYPE_BOUNDARY, LabelTable, jaw_classes
+from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, LabelTable, jaw_classes
 from ...core.models.card import IntensityNormalization
-from ...core.postprocessing.instances import boundary_classes
+from ...core.postprocessing.instances import instance_classes
 from ...core.preprocessing import (
     image_statistics,
     normalize_intensities,
@@ -244,8 +244,7 @@ class TrainingData:
             return np.where(values == IGNORE, IGNORE, values > 0).astype(np.uint8)
         if self.config.label_table in INSTANCE_TABLES:
             try:
-                return boundary_classes(values, spacing[-values.ndim:], ignore=IGNORE,
-                                        typed=self.config.label_table == TOOTH_TYPE_BOUNDARY)
+                return instance_classes(values, spacing[-values.ndim:], self.config.label_table, ignore=IGNORE)
             except InputError as exc:
                 raise LabelError(f"{where}: {exc}") from exc
         if self.config.label_table == TOOTH_JAW:
@@ -428,8 +427,7 @@ class TrainingData:
         """Ground-truth label values as the model predicts them (any tooth → 1 for a binary model; interior and
         boundary classes for a tooth-boundary one, at ``spacing``, the map's own; upper/lower for tooth-jaw)."""
         if self.config.label_table in INSTANCE_TABLES:
-            return boundary_classes(labels, spacing[-labels.ndim:], ignore=IGNORE,
-                                    typed=self.config.label_table == TOOTH_TYPE_BOUNDARY)
+            return instance_classes(labels, spacing[-labels.ndim:], self.config.label_table, ignore=IGNORE)
         if self.config.label_table == TOOTH_JAW:
             return jaw_classes(labels)
         return (labels > 0).astype(np.uint8) if self.config.label_table == "binary" else labels

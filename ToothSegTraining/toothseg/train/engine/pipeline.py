@@ -25,6 +25,7 @@ from ..config.schema import DataConfig, Recipe
 from ..data.cases import Case
 from ..data.dataset import TrainingData, class_values_for
 from ..methods.base import Method, unwrap
+from .class_init import class_rows, parse_init_classes
 from .trainer import StageResult, Trainer, distributed_context
 
 __all__ = ["run_recipe", "RunResult", "snapshot_stage"]
@@ -37,8 +38,10 @@ class RunResult:
         self.model, self.stages, self.interrupted = model, stages, interrupted
 
 
-def _initializer(init_from: str, previous: Path | None):
-    """A function that loads weights into every network of a method, or None."""
+def _initializer(init_from: str, previous: Path | None, init_classes: list | None = None):
+    """A function that loads weights into every network of a method, or None; with ``init_classes`` the output
+    layers are built from the old network's class rows (:mod:`.class_init`)."""
+    classes = parse_init_classes(init_classes) if init_classes is not None else None
     if init_from in ("", "none"):
         return None
     if init_from in ("previous", "previous.encoder"):
@@ -61,6 +64,16 @@ def _initializer(init_from: str, previous: Path | None):
             else:
                 keys = [k for k in state if k in own]
             usable = {k: state[k] for k in keys if k in own and own[k].shape == state[k].shape}
+            if classes is not None:
+                try:
+                    rows = class_rows(state, own, classes)
+                except InputError:
+                    if name == method.exported:
+                        raise
+                    rows = {}  # a network of the method's own with other outputs (a reconstruction head)
+                usable.update(rows)
+                log.info("init_from %s: %d output tensors of %s built from its classes %s", folder, len(rows), name,
+                         [source for source, _ in classes])
             if not usable:
                 if name not in method.trainable or name == method.exported:
                     raise InputError(f"init_from {folder}: no weights fit network {name!r}")
@@ -248,7 +261,7 @@ def run_recipe(recipe: Recipe, raw: dict[str, Any], output: str | Path | None = 
                 part.update(done / total, f"step {done}/{total}, loss {loss:.3f}")
 
         trainer = Trainer(recipe, index, stage_dir, data, table, class_values, device, token, quiet, on_step)
-        result = trainer.fit(resume=True, init_weights=_initializer(stage.init_from, previous))
+        result = trainer.fit(resume=True, init_weights=_initializer(stage.init_from, previous, stage.init_classes))
         results.append(result)
         if result.interrupted:
             return RunResult(None, results, True)
