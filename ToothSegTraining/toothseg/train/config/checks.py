@@ -15,10 +15,10 @@ from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
 from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, label_table_named
 from ...core.postprocessing import step_problems
+from ..engine.class_init import parse_init_classes
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
 from .mapping import exported_label_table, stage_data
-from ..engine.class_init import parse_init_classes
 from .schema import HANDEDNESS_MODES, OPTIMIZERS, SCHEDULES, SOURCES, DataConfig, Recipe, StageConfig
 
 __all__ = ["check_recipe"]

@@ -3,9 +3,10 @@
 A network that refines another's classes (a binary tooth map into tooth and tooth contact) can start as that
 network exactly: each new class takes the weights of the old class it is part of, and a class that shares
 an old class with an earlier one starts with its logit lowered by an offset (``[1, -4]``: the old class's
-row, 4 logits down, so e^-4 = 2 % of that class's probability). With the old classes' arg-max unchanged,
+row, 4 logits down, so about 2 % of that class's probability). With the old classes' arg-max unchanged,
 the first step's loss is about the new distinction alone, instead of new last layers drawn at random whose
-gradients reshape the whole network (what unlearnt the binary default's map in ``instance3d_from_binary_lopo``).
+gradients reach the whole network (one suspect for the map ``instance3d_from_binary_lopo`` lost; the map of
+``contact3d_from_binary_lopo``, started so, fell too: the benchmarks README, "Contacts only").
 """
 
 from __future__ import annotations
