@@ -68,16 +68,23 @@ def test_the_classes_are_checked():
 
 
 def test_a_recipe_with_init_classes_needs_init_from_and_valid_entries():
+    """Refused when the recipe loads, before a run folder records it: a wrong count of entries, a class the
+    network it starts from lacks (its card is read), or an encoder-only start."""
     data = yaml.safe_load(RECIPE.read_text())
     assert recipe_from_dict(json.loads(json.dumps(data))).stages[0].init_classes == [0, 1, [1, -4]]
     no_source = json.loads(json.dumps(data))
     no_source["stages"][0]["init_from"] = "none"
     with pytest.raises(InputError, match="init_classes needs init_from"):
         recipe_from_dict(no_source)
-    bad = json.loads(json.dumps(data))
-    bad["stages"][0]["init_classes"] = [0, 1, [1, "x"]]
-    with pytest.raises(InputError, match=r"init_classes\[2\]"):
-        recipe_from_dict(bad)
+    for classes, init_from, message in (
+            ([0, 1, [1, "x"]], str(DEFAULT), r"init_classes\[2\]"),
+            ([0, 1], str(DEFAULT), "2 entries for a network of 3 classes"),  # the stage's table has 3
+            ([0, 1, [2, -4]], str(DEFAULT), "names class 2, but the network of init_from .* has 2 classes"),
+            ([0, 1, [1, -4]], "previous.encoder", "encoder only")):
+        bad = json.loads(json.dumps(data))
+        bad["stages"][0].update(init_classes=classes, init_from=init_from)
+        with pytest.raises(InputError, match=message):
+            recipe_from_dict(bad)
 
 
 def test_the_contact_recipe_starts_as_the_bundled_default(tmp_path: Path, sts_labels):

@@ -7,9 +7,11 @@ for hours; the plain typing of values is :mod:`.mapping`'s.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ...core.errors import InputError
-from ...core.models.card import IntensityNormalization, check_model_id
+from ...core.models.card import IntensityNormalization, ModelCard, check_model_id
+from ...core.models.folder import CARD_FILE
 from ...core.names import PLAIN_NAME_RULE, is_plain_name
 from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
@@ -40,7 +42,10 @@ def check_recipe(recipe: Recipe) -> None:
         method.validate_settings(stage.settings, f"stages[{index}].settings")
         stage.name = stage.name or f"{index}_{stage.method}"
         _check_stage_values(stage, f"stages[{index}]")
-        _check_data_values(stage_data(recipe, index), f"stages[{index}].data" if stage.data else "data")
+        data = stage_data(recipe, index)
+        _check_data_values(data, f"stages[{index}].data" if stage.data else "data")
+        if stage.init_classes is not None:
+            _check_init_classes(recipe, index, data)
     names = [stage.name for stage in recipe.stages]
     for index, name in enumerate(names):  # each names the stage's output folder
         if not is_plain_name(name):
@@ -133,11 +138,35 @@ def _check_stage_values(stage: StageConfig, where: str) -> None:
     if stage.init_classes is not None:
         if stage.init_from in ("", "none"):
             problems.append("init_classes needs init_from (the network whose classes it names)")
+        elif stage.init_from == "previous.encoder":
+            problems.append("init_classes builds the output layers from the previous network's, and "
+                            "init_from: previous.encoder takes its encoder only (use previous)")
         try:
             parse_init_classes(stage.init_classes)
         except InputError as exc:
             problems.append(str(exc))
     _refuse(problems, where)
+
+
+def _check_init_classes(recipe: Recipe, index: int, data: DataConfig) -> None:
+    """``init_classes`` has one entry per class of the stage's network and names only classes the network it
+    starts from has (a model folder's card, or the previous stage's classes): found when the recipe loads,
+    before a run folder records it."""
+    stage, where = recipe.stages[index], f"stages[{index}].init_classes"
+    classes = class_values_for(data, label_table_named(data.label_table))
+    if len(stage.init_classes) != len(classes):
+        raise InputError(f"{where}: {len(stage.init_classes)} entries for a network of {len(classes)} classes "
+                         f"({data.label_table}: values {classes[:8]})")
+    if stage.init_from.startswith("previous"):
+        previous = stage_data(recipe, index - 1) if index > 0 else None
+        old = len(class_values_for(previous, label_table_named(previous.label_table))) if previous else None
+    else:
+        card = Path(stage.init_from) / CARD_FILE
+        old = len(ModelCard.from_json(card.read_text(encoding="utf-8")).class_values) if card.is_file() else None
+    highest = max(source for source, _ in parse_init_classes(stage.init_classes))
+    if old is not None and highest >= old:
+        raise InputError(f"{where}: names class {highest}, but the network of init_from {stage.init_from!r} has "
+                         f"{old} classes (0-{old - 1})")
 
 
 def _check_data_values(data: DataConfig, where: str) -> None:

@@ -60,6 +60,6 @@ def class_rows(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor],
             rows += torch.tensor([offset for _, offset in classes], dtype=rows.dtype)
         out[key] = rows
     if not out:
-        raise InputError(f"init_classes: no output layer of the checkpoint has the {highest + 1}+ classes it names "
-                         f"beside one of {len(classes)} classes in the new network")
+        raise InputError(f"init_classes: no output layer fits: it needs one of more than {highest} classes in the "
+                         f"network it starts from and one of {len(classes)} classes in the new network")
     return out
