@@ -190,10 +190,15 @@ def score(model_folder: Path, patients: list[str], families: list[str], count: i
                         parts["grid_limit_image_dsc"] = grid_limit_dsc(truth.array, truth.spacing_zyx,
                                                                        tuple(card.spacing_zyx))
                     rows[-1].update({k: round(float(v), 4) for k, v in parts.items() if k != "instance_dsc"})
+                    # voxels per class of the network's own map: a class it never draws shows here (the
+                    # contact class of contact3d_from_binary_lopo won no voxel, unseen for a session)
+                    counts = np.bincount(prediction.network_labels.array.ravel().astype(np.int64))
+                    rows[-1]["network_class_voxels"] = {int(v): int(n) for v, n in enumerate(counts) if n}
                     print(f"    each tooth given its best number: {parts['best_numbers_instance_dsc']:.3f}; the true "
                           f"teeth within the map: {parts['map_limit_instance_dsc']:.3f}; the map's whole-dentition "
                           f"Dice {parts['map_image_dsc']:.3f} (its grid allows "
-                          f"{parts.get('grid_limit_image_dsc', float('nan')):.3f})", flush=True)
+                          f"{parts.get('grid_limit_image_dsc', float('nan')):.3f}); voxels per network class "
+                          f"{rows[-1]['network_class_voxels']}", flush=True)
                 if arch_numbering:  # the same teeth, numbered from the arch geometry instead of by the network
                     renumbered, _ = renumber_from_arch(prediction.labels)
                     arch = sts2024_case(truth.array, renumbered.array)

@@ -274,3 +274,29 @@ def test_bench_cbct_generalisation_refuses_an_unknown_model_before_scoring(tmp_p
     assert proc.returncode == 2 and "no model 'no-such-model' in the catalogue" in proc.stderr
     assert "Traceback" not in proc.stderr and "toothseg-cbct-binary-lopo-long:" not in proc.stdout
     assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_map_with_contacts_cuts_one_map_with_the_other_models_contacts():
+    """The map model decides what is tooth in every variant; the contact model only where its teeth meet
+    (map+contacts) or where they are seeded (map+cores). Two teeth joined in the map come apart through the
+    contacts, and a contact model that draws no contact leaves the map as it was."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import numpy as np
+    from bench_map_with_contacts import class_maps
+    from toothseg.core.postprocessing.instances import separate_instances
+
+    tooth_map = np.zeros((6, 6, 14), np.uint8)
+    tooth_map[1:5, 1:5, 1:13] = 1  # two teeth of 6 voxels each, joined
+    contacts = np.zeros_like(tooth_map)
+    contacts[1:5, 1:5, 1:13] = 1
+    contacts[1:5, 1:5, 6:8] = 2  # where they meet
+    contacts[0, 0, 0] = 1  # tooth the map does not have: stays background
+    maps = class_maps(tooth_map, contacts)
+    assert all(maps[name][0, 0, 0] == 0 for name in ("map", "map+contacts", "map+cores"))
+    assert np.array_equal(maps["map"] > 0, tooth_map > 0) and np.array_equal(maps["map+contacts"] > 0, tooth_map > 0)
+    spacing = (1.0, 1.0, 1.0)
+    assert separate_instances(maps["map"], spacing, min_seed_mm3=1, max_tooth_mm3=0).max() == 1
+    assert separate_instances(maps["map+contacts"], spacing, min_seed_mm3=1, max_tooth_mm3=0).max() == 2
+    assert separate_instances(maps["map+cores"], spacing, min_seed_mm3=1, max_tooth_mm3=0).max() == 2
+    none = class_maps(tooth_map, np.where(contacts == 2, 1, contacts).astype(np.uint8))
+    assert np.array_equal(none["map+contacts"], maps["map"])

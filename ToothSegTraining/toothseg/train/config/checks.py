@@ -9,15 +9,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from ...core.errors import InputError
 from ...core.models.card import IntensityNormalization, ModelCard, check_model_id
 from ...core.models.folder import CARD_FILE
 from ...core.names import PLAIN_NAME_RULE, is_plain_name
+from ...core.networks import build_network
 from ..data.augment import check_extra_flips
 from ..data.dataset import class_values_for
 from ...core.labels import INSTANCE_TABLES, TOOTH_JAW, label_table_named
 from ...core.postprocessing import step_problems
 from ..engine.class_init import parse_init_classes
+from ..engine.frozen import check_train_only
 from ..methods import get_method
 from ..synth.cbct import SynthesisOptions
 from .mapping import exported_label_table, stage_data
@@ -46,6 +50,8 @@ def check_recipe(recipe: Recipe) -> None:
         _check_data_values(data, f"stages[{index}].data" if stage.data else "data")
         if stage.init_classes is not None:
             _check_init_classes(recipe, index, data)
+        if stage.train_only is not None:
+            _check_train_only(recipe, index, data)
     names = [stage.name for stage in recipe.stages]
     for index, name in enumerate(names):  # each names the stage's output folder
         if not is_plain_name(name):
@@ -167,6 +173,20 @@ def _check_init_classes(recipe: Recipe, index: int, data: DataConfig) -> None:
     if old is not None and highest >= old:
         raise InputError(f"{where}: names class {highest}, but the network of init_from {stage.init_from!r} has "
                          f"{old} classes (0-{old - 1})")
+
+
+def _check_train_only(recipe: Recipe, index: int, data: DataConfig) -> None:
+    """``train_only`` names parameters of the stage's network (built on the meta device: no memory, no
+    weights), and leaves some frozen: a typo would otherwise freeze everything or nothing."""
+    stage = recipe.stages[index]
+    if stage.init_from in ("", "none"):
+        raise InputError(f"stages[{index}].train_only: the frozen weights would stay random: set init_from")
+    kwargs = {**recipe.model.kwargs, "spatial_dims": 2 if data.kind == "2d" else 3,
+              "num_classes": len(class_values_for(data, label_table_named(data.label_table)))}
+    with torch.device("meta"):
+        network = build_network(recipe.model.architecture, **kwargs)
+    check_train_only(stage.train_only, (name for name, _ in network.named_parameters()),
+                     f"stages[{index}].train_only")
 
 
 def _check_data_values(data: DataConfig, where: str) -> None:

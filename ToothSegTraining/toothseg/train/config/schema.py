@@ -121,6 +121,9 @@ class StageConfig:
     # per class of this stage's network, the class of init_from's network whose output weights it takes, or
     # [class, logit offset] (engine/class_init.py): a refinement of the old classes starts as the old network
     init_classes: list[Any] | None = None
+    # parameter names or module prefixes (decoder.seg_layers) of the only weights that train; the rest stay
+    # as init_from left them (engine/frozen.py); None: all train
+    train_only: list[str] | None = None
     data: dict[str, Any] = field(default_factory=dict)  # overrides of the recipe's data section for this stage
 
 

@@ -46,6 +46,7 @@ from ..methods import get_method
 from ..methods.base import Method, MethodContext, StepOutput, running_statistics_kept, unwrap
 from .checkpointing import load_checkpoint, save_checkpoint
 from .export import Member, export_model_folder, exported_members, loaded_model, stage_card
+from .frozen import train_only
 from .run_logs import StepLog, all_reduce_mean, append_csv, truncate_csv
 from .schedules import build_optimizer, learning_rate
 
@@ -189,6 +190,10 @@ class Trainer:
             if name not in self.trainable:
                 for p in net.parameters():
                     p.requires_grad_(False)
+            elif self.stage.train_only:
+                trainable, total = train_only(net, self.stage.train_only)
+                log.info("%s: %d of %d parameters train (train_only); the rest keep their start",
+                         name, trainable, total)
         if self.world > 1:
             for name in self.trainable:
                 ids = [self.device.index] if self.device.type == "cuda" else None
