@@ -63,3 +63,16 @@ def test_a_prefix_names_whole_modules_only():
     assert matches("decoder.seg_layers.0.weight", ["decoder.seg_layers.0.weight"])
     assert not matches("decoder.seg_layers_extra.weight", ["decoder.seg_layers"])
     assert not matches("encoder.stem.weight", ["decoder"])
+
+
+def test_a_network_left_with_nothing_to_train_is_refused():
+    from toothseg.core.networks.build import build_network
+    from toothseg.train.engine.frozen import train_only
+
+    network = build_network("resenc_unet", features_per_stage=[4, 8], strides=[1, 2], n_blocks_per_stage=[1, 1],
+                            num_classes=2, spatial_dims=2)
+    assert train_only(network, ["decoder.seg_layers"])[0] > 0
+    assert {n for n, p in network.named_parameters() if p.requires_grad} == \
+        {n for n, _ in network.named_parameters() if n.startswith("decoder.seg_layers.")}
+    with pytest.raises(InputError, match="leaves no parameter of network 'reconstruction_head' to train"):
+        train_only(network, ["head"], "network 'reconstruction_head'")

@@ -42,14 +42,16 @@ def check_train_only(entries: object, parameter_names: Iterable[str], where: str
     return list(entries)
 
 
-def train_only(net: nn.Module, prefixes: list[str]) -> tuple[int, int]:
-    """Freeze every parameter of ``net`` outside ``prefixes``; (trainable, all) parameter counts."""
+def train_only(net: nn.Module, prefixes: list[str], name: str = "the network") -> tuple[int, int]:
+    """Freeze every parameter of ``net`` outside ``prefixes``; (trainable, all) parameter counts. A network
+    with nothing left to train (a method's second network, e.g. a reconstruction head, whose names the
+    prefixes miss) is refused before the first step."""
     trainable = total = 0
-    for name, parameter in net.named_parameters():
-        keep = matches(name, prefixes)
+    for parameter_name, parameter in net.named_parameters():
+        keep = matches(parameter_name, prefixes)
         parameter.requires_grad_(keep)
         trainable += parameter.numel() if keep else 0
         total += parameter.numel()
     if trainable == 0:
-        raise InputError(f"train_only {prefixes} leaves no parameter of the network to train")
+        raise InputError(f"train_only {prefixes} leaves no parameter of {name} to train")
     return trainable, total

@@ -191,7 +191,7 @@ class Trainer:
                 for p in net.parameters():
                     p.requires_grad_(False)
             elif self.stage.train_only:
-                trainable, total = train_only(net, self.stage.train_only)
+                trainable, total = train_only(net, self.stage.train_only, f"network {name!r}")
                 log.info("%s: %d of %d parameters train (train_only); the rest keep their start",
                          name, trainable, total)
         if self.world > 1:
