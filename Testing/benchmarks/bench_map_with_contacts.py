@@ -52,10 +52,10 @@ def class_maps(tooth_map: np.ndarray, contact_classes: np.ndarray) -> dict[str, 
             "contacts": contact_classes.astype(np.uint8)}
 
 
-def numbered(classes, image, steps: list[dict]) -> np.ndarray:
-    """The card's post-processing on a class map, in the canonical orientation as the predictor runs it."""
+def numbered(classes, scan: np.ndarray, steps: list[dict]) -> np.ndarray:
+    """The card's post-processing on a class map, in the canonical orientation as the predictor runs it
+    (``scan``: the image, already canonical, for the steps that read intensities)."""
     canonical, orientation = to_canonical(classes)
-    scan = to_canonical(image)[0].array
     return restore_orientation(apply_steps(canonical.array, canonical.spacing_zyx, steps, image=scan), orientation)
 
 
@@ -75,8 +75,9 @@ def score(map_model: Path, contact_model: Path, patient: str, families: list[str
             row = {"family": family, "scan": index,
                    "contact_class_voxels": {int(v): int(n) for v, n in
                                             enumerate(np.bincount(contact_classes.ravel().astype(np.int64))) if n}}
+            scan = to_canonical(image)[0].array  # once per scan, not per variant
             for name, classes in class_maps(tooth_map, contact_classes).items():
-                labels = numbered(image.with_array(classes), image, steps)
+                labels = numbered(image.with_array(classes), scan, steps)
                 metrics = sts2024_case(truth.array, labels)
                 parts = loss_breakdown(truth.array, labels, classes)
                 row[name] = {"instance_dsc": round(float(metrics["instance_dsc"]), 4),
@@ -110,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         map_model, contact_model = catalog.resolve(args.map), catalog.resolve(args.contacts)
     except InputError as exc:
         parser.error(str(exc))
-    result = score(map_model, contact_model, args.patient, args.family or ["hu", "synthseg"], args.scans, args.seed,
-                   not args.no_tta)
+    try:  # a --contacts model of other classes is said in one line, not a traceback
+        result = score(map_model, contact_model, args.patient, args.family or ["hu", "synthseg"], args.scans,
+                       args.seed, not args.no_tta)
+    except InputError as exc:
+        parser.error(str(exc))
     for name, values in result["summary"].items():
         print(f"{name:<14} instance Dice {values['instance_dsc']:.3f}  IA {values['ia']:.3f}  best numbers "
               f"{values['best_numbers_instance_dsc']:.3f}  map limit {values['map_limit_instance_dsc']:.3f}  "
