@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
-from bench_ufba import save_figure, shown  # noqa: E402
+from bench_ufba import save_figure, shown, t_interval  # noqa: E402
 from toothseg.core.errors import ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import atomic_write_text  # noqa: E402
 from toothseg.core.io.images import read_label_map, read_volume  # noqa: E402
@@ -203,8 +203,6 @@ def gains_over_random(curves: dict) -> dict:
     start from the same first model and images), the mean of those differences and a 95 % interval across
     seeds (Student's t, n - 1 degrees of freedom). The seeds, not the test images, are what varies between
     runs of the simulation, so a gain counts only where its interval lies above 0."""
-    from scipy import stats
-
     random = curves["random"]["per_seed"]
     out = {}
     for strategy, curve in curves.items():
@@ -212,9 +210,7 @@ def gains_over_random(curves: dict) -> dict:
             continue
         differences = np.array([[p[1] - q[1] for p, q in zip(curve["per_seed"][seed], random[seed])]
                                 for seed in random], dtype=float)
-        n = differences.shape[0]
-        half = stats.t.ppf(0.975, n - 1) * differences.std(axis=0, ddof=1) / np.sqrt(n)
-        mean = differences.mean(axis=0)
+        mean, half = t_interval(differences, axis=0)
         out[strategy] = [{"labeled": point[0], "mean": round(float(m), 4), "ci95": [round(float(m - h), 4),
                                                                                     round(float(m + h), 4)]}
                          for point, m, h in zip(curve["points"], mean, half)]

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "ToothSegTraining"))
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
-from bench_ufba import paired_gain_interval, plot, score_model, shown, write_result  # noqa: E402
+from bench_ufba import paired_gain_interval, plot, score_model, shown, t_interval, write_result  # noqa: E402
 from plot_ssl_run import plot_training, read_rows, stage_folders, stage_summary  # noqa: E402
 from toothseg.core.errors import OutputWriteError, ToothSegError  # noqa: E402
 from toothseg.core.io.atomic import check_writable_output  # noqa: E402
@@ -179,14 +179,11 @@ def method_scales(parser: argparse.ArgumentParser, texts: list[str],
 def seed_gain_interval(gains: list[float]) -> dict:
     """Mean of per-seed gains (each a method's Dice minus supervised's at the same seed) and its 95 %
     Student-t interval across seeds; no interval from a single seed."""
-    import numpy as np
-    from scipy import stats
-
-    values = np.asarray(gains, dtype=float)
-    result = {"seeds": len(values), "mean_gain": round(float(values.mean()), 4)}
-    if len(values) >= 2:
-        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-        result["ci95"] = [round(float(values.mean()) - half, 4), round(float(values.mean()) + half, 4)]
+    mean = float(sum(gains)) / len(gains)
+    result = {"seeds": len(gains), "mean_gain": round(mean, 4)}
+    if len(gains) >= 2:
+        _, half = t_interval(gains)
+        result["ci95"] = [round(mean - float(half), 4), round(mean + float(half), 4)]
     return result
 
 

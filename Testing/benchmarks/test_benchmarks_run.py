@@ -251,6 +251,36 @@ def test_bench_cbct_generalisation_says_where_the_instance_dice_is_lost():
     assert parts["map_image_dsc"] == pytest.approx(2 * 96 / (128 + 96))
 
 
+def test_bench_cbct_generalisation_gives_each_mean_and_each_gain_an_interval_over_the_scans():
+    """A second model 0.05 better on every scan gains exactly 0.05 with no spread; one better on some scans and
+    worse on others gets a gain interval across 0; each mean's interval holds the mean; two models scored on
+    different scans are refused rather than compared."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from bench_cbct_generalisation import with_intervals
+
+    def result(model, values, ia=0.1, prefix="p/hu"):
+        return {"model": model, "rows": [{"case": f"{prefix}/{i}", "instance_dsc": v, "ia": ia}
+                                         for i, v in enumerate(values)]}
+
+    base = result("base", [0.2, 0.4, 0.3, 0.5])
+    better = result("better", [0.25, 0.45, 0.35, 0.55])
+    mixed = result("mixed", [0.4, 0.2, 0.5, 0.3])
+    results = [base, better, mixed]
+    with_intervals(results)
+    low, high = base["overall"]["instance_dsc_ci95"]
+    assert base["overall"]["scans"] == 4 and base["overall"]["instance_dsc"] == pytest.approx(0.35)
+    assert low < 0.35 < high
+    assert "compared_with" not in base["overall"]
+    assert better["overall"]["compared_with"] == "base"
+    assert better["overall"]["instance_dsc_gain"] == pytest.approx(0.05)
+    assert better["overall"]["instance_dsc_gain_ci95"] == pytest.approx([0.05, 0.05])
+    assert better["overall"]["ia_gain_ci95"] == pytest.approx([0.0, 0.0])
+    low, high = mixed["overall"]["instance_dsc_gain_ci95"]
+    assert mixed["overall"]["instance_dsc_gain"] == pytest.approx(0.0) and low < 0 < high
+    with pytest.raises(ValueError, match="share no scored scan"):
+        with_intervals([base, result("elsewhere", [0.3], prefix="q/rtk")])
+
+
 def test_the_grid_limit_is_what_a_coarser_grid_can_hold():
     """Teeth on even voxels survive a grid twice as coarse but for their corners (trilinear rounds them); a tooth
     one voxel thin does not."""
