@@ -111,7 +111,7 @@ def test_the_probe_sees_at_most_a_training_patch_of_each_case():
 
 def test_the_probe_scores_the_labels_the_method_would_learn_from(tmp_path, toy_dataset, monkeypatch):
     """A method whose pseudo-labels are the hidden truth scores 1, its background-only labels score 0; the
-    voxels it uses are scored on their own."""
+    voxels it uses are scored on their own. The hidden cases are read once per stage, not at every probe."""
     from toothseg.train.methods.mean_teacher import MeanTeacher
 
     truth: list[np.ndarray] = []
@@ -126,8 +126,10 @@ def test_the_probe_scores_the_labels_the_method_would_learn_from(tmp_path, toy_d
     from toothseg.train.engine.trainer import _central_crop
 
     original = TrainingData.probe_cases
+    calls = []
 
     def remembered(self, count=8):
+        calls.append(count)
         cases = original(self, count)
         truth[:] = [_central_crop(case, (32, 32)).labels.astype(np.int64) for case in cases]  # the toy's patch
         return cases
@@ -136,6 +138,7 @@ def test_the_probe_scores_the_labels_the_method_would_learn_from(tmp_path, toy_d
     monkeypatch.setattr(MeanTeacher, "probe_pseudo_labels", perfect)
     _train(_recipe(toy_dataset, "mean_teacher", 2, {"gate_dice": 0.0}), tmp_path / "run")
     rows = _validation_rows(tmp_path / "run", "0_mean_teacher")
+    assert len(rows) == 2 and len(calls) == 1  # probed twice, the hidden cases read once
     assert len(truth) == 2  # the two hidden cases
     assert float(rows[0]["pl_dice"]) == pytest.approx(1.0)
     assert float(rows[0]["pl_used_dice"]) == pytest.approx(1.0)

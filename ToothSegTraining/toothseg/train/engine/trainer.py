@@ -174,6 +174,7 @@ class Trainer:
         if method_cls.needs_unlabeled and not data.unlabeled and data.config.source != "synthetic":
             raise InputError(f"method {self.stage.method!r} needs unlabeled data, but the unlabeled set is empty")
         self.use_amp = self.stage.amp and self.device.type == "cuda"
+        self._probe_cases: list | None = None  # prepared at the first probe (read, resampled), kept for the stage
 
     # ------------------------------------------------------------------ networks
     def build_network(self, **overrides) -> nn.Module:
@@ -319,7 +320,9 @@ class Trainer:
         This is the evidence for why an unlabeled term helps or not; it never enters a loss."""
         if not self.method.needs_unlabeled:
             return {}
-        cases = self.data.probe_cases()
+        if self._probe_cases is None:  # the hidden cases do not change within a stage: read them once
+            self._probe_cases = self.data.probe_cases()
+        cases = self._probe_cases
         if not cases:
             return {}
         scores: dict[str, list[float]] = {"pl_dice": [], "pl_used_share": [], "pl_used_dice": []}
